@@ -1,0 +1,32 @@
+# modelgen — common tasks. `make run` starts the service with nothing configured
+# (embedded SQLite under ./data, images in ./data/images, built-in Apimart
+# simulator); `make test` runs every test (SQLite and PostgreSQL).
+
+CARGO ?= cargo
+PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run build test test-sqlite lint fmt check-pg clean-data
+
+run:
+	$(CARGO) run --release -p modelgen-api --bin modelgen -- serve
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Every test. PostgreSQL must be reachable at $(PG_URL) (MODELGEN_TEST_PG_URL);
+## set MODELGEN_SKIP_PG=1 to run the SQLite half only on a machine without it.
+test: build
+	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} $(CARGO) test --workspace --no-fail-fast
+
+test-sqlite: build
+	MODELGEN_SKIP_PG=1 $(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,139 @@
+//! Operator actions on the callback outbox, shared by the admin endpoints and
+//! the CLI: list (e.g. dead) deliveries, redeliver one, redeliver all dead.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use modelgen_persistence::{CallbackOutbox, CallbackRecord, CallbackStatus, RepoError};
+
+use crate::error::{ApiError, Envelope};
+use crate::http::HttpState;
+use crate::service::rfc3339;
+
+/// Largest page of `GET /admin/callbacks`.
+pub const MAX_CALLBACK_PAGE: i64 = 500;
+
+/// Outbox administration.
+#[derive(Clone)]
+pub struct Admin {
+    /// The outbox.
+    pub outbox: Arc<dyn CallbackOutbox>,
+}
+
+/// A delivery as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallbackView {
+    /// Stable event id (`webhook-id`).
+    pub event_id: String,
+    /// Task.
+    pub task_id: String,
+    /// `task.completed` …
+    pub event_type: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Next attempt (pending rows).
+    pub next_attempt_at: String,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// When delivered.
+    pub delivered_at: Option<String>,
+    /// When enqueued.
+    pub created_at: String,
+}
+
+impl From<&CallbackRecord> for CallbackView {
+    fn from(r: &CallbackRecord) -> Self {
+        CallbackView {
+            event_id: r.event_id.clone(),
+            task_id: r.task_id.to_string(),
+            event_type: r.event_type.clone(),
+            status: r.status.as_str().into(),
+            attempts: r.attempts,
+            next_attempt_at: rfc3339(r.next_attempt_at),
+            last_error: r.last_error.clone(),
+            delivered_at: r.delivered_at.map(rfc3339),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+/// Parses `pending|delivered|dead`.
+pub fn parse_status(s: &str) -> Option<CallbackStatus> {
+    match s {
+        "pending" => Some(CallbackStatus::Pending),
+        "delivered" => Some(CallbackStatus::Delivered),
+        "dead" => Some(CallbackStatus::Dead),
+        _ => None,
+    }
+}
+
+impl Admin {
+    /// Deliveries with `status` (all when `None`), newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list(&self, status: Option<CallbackStatus>, limit: i64) -> Result<Vec<CallbackView>, RepoError> {
+        Ok(self.outbox.list_callbacks(status, limit).await?.iter().map(CallbackView::from).collect())
+    }
+
+    /// Puts one delivery back to pending.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] for an unknown event id.
+    pub async fn redeliver(&self, event_id: &str) -> Result<CallbackView, RepoError> {
+        Ok(CallbackView::from(&self.outbox.redeliver(event_id, Utc::now()).await?))
+    }
+
+    /// Puts every dead delivery back to pending; returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn redeliver_all_dead(&self) -> Result<u64, RepoError> {
+        self.outbox.redeliver_all_dead(Utc::now()).await
+    }
+}
+
+/// Query of `GET /admin/callbacks`.
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /admin/callbacks?status=dead&limit=100`.
+pub async fn list_callbacks(query: web::Query<CallbackQuery>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_status(s).ok_or_else(|| ApiError::field("status", "must be pending, delivered or dead"))?),
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_CALLBACK_PAGE).contains(l))
+            .ok_or_else(|| ApiError::field("limit", "must be an integer between 1 and 500"))?,
+    };
+    let items = state.admin.list(status, limit).await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", serde_json::json!({ "items": items }))))
+}
+
+/// `POST /admin/callbacks/{event_id}/redeliver`.
+pub async fn redeliver(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    match state.admin.redeliver(&path).await {
+        Ok(view) => Ok(HttpResponse::Ok().json(Envelope::ok("success", view))),
+        Err(RepoError::NotFound) => Err(ApiError::NotFound(format!("callback {} not found", path.as_str()))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/callbacks/redeliver-dead`.
+pub async fn redeliver_all_dead(state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let n = state.admin.redeliver_all_dead().await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", serde_json::json!({ "redelivered": n }))))
+}

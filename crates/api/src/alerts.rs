@@ -1,0 +1,76 @@
+//! Operator alerts: Apimart 401/402 (bad key, no balance) and dead callbacks.
+//!
+//! Every alert is an error log with the stable event name `modelgen.alert`
+//! and a `alerts_total{kind}` counter increment. When an alert webhook is
+//! configured, a JSON POST is also sent — at most once per kind per interval,
+//! so a broken key does not turn into one message per task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Stable event name of alert log lines (search logs for it).
+pub const ALERT_EVENT: &str = "modelgen.alert";
+
+/// Raises alerts; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Alerts {
+    inner: Arc<AlertsInner>,
+}
+
+#[derive(Default)]
+struct AlertsInner {
+    webhook: Option<(reqwest::Client, String)>,
+    interval: Duration,
+    last_sent: Mutex<HashMap<String, Instant>>,
+}
+
+impl Alerts {
+    /// Alerts that also POST `{"kind", "message", "service"}` to `webhook_url`,
+    /// at most once per kind per `interval`.
+    pub fn with_webhook(client: reqwest::Client, webhook_url: String, interval: Duration) -> Self {
+        Alerts {
+            inner: Arc::new(AlertsInner {
+                webhook: Some((client, webhook_url)),
+                interval,
+                last_sent: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Logs and counts an alert of `kind` (e.g. `unauthorized`,
+    /// `insufficient_balance`, `callback_dead`), and notifies the webhook when due.
+    pub fn raise(&self, kind: &str, message: &str) {
+        tracing::error!(event = ALERT_EVENT, alert.kind = kind, "{message}");
+        metrics::counter!("alerts_total", "kind" => kind.to_string()).increment(1);
+        let Some((client, url)) = &self.inner.webhook else {
+            return;
+        };
+        let due = match self.inner.last_sent.lock() {
+            Ok(mut last) => {
+                let now = Instant::now();
+                match last.get(kind) {
+                    Some(t) if now.duration_since(*t) < self.inner.interval => false,
+                    _ => {
+                        last.insert(kind.to_string(), now);
+                        true
+                    }
+                }
+            }
+            Err(_) => false,
+        };
+        if !due {
+            return;
+        }
+        let request = client.post(url.clone()).json(&serde_json::json!({
+            "service": "modelgen",
+            "kind": kind,
+            "message": message,
+        }));
+        tokio::spawn(async move {
+            if let Err(e) = request.send().await {
+                tracing::warn!(error = %e.without_url(), "alert webhook failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,208 @@
+//! The `modelgen` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use modelgen_persistence::{CallbackOutbox, CallbackStatus, ImageRepository, TaskRepository};
+
+use crate::admin::{Admin, CallbackView};
+use crate::config::Config;
+use crate::service::task_view;
+use crate::startup::{Application, Role, open_database};
+use crate::telemetry;
+
+/// modelgen: digital-model image generation for e-commerce, over the Apimart API.
+///
+/// Configuration comes from built-in defaults, an optional TOML file
+/// (--config), a .env file, then environment variables (see the README table).
+/// Without APIMART_API_KEY the service uses its built-in Apimart simulator.
+#[derive(Debug, Parser)]
+#[command(name = "modelgen", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file; keys are the environment variable names in lower case.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the workers (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect tasks.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Inspect and redeliver callbacks (the outbox).
+    #[command(subcommand)]
+    Callbacks(CallbacksCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Serve the HTTP API only; run no workers.
+    #[arg(long, conflicts_with = "workers_only")]
+    pub api_only: bool,
+    /// Run the workers only; open no HTTP port.
+    #[arg(long)]
+    pub workers_only: bool,
+}
+
+/// `tasks …`.
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Print a task, its images and its callbacks as JSON.
+    Show {
+        /// Task id (`task_…`).
+        task_id: String,
+    },
+}
+
+/// `callbacks …`.
+#[derive(Debug, Subcommand)]
+pub enum CallbacksCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only dead deliveries.
+        #[arg(long)]
+        dead: bool,
+        /// Only this status: pending, delivered or dead.
+        #[arg(long, conflicts_with = "dead")]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Put a delivery (or every dead one) back in the queue, same event id.
+    Redeliver {
+        /// Event id (`evt_…`).
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        event_id: Option<String>,
+        /// Every dead delivery.
+        #[arg(long)]
+        all_dead: bool,
+    },
+}
+
+/// `config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted) and every problem found.
+    Check,
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with; `main` prints it and exits non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if let Command::Config(ConfigCommand::Check) = command {
+        return config_check(cli.config.as_deref());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init_logging(config.log_format);
+    match command {
+        Command::Serve(args) => {
+            let role = if args.api_only {
+                Role::ApiOnly
+            } else if args.workers_only {
+                Role::WorkersOnly
+            } else {
+                Role::All
+            };
+            let app = Application::build(config, role).await?;
+            tracing::info!(port = app.port(), "modelgen listening");
+            app.run_until_stopped().await
+        }
+        Command::Migrate => {
+            let db = open_database(&config).await?;
+            let applied = db.migrate().await.context("running migrations")?;
+            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            Ok(())
+        }
+        Command::Tasks(TasksCommand::Show { task_id }) => {
+            let db = open_database(&config).await?;
+            let id = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id} is not a task id"))?;
+            let task = db.get_task(&id).await.with_context(|| format!("task {task_id}"))?;
+            let images = db.images_for_task(&id).await?;
+            let callbacks: Vec<CallbackView> = db.callbacks_for_task(&id).await?.iter().map(CallbackView::from).collect();
+            print_json(&serde_json::json!({
+                "task": task_view(&task, &images),
+                "external_task_id": task.external_task_id,
+                "submit_attempts": task.submit_attempts,
+                "poll_count": task.poll_count,
+                "lease_owner": task.lease_owner,
+                "callbacks": callbacks,
+            }))
+        }
+        Command::Callbacks(cmd) => {
+            let db = open_database(&config).await?;
+            let admin = Admin { outbox: std::sync::Arc::new(db) };
+            match cmd {
+                CallbacksCommand::List { dead, status, limit } => {
+                    let status = match (dead, status.as_deref()) {
+                        (true, _) => Some(CallbackStatus::Dead),
+                        (false, None) => None,
+                        (false, Some(s)) => Some(
+                            crate::admin::parse_status(s)
+                                .ok_or_else(|| anyhow::anyhow!("--status must be pending, delivered or dead"))?,
+                        ),
+                    };
+                    print_json(&admin.list(status, limit).await?)
+                }
+                CallbacksCommand::Redeliver { event_id, all_dead } => {
+                    if all_dead {
+                        let n = admin.redeliver_all_dead().await?;
+                        println!("{n} dead callback(s) queued for redelivery");
+                    } else if let Some(id) = event_id {
+                        let view = admin.redeliver(&id).await.with_context(|| format!("callback {id}"))?;
+                        print_json(&view)?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Check) => Ok(()),
+    }
+}
+
+fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match Config::load(file) {
+        Ok(config) => {
+            println!("{}", toml_like(&config)?);
+            if config.apimart_api_key.is_none() {
+                println!("# note: APIMART_API_KEY is not set; the built-in simulator will be used");
+            }
+            println!("configuration OK");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+fn toml_like(config: &Config) -> anyhow::Result<String> {
+    let value = serde_json::to_value(config)?;
+    let mut out = String::new();
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            out.push_str(&format!("{} = {}\n", k.to_uppercase(), v));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,496 @@
+//! The one typed configuration of the service.
+//!
+//! Loaded from, in order (later wins): built-in defaults, an optional TOML file
+//! (`--config`), a `.env` file in the working directory, then environment
+//! variables. Keys are the environment variable names in lower case (`port`,
+//! `database_url` …), so the earlier Python service's variables
+//! (`DATABASE_URL`, `APIMART_API_KEY`, `TASK_POLL_INTERVAL`, …) keep their
+//! meaning. Unknown keys in the file and bad values fail startup, naming the key.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A secret value: deserialized from any scalar, never printed (`Debug` and
+/// `Serialize` show `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; only for the place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Scalar::deserialize(deserializer).map(|s| Secret(s.0))
+    }
+}
+
+/// A string field that environment parsing may have turned into a number or
+/// boolean (figment parses `APIMART_API_KEY=12345` as an integer).
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            S(String),
+            I(i64),
+            U(u64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Scalar(match Any::deserialize(deserializer)? {
+            Any::S(s) => s,
+            Any::I(i) => i.to_string(),
+            Any::U(u) => u.to_string(),
+            Any::F(f) => f.to_string(),
+            Any::B(b) => b.to_string(),
+        }))
+    }
+}
+
+fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?
+        .map(|s| s.0)
+        .filter(|s| !s.trim().is_empty()))
+}
+
+fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?
+        .map(|s| s.0)
+        .filter(|s| !s.trim().is_empty())
+        .map(Secret))
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the service. Durations are in seconds (fractions allowed),
+/// sizes in bytes. See the README's configuration table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Interface to listen on.
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// How image URLs are written (`{public_base_url}/images/{key}`); default `http://{host}:{port}`.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub public_base_url: Option<String>,
+    /// `sqlite://path`, `postgres://…`.
+    pub database_url: String,
+    /// Pool size.
+    pub database_max_connections: usize,
+    /// Seconds to wait for a pooled connection.
+    pub database_acquire_timeout: f64,
+    /// Run pending migrations at startup.
+    pub auto_migrate: bool,
+    /// `file://dir` (relative to the working directory) or `file:///abs/dir`.
+    pub storage_url: String,
+    /// Also keep each result image inline as base64 in `ai_generation_image.image_base64`.
+    pub store_image_base64: bool,
+    /// Apimart API key; when absent the built-in simulator is used.
+    #[serde(deserialize_with = "opt_secret")]
+    pub apimart_api_key: Option<Secret>,
+    /// Apimart base URL including the version (`https://api.apimart.ai/v1`).
+    pub apimart_base_url: String,
+    /// Upstream model name.
+    pub apimart_model: String,
+    /// Timeout of one upstream HTTP request, seconds.
+    pub http_timeout: f64,
+    /// Attempts per upstream call (first try included).
+    pub retry_max_attempts: u32,
+    /// First retry delay, seconds.
+    pub retry_base_delay: f64,
+    /// Longest retry delay, seconds.
+    pub retry_max_delay: f64,
+    /// Base interval between status polls, seconds.
+    pub task_poll_interval: f64,
+    /// Longest interval between status polls, seconds.
+    pub task_poll_max_interval: f64,
+    /// A task not terminal after this many seconds fails with `timeout`.
+    pub task_timeout: f64,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted input image after base64 decoding, bytes.
+    pub max_image_bytes: usize,
+    /// Largest result image downloaded from upstream, bytes.
+    pub max_result_image_bytes: usize,
+    /// Directory whose `default.j2`/`edit.j2`/`outfit.j2` override the built-in prompts.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub prompt_templates_dir: Option<String>,
+    /// Where terminal tasks are POSTed; no callbacks when absent.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub callback_url: Option<String>,
+    /// Sent as `Authorization: Bearer` on callbacks.
+    #[serde(deserialize_with = "opt_secret")]
+    pub callback_token: Option<Secret>,
+    /// Standard Webhooks secret (`whsec_…`); callbacks are signed when set.
+    #[serde(deserialize_with = "opt_secret")]
+    pub callback_signing_secret: Option<Secret>,
+    /// Delivery attempts before a callback is `dead`; default: as many as fit `callback_horizon`.
+    pub callback_max_retries: Option<u32>,
+    /// How long failed callbacks keep being retried, seconds (default 24 h).
+    pub callback_horizon: f64,
+    /// First callback retry delay, seconds.
+    pub callback_base_delay: f64,
+    /// Longest callback retry delay, seconds.
+    pub callback_max_delay: f64,
+    /// Timeout of one callback request, seconds.
+    pub callback_timeout: f64,
+    /// Require `Authorization: Bearer API_AUTH_TOKEN` (on by itself when a token is set).
+    pub api_auth_enabled: bool,
+    /// The bearer token clients must send.
+    #[serde(deserialize_with = "opt_secret")]
+    pub api_auth_token: Option<Secret>,
+    /// Tasks worked on at once by this replica.
+    pub worker_concurrency: usize,
+    /// Tasks claimed per database round trip.
+    pub worker_batch_size: i64,
+    /// Lease length, seconds; a crashed replica's tasks resume after it.
+    pub lease_seconds: f64,
+    /// How often idle workers look for due work, seconds.
+    pub worker_idle_interval: f64,
+    /// Task duration of the built-in simulator, seconds.
+    pub sim_task_duration: f64,
+    /// Seconds to finish in-flight work after SIGTERM.
+    pub shutdown_grace: f64,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            public_base_url: None,
+            database_url: "sqlite://data/modelgen.db".into(),
+            database_max_connections: 10,
+            database_acquire_timeout: 5.0,
+            auto_migrate: true,
+            storage_url: "file://data/images".into(),
+            store_image_base64: false,
+            apimart_api_key: None,
+            apimart_base_url: "https://api.apimart.ai/v1".into(),
+            apimart_model: "gemini-2.5-flash-image-preview".into(),
+            http_timeout: 30.0,
+            retry_max_attempts: 5,
+            retry_base_delay: 1.0,
+            retry_max_delay: 32.0,
+            task_poll_interval: 2.0,
+            task_poll_max_interval: 30.0,
+            task_timeout: 600.0,
+            max_body_bytes: 32 * 1024 * 1024,
+            max_image_bytes: 10 * 1024 * 1024,
+            max_result_image_bytes: 30 * 1024 * 1024,
+            prompt_templates_dir: None,
+            callback_url: None,
+            callback_token: None,
+            callback_signing_secret: None,
+            callback_max_retries: None,
+            callback_horizon: 24.0 * 3600.0,
+            callback_base_delay: 2.0,
+            callback_max_delay: 3600.0,
+            callback_timeout: 10.0,
+            api_auth_enabled: false,
+            api_auth_token: None,
+            worker_concurrency: 16,
+            worker_batch_size: 32,
+            lease_seconds: 60.0,
+            worker_idle_interval: 0.5,
+            sim_task_duration: 3.0,
+            shutdown_grace: 30.0,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The environment variables read (upper-case field names).
+pub const ENV_KEYS: &[&str] = &[
+    "HOST",
+    "PORT",
+    "PUBLIC_BASE_URL",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_ACQUIRE_TIMEOUT",
+    "AUTO_MIGRATE",
+    "STORAGE_URL",
+    "STORE_IMAGE_BASE64",
+    "APIMART_API_KEY",
+    "APIMART_BASE_URL",
+    "APIMART_MODEL",
+    "HTTP_TIMEOUT",
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_BASE_DELAY",
+    "RETRY_MAX_DELAY",
+    "TASK_POLL_INTERVAL",
+    "TASK_POLL_MAX_INTERVAL",
+    "TASK_TIMEOUT",
+    "MAX_BODY_BYTES",
+    "MAX_IMAGE_BYTES",
+    "MAX_RESULT_IMAGE_BYTES",
+    "PROMPT_TEMPLATES_DIR",
+    "CALLBACK_URL",
+    "CALLBACK_TOKEN",
+    "CALLBACK_SIGNING_SECRET",
+    "CALLBACK_MAX_RETRIES",
+    "CALLBACK_HORIZON",
+    "CALLBACK_BASE_DELAY",
+    "CALLBACK_MAX_DELAY",
+    "CALLBACK_TIMEOUT",
+    "API_AUTH_ENABLED",
+    "API_AUTH_TOKEN",
+    "WORKER_CONCURRENCY",
+    "WORKER_BATCH_SIZE",
+    "LEASE_SECONDS",
+    "WORKER_IDLE_INTERVAL",
+    "SIM_TASK_DURATION",
+    "SHUTDOWN_GRACE",
+    "LOG_FORMAT",
+];
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read (wrong type, unknown key in the file…); the
+    /// message names the key.
+    #[error("configuration error: {0}")]
+    Load(String),
+    /// Values that parse but do not make sense together.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Defaults, then `file` (TOML) when given, then `.env`, then the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // A missing .env is normal; a malformed one is worth a loud failure.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::Load(format!(".env: {e}"))),
+        }
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::raw().only(ENV_KEYS)))
+    }
+
+    /// Extracts and checks a config from any figment (tests build their own).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let errors: Vec<String> = e
+                .into_iter()
+                .map(|err| {
+                    let key = err.path.join(".").to_uppercase();
+                    if key.is_empty() {
+                        err.kind.to_string()
+                    } else {
+                        format!("{key}: {}", err.kind)
+                    }
+                })
+                .collect();
+            ConfigError::Load(errors.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Problems a value-by-value parse cannot see.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with every problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let positive = [
+            ("HTTP_TIMEOUT", self.http_timeout),
+            ("RETRY_BASE_DELAY", self.retry_base_delay),
+            ("RETRY_MAX_DELAY", self.retry_max_delay),
+            ("TASK_POLL_INTERVAL", self.task_poll_interval),
+            ("TASK_POLL_MAX_INTERVAL", self.task_poll_max_interval),
+            ("TASK_TIMEOUT", self.task_timeout),
+            ("DATABASE_ACQUIRE_TIMEOUT", self.database_acquire_timeout),
+            ("CALLBACK_HORIZON", self.callback_horizon),
+            ("CALLBACK_BASE_DELAY", self.callback_base_delay),
+            ("CALLBACK_MAX_DELAY", self.callback_max_delay),
+            ("CALLBACK_TIMEOUT", self.callback_timeout),
+            ("LEASE_SECONDS", self.lease_seconds),
+            ("WORKER_IDLE_INTERVAL", self.worker_idle_interval),
+            ("SIM_TASK_DURATION", self.sim_task_duration),
+            ("SHUTDOWN_GRACE", self.shutdown_grace),
+        ];
+        for (name, value) in positive {
+            // Also bounds the value so Duration::from_secs_f64 cannot panic.
+            if !(value.is_finite() && value > 0.0 && value < 1e9) {
+                problems.push(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        if self.retry_max_attempts == 0 {
+            problems.push("RETRY_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.worker_concurrency == 0 {
+            problems.push("WORKER_CONCURRENCY must be at least 1".into());
+        }
+        if self.worker_batch_size < 1 {
+            problems.push("WORKER_BATCH_SIZE must be at least 1".into());
+        }
+        if self.database_max_connections == 0 {
+            problems.push("DATABASE_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if self.callback_max_retries == Some(0) {
+            problems.push("CALLBACK_MAX_RETRIES must be at least 1".into());
+        }
+        if self.max_image_bytes == 0 || self.max_body_bytes == 0 {
+            problems.push("MAX_IMAGE_BYTES and MAX_BODY_BYTES must be positive".into());
+        }
+        for (name, value) in [
+            ("APIMART_BASE_URL", Some(&self.apimart_base_url)),
+            ("CALLBACK_URL", self.callback_url.as_ref()),
+            ("PUBLIC_BASE_URL", self.public_base_url.as_ref()),
+        ] {
+            if let Some(v) = value {
+                match url::Url::parse(v) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    _ => problems.push(format!("{name} must be an http(s) URL")),
+                }
+            }
+        }
+        let db = self.database_url.as_str();
+        if !(db.starts_with("sqlite://")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            problems.push(
+                "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
+            );
+        }
+        if !self.storage_url.starts_with("file://") {
+            problems.push("STORAGE_URL must be a file:// URL".into());
+        }
+        if self.auth_required() && self.api_auth_token.is_none() {
+            problems.push("API_AUTH_ENABLED is true but API_AUTH_TOKEN is not set".into());
+        }
+        if let Some(secret) = &self.callback_signing_secret
+            && let Err(e) = modelgen_callback::SigningSecret::parse(secret.expose())
+        {
+            problems.push(format!("CALLBACK_SIGNING_SECRET: {e}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Whether requests must carry the API token.
+    pub fn auth_required(&self) -> bool {
+        self.api_auth_enabled || self.api_auth_token.is_some()
+    }
+
+    /// The base for image URLs, without a trailing slash.
+    pub fn public_base_url(&self, bound_port: u16) -> String {
+        match &self.public_base_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}:{}", self.host, bound_port),
+        }
+    }
+
+    /// Seconds as a [`Duration`]; values are checked finite and positive by [`Config::validate`].
+    pub fn secs(value: f64) -> Duration {
+        Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        for (k, v) in pairs {
+            f = f.merge(Toml::string(&format!("{k} = {v}")));
+        }
+        Config::from_figment(f)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.public_base_url(8000), "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = with(&[("no_such_key", "1")]).unwrap_err().to_string();
+        assert!(err.contains("no_such_key"), "{err}");
+        let err = with(&[("port", "\"eighty\"")]).unwrap_err().to_string();
+        assert!(err.contains("PORT"), "{err}");
+        let err = with(&[("task_timeout", "-1")]).unwrap_err().to_string();
+        assert!(err.contains("TASK_TIMEOUT"), "{err}");
+        let err = with(&[("database_url", "\"mysql://x\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = with(&[("apimart_api_key", "\"sk-very-secret\""), ("api_auth_token", "12345")])
+            .unwrap();
+        assert_eq!(c.api_auth_token.as_ref().map(Secret::expose), Some("12345"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sk-very-secret") && !shown.contains("12345"));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("sk-very-secret"));
+        assert!(c.auth_required());
+    }
+}

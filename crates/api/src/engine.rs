@@ -1,0 +1,763 @@
+//! The task engine: workers that claim due tasks under a lease, submit them to
+//! Apimart, poll them, download and store results, and deliver callbacks from
+//! the outbox (DESIGN.md, "Engine" and "Callbacks").
+//!
+//! Every write is fenced by the worker's lease, so a worker that lost its lease
+//! (paused, partitioned, slow) cannot overwrite what a newer worker wrote.
+//! Nothing here holds state across steps: a task's next step is decided from
+//! its row alone, which is what lets any replica resume any task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apimart_client::{ApimartError, GenerationRequest, TaskStatusResponse, UpstreamStatus};
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, debug, error, info, info_span, warn};
+
+use modelgen_callback::{CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult};
+use modelgen_domain::{ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, with_jitter};
+use modelgen_persistence::{
+    AttemptOutcome, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageRepository, NewImage,
+    RepoError, TaskChange, TaskRecord, TaskRepository,
+};
+
+use crate::alerts::Alerts;
+use crate::error::CODE_UPSTREAM;
+use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
+use crate::service::{BLOB_REF_PREFIX, rfc3339};
+
+/// `error_message` of a task that ran past `TASK_TIMEOUT`.
+pub const TIMEOUT_MESSAGE: &str = "timeout";
+/// Delay before retrying a result download that failed transiently.
+pub const DOWNLOAD_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Longest wait before the first status poll, whatever Apimart estimates.
+pub const MAX_FIRST_POLL_DELAY: Duration = Duration::from_secs(60);
+
+/// Tunables of the engine (from `Config`).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Identity written into leases (`host-pid-random`).
+    pub owner: String,
+    /// Lease length.
+    pub lease: Duration,
+    /// Tasks in flight at once in this replica.
+    pub concurrency: usize,
+    /// Tasks claimed per query.
+    pub batch_size: i64,
+    /// Idle wait between claims when nothing was due.
+    pub idle_interval: Duration,
+    /// Base interval between polls.
+    pub poll_interval: Duration,
+    /// Longest interval between polls.
+    pub poll_max_interval: Duration,
+    /// Tasks not terminal after this fail with [`TIMEOUT_MESSAGE`].
+    pub task_timeout: Duration,
+    /// Upstream model.
+    pub model: String,
+    /// Result image size cap, bytes.
+    pub max_result_image_bytes: usize,
+    /// Public base URL for image links (no trailing slash).
+    pub public_base_url: String,
+    /// Keep result images inline as base64 too.
+    pub store_image_base64: bool,
+    /// Whether terminal tasks enqueue callbacks.
+    pub callbacks_enabled: bool,
+    /// Callback attempts before `dead`.
+    pub callback_max_attempts: u32,
+    /// First callback retry delay.
+    pub callback_base_delay: Duration,
+    /// Longest callback retry delay.
+    pub callback_max_delay: Duration,
+}
+
+/// The engine's dependencies, all behind traits.
+#[derive(Clone)]
+pub struct Engine {
+    /// Tasks.
+    pub tasks: Arc<dyn TaskRepository>,
+    /// Images.
+    pub images: Arc<dyn ImageRepository>,
+    /// Outbox.
+    pub outbox: Arc<dyn CallbackOutbox>,
+    /// Image bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Apimart.
+    pub generator: Arc<dyn ImageGenerator>,
+    /// Result downloads.
+    pub fetcher: Arc<dyn ImageFetcher>,
+    /// Callback delivery; `None` when no `CALLBACK_URL`.
+    pub sender: Option<Arc<dyn CallbackSender>>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Alerting.
+    pub alerts: Alerts,
+    /// Tunables.
+    pub settings: EngineSettings,
+    /// Poked when a task is created or a callback enqueued, to skip the idle wait.
+    pub wake: Arc<Notify>,
+}
+
+/// How a step ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Done,
+    /// The lease was lost or the task changed under us (e.g. cancelled): stop quietly.
+    Superseded,
+}
+
+fn d(td: Duration) -> TimeDelta {
+    TimeDelta::from_std(td).unwrap_or(TimeDelta::MAX)
+}
+
+fn upstream_error_kind(e: &ApimartError) -> &'static str {
+    match e {
+        ApimartError::BadRequest { .. } => "bad_request",
+        ApimartError::Unauthorized { .. } => "unauthorized",
+        ApimartError::InsufficientBalance { .. } => "insufficient_balance",
+        ApimartError::Forbidden { .. } => "forbidden",
+        ApimartError::NotFound { .. } => "not_found",
+        ApimartError::RateLimited { .. } => "rate_limited",
+        ApimartError::Server { .. } => "server",
+        ApimartError::Timeout => "timeout",
+        ApimartError::Connect { .. } => "connect",
+        ApimartError::Decode { .. } => "decode",
+        ApimartError::Upstream { .. } => "upstream",
+        _ => "other",
+    }
+}
+
+impl Engine {
+    fn fence(&self) -> Fence {
+        Fence::Lease(self.settings.owner.clone())
+    }
+
+    /// Runs the task worker until `token` is cancelled, then lets in-flight
+    /// steps finish (they are bounded by their own timeouts) and releases leases.
+    pub async fn run_task_worker(self: Arc<Self>, token: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut running = JoinSet::new();
+        info!(worker.owner = %self.settings.owner, "task worker started");
+        loop {
+            while running.try_join_next().is_some() {}
+            if token.is_cancelled() {
+                break;
+            }
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = running.join_next() => continue,
+                }
+            }
+            let limit = (free as i64).min(self.settings.batch_size);
+            let now = self.clock.now();
+            let claimed = match self
+                .tasks
+                .claim_due_tasks(&self.settings.owner, now, self.settings.lease, limit)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    error!(error = %e, "claiming tasks failed");
+                    Vec::new()
+                }
+            };
+            metrics::counter!("lease_claims_total", "kind" => "task").increment(claimed.len() as u64);
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.idle_interval) => {}
+                }
+                continue;
+            }
+            for task in claimed {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let engine = self.clone();
+                running.spawn(async move {
+                    engine.process_task(task).await;
+                    drop(permit);
+                });
+            }
+        }
+        info!(in_flight = running.len(), "task worker stopping; finishing in-flight steps");
+        while running.join_next().await.is_some() {}
+        match self.tasks.release_all_task_leases(&self.settings.owner).await {
+            Ok(n) => info!(released = n, "task leases released"),
+            Err(e) => warn!(error = %e, "could not release task leases"),
+        }
+    }
+
+    /// Claims one batch and processes it to the end of each task's current
+    /// step. Returns how many tasks were claimed. Used by tests and the CLI to
+    /// drive the engine step by step.
+    ///
+    /// # Errors
+    /// When the claim query fails.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, RepoError> {
+        let claimed = self
+            .tasks
+            .claim_due_tasks(
+                &self.settings.owner,
+                self.clock.now(),
+                self.settings.lease,
+                self.settings.batch_size,
+            )
+            .await?;
+        let n = claimed.len();
+        let mut set = JoinSet::new();
+        for task in claimed {
+            let engine = self.clone();
+            set.spawn(async move { engine.process_task(task).await });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// One step of one claimed task, with the lease renewed in the background
+    /// while the step runs. The step is abandoned when the lease is lost.
+    pub async fn process_task(self: Arc<Self>, task: TaskRecord) {
+        let span = info_span!("task", task.id = %task.task_id, task.r#type = %task.task_type,
+            apimart.task_id = task.external_task_id.as_deref().unwrap_or(""));
+        let id = task.task_id;
+        let engine = self.clone();
+        async move {
+            let heartbeat = async {
+                let every = engine.settings.lease / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    let now = engine.clock.now();
+                    match engine
+                        .tasks
+                        .renew_task_lease(&id, &engine.settings.owner, now, engine.settings.lease)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(RepoError::LeaseLost) => return,
+                        Err(e) => warn!(error = %e, "lease renewal failed"),
+                    }
+                }
+            };
+            tokio::select! {
+                result = engine.step(task) => match result {
+                    Ok(Step::Done) => {}
+                    Ok(Step::Superseded) => debug!("task changed under this worker; step dropped"),
+                    Err(e) => error!(error = %e, "task step failed; it resumes when the lease expires"),
+                },
+                () = heartbeat => warn!("lease lost during step; another worker will resume the task"),
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn step(&self, task: TaskRecord) -> Result<Step, RepoError> {
+        let now = self.clock.now();
+        if task.status.is_terminal() {
+            self.tasks.release_task_lease(&task.task_id, &self.settings.owner).await?;
+            return Ok(Step::Done);
+        }
+        if now - task.created_at >= d(self.settings.task_timeout) {
+            warn!("task timed out");
+            return self.fail(&task, TIMEOUT_MESSAGE.into(), "timeout").await;
+        }
+        match task.external_task_id.clone() {
+            None => self.submit(task).await,
+            Some(external) => self.poll(task, &external).await,
+        }
+    }
+
+    /// Applies a change; maps "someone else owns this now" to [`Step::Superseded`].
+    async fn write(&self, task: &TaskRecord, change: TaskChange) -> Result<Result<TaskRecord, Step>, RepoError> {
+        match self
+            .tasks
+            .update_task(&task.task_id, &self.fence(), self.clock.now(), change)
+            .await
+        {
+            Ok(t) => Ok(Ok(t)),
+            Err(RepoError::LeaseLost)
+            | Err(RepoError::AlreadyTerminal(_))
+            | Err(RepoError::InvalidTransition(TransitionError::Terminal(_))) => Ok(Err(Step::Superseded)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fail(&self, task: &TaskRecord, message: String, kind: &'static str) -> Result<Step, RepoError> {
+        let change = TaskChange {
+            event: Some(TaskEvent::Failed),
+            error: Some((CODE_UPSTREAM, message)),
+            enqueue_callback: self.settings.callbacks_enabled,
+            release_lease: true,
+            ..TaskChange::default()
+        };
+        match self.write(task, change).await? {
+            Ok(done) => {
+                self.finished(&done, kind);
+                Ok(Step::Done)
+            }
+            Err(s) => Ok(s),
+        }
+    }
+
+    fn finished(&self, task: &TaskRecord, error_kind: &'static str) {
+        metrics::counter!("tasks_finished_total", "type" => task.task_type.as_str(),
+            "status" => task.status.as_str(), "error_kind" => error_kind)
+        .increment(1);
+        if let Some(done) = task.completed_at {
+            let secs = (done - task.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("task_duration_seconds", "type" => task.task_type.as_str(),
+                "status" => task.status.as_str())
+            .record(secs);
+        }
+        info!(task.status = %task.status, error_kind, "task finished");
+        if self.settings.callbacks_enabled {
+            self.wake.notify_one();
+        }
+    }
+
+    async fn image_urls(&self, task: &TaskRecord) -> Result<Vec<String>, String> {
+        let mut urls = Vec::with_capacity(task.input_images.len());
+        for reference in &task.input_images {
+            if let Some(key) = reference.strip_prefix(BLOB_REF_PREFIX) {
+                let bytes = self
+                    .blobs
+                    .get(key)
+                    .await
+                    .map_err(|e| format!("input image {key} unavailable: {e}"))?;
+                let mime = ImageMime::sniff(&bytes)
+                    .ok_or_else(|| format!("input image {key} is not a PNG, JPEG or WebP"))?;
+                urls.push(format!(
+                    "data:{};base64,{}",
+                    mime.as_str(),
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                ));
+            } else {
+                urls.push(reference.clone());
+            }
+        }
+        Ok(urls)
+    }
+
+    async fn submit(&self, task: TaskRecord) -> Result<Step, RepoError> {
+        // Record the attempt before calling upstream: if we crash after Apimart
+        // accepted but before we stored its id, the next worker sees the
+        // attempt and re-sends the same Idempotency-Key.
+        let recorded = TaskChange {
+            count_submit_attempt: true,
+            ..TaskChange::default()
+        };
+        let task = match self.write(&task, recorded).await? {
+            Ok(t) => t,
+            Err(s) => return Ok(s),
+        };
+        if task.submit_attempts > 1 {
+            metrics::counter!("upstream_submit_unknown_total").increment(1);
+            warn!(
+                submit.attempt = task.submit_attempts,
+                "previous submit outcome unknown; re-sending with the same Idempotency-Key"
+            );
+        }
+        let image_urls = match self.image_urls(&task).await {
+            Ok(u) => u,
+            Err(msg) => {
+                error!(reason = %msg, "task inputs unreadable");
+                return self.fail(&task, msg, "input").await;
+            }
+        };
+        let request = GenerationRequest {
+            model: task.model.clone(),
+            prompt: task.prompt.clone(),
+            size: task.size.clone(),
+            n: 1,
+            image_urls,
+            resolution: None,
+        };
+        let started = Instant::now();
+        let result = self.generator.submit(&request, &task.task_id.to_string()).await;
+        let status_label = match &result {
+            Ok(_) => "200".to_string(),
+            Err(e) => e.http_status().map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
+        };
+        metrics::counter!("upstream_requests_total", "endpoint" => "submit", "status" => status_label).increment(1);
+        metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "submit")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => {
+                tracing::Span::current().record("apimart.task_id", resp.task_id.as_str());
+                info!(apimart.task_id = %resp.task_id, replayed = resp.replayed, "submitted upstream");
+                let first = resp
+                    .estimated_time
+                    .map(|e| e / 2)
+                    .unwrap_or(self.settings.poll_interval)
+                    .clamp(self.settings.poll_interval, MAX_FIRST_POLL_DELAY.max(self.settings.poll_interval));
+                let change = TaskChange {
+                    external_task_id: Some(resp.task_id),
+                    next_run_at: Some(self.clock.now() + d(first)),
+                    release_lease: true,
+                    ..TaskChange::default()
+                };
+                Ok(match self.write(&task, change).await? {
+                    Ok(_) => Step::Done,
+                    Err(s) => s,
+                })
+            }
+            Err(e) => {
+                if e.outcome_unknown() {
+                    metrics::counter!("upstream_submit_unknown_total").increment(1);
+                }
+                self.upstream_failed(&task, e, true).await
+            }
+        }
+    }
+
+    /// The Apimart error policy (DESIGN.md "Engine"): 400/403/404 fail the task
+    /// with the message kept; 401/402 fail it and raise an alert; transient
+    /// errors (already retried with backoff inside the client) fail a submit,
+    /// and reschedule a poll (the task timeout bounds it).
+    async fn upstream_failed(&self, task: &TaskRecord, e: ApimartError, submitting: bool) -> Result<Step, RepoError> {
+        let kind = upstream_error_kind(&e);
+        match &e {
+            ApimartError::Unauthorized { .. } | ApimartError::InsufficientBalance { .. } => {
+                self.alerts.raise(kind, &format!("Apimart answered {kind}: {e}"));
+                self.fail(task, format!("apimart {kind}: {e}"), kind).await
+            }
+            ApimartError::RateLimited { .. }
+            | ApimartError::Server { .. }
+            | ApimartError::Timeout
+            | ApimartError::Connect { .. }
+            | ApimartError::Transport { .. }
+                if !submitting =>
+            {
+                warn!(error = %e, "status poll failed; retrying later");
+                let delay = with_jitter(
+                    backoff_delay(task.poll_count.max(0) as u32, self.settings.poll_interval, self.settings.poll_max_interval),
+                    fastrand::f64(),
+                );
+                let wait = e.retry_after().map_or(delay, |r| r.max(delay));
+                let change = TaskChange {
+                    count_poll: true,
+                    next_run_at: Some(self.clock.now() + d(wait)),
+                    release_lease: true,
+                    ..TaskChange::default()
+                };
+                Ok(match self.write(task, change).await? {
+                    Ok(_) => Step::Done,
+                    Err(s) => s,
+                })
+            }
+            _ => {
+                warn!(error = %e, "upstream call failed; task fails");
+                self.fail(task, format!("apimart: {e}"), kind).await
+            }
+        }
+    }
+
+    fn next_poll(&self, task: &TaskRecord) -> DateTime<Utc> {
+        let delay = with_jitter(
+            backoff_delay(
+                task.poll_count.max(0) as u32,
+                self.settings.poll_interval,
+                self.settings.poll_max_interval,
+            ),
+            fastrand::f64(),
+        )
+        .max(self.settings.poll_interval / 2);
+        self.clock.now() + d(delay)
+    }
+
+    async fn poll(&self, task: TaskRecord, external: &str) -> Result<Step, RepoError> {
+        let started = Instant::now();
+        let result = self.generator.status(external).await;
+        let status_label = match &result {
+            Ok(_) => "200".to_string(),
+            Err(e) => e.http_status().map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
+        };
+        metrics::counter!("upstream_requests_total", "endpoint" => "status", "status" => status_label).increment(1);
+        metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "status")
+            .record(started.elapsed().as_secs_f64());
+        let resp = match result {
+            Ok(r) => r,
+            Err(ApimartError::NotFound { message }) => {
+                return self.fail(&task, format!("apimart task not found: {message}"), "not_found").await;
+            }
+            Err(e) => return self.upstream_failed(&task, e, false).await,
+        };
+        debug!(upstream.status = ?resp.status, upstream.progress = resp.progress, "polled");
+        match &resp.status {
+            UpstreamStatus::Completed => self.complete(task, &resp).await,
+            UpstreamStatus::Failed => {
+                let msg = resp
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "upstream task failed".into());
+                self.fail(&task, format!("apimart: {msg}"), "upstream_failed").await
+            }
+            UpstreamStatus::Cancelled => self.fail(&task, "apimart: task cancelled upstream".into(), "upstream_cancelled").await,
+            status => {
+                let event = match status {
+                    UpstreamStatus::Processing => Some(TaskEvent::Progressed(Progress::clamped(i64::from(resp.progress)))),
+                    _ => None,
+                };
+                let change = TaskChange {
+                    event,
+                    count_poll: true,
+                    next_run_at: Some(self.next_poll(&task)),
+                    release_lease: true,
+                    ..TaskChange::default()
+                };
+                Ok(match self.write(&task, change).await? {
+                    Ok(_) => Step::Done,
+                    Err(s) => s,
+                })
+            }
+        }
+    }
+
+    async fn complete(&self, task: TaskRecord, resp: &TaskStatusResponse) -> Result<Step, RepoError> {
+        if resp.images.is_empty() {
+            return self.fail(&task, "apimart completed the task without images".into(), "no_images").await;
+        }
+        let now = self.clock.now();
+        let mut rows = Vec::with_capacity(resp.images.len());
+        for (i, image) in resp.images.iter().enumerate() {
+            let Some(url) = image.urls.first() else {
+                return self.fail(&task, "apimart returned an image without a url".into(), "no_images").await;
+            };
+            if image.expires_at.is_some_and(|exp| exp <= now.timestamp()) {
+                return self.fail(&task, "result image expired before it could be downloaded".into(), "expired").await;
+            }
+            let bytes = match self.fetcher.fetch(url, self.settings.max_result_image_bytes).await {
+                Ok(b) => b,
+                Err(FetchError::Transient(reason)) => {
+                    warn!(%reason, "result download failed; retrying");
+                    let change = TaskChange {
+                        next_run_at: Some(now + d(DOWNLOAD_RETRY_DELAY)),
+                        release_lease: true,
+                        ..TaskChange::default()
+                    };
+                    return Ok(match self.write(&task, change).await? {
+                        Ok(_) => Step::Done,
+                        Err(s) => s,
+                    });
+                }
+                Err(e) => return self.fail(&task, format!("could not download result image: {e}"), "download").await,
+            };
+            match self.store_result(&task, i, bytes, now).await {
+                Ok(row) => rows.push(row),
+                Err(StoreResult::Invalid(msg)) => return self.fail(&task, msg, "bad_image").await,
+                Err(StoreResult::Blob(e)) => {
+                    error!(error = %e, "storing result image failed");
+                    return Err(RepoError::Unavailable(format!("blob store: {e}")));
+                }
+            }
+        }
+        // The state machine requires passing through processing.
+        let task = if task.status == TaskStatus::Submitted {
+            let change = TaskChange {
+                event: Some(TaskEvent::Progressed(Progress::clamped(i64::from(resp.progress)))),
+                ..TaskChange::default()
+            };
+            match self.write(&task, change).await? {
+                Ok(t) => t,
+                Err(s) => return Ok(s),
+            }
+        } else {
+            task
+        };
+        let change = TaskChange {
+            event: Some(TaskEvent::Completed),
+            images: rows,
+            count_poll: true,
+            enqueue_callback: self.settings.callbacks_enabled,
+            release_lease: true,
+            ..TaskChange::default()
+        };
+        match self.write(&task, change).await? {
+            Ok(done) => {
+                self.finished(&done, "none");
+                Ok(Step::Done)
+            }
+            Err(s) => Ok(s),
+        }
+    }
+
+    async fn store_result(&self, task: &TaskRecord, index: usize, bytes: Bytes, now: DateTime<Utc>) -> Result<NewImage, StoreResult> {
+        let mime = ImageMime::sniff(&bytes)
+            .ok_or_else(|| StoreResult::Invalid("result image is not a PNG, JPEG or WebP".into()))?;
+        let size = imagesize::blob_size(&bytes)
+            .map_err(|e| StoreResult::Invalid(format!("result image unreadable: {e}")))?;
+        let key = format!("results/{}/{index}.{}", task.task_id, mime.extension());
+        let inline = self
+            .settings
+            .store_image_base64
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&bytes));
+        let len = bytes.len() as i64;
+        self.blobs.put(&key, bytes).await.map_err(StoreResult::Blob)?;
+        Ok(NewImage {
+            task_id: task.task_id,
+            angle: task.angle,
+            image_url: format!("{}/images/{key}", self.settings.public_base_url),
+            storage_key: key,
+            image_base64: inline,
+            mime: mime.as_str().into(),
+            width: i32::try_from(size.width).unwrap_or(i32::MAX),
+            height: i32::try_from(size.height).unwrap_or(i32::MAX),
+            bytes: len,
+            created_at: now,
+        })
+    }
+
+    // ---- callbacks ---------------------------------------------------------
+
+    /// Runs the callback worker until `token` is cancelled.
+    pub async fn run_callback_worker(self: Arc<Self>, token: CancellationToken) {
+        if self.sender.is_none() {
+            return;
+        }
+        info!("callback worker started");
+        loop {
+            if token.is_cancelled() {
+                break;
+            }
+            let n = match self.deliver_due_callbacks().await {
+                Ok(n) => n,
+                Err(e) => {
+                    error!(error = %e, "claiming callbacks failed");
+                    0
+                }
+            };
+            if n == 0 {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.idle_interval) => {}
+                }
+            }
+        }
+        info!("callback worker stopped");
+    }
+
+    /// Claims due outbox rows and makes one delivery attempt each (concurrently).
+    /// Returns how many were claimed.
+    ///
+    /// # Errors
+    /// When the claim query fails.
+    pub async fn deliver_due_callbacks(self: &Arc<Self>) -> Result<usize, RepoError> {
+        let Some(sender) = self.sender.clone() else {
+            return Ok(0);
+        };
+        let claimed = self
+            .outbox
+            .claim_due_callbacks(&self.settings.owner, self.clock.now(), self.settings.lease, self.settings.batch_size)
+            .await?;
+        metrics::counter!("lease_claims_total", "kind" => "callback").increment(claimed.len() as u64);
+        let n = claimed.len();
+        let mut set = JoinSet::new();
+        for record in claimed {
+            let engine = self.clone();
+            let sender = sender.clone();
+            set.spawn(async move {
+                let span = info_span!("callback", event.id = %record.event_id, task.id = %record.task_id);
+                if let Err(e) = engine.deliver(&*sender, record).instrument(span).await {
+                    error!(error = %e, "callback attempt could not be recorded");
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// The payload of a task's callback, built from its current (terminal) row.
+    ///
+    /// # Errors
+    /// When the task or its images cannot be read.
+    pub async fn callback_payload(&self, task_id: &modelgen_domain::TaskId) -> Result<CallbackPayload, RepoError> {
+        let task = self.tasks.get_task(task_id).await?;
+        let images = self.images.images_for_task(task_id).await?;
+        let images: Vec<CallbackImage> = images
+            .iter()
+            .map(|i| CallbackImage {
+                image_url: i.image.image_url.clone(),
+                width: i.image.width,
+                height: i.image.height,
+                mime: i.image.mime.clone(),
+            })
+            .collect();
+        Ok(CallbackPayload {
+            task_id: task.task_id.to_string(),
+            request_id: task.request_id.clone(),
+            user_id: task.user_id.clone(),
+            task_type: task.task_type.as_str().into(),
+            status: task.status.as_str().into(),
+            angle: task.angle.map(|a| a.as_str().into()),
+            image_url: images.first().map(|i| i.image_url.clone()),
+            images,
+            error_code: task.error_code,
+            error_message: task.error_message.clone(),
+            completed_at: task.completed_at.map(rfc3339),
+        })
+    }
+
+    async fn deliver(&self, sender: &dyn CallbackSender, record: CallbackRecord) -> Result<(), RepoError> {
+        let payload = self.callback_payload(&record.task_id).await?;
+        let body = serde_json::to_vec(&payload).map_err(|e| RepoError::Corrupt {
+            id: record.event_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let result = sender
+            .send(CallbackRequest {
+                event_id: &record.event_id,
+                body: &body,
+            })
+            .await;
+        let attempt = u32::try_from(record.attempts.max(0)).unwrap_or(0) + 1;
+        let now = self.clock.now();
+        let (outcome, label) = match result {
+            DeliveryResult::Delivered { status } => {
+                info!(http.status = status, attempt, "callback delivered");
+                (AttemptOutcome::Delivered, "delivered")
+            }
+            other => {
+                let (reason, retry_after) = match other {
+                    DeliveryResult::Rejected { status, retry_after, .. } => (format!("HTTP {status}"), retry_after),
+                    DeliveryResult::Failed { reason } => (reason, None),
+                    DeliveryResult::Delivered { .. } => (String::new(), None),
+                };
+                if attempt >= self.settings.callback_max_attempts {
+                    self.alerts.raise("callback_dead", &format!("callback {} for task {} is dead after {attempt} attempts: {reason}", record.event_id, record.task_id));
+                    metrics::counter!("callbacks_dead_total").increment(1);
+                    (AttemptOutcome::Dead { error: reason }, "dead")
+                } else {
+                    let delay = modelgen_callback::next_attempt_delay(
+                        attempt,
+                        self.settings.callback_base_delay,
+                        self.settings.callback_max_delay,
+                        fastrand::f64(),
+                    );
+                    let delay = retry_after.map_or(delay, |r| r.max(delay));
+                    warn!(attempt, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
+                    (AttemptOutcome::Retry { next_attempt_at: now + d(delay), error: reason }, "retry")
+                }
+            }
+        };
+        metrics::counter!("callback_deliveries_total", "outcome" => label).increment(1);
+        match self.outbox.record_callback_attempt(&record.event_id, &self.settings.owner, now, outcome).await {
+            Ok(_) | Err(RepoError::LeaseLost) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+enum StoreResult {
+    Invalid(String),
+    Blob(modelgen_persistence::BlobError),
+}

@@ -1,0 +1,171 @@
+//! The response envelope and the one place where errors become HTTP statuses
+//! and envelope codes (DESIGN.md, "Wire contract").
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use modelgen_domain::FieldError;
+use modelgen_persistence::{BlobError, RepoError};
+use serde::Serialize;
+
+/// Envelope code: success.
+pub const CODE_OK: i32 = 0;
+/// Envelope code: invalid parameters (HTTP 400).
+pub const CODE_INVALID: i32 = 1001;
+/// Envelope code: the Apimart call failed (HTTP 502; also a failed task's `error_code`).
+pub const CODE_UPSTREAM: i32 = 1002;
+/// Envelope code: task not found (HTTP 404).
+pub const CODE_NOT_FOUND: i32 = 1003;
+/// Envelope code: internal error (HTTP 500).
+pub const CODE_INTERNAL: i32 = 1004;
+/// Envelope code: missing or invalid bearer token (HTTP 401).
+pub const CODE_UNAUTHORIZED: i32 = 1005;
+/// Envelope code: conflict — `request_id` reused with another payload, or a
+/// state change the task's status does not allow (HTTP 409).
+pub const CODE_CONFLICT: i32 = 1006;
+/// Envelope code: body or image too large (HTTP 413).
+pub const CODE_TOO_LARGE: i32 = 1007;
+
+/// Every response body: `{"code": int, "msg": string, "data": object|null}`.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    /// 0 on success, else one of the `CODE_*` values.
+    pub code: i32,
+    /// `accepted`, `success`, or a human-readable error.
+    pub msg: String,
+    /// The payload, or error details, or null.
+    pub data: Option<T>,
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// A success envelope.
+    pub fn ok(msg: &str, data: T) -> Self {
+        Envelope {
+            code: CODE_OK,
+            msg: msg.to_string(),
+            data: Some(data),
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400/1001 with every bad field.
+    #[error("invalid parameters")]
+    Invalid(Vec<FieldError>),
+    /// 400/1001 with a message only (e.g. base model not completed).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404/1003.
+    #[error("{0}")]
+    NotFound(String),
+    /// 401/1005.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 409/1006 with the current task status when relevant.
+    #[error("{message}")]
+    Conflict {
+        /// What conflicted.
+        message: String,
+        /// Extra data (e.g. `{"task_id", "status"}`).
+        data: Option<serde_json::Value>,
+    },
+    /// 413/1007.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 502/1002.
+    #[error("{0}")]
+    Upstream(String),
+    /// 503/1004: a dependency is down; the message is safe to show.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500/1004; the cause is logged, never answered.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A single-field validation error.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }])
+    }
+
+    fn code(&self) -> i32 {
+        match self {
+            ApiError::Invalid(_) | ApiError::BadRequest(_) => CODE_INVALID,
+            ApiError::NotFound(_) => CODE_NOT_FOUND,
+            ApiError::Unauthorized => CODE_UNAUTHORIZED,
+            ApiError::Conflict { .. } => CODE_CONFLICT,
+            ApiError::TooLarge(_) => CODE_TOO_LARGE,
+            ApiError::Upstream(_) => CODE_UPSTREAM,
+            ApiError::Unavailable(_) | ApiError::Internal(_) => CODE_INTERNAL,
+        }
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound => ApiError::NotFound("task not found".into()),
+            RepoError::Unavailable(_) => ApiError::Unavailable("database unavailable".into()),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound | BlobError::InvalidKey(_) => {
+                ApiError::NotFound("image not found".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let data = match self {
+            ApiError::Invalid(errors) => Some(serde_json::json!({ "errors": errors })),
+            ApiError::Conflict { data, .. } => data.clone(),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                None
+            }
+            _ => None,
+        };
+        let msg = match self {
+            ApiError::Invalid(errors) => match errors.as_slice() {
+                [one] => format!("invalid parameters: {}: {}", one.field, one.message),
+                _ => format!("invalid parameters ({} errors)", errors.len()),
+            },
+            other => other.to_string(),
+        };
+        let mut builder = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        builder.json(Envelope {
+            code: self.code(),
+            msg,
+            data,
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! HTTP routes, the bearer-token check, request spans and metrics, and the
+//! envelope for every error the framework itself would otherwise answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+use tracing::Instrument as _;
+
+use modelgen_domain::{FieldError, ImageMime};
+use modelgen_persistence::BlobStore;
+
+use crate::config::Secret;
+use crate::error::{ApiError, Envelope};
+use crate::health::Readiness;
+use crate::service::TaskService;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Request-path logic.
+    pub service: TaskService,
+    /// Image bytes, served at `/images/{key}`.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Readiness checks.
+    pub readiness: Readiness,
+    /// Prometheus exposition.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// When set, every route but health, metrics, docs and images needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<Secret>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Admin operations on the callback outbox.
+    pub admin: crate::admin::Admin,
+}
+
+/// Registers every route on an actix `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
+        ApiError::NotFound(format!("not found: {e}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::field("query", e.to_string()).into()
+    }))
+    .route("/models/default", web::post().to(create_default))
+    .route("/models/edit", web::post().to(create_edit))
+    .route("/models/outfit", web::post().to(create_outfit))
+    .route("/tasks", web::get().to(list_tasks))
+    .route("/tasks/{task_id}", web::get().to(get_task))
+    .route("/tasks/{task_id}/cancel", web::post().to(cancel_task))
+    .route("/images/{key:.+}", web::get().to(get_image))
+    .route("/healthz", web::get().to(crate::health::healthz))
+    .route("/readyz", web::get().to(crate::health::readyz))
+    .route("/metrics", web::get().to(metrics_text))
+    .route("/admin/callbacks", web::get().to(crate::admin::list_callbacks))
+    .route(
+        "/admin/callbacks/redeliver-dead",
+        web::post().to(crate::admin::redeliver_all_dead),
+    )
+    .route(
+        "/admin/callbacks/{event_id}/redeliver",
+        web::post().to(crate::admin::redeliver),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+}
+
+/// Paths open without a token: probes, metrics, API description, images
+/// (their keys hold unguessable task ids and the Java side hands them to browsers).
+fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs")
+        || path.starts_with("/images/")
+}
+
+/// Middleware: request id, span, metrics, bearer-token check.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("request", request.id = %request_id, http.method = %method, http.route = %route);
+
+    let state = req.app_data::<web::Data<HttpState>>().cloned();
+    let denied = match state.as_ref().and_then(|s| s.auth_token.clone()) {
+        Some(token) if !is_public(req.path()) => {
+            let presented = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .map(str::trim);
+            !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
+        }
+        _ => false,
+    };
+
+    let mut response = if denied {
+        let (http_req, _) = req.into_parts();
+        ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&ApiError::Unauthorized))
+            .map_into_right_body()
+    } else {
+        next.call(req).instrument(span.clone()).await?.map_into_left_body()
+    };
+
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone()).record(elapsed);
+    span.in_scope(|| {
+        tracing::info!(http.status = status, elapsed_ms = (elapsed * 1000.0) as u64, "request finished");
+    });
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    Ok(response)
+}
+
+/// Reads the body with the size cap and parses it as JSON into `T`, answering
+/// 413/1007 for an oversized body and 400/1001 naming the field for bad JSON.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: usize,
+) -> Result<T, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("request body exceeds {max} bytes"));
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > max
+    {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read body: {e}")))?;
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::field("body", "a JSON object is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        let message = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("malformed JSON at line {} column {}", inner.line(), inner.column())
+            }
+            _ => {
+                // serde's message ends with " at line L column C"; keep the useful part.
+                let text = inner.to_string();
+                text.split(" at line ").next().unwrap_or(&text).to_string()
+            }
+        };
+        ApiError::Invalid(vec![FieldError { field, message }])
+    })
+}
+
+fn idempotency_header(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn created_response(created: crate::service::Created) -> HttpResponse {
+    if created.replayed {
+        HttpResponse::Ok()
+            .insert_header(("Idempotency-Replayed", "true"))
+            .json(Envelope::ok("success", created.task))
+    } else {
+        HttpResponse::Accepted().json(Envelope::ok("accepted", created.task))
+    }
+}
+
+async fn create_default(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let key = idempotency_header(&req);
+    Ok(created_response(state.service.create_default(body, key.as_deref()).await?))
+}
+
+async fn create_edit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let key = idempotency_header(&req);
+    Ok(created_response(state.service.create_edit(body, key.as_deref()).await?))
+}
+
+async fn create_outfit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_body(&req, payload, state.max_body_bytes).await?;
+    let key = idempotency_header(&req);
+    Ok(created_response(state.service.create_outfit(body, key.as_deref()).await?))
+}
+
+async fn get_task(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let view = state.service.get(&path).await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
+}
+
+async fn cancel_task(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let view = state.service.cancel(&path).await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
+}
+
+/// Query of `GET /tasks`; all strings so every bad value is a 1001 field error.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    user_id: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "type")]
+    task_type: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list_tasks(query: web::Query<ListQuery>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = match q.limit.as_deref() {
+        None | Some("") => None,
+        Some(l) => Some(
+            l.parse::<i64>()
+                .map_err(|_| ApiError::field("limit", "must be an integer between 1 and 100"))?,
+        ),
+    };
+    let page = state
+        .service
+        .list(
+            q.user_id.filter(|u| !u.is_empty()),
+            q.status.as_deref().filter(|s| !s.is_empty()),
+            q.task_type.as_deref().filter(|s| !s.is_empty()),
+            limit,
+            q.cursor.as_deref().filter(|s| !s.is_empty()),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", page)))
+}
+
+async fn get_image(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let bytes = state.blobs.get(&path).await?;
+    let mime = ImageMime::sniff(&bytes).map_or("application/octet-stream", |m| m.as_str());
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, mime))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .body(bytes))
+}
+
+async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

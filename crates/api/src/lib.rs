@@ -1,0 +1,24 @@
+//! The modelgen service: HTTP API (actix-web), the task engine (workers that
+//! submit to Apimart, poll, store images and deliver callbacks), and the CLI.
+//!
+//! This crate is the only composition root: it alone names the concrete
+//! repository, blob store, Apimart client and callback sender, and hands them
+//! to the request path ([`service::TaskService`]) and the engine
+//! ([`engine::Engine`]) as trait objects.
+
+pub mod admin;
+pub mod alerts;
+pub mod cli;
+pub mod config;
+pub mod dto;
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod ports;
+pub mod service;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::{Application, Role};

@@ -1,0 +1,679 @@
+//! Request-path logic: validate, store input images, insert the task, read
+//! tasks back. Nothing here calls Apimart: workers do that (see `engine`).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use modelgen_domain::{
+    Angle, AspectRatio, BodyProfile, BodyProfileInput, EditInstructions, FieldError, ImageInput,
+    ImageMime, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType,
+};
+use modelgen_persistence::{
+    BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError,
+    TaskChange, TaskQuery, TaskRecord, TaskRepository,
+};
+
+use crate::dto::{
+    CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, CreatedTask, ImageView,
+    MAX_OUTFIT_IMAGES, TaskPage, TaskView, validation_errors,
+};
+use crate::error::ApiError;
+
+/// Prefix of an input reference that points into the blob store.
+pub const BLOB_REF_PREFIX: &str = "blob:";
+/// Largest page of `GET /tasks`.
+pub const MAX_PAGE_SIZE: i64 = 100;
+/// Page size of `GET /tasks` when `limit` is absent.
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+
+/// What the request path needs, as trait objects (wired in `startup`).
+#[derive(Clone)]
+pub struct TaskService {
+    /// Tasks table.
+    pub tasks: Arc<dyn TaskRepository>,
+    /// Images table.
+    pub images: Arc<dyn ImageRepository>,
+    /// Input and result image bytes.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Prompt templates.
+    pub prompts: Arc<PromptTemplates>,
+    /// Upstream model name recorded on each task.
+    pub model: String,
+    /// Largest decoded input image, bytes.
+    pub max_image_bytes: usize,
+    /// Wakes this replica's workers when a task is created.
+    pub wake: Arc<Notify>,
+    /// Whether terminal tasks enqueue a callback.
+    pub callbacks_enabled: bool,
+}
+
+/// A create's result: the task, and whether it was an idempotent replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// Body of the answer.
+    pub task: CreatedTask,
+    /// `true` when an existing task with the same idempotency key and payload was returned.
+    pub replayed: bool,
+}
+
+/// A checked task ready to insert.
+struct Draft {
+    task_type: TaskType,
+    user_id: String,
+    request_id: Option<String>,
+    base_model_task_id: Option<TaskId>,
+    angle: Option<Angle>,
+    size: AspectRatio,
+    prompt: String,
+    /// Input images in upstream order; `None` entries are the base model (already stored).
+    inputs: Vec<InputImage>,
+}
+
+enum InputImage {
+    New(ImageInput),
+    Stored(String),
+}
+
+fn required<'a>(
+    value: &'a Option<String>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a str> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Some(v),
+        _ => {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "is required".into(),
+            });
+            None
+        }
+    }
+}
+
+fn field_error(field: &str, message: impl ToString) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+fn parse_size(size: &Option<String>, errors: &mut Vec<FieldError>) -> AspectRatio {
+    match size.as_deref().map(str::trim) {
+        None | Some("") => AspectRatio::default(),
+        Some(s) => s.parse().unwrap_or_else(|e| {
+            errors.push(field_error("size", e));
+            AspectRatio::default()
+        }),
+    }
+}
+
+/// Picks the idempotency key from the body and the `Idempotency-Key` header.
+fn idempotency_key(
+    body: Option<&str>,
+    header: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let header = header.map(str::trim).filter(|h| !h.is_empty());
+    if let Some(h) = header
+        && h.chars().count() > 64
+    {
+        errors.push(field_error("Idempotency-Key", "must be 1 to 64 characters"));
+        return None;
+    }
+    match (body.map(str::trim), header) {
+        (Some(b), Some(h)) if b != h => {
+            errors.push(field_error(
+                "request_id",
+                "differs from the Idempotency-Key header",
+            ));
+            None
+        }
+        (Some(b), _) => Some(b.to_string()),
+        (None, h) => h.map(str::to_string),
+    }
+}
+
+/// Parses one image field; `bare_base64` allows a base64 string without the
+/// `data:` prefix (the earlier service's `*_base64` fields).
+fn parse_image(
+    field: &str,
+    raw: &str,
+    max_bytes: usize,
+    bare_base64: bool,
+) -> Result<ImageInput, FieldError> {
+    let trimmed = raw.trim();
+    let lower = trimmed.get(..8).unwrap_or(trimmed).to_ascii_lowercase();
+    let looks_bare = !(lower.starts_with("data:") || lower.starts_with("http"));
+    let owned;
+    let candidate = if bare_base64 && looks_bare {
+        // Sniff the type from the first decoded bytes to build a data URI.
+        let head: String = trimmed
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .take(24)
+            .collect();
+        let head_bytes = base64::engine::general_purpose::STANDARD
+            .decode(head.as_bytes())
+            .map_err(|_| field_error(field, "is not valid base64"))?;
+        let mime = ImageMime::sniff(&head_bytes)
+            .ok_or_else(|| field_error(field, "is not a PNG, JPEG or WebP image"))?;
+        owned = format!("data:{};base64,{trimmed}", mime.as_str());
+        owned.as_str()
+    } else {
+        trimmed
+    };
+    ImageInput::parse(candidate, max_bytes).map_err(|e| field_error(field, e))
+}
+
+fn fingerprint(draft: &Draft) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        draft.task_type.as_str(),
+        &draft.user_id,
+        draft.request_id.as_deref().unwrap_or(""),
+        &draft
+            .base_model_task_id
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        draft.angle.map(|a| a.as_str()).unwrap_or(""),
+        draft.size.as_str(),
+        &draft.prompt,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for input in &draft.inputs {
+        match input {
+            InputImage::New(ImageInput::DataUri(img)) => {
+                h.update(b"d");
+                h.update(Sha256::digest(img.bytes()));
+            }
+            InputImage::New(ImageInput::Url(u)) => {
+                h.update(b"u");
+                h.update(Sha256::digest(u.as_str().as_bytes()));
+            }
+            InputImage::Stored(r) => {
+                h.update(b"s");
+                h.update(Sha256::digest(r.as_bytes()));
+            }
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+/// RFC 3339, UTC, milliseconds: `2026-11-29T11:35:33.123Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The API view of a task and its images.
+pub fn task_view(task: &TaskRecord, images: &[ImageRecord]) -> TaskView {
+    let images: Vec<ImageView> = images
+        .iter()
+        .map(|i| ImageView {
+            image_url: i.image.image_url.clone(),
+            width: i.image.width,
+            height: i.image.height,
+            mime: i.image.mime.clone(),
+        })
+        .collect();
+    TaskView {
+        task_id: task.task_id.to_string(),
+        request_id: task.request_id.clone(),
+        user_id: task.user_id.clone(),
+        task_type: task.task_type.as_str().into(),
+        status: task.status.as_str().into(),
+        progress: task.progress.get(),
+        angle: task.angle.map(|a| a.as_str().into()),
+        base_model_task_id: task.base_model_task_id.map(|t| t.to_string()),
+        image: images.first().cloned(),
+        images,
+        error_code: task.error_code,
+        error_message: task.error_message.clone(),
+        created_at: rfc3339(task.created_at),
+        updated_at: rfc3339(task.updated_at),
+        completed_at: task.completed_at.map(rfc3339),
+    }
+}
+
+impl TaskService {
+    /// F1: a user's model from a front photo and a body profile.
+    ///
+    /// # Errors
+    /// 400/1001 with every bad field; 409/1006 when the idempotency key was used
+    /// with another payload; 500 on storage failure.
+    pub async fn create_default(
+        &self,
+        req: CreateDefaultRequest,
+        idem_header: Option<&str>,
+    ) -> Result<Created, ApiError> {
+        let mut errors = validation_errors(validator::Validate::validate(&req));
+        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
+        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
+        let size = parse_size(&req.size, &mut errors);
+
+        let image = match (&req.user_image, &req.picture_url, &req.user_image_base64) {
+            (Some(s), _, _) => Some(parse_image("user_image", s, self.max_image_bytes, false)),
+            (None, Some(s), _) => Some(parse_image("picture_url", s, self.max_image_bytes, false)),
+            (None, None, Some(s)) => Some(parse_image(
+                "user_image_base64",
+                s,
+                self.max_image_bytes,
+                true,
+            )),
+            (None, None, None) => {
+                errors.push(field_error("user_image", "is required"));
+                None
+            }
+        };
+        let image = match image {
+            Some(Ok(i)) => Some(i),
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+            None => None,
+        };
+
+        let profile = match &req.body_profile {
+            None => {
+                errors.push(field_error("body_profile", "is required"));
+                None
+            }
+            Some(p) => match BodyProfile::parse(BodyProfileInput {
+                gender: p.gender.clone(),
+                height_cm: p.height_cm,
+                weight_kg: p.weight_kg,
+                age: p.age,
+                skin_tone: p.skin_tone.clone(),
+                body_shape: p.body_shape.clone(),
+            }) {
+                Ok(p) => Some(p),
+                Err(errs) => {
+                    errors.extend(errs);
+                    None
+                }
+            },
+        };
+
+        let (Some(user_id), Some(image), Some(profile), true) =
+            (user_id, image, profile, errors.is_empty())
+        else {
+            return Err(ApiError::Invalid(errors));
+        };
+        let prompt = self
+            .prompts
+            .render_default(&profile)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        self.insert(Draft {
+            task_type: TaskType::Default,
+            user_id,
+            request_id,
+            base_model_task_id: None,
+            angle: None,
+            size,
+            prompt,
+            inputs: vec![InputImage::New(image)],
+        })
+        .await
+    }
+
+    /// F2: an edit of a completed model.
+    ///
+    /// # Errors
+    /// As [`TaskService::create_default`], plus 404/1003 for an unknown base
+    /// model (or another user's) and 400/1001 for one that is not completed.
+    pub async fn create_edit(
+        &self,
+        req: CreateEditRequest,
+        idem_header: Option<&str>,
+    ) -> Result<Created, ApiError> {
+        let mut errors = validation_errors(validator::Validate::validate(&req));
+        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
+        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
+        let size = parse_size(&req.size, &mut errors);
+        let base_raw =
+            required(&req.base_model_task_id, "base_model_task_id", &mut errors).map(str::to_string);
+        let instructions = match req.edit_instructions.as_deref() {
+            None => {
+                errors.push(field_error("edit_instructions", "is required"));
+                None
+            }
+            Some(s) => match EditInstructions::parse(s) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    errors.push(field_error("edit_instructions", e));
+                    None
+                }
+            },
+        };
+        let (Some(user_id), Some(base_raw), Some(instructions), true) =
+            (user_id, base_raw, instructions, errors.is_empty())
+        else {
+            return Err(ApiError::Invalid(errors));
+        };
+        let (base_id, base_ref) = self.base_model(&base_raw, &user_id).await?;
+        let prompt = self
+            .prompts
+            .render_edit(&instructions)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        self.insert(Draft {
+            task_type: TaskType::Edit,
+            user_id,
+            request_id,
+            base_model_task_id: Some(base_id),
+            angle: None,
+            size,
+            prompt,
+            inputs: vec![InputImage::Stored(base_ref)],
+        })
+        .await
+    }
+
+    /// F3: garments put on a completed model, from one angle.
+    ///
+    /// # Errors
+    /// As [`TaskService::create_edit`].
+    pub async fn create_outfit(
+        &self,
+        req: CreateOutfitRequest,
+        idem_header: Option<&str>,
+    ) -> Result<Created, ApiError> {
+        let mut errors = validation_errors(validator::Validate::validate(&req));
+        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
+        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
+        let size = parse_size(&req.size, &mut errors);
+        let base_raw =
+            required(&req.base_model_task_id, "base_model_task_id", &mut errors).map(str::to_string);
+        let angle = match req.angle.as_deref().map(str::trim) {
+            None | Some("") => {
+                errors.push(field_error("angle", "is required (front, side or back)"));
+                None
+            }
+            Some(a) => match a.parse::<Angle>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errors.push(field_error("angle", e));
+                    None
+                }
+            },
+        };
+        let (field, bare, raw) = match (&req.outfit_images, &req.outfit_image_base64) {
+            (Some(list), _) => ("outfit_images", false, Some(list.clone().into_vec())),
+            (None, Some(list)) => ("outfit_image_base64", true, Some(list.clone().into_vec())),
+            (None, None) => ("outfit_images", false, None),
+        };
+        let mut garments = Vec::new();
+        match raw {
+            None => errors.push(field_error(field, "is required (1 to 5 images)")),
+            Some(list) if list.is_empty() || list.len() as u64 > MAX_OUTFIT_IMAGES => {
+                errors.push(field_error(field, "must hold 1 to 5 images"));
+            }
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    match parse_image(&format!("{field}[{i}]"), s, self.max_image_bytes, bare) {
+                        Ok(img) => garments.push(InputImage::New(img)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        let (Some(user_id), Some(base_raw), Some(angle), true) =
+            (user_id, base_raw, angle, errors.is_empty())
+        else {
+            return Err(ApiError::Invalid(errors));
+        };
+        let (base_id, base_ref) = self.base_model(&base_raw, &user_id).await?;
+        let prompt = self
+            .prompts
+            .render_outfit(angle, garments.len())
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let mut inputs = vec![InputImage::Stored(base_ref)];
+        inputs.extend(garments);
+        self.insert(Draft {
+            task_type: TaskType::Outfit,
+            user_id,
+            request_id,
+            base_model_task_id: Some(base_id),
+            angle: Some(angle),
+            size,
+            prompt,
+            inputs,
+        })
+        .await
+    }
+
+    /// Resolves a base model: a completed `default`/`edit` task of `user_id`.
+    /// Returns its id and the blob reference of its first image.
+    async fn base_model(&self, raw: &str, user_id: &str) -> Result<(TaskId, String), ApiError> {
+        let not_found = || ApiError::NotFound(format!("base model task {raw} not found"));
+        let id: TaskId = raw.parse().map_err(|_| not_found())?;
+        let base = match self.tasks.get_task(&id).await {
+            Ok(t) => t,
+            Err(RepoError::NotFound) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        if base.user_id != user_id {
+            return Err(not_found());
+        }
+        if !base.task_type.can_be_base_model() {
+            return Err(ApiError::Invalid(vec![field_error(
+                "base_model_task_id",
+                format!(
+                    "task {raw} is an {} task; a base model must be a default or edit task",
+                    base.task_type
+                ),
+            )]));
+        }
+        if base.status != TaskStatus::Completed {
+            return Err(ApiError::Invalid(vec![field_error(
+                "base_model_task_id",
+                format!(
+                    "base model task {raw} is {}, not completed; wait until it completes",
+                    base.status
+                ),
+            )]));
+        }
+        let images = self.images.images_for_task(&id).await?;
+        let first = images.first().ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("completed task {id} has no image row"))
+        })?;
+        Ok((id, format!("{BLOB_REF_PREFIX}{}", first.image.storage_key)))
+    }
+
+    async fn insert(&self, draft: Draft) -> Result<Created, ApiError> {
+        let task_id = TaskId::generate();
+        let fingerprint = draft.request_id.as_ref().map(|_| fingerprint(&draft));
+        let mut refs = Vec::with_capacity(draft.inputs.len());
+        for (i, input) in draft.inputs.iter().enumerate() {
+            refs.push(match input {
+                InputImage::Stored(r) => r.clone(),
+                InputImage::New(ImageInput::Url(u)) => u.as_str().to_string(),
+                InputImage::New(ImageInput::DataUri(img)) => {
+                    let key = format!("inputs/{task_id}/{i}.{}", img.mime().extension());
+                    self.blobs
+                        .put(&key, bytes::Bytes::copy_from_slice(img.bytes()))
+                        .await
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    format!("{BLOB_REF_PREFIX}{key}")
+                }
+            });
+        }
+        let new = NewTask {
+            task_id,
+            request_id: draft.request_id.clone(),
+            user_id: draft.user_id.clone(),
+            task_type: draft.task_type,
+            base_model_task_id: draft.base_model_task_id,
+            angle: draft.angle,
+            size: draft.size.as_str().to_string(),
+            prompt: draft.prompt.clone(),
+            model: self.model.clone(),
+            input_images: refs,
+            request_fingerprint: fingerprint.clone(),
+            created_at: Utc::now(),
+        };
+        match self.tasks.insert_task(new).await? {
+            InsertOutcome::Created(task) => {
+                metrics::counter!("tasks_created_total", "type" => task.task_type.as_str())
+                    .increment(1);
+                tracing::info!(task.id = %task.task_id, task.r#type = %task.task_type, "task created");
+                self.wake.notify_one();
+                Ok(Created {
+                    task: created(&task),
+                    replayed: false,
+                })
+            }
+            InsertOutcome::Existing(task) => {
+                if task.request_fingerprint == fingerprint && task.task_type == draft.task_type {
+                    Ok(Created {
+                        task: created(&task),
+                        replayed: true,
+                    })
+                } else {
+                    Err(ApiError::Conflict {
+                        message: format!(
+                            "request_id {} was already used with a different payload",
+                            draft.request_id.unwrap_or_default()
+                        ),
+                        data: Some(serde_json::json!({ "task_id": task.task_id.to_string() })),
+                    })
+                }
+            }
+        }
+    }
+
+    /// `GET /tasks/{id}`: the task and its images. Unknown or malformed id → 404/1003.
+    ///
+    /// # Errors
+    /// 404/1003, or 500/503 on database failure.
+    pub async fn get(&self, raw_id: &str) -> Result<TaskView, ApiError> {
+        let id: TaskId = raw_id
+            .parse()
+            .map_err(|_| ApiError::NotFound(format!("task {raw_id} not found")))?;
+        let task = match self.tasks.get_task(&id).await {
+            Ok(t) => t,
+            Err(RepoError::NotFound) => {
+                return Err(ApiError::NotFound(format!("task {raw_id} not found")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let images = self.images.images_for_task(&id).await?;
+        Ok(task_view(&task, &images))
+    }
+
+    /// `GET /tasks`: newest first, keyset pagination with an opaque cursor.
+    ///
+    /// # Errors
+    /// 400/1001 for a bad filter, limit or cursor.
+    pub async fn list(
+        &self,
+        user_id: Option<String>,
+        status: Option<&str>,
+        task_type: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> Result<TaskPage, ApiError> {
+        let mut errors = Vec::new();
+        let status = status.and_then(|s| {
+            s.parse::<TaskStatus>()
+                .map_err(|e| errors.push(field_error("status", e)))
+                .ok()
+        });
+        let task_type = task_type.and_then(|s| {
+            s.parse::<TaskType>()
+                .map_err(|e| errors.push(field_error("type", e)))
+                .ok()
+        });
+        let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            errors.push(field_error("limit", "must be between 1 and 100"));
+        }
+        let before = cursor.and_then(|c| {
+            decode_cursor(c)
+                .ok_or_else(|| errors.push(field_error("cursor", "is not a valid cursor")))
+                .ok()
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid(errors));
+        }
+        let rows = self
+            .tasks
+            .list_tasks(&TaskQuery {
+                user_id,
+                status,
+                task_type,
+                before,
+                limit: limit + 1,
+            })
+            .await?;
+        let has_more = rows.len() as i64 > limit;
+        let mut items = Vec::with_capacity(rows.len());
+        for task in rows.iter().take(limit as usize) {
+            let images = self.images.images_for_task(&task.task_id).await?;
+            items.push(task_view(task, &images));
+        }
+        let next_cursor = if has_more {
+            rows.get(limit as usize - 1).map(|t| encode_cursor(&t.task_id))
+        } else {
+            None
+        };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    /// `POST /tasks/{id}/cancel`: a non-terminal task becomes `cancelled` (its
+    /// callback is enqueued); a terminal one answers 409/1006 with its status.
+    ///
+    /// # Errors
+    /// 404/1003, 409/1006.
+    pub async fn cancel(&self, raw_id: &str) -> Result<TaskView, ApiError> {
+        let id: TaskId = raw_id
+            .parse()
+            .map_err(|_| ApiError::NotFound(format!("task {raw_id} not found")))?;
+        let change = TaskChange {
+            event: Some(TaskEvent::Cancelled),
+            enqueue_callback: self.callbacks_enabled,
+            ..TaskChange::default()
+        };
+        match self.tasks.update_task(&id, &Fence::Unfenced, Utc::now(), change).await {
+            Ok(task) => {
+                metrics::counter!("tasks_finished_total", "type" => task.task_type.as_str(), "status" => "cancelled", "error_kind" => "none").increment(1);
+                let images = self.images.images_for_task(&id).await?;
+                Ok(task_view(&task, &images))
+            }
+            Err(RepoError::NotFound) => Err(ApiError::NotFound(format!("task {raw_id} not found"))),
+            Err(RepoError::AlreadyTerminal(status))
+            | Err(RepoError::InvalidTransition(modelgen_domain::TransitionError::Terminal(
+                status,
+            ))) => Err(ApiError::Conflict {
+                message: format!("task {raw_id} is already {status} and cannot be cancelled"),
+                data: Some(serde_json::json!({ "task_id": raw_id, "status": status.as_str() })),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn created(task: &TaskRecord) -> CreatedTask {
+    CreatedTask {
+        task_id: task.task_id.to_string(),
+        status: task.status.as_str().into(),
+        angle: task.angle.map(|a| a.as_str().into()),
+    }
+}
+
+fn encode_cursor(id: &TaskId) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())
+}
+
+fn decode_cursor(cursor: &str) -> Option<TaskId> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    String::from_utf8(bytes).ok()?.parse().ok()
+}

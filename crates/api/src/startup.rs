@@ -1,0 +1,360 @@
+//! Building and running the service: one constructor for `main` and the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use apimart_client::{ApiKey, ApimartClient, ApimartConfig, RetryPolicy};
+use apimart_sim::{SimConfig, SimHandle, Simulator};
+use modelgen_callback::{CallbackSender, HttpCallbackSender, SenderConfig, SigningSecret};
+use modelgen_domain::PromptTemplates;
+use modelgen_persistence::{BlobStore, Database, ObjectBlobStore, PoolOptions};
+
+use crate::admin::Admin;
+use crate::alerts::Alerts;
+use crate::config::Config;
+use crate::engine::{Engine, EngineSettings};
+use crate::health::Readiness;
+use crate::http::HttpState;
+use crate::ports::{HttpImageFetcher, SystemClock};
+use crate::service::TaskService;
+use crate::telemetry;
+
+/// Which parts of the service this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// HTTP API and workers.
+    #[default]
+    All,
+    /// HTTP API only (scale the API apart from the workers).
+    ApiOnly,
+    /// Workers only (no HTTP listener except none at all).
+    WorkersOnly,
+}
+
+/// A built, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Option<actix_web::dev::Server>,
+    token: CancellationToken,
+    engine: Arc<Engine>,
+    role: Role,
+    grace: Duration,
+    sim: Option<SimHandle>,
+    db: Database,
+}
+
+/// Identity written into leases: host, process id and a random suffix, so two
+/// processes on one host never share leases.
+fn worker_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "modelgen".into());
+    let suffix = ulid::Ulid::generate().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[20..])
+}
+
+/// Opens the database named by the config (migrating when `auto_migrate`).
+///
+/// # Errors
+/// Unreachable database, unsupported URL, failed migration.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let db = Database::connect(
+        &config.database_url,
+        PoolOptions {
+            max_connections: config.database_max_connections,
+            acquire_timeout: Config::secs(config.database_acquire_timeout),
+            ..PoolOptions::default()
+        },
+    )
+    .await
+    .context("DATABASE_URL: cannot open the database")?;
+    Ok(db)
+}
+
+impl Application {
+    /// Builds everything from `config`: database (migrated when
+    /// `auto_migrate`), blob store, Apimart client (or the built-in simulator
+    /// when no key is set), callback sender, engine and HTTP server bound to
+    /// `host:port` (port 0 picks a free one).
+    ///
+    /// # Errors
+    /// Any dependency that cannot be set up, with the setting to blame.
+    pub async fn build(config: Config, role: Role) -> anyhow::Result<Application> {
+        let metrics = telemetry::prometheus();
+        let db = open_database(&config).await?;
+        if config.auto_migrate {
+            let applied = db.migrate().await.context("running migrations")?;
+            if !applied.is_empty() {
+                info!(migrations = ?applied, "migrations applied");
+            }
+        }
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?,
+        );
+        let prompts = Arc::new(match &config.prompt_templates_dir {
+            Some(dir) => PromptTemplates::from_dir(std::path::Path::new(dir))
+                .context("PROMPT_TEMPLATES_DIR")?,
+            None => PromptTemplates::builtin(),
+        });
+
+        let listener = if role == Role::WorkersOnly {
+            None
+        } else {
+            Some(
+                TcpListener::bind((config.host.as_str(), config.port))
+                    .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?,
+            )
+        };
+        let port = match &listener {
+            Some(l) => l.local_addr()?.port(),
+            None => 0,
+        };
+        let public_base_url = config.public_base_url(port);
+
+        let retry = RetryPolicy {
+            max_attempts: config.retry_max_attempts,
+            base_delay: Config::secs(config.retry_base_delay),
+            max_delay: Config::secs(config.retry_max_delay),
+            ..RetryPolicy::default()
+        };
+        let (api_key, base_url, sim) = match &config.apimart_api_key {
+            Some(key) => (ApiKey::new(key.expose()), config.apimart_base_url.clone(), None),
+            None if role == Role::ApiOnly => (ApiKey::new("unused"), config.apimart_base_url.clone(), None),
+            None => {
+                let sim = Simulator::start(
+                    SimConfig {
+                        task_duration: Config::secs(config.sim_task_duration),
+                        estimated_time: Config::secs(config.sim_task_duration),
+                        ..SimConfig::default()
+                    },
+                    0,
+                )
+                .await
+                .context("starting the built-in Apimart simulator")?;
+                warn!(
+                    simulator.url = %sim.base_url(),
+                    "APIMART_API_KEY is not set: using the BUILT-IN APIMART SIMULATOR; images are synthetic. Set APIMART_API_KEY to use the real Apimart."
+                );
+                (ApiKey::new("simulator"), sim.base_url(), Some(sim))
+            }
+        };
+        let client = ApimartClient::new(
+            ApimartConfig::new(api_key)
+                .with_base_url(base_url)
+                .with_timeout(Config::secs(config.http_timeout))
+                .with_retry(retry)
+                .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION"))),
+        )
+        .context("APIMART_BASE_URL: cannot build the Apimart client")?;
+
+        let sender: Option<Arc<dyn CallbackSender>> = match &config.callback_url {
+            Some(url) => {
+                let signing_secret = match &config.callback_signing_secret {
+                    Some(s) => Some(SigningSecret::parse(s.expose()).context("CALLBACK_SIGNING_SECRET")?),
+                    None => None,
+                };
+                Some(Arc::new(
+                    HttpCallbackSender::new(SenderConfig {
+                        url: url.clone(),
+                        token: config.callback_token.as_ref().map(|t| t.expose().to_string()),
+                        signing_secret,
+                        timeout: Config::secs(config.callback_timeout),
+                        user_agent: concat!("modelgen/", env!("CARGO_PKG_VERSION")).into(),
+                    })
+                    .context("CALLBACK_URL: cannot build the callback sender")?,
+                ))
+            }
+            None => None,
+        };
+        let callback_base = Config::secs(config.callback_base_delay);
+        let callback_cap = Config::secs(config.callback_max_delay);
+        let callback_max_attempts = config.callback_max_retries.unwrap_or_else(|| {
+            modelgen_callback::attempts_for_horizon(callback_base, callback_cap, Config::secs(config.callback_horizon))
+        });
+
+        let wake = Arc::new(Notify::new());
+        let alerts = Alerts::default();
+        let repo = Arc::new(db.clone());
+        let engine = Arc::new(Engine {
+            tasks: repo.clone(),
+            images: repo.clone(),
+            outbox: repo.clone(),
+            blobs: blobs.clone(),
+            generator: Arc::new(client),
+            fetcher: Arc::new(
+                HttpImageFetcher::new(Config::secs(config.http_timeout)).context("building the download client")?,
+            ),
+            sender: sender.clone(),
+            clock: Arc::new(SystemClock),
+            alerts,
+            settings: EngineSettings {
+                owner: worker_owner(),
+                lease: Config::secs(config.lease_seconds),
+                concurrency: config.worker_concurrency,
+                batch_size: config.worker_batch_size,
+                idle_interval: Config::secs(config.worker_idle_interval),
+                poll_interval: Config::secs(config.task_poll_interval),
+                poll_max_interval: Config::secs(config.task_poll_max_interval),
+                task_timeout: Config::secs(config.task_timeout),
+                model: config.apimart_model.clone(),
+                max_result_image_bytes: config.max_result_image_bytes,
+                public_base_url: public_base_url.clone(),
+                store_image_base64: config.store_image_base64,
+                callbacks_enabled: sender.is_some(),
+                callback_max_attempts,
+                callback_base_delay: callback_base,
+                callback_max_delay: callback_cap,
+            },
+            wake: wake.clone(),
+        });
+
+        let server = match listener {
+            None => None,
+            Some(listener) => {
+                let state = web::Data::new(HttpState {
+                    service: TaskService {
+                        tasks: repo.clone(),
+                        images: repo.clone(),
+                        blobs: blobs.clone(),
+                        prompts,
+                        model: config.apimart_model.clone(),
+                        max_image_bytes: config.max_image_bytes,
+                        wake,
+                        callbacks_enabled: sender.is_some(),
+                    },
+                    blobs: blobs.clone(),
+                    readiness: Readiness { db: db.clone(), blobs },
+                    metrics,
+                    auth_token: if config.auth_required() { config.api_auth_token.clone() } else { None },
+                    max_body_bytes: config.max_body_bytes,
+                    admin: Admin { outbox: repo },
+                });
+                Some(
+                    HttpServer::new(move || {
+                        App::new()
+                            .app_data(state.clone())
+                            .wrap(from_fn(crate::http::middleware))
+                            .configure(crate::http::configure)
+                    })
+                    .listen(listener)?
+                    .disable_signals()
+                    .shutdown_timeout(config.shutdown_grace.ceil() as u64)
+                    .run(),
+                )
+            }
+        };
+        info!(port, role = ?role, public_base_url = %public_base_url, database = db.backend().as_str(), "modelgen built");
+        Ok(Application {
+            port,
+            server,
+            token: CancellationToken::new(),
+            engine,
+            role,
+            grace: Config::secs(config.shutdown_grace),
+            sim,
+            db,
+        })
+    }
+
+    /// The bound HTTP port (0 for workers-only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The engine (tests drive it step by step).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// The database.
+    pub fn database(&self) -> Database {
+        self.db.clone()
+    }
+
+    /// Cancelling this token stops the service gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Runs until SIGINT/SIGTERM (or the shutdown token): then stops accepting
+    /// connections, lets in-flight requests and worker steps finish within the
+    /// grace period, releases leases and returns.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tokio::spawn(watch_signals(self.token.clone()));
+        let workers = self.role != Role::ApiOnly;
+        self.run(workers).await
+    }
+
+    /// Serves HTTP only, without the background workers and without signal
+    /// handling: tests drive the engine themselves through [`Application::engine`].
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run_http_only(self) -> anyhow::Result<()> {
+        self.run(false).await
+    }
+
+    async fn run(self, with_workers: bool) -> anyhow::Result<()> {
+        let token = self.token.clone();
+        let mut workers = Vec::new();
+        if with_workers {
+            workers.push(tokio::spawn(self.engine.clone().run_task_worker(token.clone())));
+            workers.push(tokio::spawn(self.engine.clone().run_callback_worker(token.clone())));
+        }
+        match self.server {
+            Some(server) => {
+                let handle = server.handle();
+                let stopper = token.clone();
+                tokio::spawn(async move {
+                    stopper.cancelled().await;
+                    handle.stop(true).await;
+                });
+                server.await?;
+                token.cancel();
+            }
+            None => token.cancelled().await,
+        }
+        let all = futures_util::future::join_all(workers);
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            warn!("workers did not finish within the grace period; their leases expire on their own");
+        }
+        if let Some(sim) = self.sim {
+            sim.stop().await;
+        }
+        info!("modelgen stopped");
+        Ok(())
+    }
+}
+
+async fn watch_signals(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            warn!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received; shutting down"),
+            _ = int.recv() => info!("SIGINT received; shutting down"),
+            () = token.cancelled() => return,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = token.cancelled() => return,
+        }
+    }
+    token.cancel();
+}

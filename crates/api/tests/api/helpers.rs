@@ -1,0 +1,190 @@
+//! `TestApp`: the real application on port 0 with its own fresh database,
+//! talking to the Apimart simulator on its own port. Workers are not started:
+//! tests drive the engine step by step and wait on conditions with deadlines.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apimart_sim::{SimConfig, SimHandle, Simulator};
+use figment::Figment;
+use figment::providers::{Format as _, Serialized, Toml};
+use modelgen_api::engine::Engine;
+use modelgen_api::{Application, Config, Role};
+use modelgen_e2e::{Backend, TestDb};
+use modelgen_persistence::Database;
+use tokio_util::sync::CancellationToken;
+
+/// Sample photo (NASA, public domain) as a data URI.
+pub fn person_jpeg() -> String {
+    modelgen_e2e::fixture_data_uri("person_front.jpg")
+}
+
+/// A 1×1 PNG as a data URI.
+pub fn tiny_png() -> String {
+    // 1x1 transparent PNG.
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==".into()
+}
+
+/// A valid body profile.
+pub fn body_profile() -> serde_json::Value {
+    serde_json::json!({"gender": "male", "height_cm": 180, "weight_kg": 75, "age": 35, "skin_tone": "medium"})
+}
+
+/// Options for [`spawn_app`].
+#[derive(Default, Clone)]
+pub struct AppOptions {
+    /// Extra config lines (`key = value` TOML).
+    pub extra: Vec<(String, String)>,
+}
+
+/// A running application.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The engine, driven by the test.
+    pub engine: Arc<Engine>,
+    /// The database.
+    pub db: Database,
+    /// The simulator.
+    pub sim: SimHandle,
+    token: CancellationToken,
+    _dir: tempfile::TempDir,
+    _db: TestDb,
+}
+
+/// Starts the app on a fresh database of `backend`.
+pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        modelgen_api::telemetry::init_logging(modelgen_api::config::LogFormat::Text);
+    }
+    let db = TestDb::fresh(backend).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = Simulator::start(
+        SimConfig {
+            task_duration: Duration::from_millis(300),
+            estimated_time: Duration::from_millis(300),
+            api_key: Some("test-key".into()),
+            ..SimConfig::default()
+        },
+        0,
+    )
+    .await
+    .expect("simulator");
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let mut lines = vec![
+        ("port".to_string(), "0".to_string()),
+        ("database_url".into(), format!("{:?}", db.url)),
+        ("storage_url".into(), format!("{:?}", format!("file://{}", dir.path().join("images").display()))),
+        ("apimart_api_key".into(), "\"test-key\"".into()),
+        ("apimart_base_url".into(), format!("{:?}", sim.base_url())),
+        ("task_poll_interval".into(), "0.05".into()),
+        ("task_poll_max_interval".into(), "0.1".into()),
+        ("retry_base_delay".into(), "0.01".into()),
+        ("retry_max_delay".into(), "0.05".into()),
+        ("callback_base_delay".into(), "0.05".into()),
+        ("callback_max_delay".into(), "0.1".into()),
+    ];
+    lines.extend(options.extra);
+    for (k, v) in lines {
+        figment = figment.merge(Toml::string(&format!("{k} = {v}")));
+    }
+    let config = Config::from_figment(figment).expect("test config");
+    let app = Application::build(config, Role::All).await.expect("build app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let engine = app.engine();
+    let database = app.database();
+    let token = app.shutdown_token();
+    tokio::spawn(app.run_http_only());
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        engine,
+        db: database,
+        sim,
+        token,
+        _dir: dir,
+        _db: db,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl TestApp {
+    /// POST JSON → (status, body).
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.client.post(format!("{}{path}", self.base)).json(body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST raw bytes with a content type → (status, body).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET → (status, body).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Creates a default task and returns its id.
+    pub async fn create_default(&self, user: &str) -> String {
+        let (status, body) = self
+            .post("/models/default", &serde_json::json!({"user_id": user, "user_image": tiny_png(), "body_profile": body_profile()}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["data"]["task_id"].as_str().expect("task_id").to_string()
+    }
+
+    /// Drives the engine (tasks and callbacks) until `task_id` is terminal.
+    pub async fn drive_until_terminal(&self, task_id: &str) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.engine.run_once().await.expect("engine step");
+            let (_, body) = self.get(&format!("/tasks/{task_id}")).await;
+            if matches!(body["data"]["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return body["data"].clone();
+            }
+            assert!(Instant::now() < end, "task {task_id} did not finish: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Number of tasks of a user, via the list endpoint.
+    pub async fn count_tasks(&self, user: &str) -> usize {
+        let (status, body) = self.get(&format!("/tasks?user_id={user}&limit=100")).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["items"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// Whether PostgreSQL tests are skipped.
+pub fn skip_pg() -> bool {
+    modelgen_e2e::skip_pg()
+}
+
+/// A multi-thread runtime for proptest bodies (they are synchronous).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod config;
+mod error;
+mod model;
+mod parse;
+mod policy;
+mod retry;
+
+pub use client::{ApimartClient, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_ID_LEN};
+pub use config::{ApiKey, ApimartConfig};
+pub use error::{ApimartError, MAX_KEPT_BODY_BYTES};
+pub use model::{
+    GenerationRequest, ResultImage, SubmitResponse, TaskStatusResponse, UpstreamStatus,
+    UpstreamTaskError,
+};
+pub use policy::{RetryPolicy, backoff_delay};

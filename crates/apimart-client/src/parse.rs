@@ -1,0 +1,481 @@
+//! Lenient parsing of Apimart's 2xx bodies into typed responses.
+//!
+//! Works on `serde_json::Value` rather than derived structs because upstream varies
+//! (APIMART.md): `data` as an array or an object, ids under `task_id` or `id`, `url` as a
+//! string or an array, numbers sometimes sent as strings, fields missing. Nothing here panics,
+//! whatever the body.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::json_message;
+use crate::model::{ResultImage, TaskStatusResponse, UpstreamStatus, UpstreamTaskError};
+
+/// The success value of the body's `code` (APIMART.md: "`code: 200` in the body").
+const SUCCESS_CODE: i64 = 200;
+
+/// Why a 2xx body is not a usable answer.
+#[derive(Debug, PartialEq)]
+pub(crate) enum BodyProblem {
+    /// The body carries an error `code` other than 200.
+    Upstream { code: i64, message: String },
+    /// The body is not in any shape we know; the text says what is missing.
+    Invalid(String),
+}
+
+/// The fields of a submit answer.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Submitted {
+    pub(crate) task_id: String,
+    pub(crate) status: UpstreamStatus,
+    pub(crate) estimated_time: Option<Duration>,
+}
+
+/// Parses the answer to `POST /images/generations`: `data` as `[{"status","task_id"}]` or as
+/// `{"id","status","progress","created","task_info":{"estimated_time"}}`.
+pub(crate) fn parse_submit(body: &[u8]) -> Result<Submitted, BodyProblem> {
+    let task = match envelope(body)? {
+        Value::Array(items) => items
+            .into_iter()
+            .find(|item| task_id_of(item).is_some())
+            .ok_or_else(|| invalid("`data` array holds no task id"))?,
+        obj @ Value::Object(_) => obj,
+        _ => return Err(invalid("`data` is neither an object nor an array")),
+    };
+    let task_id = task_id_of(&task).ok_or_else(|| invalid("no `task_id` or `id` in `data`"))?;
+    let status = task
+        .get("status")
+        .and_then(text)
+        .map_or(UpstreamStatus::Submitted, |s| UpstreamStatus::parse(&s));
+    let estimated_time = task
+        .get("task_info")
+        .and_then(|info| info.get("estimated_time"))
+        .or_else(|| task.get("estimated_time"))
+        .and_then(seconds);
+    Ok(Submitted {
+        task_id,
+        status,
+        estimated_time,
+    })
+}
+
+/// Parses the answer to `GET /tasks/{id}`; `asked_id` fills `id` when upstream omits it.
+pub(crate) fn parse_status(body: &[u8], asked_id: &str) -> Result<TaskStatusResponse, BodyProblem> {
+    let data = envelope(body)?;
+    let Value::Object(task) = data else {
+        return Err(invalid("`data` is not an object"));
+    };
+    let status = task
+        .get("status")
+        .and_then(text)
+        .map(|s| UpstreamStatus::parse(&s))
+        .ok_or_else(|| invalid("no `status` in `data`"))?;
+    let id = ["id", "task_id"]
+        .iter()
+        .find_map(|k| task.get(*k).and_then(text))
+        .unwrap_or_else(|| asked_id.to_owned());
+    let progress =
+        task.get("progress")
+            .and_then(progress)
+            .unwrap_or(if status == UpstreamStatus::Completed {
+                100
+            } else {
+                0
+            });
+    let images = task
+        .get("result")
+        .and_then(|r| r.get("images"))
+        .and_then(Value::as_array)
+        .map(|images| images.iter().filter_map(result_image).collect())
+        .unwrap_or_default();
+    Ok(TaskStatusResponse {
+        id,
+        status,
+        progress,
+        images,
+        error: task.get("error").and_then(task_error),
+        estimated_time: task.get("estimated_time").and_then(seconds),
+        actual_time: task.get("actual_time").and_then(seconds),
+        created: task.get("created").and_then(integer),
+        completed: task.get("completed").and_then(integer),
+    })
+}
+
+fn invalid(reason: &str) -> BodyProblem {
+    BodyProblem::Invalid(reason.to_owned())
+}
+
+/// Checks `code` and returns `data`. A body without `data` that itself looks like a task
+/// (has an id) is accepted as unwrapped.
+fn envelope(body: &[u8]) -> Result<Value, BodyProblem> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| BodyProblem::Invalid(format!("body is not JSON: {e}")))?;
+    let Value::Object(mut obj) = json else {
+        return Err(invalid("body is not a JSON object"));
+    };
+    // A `code` that is not a number says nothing about success; judge by `data` then.
+    match obj.get("code").and_then(integer) {
+        Some(code) if code != SUCCESS_CODE => {
+            let message = json_message(&Value::Object(obj))
+                .unwrap_or_else(|| "no message in body".to_owned());
+            return Err(BodyProblem::Upstream { code, message });
+        }
+        _ => {}
+    }
+    match obj.remove("data") {
+        Some(Value::Null) | None if has_task_id(&obj) => Ok(Value::Object(obj)),
+        Some(Value::Null) | None => {
+            let hint = json_message(&Value::Object(obj))
+                .map(|m| format!(" (message: {m})"))
+                .unwrap_or_default();
+            Err(BodyProblem::Invalid(format!("body has no `data`{hint}")))
+        }
+        Some(data) => Ok(data),
+    }
+}
+
+fn has_task_id(obj: &Map<String, Value>) -> bool {
+    ["task_id", "id"]
+        .iter()
+        .any(|k| obj.get(*k).and_then(text).is_some())
+}
+
+/// `task_id`, else `id`, as a non-empty string.
+fn task_id_of(v: &Value) -> Option<String> {
+    ["task_id", "id"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(text))
+}
+
+/// A non-blank string, or a number written out (ids are opaque).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A number, or a string holding one.
+fn number(v: &Value) -> Option<f64> {
+    let n = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }?;
+    (!n.is_nan()).then_some(n)
+}
+
+/// An integer (unix seconds, codes). Exact for JSON integers; fractions are dropped, values
+/// beyond `i64` saturate.
+fn integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            // Saturating float-to-int cast: huge values become i64::MAX/MIN.
+            n.as_f64().map(|f| f as i64)
+        }),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<i64>().ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| !f.is_nan())
+                    .map(|f| f as i64)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Seconds as a duration; negative values are dropped.
+fn seconds(v: &Value) -> Option<Duration> {
+    number(v)
+        .filter(|s| *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+/// Percent clamped to 0..=100.
+fn progress(v: &Value) -> Option<u8> {
+    // After the clamp the value fits u8 exactly.
+    number(v).map(|p| p.clamp(0.0, 100.0).round() as u8)
+}
+
+/// One entry of `result.images`: `{"url": "…" | ["…"], "expires_at": <unix s>}`, or a bare
+/// URL string. `None` when it holds no URL.
+fn result_image(v: &Value) -> Option<ResultImage> {
+    let (urls, expires_at) = match v {
+        Value::String(s) => (vec![s.trim().to_owned()], None),
+        Value::Object(img) => {
+            let urls = match img.get("url") {
+                Some(Value::String(s)) => vec![s.trim().to_owned()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.trim().to_owned())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (urls, img.get("expires_at").and_then(integer))
+        }
+        _ => return None,
+    };
+    let urls: Vec<String> = urls.into_iter().filter(|u| !u.is_empty()).collect();
+    (!urls.is_empty()).then_some(ResultImage { urls, expires_at })
+}
+
+/// `data.error`: `{code, message, type}`, or a bare message string. `None` when null, empty
+/// or not an error at all.
+fn task_error(v: &Value) -> Option<UpstreamTaskError> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(UpstreamTaskError {
+            code: None,
+            message: s.trim().to_owned(),
+            kind: None,
+        }),
+        Value::Object(err) => {
+            let code = err.get("code").and_then(text);
+            let kind = err.get("type").and_then(text);
+            let message = ["message", "msg"]
+                .iter()
+                .find_map(|k| err.get(*k).and_then(text));
+            if code.is_none() && kind.is_none() && message.is_none() {
+                return None;
+            }
+            Some(UpstreamTaskError {
+                code,
+                message: message.unwrap_or_else(|| "unknown error".to_owned()),
+                kind,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn submit_array_shape() {
+        let body = json!({"code":200,"data":[{"status":"submitted","task_id":"task_01K"}]});
+        assert_eq!(
+            parse_submit(&bytes(&body)),
+            Ok(Submitted {
+                task_id: "task_01K".into(),
+                status: UpstreamStatus::Submitted,
+                estimated_time: None
+            })
+        );
+    }
+
+    #[test]
+    fn submit_object_shape() {
+        let body = json!({"code":200,"data":{"id":"task_01J","object":"image.generation.task",
+            "status":"pending","progress":0,"created":1_700_000_000,
+            "task_info":{"can_cancel":true,"estimated_time":100}}});
+        assert_eq!(
+            parse_submit(&bytes(&body)),
+            Ok(Submitted {
+                task_id: "task_01J".into(),
+                status: UpstreamStatus::Pending,
+                estimated_time: Some(Duration::from_secs(100))
+            })
+        );
+    }
+
+    #[test]
+    fn submit_problems() {
+        let upstream = parse_submit(&bytes(&json!({"code":402,"msg":"no money"})));
+        assert_eq!(
+            upstream,
+            Err(BodyProblem::Upstream {
+                code: 402,
+                message: "no money".into()
+            })
+        );
+        for body in [
+            json!({"code":200,"data":[]}),
+            json!({"code":200,"data":{"status":"pending"}}),
+            json!({"code":200}),
+            json!({"code":200,"data":"task_1"}),
+            json!([1, 2]),
+        ] {
+            assert!(
+                matches!(parse_submit(&bytes(&body)), Err(BodyProblem::Invalid(_))),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            parse_submit(b"<html>"),
+            Err(BodyProblem::Invalid(_))
+        ));
+        // Unwrapped task and string codes are accepted.
+        assert!(parse_submit(&bytes(&json!({"task_id":"t1","status":"submitted"}))).is_ok());
+        assert!(parse_submit(&bytes(&json!({"code":"200","data":{"id":"t1"}}))).is_ok());
+    }
+
+    #[test]
+    fn status_completed_with_both_url_shapes() -> Result<(), String> {
+        let body = json!({"code":200,"data":{"id":"task_1","status":"completed","progress":100,
+            "result":{"images":[{"url":["https://a/1.png","https://a/2.png"],"expires_at":1_700_086_400},
+                                {"url":"https://a/3.png"},{"url":[]}]},
+            "created":1_700_000_000,"completed":1_700_000_019,"estimated_time":60,"actual_time":19}});
+        let s = parse_status(&bytes(&body), "asked").map_err(|e| format!("{e:?}"))?;
+        assert_eq!(s.id, "task_1");
+        assert_eq!(s.status, UpstreamStatus::Completed);
+        assert_eq!(
+            s.images,
+            vec![
+                ResultImage {
+                    urls: vec!["https://a/1.png".into(), "https://a/2.png".into()],
+                    expires_at: Some(1_700_086_400)
+                },
+                ResultImage {
+                    urls: vec!["https://a/3.png".into()],
+                    expires_at: None
+                },
+            ]
+        );
+        assert_eq!(s.actual_time, Some(Duration::from_secs(19)));
+        assert_eq!(s.estimated_time, Some(Duration::from_secs(60)));
+        assert_eq!(
+            (s.created, s.completed),
+            (Some(1_700_000_000), Some(1_700_000_019))
+        );
+        assert_eq!(s.error, None);
+        Ok(())
+    }
+
+    #[test]
+    fn status_failed_and_sparse() -> Result<(), String> {
+        let body = json!({"code":200,"data":{"status":"failed",
+            "error":{"code":"content_policy","message":"blocked","type":"moderation"}}});
+        let s = parse_status(&bytes(&body), "asked").map_err(|e| format!("{e:?}"))?;
+        assert_eq!(s.id, "asked");
+        assert_eq!(s.progress, 0);
+        assert_eq!(
+            s.error,
+            Some(UpstreamTaskError {
+                code: Some("content_policy".into()),
+                message: "blocked".into(),
+                kind: Some("moderation".into())
+            })
+        );
+        let body =
+            json!({"code":200,"data":{"id":"t","status":"completed","error":null,"result":null}});
+        let s = parse_status(&bytes(&body), "asked").map_err(|e| format!("{e:?}"))?;
+        assert_eq!((s.progress, s.images.len(), s.error), (100, 0, None));
+        assert!(matches!(
+            parse_status(&bytes(&json!({"code":200,"data":{"id":"t"}})), "t"),
+            Err(BodyProblem::Invalid(_))
+        ));
+        Ok(())
+    }
+
+    fn status_with_progress(progress: Value) -> Result<u8, String> {
+        let body = json!({"code":200,"data":{"id":"t","status":"processing","progress":progress}});
+        parse_status(&bytes(&body), "t")
+            .map(|s| s.progress)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Arbitrary JSON, biased towards the keys the parser looks at.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            prop::sample::select(vec![
+                "code",
+                "data",
+                "id",
+                "task_id",
+                "status",
+                "progress",
+                "result",
+                "images",
+                "url",
+                "expires_at",
+                "error",
+                "message",
+                "msg",
+                "type",
+                "task_info",
+                "estimated_time",
+                "actual_time",
+                "created",
+                "completed",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "completed",
+                "failed",
+                "pending",
+                "200",
+                "-5",
+                "1e308",
+                "NaN",
+                "inf"
+            ])
+            .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_integer_progress_clamps(p in any::<i64>()) {
+            prop_assert_eq!(status_with_progress(json!(p)), Ok(p.clamp(0, 100) as u8));
+        }
+
+        #[test]
+        fn any_unsigned_progress_clamps(p in any::<u64>()) {
+            prop_assert_eq!(status_with_progress(json!(p)), Ok(p.min(100) as u8));
+        }
+
+        #[test]
+        fn any_float_progress_stays_in_range(p in any::<f64>()) {
+            let got = status_with_progress(json!(p));
+            prop_assert!(matches!(got, Ok(0..=100)), "{:?}", got);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in arb_json()) {
+            let raw = bytes(&v);
+            let _ = parse_submit(&raw);
+            let _ = parse_status(&raw, "asked");
+            let wrapped = bytes(&json!({"code":200,"data":v}));
+            if let Ok(s) = parse_status(&wrapped, "asked") {
+                prop_assert!(s.progress <= 100);
+                prop_assert!(s.images.iter().all(|i| !i.urls.is_empty()));
+            }
+            let _ = parse_submit(&wrapped);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_submit(&raw);
+            let _ = parse_status(&raw, "asked");
+            let _ = crate::error::error_message(&String::from_utf8_lossy(&raw));
+        }
+    }
+}

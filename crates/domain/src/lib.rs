@@ -1,0 +1,34 @@
+//! Pure types and rules of modelgen: task ids, task types and states with the
+//! transition function, validated inputs (body profile, angle, aspect ratio,
+//! images, edit instructions), prompt templates and backoff delays. No I/O
+//! (except reading prompt template overrides from a directory the caller
+//! names), no async: everything here is property-tested on its own.
+
+pub mod aspect;
+pub mod backoff;
+pub mod body;
+pub mod edit;
+pub mod error;
+pub mod ids;
+pub mod image;
+pub mod prompt;
+pub mod task;
+
+pub use aspect::AspectRatio;
+pub use backoff::{backoff_delay, backoff_delay_with_jitter, with_jitter};
+pub use body::{
+    BodyProfile, BodyProfileInput, Gender, MAX_AGE_YEARS, MAX_BODY_TEXT_CHARS, MAX_HEIGHT_CM,
+    MAX_WEIGHT_KG,
+};
+pub use edit::{EditInstructions, EditInstructionsError, MAX_EDIT_INSTRUCTIONS_CHARS};
+pub use error::FieldError;
+pub use ids::{ParseTaskIdError, TaskId};
+pub use image::{
+    DecodedImage, HttpsUrl, ImageInput, ImageInputError, ImageMime, InvalidUrlReason,
+    MAX_IMAGE_URL_CHARS,
+};
+pub use prompt::{MAX_OUTFIT_GARMENTS, MAX_PROMPT_CHARS, PromptError, PromptTemplates};
+pub use task::{
+    Angle, ParseEnumError, Progress, TaskEvent, TaskState, TaskStatus, TaskType, TransitionError,
+    transition,
+};

@@ -1,0 +1,191 @@
+//! [`CallbackOutbox`] for [`Database`], written once for both backends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use modelgen_domain::TaskId;
+use modelgen_domain::task::MIN_UPDATE_STEP;
+
+use super::Database;
+use crate::error::RepoError;
+use crate::models::{AttemptOutcome, CallbackRecord, CallbackStatus};
+use crate::repo::CallbackOutbox;
+use crate::rows::{self, CallbackRow, add, from_db, to_db};
+use crate::schema::callback_delivery as c;
+
+#[async_trait]
+impl CallbackOutbox for Database {
+    async fn claim_due_callbacks(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<CallbackRecord>, RepoError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let now_db = to_db(now);
+        let expires = to_db(add(now, lease));
+        let mut rows = write_tx!(self, |conn, dialect| {
+            let ids = dialect::due_callback_ids(conn, now_db, limit).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(diesel::update(c::table.filter(c::event_id.eq_any(&ids)))
+                .set((c::lease_owner.eq(owner), c::lease_expires_at.eq(expires)))
+                .returning(CallbackRow::as_returning())
+                .get_results(conn)
+                .await?)
+        })?;
+        rows.sort_by(|a, b| {
+            (a.next_attempt_at, &a.event_id).cmp(&(b.next_attempt_at, &b.event_id))
+        });
+        rows::callback_records(rows)
+    }
+
+    async fn record_callback_attempt(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    ) -> Result<CallbackRecord, RepoError> {
+        let now_db = to_db(now);
+        let row = write_tx!(self, |conn, dialect| {
+            let row = dialect::lock_callback(conn, event_id)
+                .await?
+                .ok_or(RepoError::NotFound)?;
+            let holds = row.lease_owner.as_deref() == Some(owner)
+                && row.lease_expires_at.is_some_and(|exp| exp > now_db);
+            if !holds {
+                return Err(RepoError::LeaseLost);
+            }
+            let updated_at = to_db(from_db(now_db).max(from_db(row.updated_at) + MIN_UPDATE_STEP));
+            let (status, next_attempt_at, last_error, delivered_at) = match &outcome {
+                AttemptOutcome::Delivered => (
+                    CallbackStatus::Delivered,
+                    row.next_attempt_at,
+                    row.last_error.clone(),
+                    Some(now_db),
+                ),
+                AttemptOutcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => (
+                    CallbackStatus::Pending,
+                    to_db(*next_attempt_at),
+                    Some(error.clone()),
+                    None,
+                ),
+                AttemptOutcome::Dead { error } => (
+                    CallbackStatus::Dead,
+                    row.next_attempt_at,
+                    Some(error.clone()),
+                    None,
+                ),
+            };
+            Ok(diesel::update(c::table.find(event_id))
+                .set((
+                    c::status.eq(status.as_str()),
+                    c::attempts.eq(row.attempts.saturating_add(1)),
+                    c::next_attempt_at.eq(next_attempt_at),
+                    c::last_error.eq(last_error),
+                    c::lease_owner.eq(None::<String>),
+                    c::lease_expires_at.eq(None::<NaiveDateTime>),
+                    c::updated_at.eq(updated_at),
+                    c::delivered_at.eq(delivered_at),
+                ))
+                .returning(CallbackRow::as_returning())
+                .get_result(conn)
+                .await?)
+        })?;
+        row.into_record()
+    }
+
+    async fn list_callbacks(
+        &self,
+        status: Option<CallbackStatus>,
+        limit: i64,
+    ) -> Result<Vec<CallbackRecord>, RepoError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = with_conn!(self, |conn| {
+            let mut q = c::table.select(CallbackRow::as_select()).into_boxed();
+            if let Some(status) = status {
+                q = q.filter(c::status.eq(status.as_str()));
+            }
+            Ok(q.order((c::created_at.desc(), c::event_id.desc()))
+                .limit(limit)
+                .load(conn)
+                .await?)
+        })?;
+        rows::callback_records(rows)
+    }
+
+    async fn get_callback(&self, event_id: &str) -> Result<CallbackRecord, RepoError> {
+        let row = with_conn!(self, |conn| {
+            Ok(c::table
+                .find(event_id)
+                .select(CallbackRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })?;
+        row.ok_or(RepoError::NotFound)?.into_record()
+    }
+
+    async fn callbacks_for_task(&self, id: &TaskId) -> Result<Vec<CallbackRecord>, RepoError> {
+        let id = id.to_string();
+        let rows = with_conn!(self, |conn| {
+            Ok(c::table
+                .filter(c::task_id.eq(&id))
+                .select(CallbackRow::as_select())
+                .order((c::created_at.asc(), c::event_id.asc()))
+                .load(conn)
+                .await?)
+        })?;
+        rows::callback_records(rows)
+    }
+
+    async fn redeliver(&self, event_id: &str, now: DateTime<Utc>) -> Result<CallbackRecord, RepoError> {
+        let now_db = to_db(now);
+        // The lease is left as it is: a `pending` row may have an attempt in
+        // flight, whose outcome is still recorded (and counted) normally.
+        let row = with_conn!(self, |conn| {
+            Ok(diesel::update(c::table.find(event_id))
+                .set((
+                    c::status.eq(CallbackStatus::Pending.as_str()),
+                    c::attempts.eq(0),
+                    c::next_attempt_at.eq(now_db),
+                    c::updated_at.eq(now_db),
+                    c::delivered_at.eq(None::<NaiveDateTime>),
+                ))
+                .returning(CallbackRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?)
+        })?;
+        row.ok_or(RepoError::NotFound)?.into_record()
+    }
+
+    async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
+        let now_db = to_db(now);
+        let count = with_conn!(self, |conn| {
+            Ok(diesel::update(c::table.filter(c::status.eq(CallbackStatus::Dead.as_str())))
+                .set((
+                    c::status.eq(CallbackStatus::Pending.as_str()),
+                    c::attempts.eq(0),
+                    c::next_attempt_at.eq(now_db),
+                    c::updated_at.eq(now_db),
+                ))
+                .execute(conn)
+                .await?)
+        })?;
+        Ok(count as u64)
+    }
+}

@@ -1,0 +1,360 @@
+//! [`Database`]: the SQLite/PostgreSQL implementation of the repository traits.
+//!
+//! The repository bodies are written once (`tasks.rs`, `callbacks.rs`) and
+//! expanded for each backend's concrete connection type by the [`with_conn!`] and
+//! [`write_tx!`] macros. What differs between backends — connection setup,
+//! migrations, row locking for claims and updates — lives in `sqlite.rs` and
+//! `postgres.rs`, which the macros bring into scope under a name the body chooses
+//! (the body calls `dialect::lock_task(conn, id)` and gets the backend's version).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::RepoError;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("modelgen-persistence needs at least one of the features `sqlite`, `postgres`");
+
+/// Statuses a worker may still act on (claimable when due).
+pub(crate) const ACTIVE_STATUSES: [&str; 2] = ["submitted", "processing"];
+
+/// The due-task filter of a claim: active, due at `$now`, lease free or expired.
+/// One definition for both backends; only the locking around it differs.
+macro_rules! due_tasks {
+    ($now:expr) => {{
+        use $crate::schema::ai_generation_task as t;
+        let now: ::chrono::NaiveDateTime = $now;
+        t::table
+            .filter(t::status.eq_any($crate::db::ACTIVE_STATUSES))
+            .filter(t::next_run_at.le(now))
+            .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
+    }};
+}
+
+/// The due-callback filter of a claim: `pending`, due at `$now`, lease free or expired.
+macro_rules! due_callbacks {
+    ($now:expr) => {{
+        use $crate::schema::callback_delivery as c;
+        let now: ::chrono::NaiveDateTime = $now;
+        c::table
+            .filter(c::status.eq("pending"))
+            .filter(c::next_attempt_at.le(now))
+            .filter(c::lease_owner.is_null().or(c::lease_expires_at.le(now)))
+    }};
+}
+
+/// Runs `$body` (an expression of type `Result<T, RepoError>` that may `.await`
+/// and use `?`) with `$conn` bound to a pooled connection of the database's
+/// backend, and `$dialect` naming that backend's module (`sqlite` or `postgres`).
+/// Errors are passed through [`classify`]; a pool failure is
+/// [`RepoError::Unavailable`].
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
+        let result: Result<_, $crate::error::RepoError> = match &$db.pools {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Pools::Sqlite(pool) => {
+                $(use $crate::db::sqlite as $dialect;)?
+                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
+                let $conn: &mut $crate::db::sqlite::Conn = &mut guard;
+                async { $body }.await
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::Pools::Postgres(pool) => {
+                $(use $crate::db::postgres as $dialect;)?
+                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
+                let $conn: &mut $crate::db::postgres::Conn = &mut guard;
+                async { $body }.await
+            }
+        };
+        result.map_err($crate::db::classify)
+    }};
+}
+
+/// Like [`with_conn!`], but runs `$body` in a write transaction: `BEGIN
+/// IMMEDIATE` on SQLite (takes the database write lock before the first read, so
+/// read-check-write cannot interleave with another writer), a plain transaction
+/// on PostgreSQL (the body locks what it reads with `dialect::lock_*`, i.e.
+/// `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back.
+macro_rules! write_tx {
+    ($db:expr, |$conn:ident, $dialect:ident| $body:expr) => {{
+        let result: Result<_, $crate::error::RepoError> = match &$db.pools {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Pools::Sqlite(pool) => {
+                use $crate::db::sqlite as $dialect;
+                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
+                let c: &mut $crate::db::sqlite::Conn = &mut guard;
+                c.immediate_transaction(async move |$conn| -> Result<_, $crate::error::RepoError> {
+                    $body
+                })
+                .await
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::Pools::Postgres(pool) => {
+                use $crate::db::postgres as $dialect;
+                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
+                let c: &mut $crate::db::postgres::Conn = &mut guard;
+                ::diesel_async::AsyncConnection::transaction(
+                    c,
+                    async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
+                )
+                .await
+            }
+        };
+        result.map_err($crate::db::classify)
+    }};
+}
+
+mod callbacks;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+mod tasks;
+
+/// Which database a [`Database`] talks to, chosen from the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `sqlite://relative/path.db` or `sqlite:///absolute/path.db`.
+    Sqlite,
+    /// `postgres://…` or `postgresql://…`.
+    Postgres,
+}
+
+impl Backend {
+    /// Lowercase name for logs and metrics: `sqlite`, `postgres`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default [`PoolOptions::max_connections`]: 10 connections, enough for the HTTP
+/// handlers plus the task and callback workers of one replica.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+/// Default [`PoolOptions::acquire_timeout`]: 5 s waiting for a free pooled
+/// connection before a call fails with [`RepoError::Unavailable`].
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`PoolOptions::connect_timeout`]: 5 s to open one new connection
+/// (TCP + authentication on PostgreSQL, opening the file on SQLite).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection pool settings. `Default` gives the documented defaults
+/// ([`DEFAULT_MAX_CONNECTIONS`], [`DEFAULT_ACQUIRE_TIMEOUT`],
+/// [`DEFAULT_CONNECT_TIMEOUT`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most connections open at once (default 10; 0 is treated as 1).
+    pub max_connections: usize,
+    /// Longest wait for a free connection (default 5 s); then [`RepoError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Longest time to open a new connection (default 5 s); then [`RepoError::Unavailable`].
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The pool of one backend.
+#[derive(Clone)]
+pub(crate) enum Pools {
+    #[cfg(feature = "sqlite")]
+    Sqlite(diesel_async::pooled_connection::deadpool::Pool<sqlite::Conn>),
+    #[cfg(feature = "postgres")]
+    Postgres(diesel_async::pooled_connection::deadpool::Pool<postgres::Conn>),
+}
+
+/// The database: a connection pool to SQLite or PostgreSQL implementing
+/// [`crate::TaskRepository`], [`crate::ImageRepository`] and
+/// [`crate::CallbackOutbox`]. Cloning is cheap (the pool is shared).
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) pools: Pools,
+    /// Where the migrations connect: the SQLite file path, or the PostgreSQL URL.
+    target: String,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The PostgreSQL URL may carry a password: only the backend is printed.
+        f.debug_struct("Database")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects to the database named by `url` and checks that one connection
+    /// can be opened.
+    ///
+    /// Accepted URLs: `sqlite://data/modelgen.db` (relative to the current
+    /// directory), `sqlite:///abs/path.db` (parent directories are created;
+    /// every SQLite connection runs with WAL, a 5 s busy timeout and foreign
+    /// keys on), `postgres://user:pass@host:port/db` and `postgresql://…`
+    /// (no TLS; see STACK.md).
+    ///
+    /// # Errors
+    /// [`RepoError::UnsupportedUrl`] for any other scheme, an in-memory SQLite
+    /// URL, query parameters on a SQLite URL, or a backend compiled out;
+    /// [`RepoError::Unavailable`] when no connection can be opened within
+    /// `options.connect_timeout`.
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Database, RepoError> {
+        let db = Self::connect_lazy(url, options)?;
+        db.ping_pool().await?;
+        Ok(db)
+    }
+
+    /// Builds the pool without opening a connection yet (the first call opens
+    /// one). Same URL rules and errors as [`Database::connect`], minus the
+    /// connection check; SQLite parent directories are still created.
+    pub fn connect_lazy(url: &str, options: PoolOptions) -> Result<Database, RepoError> {
+        let options = PoolOptions {
+            max_connections: options.max_connections.max(1),
+            ..options
+        };
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            {
+                let path = sqlite::parse_path(url, rest)?;
+                let target = path.to_string_lossy().into_owned();
+                let pool = sqlite::build_pool(&target, &options)?;
+                return Ok(Database {
+                    pools: Pools::Sqlite(pool),
+                    target,
+                });
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = rest;
+                return Err(RepoError::UnsupportedUrl(
+                    "this build has no SQLite support (feature `sqlite`)".into(),
+                ));
+            }
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            {
+                let pool = postgres::build_pool(url, &options)?;
+                return Ok(Database {
+                    pools: Pools::Postgres(pool),
+                    target: url.to_owned(),
+                });
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                return Err(RepoError::UnsupportedUrl(
+                    "this build has no PostgreSQL support (feature `postgres`)".into(),
+                ));
+            }
+        }
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        Err(RepoError::UnsupportedUrl(format!(
+            "scheme `{}` is not one of sqlite://, postgres://, postgresql://",
+            scheme.chars().take(32).collect::<String>()
+        )))
+    }
+
+    /// Which backend this database is.
+    pub fn backend(&self) -> Backend {
+        match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies every pending embedded migration of this backend
+    /// (`migrations/<backend>/`) and returns the versions applied, oldest first
+    /// (empty when the schema is current). Safe to run concurrently from several
+    /// replicas (PostgreSQL: an advisory lock; SQLite: an immediate transaction).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when no connection can be opened,
+    /// [`RepoError::Migration`] when a migration fails (it is rolled back).
+    pub async fn migrate(&self) -> Result<Vec<String>, RepoError> {
+        match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => sqlite::migrate(self.target.clone()).await,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => postgres::migrate(pool).await,
+        }
+    }
+
+    /// Versions of the embedded migrations not yet applied (empty when the
+    /// schema is current), for readiness checks.
+    ///
+    /// # Errors
+    /// As [`Database::migrate`].
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, RepoError> {
+        match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(_) => sqlite::pending(self.target.clone()).await,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => postgres::pending(pool).await,
+        }
+    }
+
+    /// Runs `SELECT 1` on a pooled connection.
+    async fn ping_pool(&self) -> Result<(), RepoError> {
+        use diesel::IntoSql;
+        use diesel::sql_types::Integer;
+        use diesel_async::RunQueryDsl;
+        with_conn!(self, |conn| {
+            diesel::select(1_i32.into_sql::<Integer>())
+                .get_result::<i32>(conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Maps a pool failure (timeout waiting, connection refused, setup failed) to
+/// [`RepoError::Unavailable`].
+pub(crate) fn pool_error(e: impl fmt::Display) -> RepoError {
+    RepoError::Unavailable(e.to_string())
+}
+
+/// Gives database errors the variant a caller can act on: unique violations
+/// become [`RepoError::Conflict`], lost connections and SQLite lock timeouts
+/// [`RepoError::Unavailable`]. Never produces [`RepoError::NotFound`].
+pub(crate) fn classify(e: RepoError) -> RepoError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        RepoError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+            RepoError::Conflict(info.message().to_owned())
+        }
+        RepoError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info)) => {
+            RepoError::Unavailable(info.message().to_owned())
+        }
+        RepoError::Query(Error::DatabaseError(kind, info))
+            if matches!(kind, DatabaseErrorKind::Unknown)
+                && is_sqlite_busy(info.message()) =>
+        {
+            RepoError::Unavailable(info.message().to_owned())
+        }
+        RepoError::Query(Error::BrokenTransactionManager) => {
+            RepoError::Unavailable("connection left in a broken transaction state".into())
+        }
+        other => other,
+    }
+}
+
+/// SQLite's messages for `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout.
+fn is_sqlite_busy(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database table is locked")
+}

@@ -1,0 +1,133 @@
+//! PostgreSQL specifics: connection pool, migrations, and the row locking used
+//! by claims (`FOR UPDATE SKIP LOCKED`) and updates (`FOR UPDATE`).
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::PoolOptions;
+use crate::error::RepoError;
+use crate::rows::{CallbackRow, TaskRow};
+use crate::schema::{ai_generation_task as t, callback_delivery as c};
+
+/// The pooled connection type (tokio-postgres underneath, no libpq).
+pub(crate) type Conn = AsyncPgConnection;
+
+/// The PostgreSQL migrations, embedded at build time from `migrations/postgres/`.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Key of the session advisory lock held while migrating, so that replicas
+/// starting together apply each migration once (ASCII "modelgen").
+const MIGRATION_LOCK_KEY: i64 = 0x6d6f_6465_6c67_656e;
+
+/// A deadpool of PostgreSQL connections to `url`.
+pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
+    let mut config = ManagerConfig::<Conn>::default();
+    // A server restart or idle-connection reaper kills sockets; checking on
+    // checkout turns that into a fresh connection instead of a failed query.
+    config.recycling_method = RecyclingMethod::Verified;
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
+    Pool::builder(manager)
+        .max_size(options.max_connections)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(options.connect_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| RepoError::Unavailable(e.to_string()))
+}
+
+/// Takes a connection out of the pool (the harness needs it by value; the pool
+/// opens a new one later) and runs `work` on it through diesel's blocking
+/// migration API on a blocking thread.
+async fn with_harness<R: Send + 'static>(
+    pool: &Pool<Conn>,
+    work: impl FnOnce(&mut AsyncConnectionWrapper<Conn>) -> Result<R, RepoError> + Send + 'static,
+) -> Result<R, RepoError> {
+    let conn = Object::take(pool.get().await.map_err(super::pool_error)?);
+    tokio::task::spawn_blocking(move || {
+        let mut wrapper = AsyncConnectionWrapper::<Conn>::from(conn);
+        work(&mut wrapper)
+    })
+    .await
+    .map_err(|e| RepoError::Migration(format!("migration task failed: {e}")))?
+}
+
+/// Applies pending migrations under a session advisory lock.
+pub(crate) async fn migrate(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError> {
+    with_harness(pool, |conn| {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+        let result = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| RepoError::Migration(e.to_string()));
+        // The lock also ends with the session (the connection is dropped next);
+        // unlocking explicitly just releases it sooner.
+        let _unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+        result
+    })
+    .await
+}
+
+/// Versions of embedded migrations not applied yet.
+pub(crate) async fn pending(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError> {
+    with_harness(pool, |conn| {
+        let pending = conn
+            .pending_migrations(MIGRATIONS)
+            .map_err(|e| RepoError::Migration(e.to_string()))?;
+        Ok(pending.iter().map(|m| m.name().version().to_string()).collect())
+    })
+    .await
+}
+
+/// `SELECT … FOR UPDATE`: locks the task row until the caller's transaction ends.
+pub(crate) async fn lock_task(conn: &mut Conn, id: &str) -> QueryResult<Option<TaskRow>> {
+    t::table
+        .find(id)
+        .select(TaskRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// `SELECT … FOR UPDATE` on an outbox row.
+pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResult<Option<CallbackRow>> {
+    c::table
+        .find(event_id)
+        .select(CallbackRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Ids of up to `limit` claimable tasks, oldest due first, locked with
+/// `FOR UPDATE SKIP LOCKED` so that concurrent claimers take disjoint rows.
+pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+    due_tasks!(now)
+        .select(t::task_id)
+        .order((t::next_run_at.asc(), t::task_id.asc()))
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await
+}
+
+/// Ids of up to `limit` claimable outbox rows, locked like [`due_task_ids`].
+pub(crate) async fn due_callback_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+    due_callbacks!(now)
+        .select(c::event_id)
+        .order((c::next_attempt_at.asc(), c::event_id.asc()))
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await
+}

@@ -1,0 +1,182 @@
+//! SQLite specifics: URL parsing, connection setup, migrations, and the row
+//! locking used by claims and updates.
+//!
+//! SQLite has no row locks. Every read-check-write runs in a `BEGIN IMMEDIATE`
+//! transaction (see `write_tx!`), which takes the database's single write lock
+//! before its first read; the `lock_*` functions here are therefore plain reads.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use diesel::{ConnectionError, ConnectionResult, connection::SimpleConnection};
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::future::BoxFuture;
+
+use super::PoolOptions;
+use crate::error::RepoError;
+use crate::rows::{CallbackRow, TaskRow};
+use crate::schema::{ai_generation_task as t, callback_delivery as c};
+
+/// The pooled connection type: diesel's blocking SQLite connection, run on
+/// tokio's blocking threads.
+pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+/// The SQLite migrations, embedded at build time from `migrations/sqlite/`.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+/// How long a connection waits for another writer's lock before failing with
+/// "database is locked", in milliseconds. Without it concurrent writers fail at
+/// once (STACK.md: 27 of 32 concurrent inserts failed); 5 s covers any single
+/// write transaction of this service by a wide margin.
+pub const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Run on every new connection: wait for locks ([`BUSY_TIMEOUT_MS`]), write-ahead
+/// log (readers do not block the writer), enforce the `REFERENCES` clauses
+/// (SQLite ignores them unless asked, per connection). `busy_timeout` comes first
+/// so that switching to WAL waits instead of failing when another connection
+/// holds the lock.
+fn connection_pragmas() -> String {
+    format!(
+        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+    )
+}
+
+/// The file path of a `sqlite:` URL (`rest` is what follows `sqlite:`):
+/// `//data/x.db` → `data/x.db` (relative), `///abs/x.db` → `/abs/x.db`.
+/// Creates the parent directory.
+pub(crate) fn parse_path(url: &str, rest: &str) -> Result<PathBuf, RepoError> {
+    let unsupported = |why: &str| RepoError::UnsupportedUrl(format!("{why}: expected sqlite://relative/path.db or sqlite:///absolute/path.db"));
+    let Some(path) = rest.strip_prefix("//") else {
+        return Err(unsupported("missing `//` after `sqlite:`"));
+    };
+    if path.is_empty() {
+        return Err(unsupported("empty path"));
+    }
+    if path.contains('?') || path.contains('#') {
+        return Err(unsupported("query parameters are not supported"));
+    }
+    if path == ":memory:" || path.starts_with("file:") || url.contains(":memory:") {
+        return Err(unsupported("in-memory and `file:` URI databases are not supported"));
+    }
+    let path = PathBuf::from(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            RepoError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    Ok(path)
+}
+
+/// Opens one pooled connection and applies [`connection_pragmas`].
+fn setup_connection(path: &str) -> BoxFuture<'_, ConnectionResult<Conn>> {
+    let path = path.to_owned();
+    Box::pin(async move {
+        let mut conn = <Conn as AsyncConnection>::establish(&path).await?;
+        conn.batch_execute(&connection_pragmas())
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    })
+}
+
+/// A deadpool of SQLite connections to the file at `path`.
+pub(crate) fn build_pool(path: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
+    let mut config = ManagerConfig::<Conn>::default();
+    config.custom_setup = Box::new(setup_connection);
+    // A file connection does not drop like a socket; the ping per checkout would
+    // cost a blocking-thread round trip for nothing.
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
+    Pool::builder(manager)
+        .max_size(options.max_connections)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| RepoError::Unavailable(e.to_string()))
+}
+
+/// Opens a dedicated blocking connection for the migration harness.
+fn migration_connection(path: &str) -> Result<SqliteConnection, RepoError> {
+    let mut conn = SqliteConnection::establish(path)
+        .map_err(|e| RepoError::Unavailable(format!("cannot open {path}: {e}")))?;
+    conn.batch_execute(&connection_pragmas())?;
+    Ok(conn)
+}
+
+/// Applies pending migrations in one immediate transaction (so two processes
+/// migrating the same file serialise instead of both applying).
+pub(crate) async fn migrate(path: String) -> Result<Vec<String>, RepoError> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = migration_connection(&path)?;
+        conn.immediate_transaction(|conn| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect())
+                .map_err(|e| RepoError::Migration(e.to_string()))
+        })
+    })
+    .await
+    .map_err(|e| RepoError::Migration(format!("migration task failed: {e}")))?
+}
+
+/// Versions of embedded migrations not applied yet.
+pub(crate) async fn pending(path: String) -> Result<Vec<String>, RepoError> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = migration_connection(&path)?;
+        let pending = conn
+            .pending_migrations(MIGRATIONS)
+            .map_err(|e| RepoError::Migration(e.to_string()))?;
+        Ok(pending.iter().map(|m| m.name().version().to_string()).collect())
+    })
+    .await
+    .map_err(|e| RepoError::Migration(format!("migration task failed: {e}")))?
+}
+
+/// Reads a task inside the caller's immediate transaction (already holding the
+/// write lock).
+pub(crate) async fn lock_task(conn: &mut Conn, id: &str) -> QueryResult<Option<TaskRow>> {
+    t::table
+        .find(id)
+        .select(TaskRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Reads an outbox row inside the caller's immediate transaction.
+pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResult<Option<CallbackRow>> {
+    c::table
+        .find(event_id)
+        .select(CallbackRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Ids of up to `limit` claimable tasks, oldest due first; the caller's
+/// immediate transaction keeps other claimers out until it commits.
+pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+    due_tasks!(now)
+        .select(t::task_id)
+        .order((t::next_run_at.asc(), t::task_id.asc()))
+        .limit(limit)
+        .load(conn)
+        .await
+}
+
+/// Ids of up to `limit` claimable outbox rows, oldest due first.
+pub(crate) async fn due_callback_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+    due_callbacks!(now)
+        .select(c::event_id)
+        .order((c::next_attempt_at.asc(), c::event_id.asc()))
+        .limit(limit)
+        .load(conn)
+        .await
+}

@@ -1,0 +1,408 @@
+//! [`TaskRepository`] and [`ImageRepository`] for [`Database`], written once
+//! for both backends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use modelgen_domain::task::MIN_UPDATE_STEP;
+use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
+
+use super::Database;
+use crate::error::RepoError;
+use crate::models::{Fence, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord};
+use crate::repo::{ImageRepository, TaskRepository};
+use crate::rows::{
+    self, CallbackRow, ImageRow, NewImageRow, TaskRow, TaskUpdateRow, add, to_db,
+    truncate,
+};
+use crate::schema::{ai_generation_image as img, ai_generation_task as t, callback_delivery as c};
+
+/// Whether `fence` still holds on `row` at `now` (stored precision).
+fn fence_holds(fence: &Fence, lease_owner: Option<&str>, lease_expires_at: Option<chrono::NaiveDateTime>, now: chrono::NaiveDateTime) -> bool {
+    match fence {
+        Fence::Unfenced => true,
+        Fence::Lease(owner) => {
+            lease_owner == Some(owner.as_str()) && lease_expires_at.is_some_and(|exp| exp > now)
+        }
+    }
+}
+
+/// What `update_task` computed from the locked row and the change: the columns
+/// to write, and whether anything is written at all.
+struct Plan {
+    update: TaskUpdateRow,
+    write: bool,
+    new_status: TaskStatus,
+}
+
+/// Applies `change` to the locked `row` at `now` (already truncated to stored
+/// precision), or says why it may not be applied. Pure: no I/O.
+fn plan_update(row: &TaskRow, fence: &Fence, now: DateTime<Utc>, change: &TaskChange) -> Result<Plan, RepoError> {
+    let now_db = to_db(now);
+    if !fence_holds(fence, row.lease_owner.as_deref(), row.lease_expires_at, now_db) {
+        return Err(RepoError::LeaseLost);
+    }
+    let record = row.clone().into_record()?;
+    let old = TaskState {
+        status: record.status,
+        progress: record.progress,
+        updated_at: record.updated_at,
+        completed_at: record.completed_at,
+    };
+    let new = match change.event {
+        None => old,
+        Some(event) => {
+            if old.status.is_terminal() && *fence == Fence::Unfenced && event == TaskEvent::Cancelled {
+                return Err(RepoError::AlreadyTerminal(old.status));
+            }
+            transition(&old, event, now)?
+        }
+    };
+    let state_changed = new != old;
+    let fields_changed = change.external_task_id.is_some()
+        || change.error.is_some()
+        || change.next_run_at.is_some()
+        || change.count_submit_attempt
+        || change.count_poll
+        || !change.images.is_empty();
+    let lease_released = change.release_lease && row.lease_owner.is_some();
+    // A change that moves nothing but the lease is bookkeeping, like a claim,
+    // and leaves the business timestamp alone.
+    let updated_at = if state_changed {
+        new.updated_at
+    } else if fields_changed {
+        now.max(old.updated_at + MIN_UPDATE_STEP)
+    } else {
+        old.updated_at
+    };
+    let (error_code, error_message) = match &change.error {
+        Some((code, message)) => (Some(*code), Some(message.clone())),
+        None => (row.error_code, row.error_message.clone()),
+    };
+    let (lease_owner, lease_expires_at) = if change.release_lease {
+        (None, None)
+    } else {
+        (row.lease_owner.clone(), row.lease_expires_at)
+    };
+    let update = TaskUpdateRow {
+        external_task_id: change
+            .external_task_id
+            .clone()
+            .or_else(|| row.external_task_id.clone()),
+        status: new.status.as_str().to_owned(),
+        progress: i32::from(new.progress.get()),
+        error_code,
+        error_message,
+        submit_attempts: row
+            .submit_attempts
+            .saturating_add(i32::from(change.count_submit_attempt)),
+        poll_count: row.poll_count.saturating_add(i32::from(change.count_poll)),
+        next_run_at: change.next_run_at.map_or(row.next_run_at, to_db),
+        lease_owner,
+        lease_expires_at,
+        updated_at: to_db(updated_at),
+        completed_at: new.completed_at.map(to_db),
+    };
+    Ok(Plan {
+        update,
+        write: state_changed || fields_changed || lease_released,
+        new_status: new.status,
+    })
+}
+
+#[async_trait]
+impl TaskRepository for Database {
+    async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError> {
+        let row = TaskRow::from_new(&task)?;
+        let inserted = with_conn!(self, |conn| {
+            Ok(diesel::insert_into(t::table)
+                .values(&row)
+                .returning(TaskRow::as_returning())
+                .get_result(conn)
+                .await?)
+        });
+        match inserted {
+            Ok(row) => Ok(InsertOutcome::Created(row.into_record()?)),
+            // The unique (user_id, request_id) constraint is the arbiter between
+            // concurrent replicas: the loser reads the winner's row.
+            Err(RepoError::Conflict(message)) => {
+                let Some(request_id) = task.request_id.as_deref() else {
+                    return Err(RepoError::Conflict(message));
+                };
+                let existing = with_conn!(self, |conn| {
+                    Ok(t::table
+                        .filter(t::user_id.eq(&task.user_id))
+                        .filter(t::request_id.eq(request_id))
+                        .select(TaskRow::as_select())
+                        .first(conn)
+                        .await
+                        .optional()?)
+                })?;
+                match existing {
+                    Some(row) => Ok(InsertOutcome::Existing(row.into_record()?)),
+                    // The conflict was on something else (the task id).
+                    None => Err(RepoError::Conflict(message)),
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn get_task(&self, id: &TaskId) -> Result<TaskRecord, RepoError> {
+        let id = id.to_string();
+        let row = with_conn!(self, |conn| {
+            Ok(t::table
+                .find(&id)
+                .select(TaskRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })?;
+        row.ok_or(RepoError::NotFound)?.into_record()
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError> {
+        if query.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = with_conn!(self, |conn| {
+            let mut q = t::table.select(TaskRow::as_select()).into_boxed();
+            if let Some(user) = &query.user_id {
+                q = q.filter(t::user_id.eq(user));
+            }
+            if let Some(status) = query.status {
+                q = q.filter(t::status.eq(status.as_str()));
+            }
+            if let Some(task_type) = query.task_type {
+                q = q.filter(t::task_type.eq(task_type.as_str()));
+            }
+            if let Some(before) = query.before {
+                q = q.filter(t::task_id.lt(before.to_string()));
+            }
+            Ok(q.order(t::task_id.desc())
+                .limit(query.limit)
+                .load(conn)
+                .await?)
+        })?;
+        rows::task_records(rows)
+    }
+
+    async fn claim_due_tasks(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, RepoError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let now_db = to_db(now);
+        let expires = to_db(add(now, lease));
+        let mut rows = write_tx!(self, |conn, dialect| {
+            let ids = dialect::due_task_ids(conn, now_db, limit).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            // `updated_at` is left alone: a claim is not a business change.
+            Ok(diesel::update(t::table.filter(t::task_id.eq_any(&ids)))
+                .set((t::lease_owner.eq(owner), t::lease_expires_at.eq(expires)))
+                .returning(TaskRow::as_returning())
+                .get_results(conn)
+                .await?)
+        })?;
+        rows.sort_by(|a, b| (a.next_run_at, &a.task_id).cmp(&(b.next_run_at, &b.task_id)));
+        rows::task_records(rows)
+    }
+
+    async fn renew_task_lease(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<(), RepoError> {
+        let id = id.to_string();
+        let now_db = to_db(now);
+        let expires = to_db(add(now, lease));
+        let renewed = with_conn!(self, |conn| {
+            Ok(diesel::update(
+                t::table
+                    .find(&id)
+                    .filter(t::lease_owner.eq(owner))
+                    .filter(t::lease_expires_at.gt(now_db)),
+            )
+            .set(t::lease_expires_at.eq(expires))
+            .execute(conn)
+            .await?)
+        })?;
+        if renewed == 1 {
+            return Ok(());
+        }
+        let exists = with_conn!(self, |conn| {
+            Ok(t::table
+                .find(&id)
+                .select(t::task_id)
+                .first::<String>(conn)
+                .await
+                .optional()?)
+        })?;
+        Err(if exists.is_some() {
+            RepoError::LeaseLost
+        } else {
+            RepoError::NotFound
+        })
+    }
+
+    async fn release_task_lease(&self, id: &TaskId, owner: &str) -> Result<(), RepoError> {
+        let id = id.to_string();
+        with_conn!(self, |conn| {
+            diesel::update(t::table.find(&id).filter(t::lease_owner.eq(owner)))
+                .set((
+                    t::lease_owner.eq(None::<String>),
+                    t::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn release_all_task_leases(&self, owner: &str) -> Result<u64, RepoError> {
+        let released = with_conn!(self, |conn| {
+            Ok(diesel::update(t::table.filter(t::lease_owner.eq(owner)))
+                .set((
+                    t::lease_owner.eq(None::<String>),
+                    t::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                ))
+                .execute(conn)
+                .await?)
+        })?;
+        Ok(released as u64)
+    }
+
+    async fn update_task(
+        &self,
+        id: &TaskId,
+        fence: &Fence,
+        now: DateTime<Utc>,
+        change: TaskChange,
+    ) -> Result<TaskRecord, RepoError> {
+        let id = id.to_string();
+        let now = truncate(now);
+        let row = write_tx!(self, |conn, dialect| {
+            let row = dialect::lock_task(conn, &id).await?.ok_or(RepoError::NotFound)?;
+            let plan = plan_update(&row, fence, now, &change)?;
+            if !plan.write && !(change.enqueue_callback && plan.new_status.is_terminal()) {
+                return Ok(row);
+            }
+            let row = if plan.write {
+                diesel::update(t::table.find(&id))
+                    .set(&plan.update)
+                    .returning(TaskRow::as_returning())
+                    .get_result(conn)
+                    .await?
+            } else {
+                row
+            };
+            for image in &change.images {
+                diesel::insert_into(img::table)
+                    .values(NewImageRow::from(image))
+                    .execute(conn)
+                    .await?;
+            }
+            if change.enqueue_callback && plan.new_status.is_terminal() {
+                // At most one outbox row per (task, event type): the unique
+                // constraint makes a repeated enqueue a no-op.
+                diesel::insert_into(c::table)
+                    .values(CallbackRow::pending(&id, plan.new_status, to_db(now)))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(row)
+        })?;
+        row.into_record()
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.ping_pool().await
+    }
+}
+
+#[async_trait]
+impl ImageRepository for Database {
+    async fn images_for_task(&self, id: &TaskId) -> Result<Vec<ImageRecord>, RepoError> {
+        let id = id.to_string();
+        let rows = with_conn!(self, |conn| {
+            Ok(img::table
+                .filter(img::task_id.eq(&id))
+                .select(ImageRow::as_select())
+                .order(img::id.asc())
+                .load(conn)
+                .await?)
+        })?;
+        rows.into_iter().map(ImageRow::into_record).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+    use modelgen_domain::Progress;
+
+    fn row(now: DateTime<Utc>) -> TaskRow {
+        let task = NewTask {
+            task_id: TaskId::generate(),
+            request_id: None,
+            user_id: "u".into(),
+            task_type: modelgen_domain::TaskType::Default,
+            base_model_task_id: None,
+            angle: None,
+            size: "4:3".into(),
+            prompt: "p".into(),
+            model: "m".into(),
+            input_images: vec![],
+            request_fingerprint: None,
+            created_at: now,
+        };
+        TaskRow::from_new(&task).unwrap()
+    }
+
+    #[test]
+    fn plan_with_only_lease_release_keeps_updated_at() {
+        let now = truncate(Utc::now());
+        let mut r = row(now);
+        r.lease_owner = Some("w".into());
+        r.lease_expires_at = Some(to_db(now + TimeDelta::seconds(30)));
+        let change = TaskChange {
+            release_lease: true,
+            ..TaskChange::default()
+        };
+        let plan = plan_update(&r, &Fence::Lease("w".into()), now, &change).unwrap();
+        assert!(plan.write);
+        assert_eq!(plan.update.updated_at, r.updated_at);
+        assert_eq!(plan.update.lease_owner, None);
+    }
+
+    #[test]
+    fn plan_with_a_field_change_moves_updated_at_even_when_the_clock_did_not() {
+        let now = truncate(Utc::now());
+        let mut r = row(now);
+        r.status = "processing".into();
+        r.progress = 10;
+        let change = TaskChange {
+            count_poll: true,
+            // Not higher than the current progress: the state machine changes nothing.
+            event: Some(TaskEvent::Progressed(Progress::clamped(5))),
+            ..TaskChange::default()
+        };
+        let plan = plan_update(&r, &Fence::Unfenced, now, &change).unwrap();
+        assert!(from_db(plan.update.updated_at) > from_db(r.updated_at));
+        assert_eq!(plan.update.poll_count, 1);
+    }
+}

@@ -1,0 +1,32 @@
+//! modelgen storage: the diesel schema and embedded migrations, the repository
+//! traits the rest of the service talks to, their SQLite and PostgreSQL
+//! implementation ([`Database`]), and the blob store for images
+//! ([`ObjectBlobStore`]).
+//!
+//! The traits are the seam: the api crate holds `Arc<dyn TaskRepository>` etc.
+//! and tests can use the mockall mocks behind the `mock` feature. Test binaries
+//! of other crates get a fresh, migrated database per test from
+//! `testing::fresh_database` (feature `testing`).
+
+pub mod blob;
+mod db;
+pub mod error;
+pub mod models;
+pub mod repo;
+mod rows;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use blob::{BlobError, BlobStore, ObjectBlobStore};
+pub use db::{
+    Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Database,
+    PoolOptions,
+};
+pub use error::RepoError;
+pub use models::*;
+pub use repo::{CallbackOutbox, ImageRepository, TaskRepository};
+#[cfg(feature = "mock")]
+pub use blob::MockBlobStore;
+#[cfg(feature = "mock")]
+pub use repo::{MockCallbackOutbox, MockImageRepository, MockTaskRepository};

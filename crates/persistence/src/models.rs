@@ -1,0 +1,252 @@
+//! Insert, update and record types of the three tables, in domain types.
+//! Timestamps are UTC; durations are `std::time::Duration`.
+
+use chrono::{DateTime, Utc};
+use modelgen_domain::{Angle, Progress, TaskEvent, TaskId, TaskStatus, TaskType};
+
+/// A task to insert (`ai_generation_task`); starts `submitted`, 0 %, due at `created_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Primary key.
+    pub task_id: TaskId,
+    /// Idempotency key, unique per `user_id` when present (≤ 64 chars).
+    pub request_id: Option<String>,
+    /// Caller's user id (1–64 chars).
+    pub user_id: String,
+    /// Which job.
+    pub task_type: TaskType,
+    /// For edit/outfit: the completed task whose image is the base model.
+    pub base_model_task_id: Option<TaskId>,
+    /// For outfit: the angle.
+    pub angle: Option<Angle>,
+    /// Aspect ratio sent upstream, e.g. `4:3`.
+    pub size: String,
+    /// Rendered prompt sent upstream.
+    pub prompt: String,
+    /// Upstream model name.
+    pub model: String,
+    /// References of the input images, in upstream order: blob-store keys
+    /// (`blob:<key>`) or `https://` URLs.
+    pub input_images: Vec<String>,
+    /// Hash of the normalised request payload, to tell an idempotent replay
+    /// (same hash) from a reused key with another payload (other hash).
+    pub request_fingerprint: Option<String>,
+    /// Creation time; also `updated_at` and the first `next_run_at`.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Primary key.
+    pub task_id: TaskId,
+    /// Idempotency key.
+    pub request_id: Option<String>,
+    /// Owner.
+    pub user_id: String,
+    /// Job.
+    pub task_type: TaskType,
+    /// Base model task for edit/outfit.
+    pub base_model_task_id: Option<TaskId>,
+    /// Outfit angle.
+    pub angle: Option<Angle>,
+    /// Aspect ratio.
+    pub size: String,
+    /// Prompt sent upstream.
+    pub prompt: String,
+    /// Upstream model.
+    pub model: String,
+    /// Input image references (see [`NewTask::input_images`]).
+    pub input_images: Vec<String>,
+    /// Payload hash for idempotency.
+    pub request_fingerprint: Option<String>,
+    /// Apimart's task id once a submit succeeded.
+    pub external_task_id: Option<String>,
+    /// Lifecycle status.
+    pub status: TaskStatus,
+    /// Percent.
+    pub progress: Progress,
+    /// Envelope-style error code when failed (e.g. 1002), else `None`.
+    pub error_code: Option<i32>,
+    /// Human-readable failure reason (`"timeout"`, upstream message…).
+    pub error_message: Option<String>,
+    /// Submit attempts started (recorded before each upstream call).
+    pub submit_attempts: i32,
+    /// Status polls made.
+    pub poll_count: i32,
+    /// When a worker should next look at the task.
+    pub next_run_at: DateTime<Utc>,
+    /// Worker holding the lease, if any.
+    pub lease_owner: Option<String>,
+    /// When that lease ends.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When a terminal state was entered.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// How a write is guarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// Only if this owner still holds an unexpired lease on the row.
+    Lease(String),
+    /// No lease check (client actions such as cancel); the state machine still applies.
+    Unfenced,
+}
+
+/// One atomic change to a task, applied in one transaction with the row locked
+/// (`SELECT … FOR UPDATE` on PostgreSQL, an immediate transaction on SQLite).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChange {
+    /// State-machine event (via `modelgen_domain::transition`); `None` keeps the state.
+    pub event: Option<TaskEvent>,
+    /// Set `external_task_id`.
+    pub external_task_id: Option<String>,
+    /// Set `error_code` and `error_message`.
+    pub error: Option<(i32, String)>,
+    /// Set `next_run_at`.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Add one to `submit_attempts`.
+    pub count_submit_attempt: bool,
+    /// Add one to `poll_count`.
+    pub count_poll: bool,
+    /// Image rows to insert in the same transaction.
+    pub images: Vec<NewImage>,
+    /// When the change makes the task terminal, insert its callback outbox row
+    /// (event `task.<status>`) in the same transaction.
+    pub enqueue_callback: bool,
+    /// Clear `lease_owner`/`lease_expires_at` in the same write.
+    pub release_lease: bool,
+}
+
+/// A result image to insert (`ai_generation_image`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewImage {
+    /// Task it belongs to.
+    pub task_id: TaskId,
+    /// Outfit angle, copied from the task.
+    pub angle: Option<Angle>,
+    /// Public URL of the stored image.
+    pub image_url: String,
+    /// Blob-store key.
+    pub storage_key: String,
+    /// Optional inline copy (standard base64, no data-URI prefix).
+    pub image_base64: Option<String>,
+    /// `image/png`, `image/jpeg` or `image/webp`.
+    pub mime: String,
+    /// Pixels.
+    pub width: i32,
+    /// Pixels.
+    pub height: i32,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Insert time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored image row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    /// Surrogate key, increasing in insert order.
+    pub id: i64,
+    /// The image's fields.
+    pub image: NewImage,
+}
+
+/// Filters for listing tasks, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskQuery {
+    /// Only this user's tasks.
+    pub user_id: Option<String>,
+    /// Only this status.
+    pub status: Option<TaskStatus>,
+    /// Only this type.
+    pub task_type: Option<TaskType>,
+    /// Keyset cursor: only tasks with an id lower than this one (ids sort by time).
+    pub before: Option<TaskId>,
+    /// At most this many rows (caller caps it).
+    pub limit: i64,
+}
+
+/// Result of [`crate::TaskRepository::insert_task`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    /// A new row was written.
+    Created(TaskRecord),
+    /// A task with the same `(user_id, request_id)` already existed (maybe
+    /// inserted by another replica a moment ago); nothing was written.
+    Existing(TaskRecord),
+}
+
+/// Delivery state of an outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackStatus {
+    /// Waiting for (another) attempt.
+    Pending,
+    /// A 2xx was received.
+    Delivered,
+    /// Gave up after the last attempt; can be redelivered by an operator.
+    Dead,
+}
+
+impl CallbackStatus {
+    /// Database/wire form: `pending`, `delivered`, `dead`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CallbackStatus::Pending => "pending",
+            CallbackStatus::Delivered => "delivered",
+            CallbackStatus::Dead => "dead",
+        }
+    }
+}
+
+/// A stored outbox row (`callback_delivery`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRecord {
+    /// Stable event id (`evt_` + ULID), sent as `webhook-id` on every attempt.
+    pub event_id: String,
+    /// Task the event is about.
+    pub task_id: TaskId,
+    /// `task.completed`, `task.failed` or `task.cancelled`.
+    pub event_type: String,
+    /// Delivery state.
+    pub status: CallbackStatus,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// When the next attempt is due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Last failure (HTTP status or transport error), for operators.
+    pub last_error: Option<String>,
+    /// Lease holder while an attempt is in flight.
+    pub lease_owner: Option<String>,
+    /// Lease end.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Insert time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When a 2xx was received.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// What one delivery attempt ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// 2xx: mark delivered.
+    Delivered,
+    /// Failed; try again at `next_attempt_at`.
+    Retry {
+        /// When.
+        next_attempt_at: DateTime<Utc>,
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed for the last time: mark dead.
+    Dead {
+        /// Why it failed.
+        error: String,
+    },
+}

@@ -1,0 +1,129 @@
+//! The repository traits: the only way the rest of modelgen touches the database.
+//!
+//! Every state change is one transaction inside the implementation; callers never
+//! read-modify-write across calls. Worker writes are fenced by their lease.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use modelgen_domain::TaskId;
+
+use crate::error::RepoError;
+use crate::models::{
+    AttemptOutcome, CallbackRecord, CallbackStatus, Fence, ImageRecord, InsertOutcome, NewTask,
+    TaskChange, TaskQuery, TaskRecord,
+};
+
+/// Tasks (`ai_generation_task`).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait TaskRepository: Send + Sync {
+    /// Inserts a task. When `(user_id, request_id)` already exists (including a
+    /// race with another replica), returns [`InsertOutcome::Existing`] with that row.
+    async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError>;
+
+    /// One task. [`RepoError::NotFound`] when absent.
+    async fn get_task(&self, id: &TaskId) -> Result<TaskRecord, RepoError>;
+
+    /// Tasks matching `query`, newest first (descending task id), at most `query.limit`.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
+
+    /// Claims up to `limit` non-terminal tasks with `next_run_at <= now` whose
+    /// lease is free or expired, oldest due first, setting `lease_owner = owner`
+    /// and `lease_expires_at = now + lease`. Two concurrent callers never get the
+    /// same task (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an immediate transaction
+    /// on SQLite).
+    async fn claim_due_tasks(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, RepoError>;
+
+    /// Extends the caller's lease to `now + lease`. [`RepoError::LeaseLost`] when
+    /// the caller no longer holds an unexpired lease.
+    async fn renew_task_lease(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<(), RepoError>;
+
+    /// Gives the lease back (no-op when not held by `owner`).
+    async fn release_task_lease(&self, id: &TaskId, owner: &str) -> Result<(), RepoError>;
+
+    /// Releases every lease `owner` holds (graceful shutdown); returns how many.
+    async fn release_all_task_leases(&self, owner: &str) -> Result<u64, RepoError>;
+
+    /// Applies `change` atomically under `fence` at time `now` and returns the
+    /// new row. Errors: [`RepoError::NotFound`], [`RepoError::LeaseLost`] (fence
+    /// failed, nothing written), [`RepoError::InvalidTransition`] (state machine
+    /// refused, nothing written).
+    async fn update_task(
+        &self,
+        id: &TaskId,
+        fence: &Fence,
+        now: DateTime<Utc>,
+        change: TaskChange,
+    ) -> Result<TaskRecord, RepoError>;
+
+    /// Database reachable and answering (readiness).
+    async fn ping(&self) -> Result<(), RepoError>;
+}
+
+/// Result images (`ai_generation_image`); rows are written by [`TaskRepository::update_task`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ImageRepository: Send + Sync {
+    /// Images of one task, in insert order.
+    async fn images_for_task(&self, id: &TaskId) -> Result<Vec<ImageRecord>, RepoError>;
+}
+
+/// The callback outbox (`callback_delivery`); rows are written by
+/// [`TaskRepository::update_task`] with `enqueue_callback`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait CallbackOutbox: Send + Sync {
+    /// Claims up to `limit` `pending` rows with `next_attempt_at <= now` and a
+    /// free or expired lease (same guarantees as task claims).
+    async fn claim_due_callbacks(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<CallbackRecord>, RepoError>;
+
+    /// Records one attempt's outcome (attempts + 1, lease released), fenced by
+    /// `owner`'s lease. [`RepoError::LeaseLost`] when the lease is gone.
+    async fn record_callback_attempt(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    ) -> Result<CallbackRecord, RepoError>;
+
+    /// Rows by status (all when `None`), newest first, at most `limit`.
+    async fn list_callbacks(
+        &self,
+        status: Option<CallbackStatus>,
+        limit: i64,
+    ) -> Result<Vec<CallbackRecord>, RepoError>;
+
+    /// One row. [`RepoError::NotFound`] when absent.
+    async fn get_callback(&self, event_id: &str) -> Result<CallbackRecord, RepoError>;
+
+    /// Callback rows of one task.
+    async fn callbacks_for_task(&self, id: &TaskId) -> Result<Vec<CallbackRecord>, RepoError>;
+
+    /// Puts a `dead` (or `delivered`) row back to `pending`, due now, attempts
+    /// reset to 0, same event id. [`RepoError::NotFound`] when absent.
+    async fn redeliver(&self, event_id: &str, now: DateTime<Utc>) -> Result<CallbackRecord, RepoError>;
+
+    /// Puts every `dead` row back to `pending`; returns how many.
+    async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError>;
+}

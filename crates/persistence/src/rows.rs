@@ -1,0 +1,362 @@
+//! Row structs as diesel sees them, and their conversion to and from the domain
+//! records in [`crate::models`]. Everything that can fail when reading a row back
+//! fails with [`RepoError::Corrupt`] naming the row.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
+use diesel::prelude::*;
+use modelgen_domain::{Angle, Progress, TaskId, TaskStatus, TaskType};
+
+use crate::error::RepoError;
+use crate::models::{CallbackRecord, CallbackStatus, ImageRecord, NewImage, NewTask, TaskRecord};
+use crate::schema::{ai_generation_image, ai_generation_task, callback_delivery};
+
+/// Earliest instant stored: `0001-01-01T00:00:00Z`. Earlier instants would print
+/// with a sign in SQLite's text encoding and break its text ordering.
+const MIN_STORED_YEAR: i32 = 1;
+/// Latest instant stored: the end of year 9999, for the same reason.
+const MAX_STORED_YEAR: i32 = 9999;
+
+/// Converts a domain timestamp into the stored form: naive UTC, truncated to whole
+/// microseconds (PostgreSQL's precision, so that both backends return exactly what
+/// was written) and clamped to years 1..=9999.
+pub(crate) fn to_db(t: DateTime<Utc>) -> NaiveDateTime {
+    let naive = t.naive_utc();
+    let min = NaiveDate::from_ymd_opt(MIN_STORED_YEAR, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or(NaiveDateTime::MIN);
+    let max = NaiveDate::from_ymd_opt(MAX_STORED_YEAR, 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .unwrap_or(NaiveDateTime::MAX);
+    let clamped = naive.clamp(min, max);
+    let nanos = clamped.nanosecond();
+    clamped
+        .with_nanosecond(nanos - nanos % 1_000)
+        .unwrap_or(clamped)
+}
+
+/// A domain timestamp truncated the way [`to_db`] stores it.
+pub(crate) fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_db(to_db(t))
+}
+
+/// Reads a stored timestamp back as UTC.
+pub(crate) fn from_db(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+/// `now + d`, saturating instead of overflowing (a lease of `Duration::MAX` is
+/// "forever", not an error).
+pub(crate) fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A row of `ai_generation_task`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
+#[diesel(table_name = ai_generation_task)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct TaskRow {
+    pub task_id: String,
+    pub request_id: Option<String>,
+    pub user_id: String,
+    pub task_type: String,
+    pub base_model_task_id: Option<String>,
+    pub angle: Option<String>,
+    pub size: String,
+    pub prompt: String,
+    pub model: String,
+    pub input_images: String,
+    pub request_fingerprint: Option<String>,
+    pub external_task_id: Option<String>,
+    pub status: String,
+    pub progress: i32,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub submit_attempts: i32,
+    pub poll_count: i32,
+    pub next_run_at: NaiveDateTime,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub completed_at: Option<NaiveDateTime>,
+}
+
+/// The columns `update_task` may change, written all at once (`None` writes NULL).
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = ai_generation_task, treat_none_as_null = true)]
+pub(crate) struct TaskUpdateRow {
+    pub external_task_id: Option<String>,
+    pub status: String,
+    pub progress: i32,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub submit_attempts: i32,
+    pub poll_count: i32,
+    pub next_run_at: NaiveDateTime,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub updated_at: NaiveDateTime,
+    pub completed_at: Option<NaiveDateTime>,
+}
+
+fn corrupt(id: &str, reason: impl std::fmt::Display) -> RepoError {
+    RepoError::Corrupt {
+        id: id.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_task_id(row_id: &str, value: &str) -> Result<TaskId, RepoError> {
+    value
+        .parse()
+        .map_err(|e| corrupt(row_id, format!("task id `{value}`: {e}")))
+}
+
+fn parse_angle(row_id: &str, value: Option<&str>) -> Result<Option<Angle>, RepoError> {
+    value
+        .map(|a| a.parse().map_err(|e| corrupt(row_id, format!("angle: {e}"))))
+        .transpose()
+}
+
+impl TaskRow {
+    /// The row of a freshly inserted task (`submitted`, 0 %, due at creation).
+    pub(crate) fn from_new(task: &NewTask) -> Result<Self, RepoError> {
+        let created = to_db(task.created_at);
+        let input_images = serde_json::to_string(&task.input_images)
+            .map_err(|e| corrupt(&task.task_id.to_string(), format!("input_images: {e}")))?;
+        Ok(TaskRow {
+            task_id: task.task_id.to_string(),
+            request_id: task.request_id.clone(),
+            user_id: task.user_id.clone(),
+            task_type: task.task_type.as_str().to_owned(),
+            base_model_task_id: task.base_model_task_id.map(|id| id.to_string()),
+            angle: task.angle.map(|a| a.as_str().to_owned()),
+            size: task.size.clone(),
+            prompt: task.prompt.clone(),
+            model: task.model.clone(),
+            input_images,
+            request_fingerprint: task.request_fingerprint.clone(),
+            external_task_id: None,
+            status: TaskStatus::Submitted.as_str().to_owned(),
+            progress: 0,
+            error_code: None,
+            error_message: None,
+            submit_attempts: 0,
+            poll_count: 0,
+            next_run_at: created,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: created,
+            updated_at: created,
+            completed_at: None,
+        })
+    }
+
+    /// The domain record, or [`RepoError::Corrupt`] when a column holds a value
+    /// the domain types reject.
+    pub(crate) fn into_record(self) -> Result<TaskRecord, RepoError> {
+        let id = self.task_id.as_str();
+        let status: TaskStatus = self
+            .status
+            .parse()
+            .map_err(|e| corrupt(id, format!("status: {e}")))?;
+        let task_type: TaskType = self
+            .task_type
+            .parse()
+            .map_err(|e| corrupt(id, format!("task_type: {e}")))?;
+        if !(0..=100).contains(&self.progress) {
+            return Err(corrupt(id, format!("progress {} out of 0..=100", self.progress)));
+        }
+        let input_images: Vec<String> = serde_json::from_str(&self.input_images)
+            .map_err(|e| corrupt(id, format!("input_images: {e}")))?;
+        Ok(TaskRecord {
+            task_id: parse_task_id(id, id)?,
+            base_model_task_id: self
+                .base_model_task_id
+                .as_deref()
+                .map(|b| parse_task_id(id, b))
+                .transpose()?,
+            angle: parse_angle(id, self.angle.as_deref())?,
+            request_id: self.request_id,
+            user_id: self.user_id,
+            task_type,
+            size: self.size,
+            prompt: self.prompt,
+            model: self.model,
+            input_images,
+            request_fingerprint: self.request_fingerprint,
+            external_task_id: self.external_task_id,
+            status,
+            progress: Progress::clamped(i64::from(self.progress)),
+            error_code: self.error_code,
+            error_message: self.error_message,
+            submit_attempts: self.submit_attempts,
+            poll_count: self.poll_count,
+            next_run_at: from_db(self.next_run_at),
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at.map(from_db),
+            created_at: from_db(self.created_at),
+            updated_at: from_db(self.updated_at),
+            completed_at: self.completed_at.map(from_db),
+        })
+    }
+}
+
+/// Converts rows in order, failing on the first corrupt one.
+pub(crate) fn task_records(rows: Vec<TaskRow>) -> Result<Vec<TaskRecord>, RepoError> {
+    rows.into_iter().map(TaskRow::into_record).collect()
+}
+
+/// A row of `ai_generation_image` as read back.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ai_generation_image)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct ImageRow {
+    pub id: i64,
+    pub task_id: String,
+    pub angle: Option<String>,
+    pub image_url: String,
+    pub storage_key: String,
+    pub image_base64: Option<String>,
+    pub mime: String,
+    pub width: i32,
+    pub height: i32,
+    pub bytes: i64,
+    pub created_at: NaiveDateTime,
+}
+
+/// A row of `ai_generation_image` to insert (the id is assigned by the database).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = ai_generation_image)]
+pub(crate) struct NewImageRow {
+    pub task_id: String,
+    pub angle: Option<String>,
+    pub image_url: String,
+    pub storage_key: String,
+    pub image_base64: Option<String>,
+    pub mime: String,
+    pub width: i32,
+    pub height: i32,
+    pub bytes: i64,
+    pub created_at: NaiveDateTime,
+}
+
+impl From<&NewImage> for NewImageRow {
+    fn from(image: &NewImage) -> Self {
+        NewImageRow {
+            task_id: image.task_id.to_string(),
+            angle: image.angle.map(|a| a.as_str().to_owned()),
+            image_url: image.image_url.clone(),
+            storage_key: image.storage_key.clone(),
+            image_base64: image.image_base64.clone(),
+            mime: image.mime.clone(),
+            width: image.width,
+            height: image.height,
+            bytes: image.bytes,
+            created_at: to_db(image.created_at),
+        }
+    }
+}
+
+impl ImageRow {
+    /// The domain record.
+    pub(crate) fn into_record(self) -> Result<ImageRecord, RepoError> {
+        let row_id = format!("image {}", self.id);
+        Ok(ImageRecord {
+            id: self.id,
+            image: NewImage {
+                task_id: parse_task_id(&row_id, &self.task_id)?,
+                angle: parse_angle(&row_id, self.angle.as_deref())?,
+                image_url: self.image_url,
+                storage_key: self.storage_key,
+                image_base64: self.image_base64,
+                mime: self.mime,
+                width: self.width,
+                height: self.height,
+                bytes: self.bytes,
+                created_at: from_db(self.created_at),
+            },
+        })
+    }
+}
+
+/// A row of `callback_delivery`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = callback_delivery)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct CallbackRow {
+    pub event_id: String,
+    pub task_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+/// Prefix of outbox event ids (`evt_` + ULID), sent as `webhook-id`.
+pub(crate) const EVENT_ID_PREFIX: &str = "evt_";
+
+impl CallbackRow {
+    /// A fresh `pending` outbox row for `task_id`'s terminal `status`, due at `now`.
+    pub(crate) fn pending(task_id: &str, status: TaskStatus, now: NaiveDateTime) -> Self {
+        CallbackRow {
+            event_id: format!("{EVENT_ID_PREFIX}{}", ulid::Ulid::generate()),
+            task_id: task_id.to_owned(),
+            event_type: event_type(status),
+            status: CallbackStatus::Pending.as_str().to_owned(),
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            delivered_at: None,
+        }
+    }
+
+    /// The domain record.
+    pub(crate) fn into_record(self) -> Result<CallbackRecord, RepoError> {
+        let id = self.event_id.as_str();
+        let status = match self.status.as_str() {
+            "pending" => CallbackStatus::Pending,
+            "delivered" => CallbackStatus::Delivered,
+            "dead" => CallbackStatus::Dead,
+            other => return Err(corrupt(id, format!("callback status `{other}`"))),
+        };
+        Ok(CallbackRecord {
+            task_id: parse_task_id(id, &self.task_id)?,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            status,
+            attempts: self.attempts,
+            next_attempt_at: from_db(self.next_attempt_at),
+            last_error: self.last_error,
+            lease_owner: self.lease_owner,
+            lease_expires_at: self.lease_expires_at.map(from_db),
+            created_at: from_db(self.created_at),
+            updated_at: from_db(self.updated_at),
+            delivered_at: self.delivered_at.map(from_db),
+        })
+    }
+}
+
+/// Converts rows in order, failing on the first corrupt one.
+pub(crate) fn callback_records(rows: Vec<CallbackRow>) -> Result<Vec<CallbackRecord>, RepoError> {
+    rows.into_iter().map(CallbackRow::into_record).collect()
+}
+
+/// The outbox event type of a terminal status: `task.completed`, `task.failed`,
+/// `task.cancelled`.
+pub(crate) fn event_type(status: TaskStatus) -> String {
+    format!("task.{}", status.as_str())
+}

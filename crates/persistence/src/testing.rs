@@ -1,0 +1,178 @@
+//! Fresh, migrated databases for tests (feature `testing`; turn it on in
+//! `[dev-dependencies]` only).
+//!
+//! Every call of [`fresh_database`] gives a database no other test sees:
+//! - SQLite: a new file in a new temporary directory, removed with the guard;
+//! - PostgreSQL: `CREATE DATABASE mg_test_<ulid>` on the server named by
+//!   `MODELGEN_TEST_PG_URL` (default [`DEFAULT_PG_ADMIN_URL`]), migrated, and
+//!   dropped (`WITH (FORCE)`) when the guard is dropped.
+//!
+//! PostgreSQL being unreachable is a test failure, not a skip, unless
+//! `MODELGEN_SKIP_PG=1` ([`postgres_skipped`]); tests check that first.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use modelgen_persistence::{Backend, TaskRepository, testing};
+//! for backend in testing::backends_under_test() {
+//!     let (db, _guard) = testing::fresh_database(backend).await;
+//!     db.ping().await.unwrap();
+//! }
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::db::{Backend, Database, PoolOptions};
+use crate::error::RepoError;
+
+/// Environment variable naming the PostgreSQL server (any database on it that
+/// the user can connect to; new databases are created next to it).
+pub const PG_URL_ENV: &str = "MODELGEN_TEST_PG_URL";
+/// Environment variable that, set to `1`, skips PostgreSQL tests.
+pub const SKIP_PG_ENV: &str = "MODELGEN_SKIP_PG";
+/// The local test server: trust auth, user `postgres` (DEVELOPERS.md).
+pub const DEFAULT_PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Prefix of the databases this module creates, so strays are easy to find.
+pub const TEST_DB_PREFIX: &str = "mg_test_";
+/// Longest wait for the admin connection to PostgreSQL.
+const ADMIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `MODELGEN_SKIP_PG=1` asks to skip PostgreSQL tests.
+pub fn postgres_skipped() -> bool {
+    std::env::var(SKIP_PG_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The backends a test should run against: SQLite, and PostgreSQL unless skipped.
+pub fn backends_under_test() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if !postgres_skipped() {
+        backends.push(Backend::Postgres);
+    }
+    backends
+}
+
+/// The PostgreSQL admin URL: `MODELGEN_TEST_PG_URL` or [`DEFAULT_PG_ADMIN_URL`].
+pub fn pg_admin_url() -> String {
+    std::env::var(PG_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_owned())
+}
+
+/// Keeps a test database alive; dropping it deletes the database (best effort:
+/// failures are printed, never panicked on).
+#[derive(Debug)]
+pub struct TestDbGuard {
+    url: String,
+    kind: GuardKind,
+}
+
+#[derive(Debug)]
+enum GuardKind {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDbGuard {
+    /// The fresh database's URL (e.g. to hand to a spawned binary as `DATABASE_URL`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDbGuard {
+    fn drop(&mut self) {
+        let GuardKind::Postgres { admin_url, name } = &self.kind else {
+            return;
+        };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        // Drop cannot await, and may run inside a runtime: do the work on a
+        // thread with its own small runtime and wait for it.
+        let dropper = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return Err(e.to_string()),
+            };
+            runtime.block_on(async {
+                let mut admin = admin_connection(&admin_url).await.map_err(|e| e.to_string())?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        });
+        match dropper.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: could not drop test database {name}: {e}"),
+            Err(_) => eprintln!("warning: dropping test database {name} panicked"),
+        }
+    }
+}
+
+async fn admin_connection(admin_url: &str) -> Result<AsyncPgConnection, RepoError> {
+    tokio::time::timeout(ADMIN_CONNECT_TIMEOUT, AsyncPgConnection::establish(admin_url))
+        .await
+        .map_err(|_| RepoError::Unavailable(format!("no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
+}
+
+/// Creates and migrates a database no other test uses.
+///
+/// # Errors
+/// [`RepoError::Unavailable`] when PostgreSQL cannot be reached or the temp
+/// directory cannot be made, [`RepoError::Migration`] when migrating fails.
+pub async fn try_fresh_database(backend: Backend) -> Result<(Database, TestDbGuard), RepoError> {
+    let guard = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new()
+                .prefix("modelgen-test-")
+                .tempdir()
+                .map_err(|e| RepoError::Unavailable(format!("tempdir: {e}")))?;
+            let path = dir.path().join("modelgen.db");
+            TestDbGuard {
+                url: format!("sqlite://{}", path.display()),
+                kind: GuardKind::Sqlite { _dir: dir },
+            }
+        }
+        Backend::Postgres => {
+            let admin_url = pg_admin_url();
+            let name = format!(
+                "{TEST_DB_PREFIX}{}",
+                ulid::Ulid::generate().to_string().to_lowercase()
+            );
+            let mut url = url::Url::parse(&admin_url)
+                .map_err(|e| RepoError::UnsupportedUrl(format!("{PG_URL_ENV}: {e}")))?;
+            url.set_path(&format!("/{name}"));
+            let mut admin = admin_connection(&admin_url).await?;
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .await?;
+            TestDbGuard {
+                url: url.to_string(),
+                kind: GuardKind::Postgres { admin_url, name },
+            }
+        }
+    };
+    let db = Database::connect(guard.url(), PoolOptions::default()).await?;
+    db.migrate().await?;
+    Ok((db, guard))
+}
+
+/// [`try_fresh_database`] for tests: panics with the reason (and the
+/// `MODELGEN_SKIP_PG=1` hint for PostgreSQL) when the database cannot be made.
+pub async fn fresh_database(backend: Backend) -> (Database, TestDbGuard) {
+    match try_fresh_database(backend).await {
+        Ok(pair) => pair,
+        Err(e) => panic!(
+            "cannot create a fresh {backend} test database: {e}{}",
+            if backend == Backend::Postgres {
+                format!(" (server: {}; set {SKIP_PG_ENV}=1 to skip PostgreSQL tests)", pg_admin_url())
+            } else {
+                String::new()
+            }
+        ),
+    }
+}

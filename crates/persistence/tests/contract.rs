@@ -1,0 +1,55 @@
+//! The repository contract, run against every backend: each test gets a fresh
+//! database from `modelgen_persistence::testing` (a new SQLite file, or a new
+//! PostgreSQL database dropped afterwards). PostgreSQL tests fail when the
+//! server is unreachable unless `MODELGEN_SKIP_PG=1`.
+
+mod blob;
+mod callbacks;
+mod claims;
+mod connect;
+mod properties;
+mod support;
+mod tasks;
+
+/// Declares each listed `async fn(Database)` case once per backend, as
+/// `sqlite::<case>` and `postgres::<case>`.
+macro_rules! contract_tests {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::support::run(modelgen_persistence::Backend::Sqlite, crate::$module::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::support::run(modelgen_persistence::Backend::Postgres, crate::$module::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    tasks::insert_get_and_list_with_filters_and_cursor,
+    tasks::insert_is_idempotent_per_user_and_request_id,
+    tasks::concurrent_inserts_of_one_request_id_make_one_row,
+    tasks::reused_task_id_is_a_conflict,
+    tasks::state_machine_is_enforced_and_nothing_is_written_on_refusal,
+    tasks::completion_writes_images_and_one_outbox_row,
+    tasks::unfenced_cancel_of_a_terminal_task_is_already_terminal,
+    tasks::updated_at_strictly_increases_and_completed_at_is_set,
+    tasks::bookkeeping_fields_are_applied,
+    tasks::migrations_are_idempotent,
+    claims::concurrent_claimers_get_disjoint_tasks,
+    claims::claims_respect_due_time_limit_order_and_leave_updated_at,
+    claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,
+    claims::leases_renew_and_release,
+    callbacks::callback_lifecycle_claim_retry_dead_redeliver_deliver,
+    callbacks::concurrent_callback_claimers_get_disjoint_rows,
+    callbacks::redeliver_all_dead_and_not_found,
+);

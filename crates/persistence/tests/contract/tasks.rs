@@ -1,0 +1,357 @@
+//! Task rows: insert, idempotency, listing, the state machine through
+//! `update_task`, images and the outbox row, timestamps, migrations.
+
+use modelgen_domain::{Angle, Progress, TaskEvent, TaskId, TaskStatus, TaskType, TransitionError};
+use modelgen_persistence::{
+    CallbackOutbox, CallbackStatus, Database, Fence, ImageRepository, InsertOutcome, NewImage,
+    RepoError, TaskChange, TaskQuery, TaskRepository,
+};
+
+use crate::support::{at, create, new_task, t0};
+
+fn progressed(p: i64) -> TaskChange {
+    TaskChange {
+        event: Some(TaskEvent::Progressed(Progress::clamped(p))),
+        ..TaskChange::default()
+    }
+}
+
+fn image(task_id: TaskId, n: usize) -> NewImage {
+    NewImage {
+        task_id,
+        angle: Some(Angle::Front),
+        image_url: format!("http://127.0.0.1:8000/images/results/{task_id}/{n}.png"),
+        storage_key: format!("results/{task_id}/{n}.png"),
+        image_base64: (n == 0).then(|| "aGVsbG8=".to_owned()),
+        mime: "image/png".to_owned(),
+        width: 768,
+        height: 1024,
+        bytes: 123_456,
+        created_at: at(5_000),
+    }
+}
+
+pub async fn insert_get_and_list_with_filters_and_cursor(db: Database) {
+    let mut a = new_task("alice", Some("r1"), t0());
+    a.task_type = TaskType::Outfit;
+    a.angle = Some(Angle::Side);
+    let base = create(&db, new_task("alice", None, t0())).await;
+    a.base_model_task_id = Some(base.task_id);
+    let outfit = create(&db, a.clone()).await;
+
+    // Every field round-trips; a new task is submitted, 0 %, due at creation.
+    assert_eq!(outfit.task_id, a.task_id);
+    assert_eq!(outfit.request_id.as_deref(), Some("r1"));
+    assert_eq!(outfit.task_type, TaskType::Outfit);
+    assert_eq!(outfit.angle, Some(Angle::Side));
+    assert_eq!(outfit.base_model_task_id, Some(base.task_id));
+    assert_eq!(outfit.input_images, a.input_images);
+    assert_eq!(outfit.request_fingerprint.as_deref(), Some("fp"));
+    assert_eq!(outfit.status, TaskStatus::Submitted);
+    assert_eq!(outfit.progress, Progress::ZERO);
+    assert_eq!((outfit.next_run_at, outfit.created_at, outfit.updated_at), (t0(), t0(), t0()));
+    assert_eq!((outfit.submit_attempts, outfit.poll_count), (0, 0));
+    assert!(outfit.completed_at.is_none() && outfit.lease_owner.is_none());
+    assert_eq!(db.get_task(&outfit.task_id).await.unwrap(), outfit);
+    assert!(matches!(db.get_task(&TaskId::generate()).await, Err(RepoError::NotFound)));
+
+    for i in 0..5 {
+        create(&db, new_task("bob", Some(&format!("b{i}")), at(i))).await;
+    }
+    let cancelled = create(&db, new_task("bob", None, t0())).await;
+    db.update_task(&cancelled.task_id, &Fence::Unfenced, at(1), TaskChange {
+        event: Some(TaskEvent::Cancelled),
+        ..TaskChange::default()
+    })
+    .await
+    .unwrap();
+
+    let all_bob = db
+        .list_tasks(&TaskQuery { user_id: Some("bob".into()), limit: 100, ..TaskQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(all_bob.len(), 6);
+    assert!(all_bob.iter().all(|t| t.user_id == "bob"));
+    let ids: Vec<TaskId> = all_bob.iter().map(|t| t.task_id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|x, y| y.cmp(x));
+    assert_eq!(ids, sorted, "newest (highest id) first");
+
+    let only_cancelled = db
+        .list_tasks(&TaskQuery {
+            user_id: Some("bob".into()),
+            status: Some(TaskStatus::Cancelled),
+            limit: 100,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_cancelled.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![cancelled.task_id]);
+
+    let outfits = db
+        .list_tasks(&TaskQuery { task_type: Some(TaskType::Outfit), limit: 100, ..TaskQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(outfits.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![outfit.task_id]);
+
+    // Keyset pages of 4 walk every row once, in order.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = db
+            .list_tasks(&TaskQuery { user_id: Some("bob".into()), before, limit: 4, ..TaskQuery::default() })
+            .await
+            .unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        before = Some(last.task_id);
+        paged.extend(page.iter().map(|t| t.task_id));
+    }
+    assert_eq!(paged, ids);
+    assert!(db.list_tasks(&TaskQuery { limit: 0, ..TaskQuery::default() }).await.unwrap().is_empty());
+}
+
+pub async fn insert_is_idempotent_per_user_and_request_id(db: Database) {
+    let first = create(&db, new_task("alice", Some("req-1"), t0())).await;
+    let again = db.insert_task(new_task("alice", Some("req-1"), at(10))).await.unwrap();
+    assert_eq!(again, InsertOutcome::Existing(first.clone()));
+    // The key is per user, and tasks without a key never collide.
+    create(&db, new_task("bob", Some("req-1"), t0())).await;
+    create(&db, new_task("alice", None, t0())).await;
+    create(&db, new_task("alice", None, t0())).await;
+    let alice = db
+        .list_tasks(&TaskQuery { user_id: Some("alice".into()), limit: 10, ..TaskQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(alice.len(), 3);
+}
+
+pub async fn concurrent_inserts_of_one_request_id_make_one_row(db: Database) {
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move { db.insert_task(new_task("carol", Some("same"), at(i))).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    for handle in handles {
+        match handle.await.unwrap().unwrap() {
+            InsertOutcome::Created(r) => created.push(r),
+            InsertOutcome::Existing(r) => existing.push(r),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one insert wins");
+    assert_eq!(existing.len(), 7);
+    assert!(existing.iter().all(|r| r.task_id == created[0].task_id));
+    let rows = db
+        .list_tasks(&TaskQuery { user_id: Some("carol".into()), limit: 100, ..TaskQuery::default() })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+pub async fn reused_task_id_is_a_conflict(db: Database) {
+    let task = new_task("alice", None, t0());
+    create(&db, task.clone()).await;
+    assert!(matches!(db.insert_task(task).await, Err(RepoError::Conflict(_))));
+}
+
+pub async fn state_machine_is_enforced_and_nothing_is_written_on_refusal(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    let refused = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(1), TaskChange {
+            event: Some(TaskEvent::Completed),
+            external_task_id: Some("ext".into()),
+            count_poll: true,
+            images: vec![image(task.task_id, 0)],
+            enqueue_callback: true,
+            ..TaskChange::default()
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        Err(RepoError::InvalidTransition(TransitionError::NotProcessing { from: TaskStatus::Submitted }))
+    ));
+    assert_eq!(db.get_task(&task.task_id).await.unwrap(), task);
+    assert!(db.images_for_task(&task.task_id).await.unwrap().is_empty());
+    assert!(db.callbacks_for_task(&task.task_id).await.unwrap().is_empty());
+
+    let failed = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
+            event: Some(TaskEvent::Failed),
+            error: Some((1002, "bad request".into())),
+            ..TaskChange::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!((failed.error_code, failed.error_message.as_deref()), (Some(1002), Some("bad request")));
+    let again = db.update_task(&task.task_id, &Fence::Unfenced, at(3), progressed(50)).await;
+    assert!(matches!(again, Err(RepoError::InvalidTransition(TransitionError::Terminal(TaskStatus::Failed)))));
+    assert_eq!(db.get_task(&task.task_id).await.unwrap(), failed);
+    assert!(matches!(
+        db.update_task(&TaskId::generate(), &Fence::Unfenced, at(3), progressed(1)).await,
+        Err(RepoError::NotFound)
+    ));
+}
+
+pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(30)).await.unwrap();
+    let done = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
+            event: Some(TaskEvent::Completed),
+            images: vec![image(task.task_id, 0), image(task.task_id, 1)],
+            enqueue_callback: true,
+            ..TaskChange::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.progress, Progress::DONE);
+    assert_eq!(done.completed_at, Some(at(2)));
+
+    let images = db.images_for_task(&task.task_id).await.unwrap();
+    assert_eq!(images.len(), 2);
+    assert!(images[0].id < images[1].id, "insert order");
+    assert_eq!(images[0].image, image(task.task_id, 0));
+    assert_eq!(images[1].image, image(task.task_id, 1));
+
+    let outbox = db.callbacks_for_task(&task.task_id).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    let row = &outbox[0];
+    assert!(row.event_id.starts_with("evt_") && row.event_id.len() == 30, "{}", row.event_id);
+    assert_eq!(row.event_type, "task.completed");
+    assert_eq!(row.status, CallbackStatus::Pending);
+    assert_eq!((row.attempts, row.next_attempt_at), (0, at(2)));
+    assert_eq!(db.get_callback(&row.event_id).await.unwrap(), *row);
+
+    // A second terminal event is refused and adds nothing; enqueueing again is a no-op.
+    let second = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(3), TaskChange {
+            event: Some(TaskEvent::Failed),
+            enqueue_callback: true,
+            ..TaskChange::default()
+        })
+        .await;
+    assert!(matches!(second, Err(RepoError::InvalidTransition(TransitionError::Terminal(TaskStatus::Completed)))));
+    let repeat = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(4), TaskChange {
+            enqueue_callback: true,
+            ..TaskChange::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(repeat, done, "an empty change writes nothing");
+    assert_eq!(db.callbacks_for_task(&task.task_id).await.unwrap(), outbox);
+    assert_eq!(db.images_for_task(&task.task_id).await.unwrap().len(), 2);
+    assert!(db.images_for_task(&TaskId::generate()).await.unwrap().is_empty());
+
+    // Without enqueue_callback a terminal change writes no outbox row.
+    let quiet = create(&db, new_task("alice", None, t0())).await;
+    db.update_task(&quiet.task_id, &Fence::Unfenced, at(1), TaskChange {
+        event: Some(TaskEvent::Failed),
+        ..TaskChange::default()
+    })
+    .await
+    .unwrap();
+    assert!(db.callbacks_for_task(&quiet.task_id).await.unwrap().is_empty());
+}
+
+pub async fn unfenced_cancel_of_a_terminal_task_is_already_terminal(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(10)).await.unwrap();
+    let done = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
+            event: Some(TaskEvent::Completed),
+            ..TaskChange::default()
+        })
+        .await
+        .unwrap();
+    let cancel = TaskChange {
+        event: Some(TaskEvent::Cancelled),
+        enqueue_callback: true,
+        ..TaskChange::default()
+    };
+    let refused = db.update_task(&task.task_id, &Fence::Unfenced, at(3), cancel.clone()).await;
+    assert!(matches!(refused, Err(RepoError::AlreadyTerminal(TaskStatus::Completed))));
+    assert_eq!(db.get_task(&task.task_id).await.unwrap(), done);
+    assert!(db.callbacks_for_task(&task.task_id).await.unwrap().is_empty());
+
+    // A running task cancels, with its callback.
+    let running = create(&db, new_task("alice", None, t0())).await;
+    let cancelled = db.update_task(&running.task_id, &Fence::Unfenced, at(3), cancel).await.unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(cancelled.completed_at, Some(at(3)));
+    let outbox = db.callbacks_for_task(&running.task_id).await.unwrap();
+    assert_eq!(outbox.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>(), ["task.cancelled"]);
+}
+
+pub async fn updated_at_strictly_increases_and_completed_at_is_set(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    // The clock stands still (and even goes back): every update still moves updated_at.
+    let changes = [
+        progressed(10),
+        TaskChange { count_submit_attempt: true, ..TaskChange::default() },
+        TaskChange { external_task_id: Some("ext-1".into()), ..TaskChange::default() },
+        progressed(20),
+        TaskChange { count_poll: true, next_run_at: Some(at(9_000)), ..TaskChange::default() },
+        progressed(90),
+        TaskChange { event: Some(TaskEvent::Completed), ..TaskChange::default() },
+    ];
+    let mut last = task.updated_at;
+    let mut latest = task;
+    for (i, change) in changes.into_iter().enumerate() {
+        let now = if i % 2 == 0 { t0() } else { at(-1_000) };
+        latest = db.update_task(&latest.task_id, &Fence::Unfenced, now, change).await.unwrap();
+        assert!(latest.updated_at > last, "step {i}: {} !> {last}", latest.updated_at);
+        assert_eq!(db.get_task(&latest.task_id).await.unwrap(), latest, "returned row is the stored row");
+        last = latest.updated_at;
+    }
+    assert_eq!(latest.status, TaskStatus::Completed);
+    assert_eq!(latest.completed_at, Some(latest.updated_at));
+    // A later real clock is used as is.
+    let other = create(&db, new_task("alice", None, t0())).await;
+    let moved = db.update_task(&other.task_id, &Fence::Unfenced, at(60_000), progressed(5)).await.unwrap();
+    assert_eq!(moved.updated_at, at(60_000));
+}
+
+pub async fn bookkeeping_fields_are_applied(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    let updated = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(1), TaskChange {
+            external_task_id: Some("ext-42".into()),
+            error: Some((1500, "upstream 503".into())),
+            next_run_at: Some(at(30_000)),
+            count_submit_attempt: true,
+            count_poll: true,
+            ..TaskChange::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated.external_task_id.as_deref(), Some("ext-42"));
+    assert_eq!((updated.error_code, updated.error_message.as_deref()), (Some(1500), Some("upstream 503")));
+    assert_eq!(updated.next_run_at, at(30_000));
+    assert_eq!((updated.submit_attempts, updated.poll_count), (1, 1));
+    assert_eq!(updated.status, TaskStatus::Submitted);
+    // Fields not named in a change keep their values.
+    let later = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange { count_poll: true, ..TaskChange::default() })
+        .await
+        .unwrap();
+    assert_eq!(later.external_task_id.as_deref(), Some("ext-42"));
+    assert_eq!(later.error_code, Some(1500));
+    assert_eq!((later.submit_attempts, later.poll_count), (1, 2));
+    assert_eq!(later.next_run_at, at(30_000));
+}
+
+pub async fn migrations_are_idempotent(db: Database) {
+    assert!(db.pending_migrations().await.unwrap().is_empty());
+    assert!(db.migrate().await.unwrap().is_empty(), "second run applies nothing");
+    assert!(db.pending_migrations().await.unwrap().is_empty());
+    db.ping().await.unwrap();
+    // The schema is usable after the repeated run.
+    let task = create(&db, new_task("a", None, t0())).await;
+    assert_eq!(db.get_task(&task.task_id).await.unwrap(), task);
+}

@@ -1,0 +1,411 @@
+//! Harness for the end-to-end tests: the real `modelgen` binary as a child
+//! process, the Apimart simulator and a callback receiver on loopback ports,
+//! and a fresh database per test (a SQLite file, or a new PostgreSQL database
+//! dropped afterwards).
+
+#![expect(clippy::expect_used, reason = "test harness: a broken setup should stop the test loudly")]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+
+/// Default deadline for waiting on background work.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The `modelgen` binary next to this test executable (`target/<profile>/modelgen`).
+pub fn modelgen_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MODELGEN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/modelgen
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("modelgen");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, which `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A sample photo as a data URI.
+pub fn fixture_data_uri(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let bytes = std::fs::read(&path).expect("fixture");
+    format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// A free loopback port (bound then released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` until it returns `Some` or `deadline` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Which database backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temp dir.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL server.
+    Postgres,
+}
+
+/// A fresh database for one test; dropped (PostgreSQL) when this goes away.
+pub struct TestDb {
+    /// URL to hand to modelgen.
+    pub url: String,
+    pg: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+/// Admin URL of the PostgreSQL server used by tests.
+pub fn pg_admin_url() -> String {
+    std::env::var("MODELGEN_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether PostgreSQL tests are skipped (only when `MODELGEN_SKIP_PG=1`).
+pub fn skip_pg() -> bool {
+    std::env::var("MODELGEN_SKIP_PG").is_ok_and(|v| v == "1")
+}
+
+async fn pg_exec(admin: &str, sql: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(conn);
+    client.batch_execute(sql).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+impl TestDb {
+    /// Creates the database.
+    pub async fn fresh(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("modelgen.db").display()),
+                pg: None,
+                _dir: dir,
+            },
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let name = format!("mg_e2e_{}", ulid::Ulid::generate().to_string().to_lowercase());
+                pg_exec(&admin, &format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("PostgreSQL must be reachable (set MODELGEN_SKIP_PG=1 to skip PostgreSQL tests)");
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("admin url has a path");
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    pg: Some((admin, name)),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg.take() {
+            // Drop runs outside async; use a small runtime on another thread.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _ = rt.block_on(pg_exec(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// One request the callback receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Lower-case header names to values.
+    pub headers: HashMap<String, String>,
+    /// Parsed JSON body.
+    pub body: serde_json::Value,
+    /// Raw body.
+    pub raw: Vec<u8>,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    /// While true, answer 503.
+    down: Mutex<bool>,
+    /// Fraction of requests answered 500 when up.
+    fail_rate: Mutex<f64>,
+}
+
+/// An HTTP server that records callbacks.
+pub struct CallbackReceiver {
+    /// Its port.
+    pub port: u16,
+    state: Arc<ReceiverState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<ReceiverState>>) -> HttpResponse {
+    let down = state.down.lock().map(|d| *d).unwrap_or(false);
+    let rate = state.fail_rate.lock().map(|r| *r).unwrap_or(0.0);
+    let status: u16 = if down || (rate > 0.0 && fastrand::f64() < rate) { 503 } else { 200 };
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let parsed = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if let Ok(mut r) = state.received.lock() {
+        r.push(Received { headers, body: parsed, raw: body.to_vec(), status });
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
+}
+
+impl CallbackReceiver {
+    /// Starts on a free port.
+    pub async fn start() -> CallbackReceiver {
+        let state = Arc::new(ReceiverState::default());
+        let data = web::Data::new(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        CallbackReceiver { port, state, handle }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/callback", self.port)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Answer 503 to everything while `down`.
+    pub fn set_down(&self, down: bool) {
+        if let Ok(mut d) = self.state.down.lock() {
+            *d = down;
+        }
+    }
+
+    /// Answer 503 to this fraction of requests.
+    pub fn set_fail_rate(&self, rate: f64) {
+        if let Ok(mut r) = self.state.fail_rate.lock() {
+            *r = rate;
+        }
+    }
+
+    /// Successful (2xx) deliveries for a task.
+    pub fn delivered_for(&self, task_id: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.status == 200 && r.body["task_id"] == task_id)
+            .collect()
+    }
+
+    /// Stops the server.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// A running `modelgen` child process.
+pub struct Service {
+    /// HTTP port.
+    pub port: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    workdir: PathBuf,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts `modelgen serve` with `env` (plus HOST/PORT) in `workdir` and
+    /// waits for `/healthz`.
+    pub async fn start(workdir: &Path, env: Vec<(String, String)>) -> Service {
+        let mut s = Service {
+            port: free_port(),
+            env,
+            child: None,
+            workdir: workdir.to_path_buf(),
+            log: workdir.join(format!("modelgen-{}.log", ulid::Ulid::generate())),
+        };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let mut cmd = Command::new(modelgen_bin());
+        cmd.arg("serve")
+            .current_dir(&self.workdir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.port.to_string())
+            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn modelgen"));
+        let url = format!("{}/healthz", self.base_url());
+        let client = reqwest::Client::new();
+        let child = self.child.as_mut().expect("child");
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("modelgen exited early with {status}; log:\n{}", self.log_text());
+            }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(Instant::now() < end, "modelgen did not become healthy; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no lease release.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again with the same settings and port.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        c.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small JSON client for the service.
+#[derive(Clone)]
+pub struct Api {
+    /// Base URL.
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// For a service at `base`.
+    pub fn new(base: String) -> Api {
+        Api { base, client: reqwest::Client::new() }
+    }
+
+    /// POST JSON; returns (status, body).
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET; returns (status, body).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET raw bytes of an absolute URL.
+    pub async fn get_bytes(&self, url: &str) -> (u16, Vec<u8>, String) {
+        let r = self.client.get(url).send().await.expect("request");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (status, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(), ct)
+    }
+
+    /// Waits until the task is terminal; returns its view.
+    pub async fn wait_terminal(&self, task_id: &str, deadline: Duration) -> serde_json::Value {
+        let path = format!("/tasks/{task_id}");
+        wait_for(&format!("task {task_id} terminal"), deadline, || async {
+            let (status, body) = self.get(&path).await;
+            (status == 200
+                && matches!(body["data"]["status"].as_str(), Some("completed" | "failed" | "cancelled")))
+            .then_some(body["data"].clone())
+        })
+        .await
+    }
+}
