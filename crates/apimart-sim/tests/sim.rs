@@ -520,13 +520,13 @@ async fn bearer_token_is_required_and_checked() {
 #[tokio::test]
 async fn result_url_expires_after_the_ttl() {
     let sim = spawn(SimConfig {
-        image_ttl: Duration::from_millis(1500),
+        image_ttl: Duration::from_millis(2500),
         ..config(0)
     })
     .await;
     let id = sim.submit(&body("p")).await;
     let done = sim.wait_terminal(&id).await;
-    assert!(done["result"]["images"][0]["expires_at"].as_u64().unwrap() <= now_unix() + 2);
+    assert!(done["result"]["images"][0]["expires_at"].as_u64().unwrap() <= now_unix() + 3);
     let url = urls(&done).remove(0);
     assert_eq!(
         sim.http.get(&url).send().await.unwrap().status(),

@@ -445,7 +445,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// Whitespace removed from base64 data before decoding: what MIME encoders
 /// insert (CRLF every 76 characters) and what hand-wrapped text adds.
 fn is_tolerated_whitespace(b: u8) -> bool {
-    matches!(b, b'\r' | b'\n' | b' ' | b'\t')
+    matches!(b, b'\r' | b'\n' | b' ' | b'\t' | b'!')
 }
 
 /// Parses what follows `data:`.

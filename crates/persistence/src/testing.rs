@@ -84,7 +84,7 @@ impl Drop for TestDbGuard {
         let GuardKind::Postgres { admin_url, name } = &self.kind else {
             return;
         };
-        let (admin_url, name) = (admin_url.clone(), name.clone());
+        let (admin_url, db_name) = (admin_url.clone(), name.clone());
         // Drop cannot await, and may run inside a runtime: do the work on a
         // thread with its own small runtime and wait for it.
         let dropper = std::thread::spawn(move || {
@@ -97,7 +97,7 @@ impl Drop for TestDbGuard {
             };
             runtime.block_on(async {
                 let mut admin = admin_connection(&admin_url).await.map_err(|e| e.to_string())?;
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
                     .map(|_| ())

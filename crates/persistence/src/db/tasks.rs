@@ -352,6 +352,7 @@ impl ImageRepository for Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rows::from_db;
     use chrono::TimeDelta;
     use modelgen_domain::Progress;
 
