@@ -176,6 +176,13 @@ pub struct Config {
     /// The bearer token clients must send.
     #[serde(deserialize_with = "opt_secret")]
     pub api_auth_token: Option<Secret>,
+    /// Most Apimart requests per second from this replica (submits and polls together).
+    pub upstream_max_rps: u32,
+    /// Where alerts (Apimart 401/402, dead callbacks) are POSTed as JSON; none when absent.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub alert_webhook_url: Option<String>,
+    /// At most one alert webhook per kind per this many seconds.
+    pub alert_interval: f64,
     /// Tasks worked on at once by this replica.
     pub worker_concurrency: usize,
     /// Tasks claimed per database round trip.
@@ -228,6 +235,9 @@ impl Default for Config {
             callback_timeout: 10.0,
             api_auth_enabled: false,
             api_auth_token: None,
+            upstream_max_rps: 20,
+            alert_webhook_url: None,
+            alert_interval: 300.0,
             worker_concurrency: 16,
             worker_batch_size: 32,
             lease_seconds: 60.0,
@@ -274,6 +284,9 @@ pub const ENV_KEYS: &[&str] = &[
     "CALLBACK_TIMEOUT",
     "API_AUTH_ENABLED",
     "API_AUTH_TOKEN",
+    "UPSTREAM_MAX_RPS",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_INTERVAL",
     "WORKER_CONCURRENCY",
     "WORKER_BATCH_SIZE",
     "LEASE_SECONDS",
@@ -365,6 +378,7 @@ impl Config {
             ("WORKER_IDLE_INTERVAL", self.worker_idle_interval),
             ("SIM_TASK_DURATION", self.sim_task_duration),
             ("SHUTDOWN_GRACE", self.shutdown_grace),
+            ("ALERT_INTERVAL", self.alert_interval),
         ];
         for (name, value) in positive {
             // Also bounds the value so Duration::from_secs_f64 cannot panic.
@@ -374,6 +388,9 @@ impl Config {
         }
         if self.retry_max_attempts == 0 {
             problems.push("RETRY_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.upstream_max_rps == 0 {
+            problems.push("UPSTREAM_MAX_RPS must be at least 1".into());
         }
         if self.worker_concurrency == 0 {
             problems.push("WORKER_CONCURRENCY must be at least 1".into());
@@ -394,6 +411,7 @@ impl Config {
             ("APIMART_BASE_URL", Some(&self.apimart_base_url)),
             ("CALLBACK_URL", self.callback_url.as_ref()),
             ("PUBLIC_BASE_URL", self.public_base_url.as_ref()),
+            ("ALERT_WEBHOOK_URL", self.alert_webhook_url.as_ref()),
         ] {
             if let Some(v) = value {
                 match url::Url::parse(v) {

@@ -179,14 +179,28 @@ impl Application {
         });
 
         let wake = Arc::new(Notify::new());
-        let alerts = Alerts::default();
+        let alerts = match &config.alert_webhook_url {
+            Some(url) => Alerts::with_webhook(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .context("building the alert webhook client")?,
+                url.clone(),
+                Config::secs(config.alert_interval),
+            ),
+            None => Alerts::default(),
+        };
+        let generator = Arc::new(crate::pacing::PacedGenerator::new(
+            Arc::new(client),
+            std::num::NonZeroU32::new(config.upstream_max_rps).unwrap_or(std::num::NonZeroU32::MIN),
+        ));
         let repo = Arc::new(db.clone());
         let engine = Arc::new(Engine {
             tasks: repo.clone(),
             images: repo.clone(),
             outbox: repo.clone(),
             blobs: blobs.clone(),
-            generator: Arc::new(client),
+            generator,
             fetcher: Arc::new(
                 HttpImageFetcher::new(Config::secs(config.http_timeout)).context("building the download client")?,
             ),

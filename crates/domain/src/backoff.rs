@@ -27,7 +27,7 @@ pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration) -> Duration {
         }
         delay = delay.saturating_mul(2);
     }
-    delay
+    delay.min(cap)
 }
 
 /// `delay` scaled by `0.5 + jitter / 2`, i.e. a uniformly spread point of

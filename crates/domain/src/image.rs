@@ -445,7 +445,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// Whitespace removed from base64 data before decoding: what MIME encoders
 /// insert (CRLF every 76 characters) and what hand-wrapped text adds.
 fn is_tolerated_whitespace(b: u8) -> bool {
-    matches!(b, b'\r' | b'\n' | b' ' | b'\t' | b'!')
+    matches!(b, b'\r' | b'\n' | b' ' | b'\t')
 }
 
 /// Parses what follows `data:`.
@@ -706,6 +706,25 @@ mod tests {
     }
 
     #[test]
+    fn every_ascii_character_outside_the_alphabet_and_whitespace_is_rejected() {
+        let b64 = STANDARD.encode(PNG);
+        for c in (0u8..128).map(char::from) {
+            if c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '\r' | '\n' | ' ' | '\t') {
+                continue;
+            }
+            for at in [0, 1, b64.len() / 2, b64.len() - 1] {
+                let mut data = b64.clone();
+                data.insert(at, c);
+                let result = ImageInput::parse(&format!("data:image/png;base64,{data}"), MAX);
+                assert!(
+                    matches!(result, Err(ImageInputError::InvalidBase64 { .. })),
+                    "{c:?} at {at}: {result:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn magic_bytes_must_match_the_declared_type() {
         assert_eq!(
             ImageInput::parse(&uri("image/png", JPEG), MAX),
@@ -899,7 +918,10 @@ mod tests {
         fn garbage_characters_anywhere_in_the_data_are_rejected(
             (mime, bytes) in image_bytes(),
             at in any::<proptest::sample::Index>(),
-            garbage in "[!#$%&*.:;@~\"'()\\[\\]{}<>?,|\\\\^`\u{80}-\u{10ffff}]{1,4}",
+            garbage in prop_oneof![
+                "[!#$%&*.:;@~\"'()\\[\\]{}<>?,|\\\\^`\u{0}\u{b}\u{c}]{1,4}",
+                "[\u{80}-\u{10ffff}]{1,4}",
+            ],
         ) {
             let mut b64 = STANDARD.encode(&bytes);
             let i = at.index(b64.len() + 1);

@@ -76,7 +76,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (1usize..=3).prop_map(Mutation::Truncate),
         (
             any::<proptest::sample::Index>(),
-            "[!#$%&*.:;@~()\\[\\]{}<>?,|^`\u{80}-\u{2fff}]{1,3}"
+            prop_oneof![
+                "[!#$%&*.:;@~()\\[\\]{}<>?,|^`\"'\\\\\u{0}\u{b}\u{c}]{1,3}",
+                "[\u{80}-\u{2fff}]{1,3}",
+            ]
         )
             .prop_map(|(i, g)| Mutation::Garbage(i, g)),
         Just(Mutation::DataAfterPadding),

@@ -88,7 +88,12 @@ impl ObjectBlobStore {
 /// [`BlobError::InvalidKey`] for an empty or over-long key, a leading `/`, a
 /// backslash, a `.`/`..`/empty segment, or control characters.
 fn object_path(key: &str) -> Result<object_store::path::Path, BlobError> {
-    let invalid = |why: &str| BlobError::InvalidKey(format!("{why}: `{}`", key.chars().take(64).collect::<String>()));
+    let invalid = |why: &str| {
+        BlobError::InvalidKey(format!(
+            "{why}: `{}`",
+            key.chars().take(64).collect::<String>()
+        ))
+    };
     if key.is_empty() {
         return Err(invalid("empty key"));
     }
@@ -104,7 +109,10 @@ fn object_path(key: &str) -> Result<object_store::path::Path, BlobError> {
     if key.chars().any(char::is_control) {
         return Err(invalid("control character in key"));
     }
-    if key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+    if key
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
         return Err(invalid("empty, `.` or `..` segment"));
     }
     object_store::path::Path::parse(key).map_err(|e| invalid(&e.to_string()))
@@ -154,8 +162,21 @@ mod tests {
     #[test]
     fn keys_must_be_plain_relative_paths() {
         assert!(object_path("results/task_x/0.png").is_ok());
-        for bad in ["", "/etc/passwd", "a/../b", "..", "a\\b", "a//b", "./a", "a/", "a\nb"] {
-            assert!(matches!(object_path(bad), Err(BlobError::InvalidKey(_))), "{bad:?}");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a\\b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\nb",
+        ] {
+            assert!(
+                matches!(object_path(bad), Err(BlobError::InvalidKey(_))),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             object_path(&"a".repeat(MAX_KEY_BYTES + 1)),
@@ -167,7 +188,10 @@ mod tests {
     fn only_file_urls_are_accepted() {
         for bad in ["s3://bucket/x", "data/images", "file://", "http://x/y"] {
             assert!(
-                matches!(ObjectBlobStore::from_url(bad), Err(BlobError::UnsupportedUrl(_))),
+                matches!(
+                    ObjectBlobStore::from_url(bad),
+                    Err(BlobError::UnsupportedUrl(_))
+                ),
                 "{bad}"
             );
         }

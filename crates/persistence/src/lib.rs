@@ -18,6 +18,8 @@ pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "mock")]
+pub use blob::MockBlobStore;
 pub use blob::{BlobError, BlobStore, ObjectBlobStore};
 pub use db::{
     Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Database,
@@ -26,7 +28,5 @@ pub use db::{
 pub use error::RepoError;
 pub use models::*;
 pub use repo::{CallbackOutbox, ImageRepository, TaskRepository};
-#[cfg(feature = "mock")]
-pub use blob::MockBlobStore;
 #[cfg(feature = "mock")]
 pub use repo::{MockCallbackOutbox, MockImageRepository, MockTaskRepository};

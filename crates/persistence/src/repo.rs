@@ -122,7 +122,11 @@ pub trait CallbackOutbox: Send + Sync {
 
     /// Puts a `dead` (or `delivered`) row back to `pending`, due now, attempts
     /// reset to 0, same event id. [`RepoError::NotFound`] when absent.
-    async fn redeliver(&self, event_id: &str, now: DateTime<Utc>) -> Result<CallbackRecord, RepoError>;
+    async fn redeliver(
+        &self,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CallbackRecord, RepoError>;
 
     /// Puts every `dead` row back to `pending`; returns how many.
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError>;

@@ -117,7 +117,10 @@ fn parse_task_id(row_id: &str, value: &str) -> Result<TaskId, RepoError> {
 
 fn parse_angle(row_id: &str, value: Option<&str>) -> Result<Option<Angle>, RepoError> {
     value
-        .map(|a| a.parse().map_err(|e| corrupt(row_id, format!("angle: {e}"))))
+        .map(|a| {
+            a.parse()
+                .map_err(|e| corrupt(row_id, format!("angle: {e}")))
+        })
         .transpose()
 }
 
@@ -168,7 +171,10 @@ impl TaskRow {
             .parse()
             .map_err(|e| corrupt(id, format!("task_type: {e}")))?;
         if !(0..=100).contains(&self.progress) {
-            return Err(corrupt(id, format!("progress {} out of 0..=100", self.progress)));
+            return Err(corrupt(
+                id,
+                format!("progress {} out of 0..=100", self.progress),
+            ));
         }
         let input_images: Vec<String> = serde_json::from_str(&self.input_images)
             .map_err(|e| corrupt(id, format!("input_images: {e}")))?;

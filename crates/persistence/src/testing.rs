@@ -96,12 +96,16 @@ impl Drop for TestDbGuard {
                 Err(e) => return Err(e.to_string()),
             };
             runtime.block_on(async {
-                let mut admin = admin_connection(&admin_url).await.map_err(|e| e.to_string())?;
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
+                let mut admin = admin_connection(&admin_url)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                diesel::sql_query(format!(
+                    "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+                ))
+                .execute(&mut admin)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
             })
         });
         match dropper.join() {
@@ -113,10 +117,17 @@ impl Drop for TestDbGuard {
 }
 
 async fn admin_connection(admin_url: &str) -> Result<AsyncPgConnection, RepoError> {
-    tokio::time::timeout(ADMIN_CONNECT_TIMEOUT, AsyncPgConnection::establish(admin_url))
-        .await
-        .map_err(|_| RepoError::Unavailable(format!("no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
+    tokio::time::timeout(
+        ADMIN_CONNECT_TIMEOUT,
+        AsyncPgConnection::establish(admin_url),
+    )
+    .await
+    .map_err(|_| {
+        RepoError::Unavailable(format!(
+            "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
 }
 
 /// Creates and migrates a database no other test uses.
@@ -169,7 +180,10 @@ pub async fn fresh_database(backend: Backend) -> (Database, TestDbGuard) {
         Err(e) => panic!(
             "cannot create a fresh {backend} test database: {e}{}",
             if backend == Backend::Postgres {
-                format!(" (server: {}; set {SKIP_PG_ENV}=1 to skip PostgreSQL tests)", pg_admin_url())
+                format!(
+                    " (server: {}; set {SKIP_PG_ENV}=1 to skip PostgreSQL tests)",
+                    pg_admin_url()
+                )
             } else {
                 String::new()
             }

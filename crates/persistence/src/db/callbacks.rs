@@ -152,7 +152,11 @@ impl CallbackOutbox for Database {
         rows::callback_records(rows)
     }
 
-    async fn redeliver(&self, event_id: &str, now: DateTime<Utc>) -> Result<CallbackRecord, RepoError> {
+    async fn redeliver(
+        &self,
+        event_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CallbackRecord, RepoError> {
         let now_db = to_db(now);
         // The lease is left as it is: a `pending` row may have an attempt in
         // flight, whose outcome is still recorded (and counted) normally.
@@ -176,15 +180,17 @@ impl CallbackOutbox for Database {
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
         let now_db = to_db(now);
         let count = with_conn!(self, |conn| {
-            Ok(diesel::update(c::table.filter(c::status.eq(CallbackStatus::Dead.as_str())))
-                .set((
-                    c::status.eq(CallbackStatus::Pending.as_str()),
-                    c::attempts.eq(0),
-                    c::next_attempt_at.eq(now_db),
-                    c::updated_at.eq(now_db),
-                ))
-                .execute(conn)
-                .await?)
+            Ok(
+                diesel::update(c::table.filter(c::status.eq(CallbackStatus::Dead.as_str())))
+                    .set((
+                        c::status.eq(CallbackStatus::Pending.as_str()),
+                        c::attempts.eq(0),
+                        c::next_attempt_at.eq(now_db),
+                        c::updated_at.eq(now_db),
+                    ))
+                    .execute(conn)
+                    .await?,
+            )
         })?;
         Ok(count as u64)
     }

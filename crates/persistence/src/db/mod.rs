@@ -342,8 +342,7 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
             RepoError::Unavailable(info.message().to_owned())
         }
         RepoError::Query(Error::DatabaseError(kind, info))
-            if matches!(kind, DatabaseErrorKind::Unknown)
-                && is_sqlite_busy(info.message()) =>
+            if matches!(kind, DatabaseErrorKind::Unknown) && is_sqlite_busy(info.message()) =>
         {
             RepoError::Unavailable(info.message().to_owned())
         }

@@ -5,7 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -68,7 +70,8 @@ pub(crate) async fn migrate(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError>
             .map_err(|e| RepoError::Migration(e.to_string()));
         // The lock also ends with the session (the connection is dropped next);
         // unlocking explicitly just releases it sooner.
-        let _unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+        let _unlocked =
+            conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
         result
     })
     .await
@@ -80,7 +83,10 @@ pub(crate) async fn pending(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError>
         let pending = conn
             .pending_migrations(MIGRATIONS)
             .map_err(|e| RepoError::Migration(e.to_string()))?;
-        Ok(pending.iter().map(|m| m.name().version().to_string()).collect())
+        Ok(pending
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
     })
     .await
 }
@@ -97,7 +103,10 @@ pub(crate) async fn lock_task(conn: &mut Conn, id: &str) -> QueryResult<Option<T
 }
 
 /// `SELECT … FOR UPDATE` on an outbox row.
-pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResult<Option<CallbackRow>> {
+pub(crate) async fn lock_callback(
+    conn: &mut Conn,
+    event_id: &str,
+) -> QueryResult<Option<CallbackRow>> {
     c::table
         .find(event_id)
         .select(CallbackRow::as_select())
@@ -109,7 +118,11 @@ pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResul
 
 /// Ids of up to `limit` claimable tasks, oldest due first, locked with
 /// `FOR UPDATE SKIP LOCKED` so that concurrent claimers take disjoint rows.
-pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+pub(crate) async fn due_task_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
     due_tasks!(now)
         .select(t::task_id)
         .order((t::next_run_at.asc(), t::task_id.asc()))
@@ -121,7 +134,11 @@ pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64
 }
 
 /// Ids of up to `limit` claimable outbox rows, locked like [`due_task_ids`].
-pub(crate) async fn due_callback_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+pub(crate) async fn due_callback_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
     due_callbacks!(now)
         .select(c::event_id)
         .order((c::next_attempt_at.asc(), c::event_id.asc()))

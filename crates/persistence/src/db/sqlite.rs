@@ -12,7 +12,9 @@ use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use diesel::{ConnectionError, ConnectionResult, connection::SimpleConnection};
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -52,7 +54,11 @@ fn connection_pragmas() -> String {
 /// `//data/x.db` → `data/x.db` (relative), `///abs/x.db` → `/abs/x.db`.
 /// Creates the parent directory.
 pub(crate) fn parse_path(url: &str, rest: &str) -> Result<PathBuf, RepoError> {
-    let unsupported = |why: &str| RepoError::UnsupportedUrl(format!("{why}: expected sqlite://relative/path.db or sqlite:///absolute/path.db"));
+    let unsupported = |why: &str| {
+        RepoError::UnsupportedUrl(format!(
+            "{why}: expected sqlite://relative/path.db or sqlite:///absolute/path.db"
+        ))
+    };
     let Some(path) = rest.strip_prefix("//") else {
         return Err(unsupported("missing `//` after `sqlite:`"));
     };
@@ -63,7 +69,9 @@ pub(crate) fn parse_path(url: &str, rest: &str) -> Result<PathBuf, RepoError> {
         return Err(unsupported("query parameters are not supported"));
     }
     if path == ":memory:" || path.starts_with("file:") || url.contains(":memory:") {
-        return Err(unsupported("in-memory and `file:` URI databases are not supported"));
+        return Err(unsupported(
+            "in-memory and `file:` URI databases are not supported",
+        ));
     }
     let path = PathBuf::from(path);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -133,7 +141,10 @@ pub(crate) async fn pending(path: String) -> Result<Vec<String>, RepoError> {
         let pending = conn
             .pending_migrations(MIGRATIONS)
             .map_err(|e| RepoError::Migration(e.to_string()))?;
-        Ok(pending.iter().map(|m| m.name().version().to_string()).collect())
+        Ok(pending
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
     })
     .await
     .map_err(|e| RepoError::Migration(format!("migration task failed: {e}")))?
@@ -151,7 +162,10 @@ pub(crate) async fn lock_task(conn: &mut Conn, id: &str) -> QueryResult<Option<T
 }
 
 /// Reads an outbox row inside the caller's immediate transaction.
-pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResult<Option<CallbackRow>> {
+pub(crate) async fn lock_callback(
+    conn: &mut Conn,
+    event_id: &str,
+) -> QueryResult<Option<CallbackRow>> {
     c::table
         .find(event_id)
         .select(CallbackRow::as_select())
@@ -162,7 +176,11 @@ pub(crate) async fn lock_callback(conn: &mut Conn, event_id: &str) -> QueryResul
 
 /// Ids of up to `limit` claimable tasks, oldest due first; the caller's
 /// immediate transaction keeps other claimers out until it commits.
-pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+pub(crate) async fn due_task_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
     due_tasks!(now)
         .select(t::task_id)
         .order((t::next_run_at.asc(), t::task_id.asc()))
@@ -172,7 +190,11 @@ pub(crate) async fn due_task_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64
 }
 
 /// Ids of up to `limit` claimable outbox rows, oldest due first.
-pub(crate) async fn due_callback_ids(conn: &mut Conn, now: NaiveDateTime, limit: i64) -> QueryResult<Vec<String>> {
+pub(crate) async fn due_callback_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
     due_callbacks!(now)
         .select(c::event_id)
         .order((c::next_attempt_at.asc(), c::event_id.asc()))

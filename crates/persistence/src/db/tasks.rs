@@ -12,16 +12,22 @@ use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
 
 use super::Database;
 use crate::error::RepoError;
-use crate::models::{Fence, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord};
+use crate::models::{
+    Fence, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
+};
 use crate::repo::{ImageRepository, TaskRepository};
 use crate::rows::{
-    self, CallbackRow, ImageRow, NewImageRow, TaskRow, TaskUpdateRow, add, to_db,
-    truncate,
+    self, CallbackRow, ImageRow, NewImageRow, TaskRow, TaskUpdateRow, add, to_db, truncate,
 };
 use crate::schema::{ai_generation_image as img, ai_generation_task as t, callback_delivery as c};
 
 /// Whether `fence` still holds on `row` at `now` (stored precision).
-fn fence_holds(fence: &Fence, lease_owner: Option<&str>, lease_expires_at: Option<chrono::NaiveDateTime>, now: chrono::NaiveDateTime) -> bool {
+fn fence_holds(
+    fence: &Fence,
+    lease_owner: Option<&str>,
+    lease_expires_at: Option<chrono::NaiveDateTime>,
+    now: chrono::NaiveDateTime,
+) -> bool {
     match fence {
         Fence::Unfenced => true,
         Fence::Lease(owner) => {
@@ -40,9 +46,19 @@ struct Plan {
 
 /// Applies `change` to the locked `row` at `now` (already truncated to stored
 /// precision), or says why it may not be applied. Pure: no I/O.
-fn plan_update(row: &TaskRow, fence: &Fence, now: DateTime<Utc>, change: &TaskChange) -> Result<Plan, RepoError> {
+fn plan_update(
+    row: &TaskRow,
+    fence: &Fence,
+    now: DateTime<Utc>,
+    change: &TaskChange,
+) -> Result<Plan, RepoError> {
     let now_db = to_db(now);
-    if !fence_holds(fence, row.lease_owner.as_deref(), row.lease_expires_at, now_db) {
+    if !fence_holds(
+        fence,
+        row.lease_owner.as_deref(),
+        row.lease_expires_at,
+        now_db,
+    ) {
         return Err(RepoError::LeaseLost);
     }
     let record = row.clone().into_record()?;
@@ -55,7 +71,10 @@ fn plan_update(row: &TaskRow, fence: &Fence, now: DateTime<Utc>, change: &TaskCh
     let new = match change.event {
         None => old,
         Some(event) => {
-            if old.status.is_terminal() && *fence == Fence::Unfenced && event == TaskEvent::Cancelled {
+            if old.status.is_terminal()
+                && *fence == Fence::Unfenced
+                && event == TaskEvent::Cancelled
+            {
                 return Err(RepoError::AlreadyTerminal(old.status));
             }
             transition(&old, event, now)?
@@ -294,11 +313,10 @@ impl TaskRepository for Database {
         let id = id.to_string();
         let now = truncate(now);
         let row = write_tx!(self, |conn, dialect| {
-            let row = dialect::lock_task(conn, &id).await?.ok_or(RepoError::NotFound)?;
+            let row = dialect::lock_task(conn, &id)
+                .await?
+                .ok_or(RepoError::NotFound)?;
             let plan = plan_update(&row, fence, now, &change)?;
-            if !plan.write && !(change.enqueue_callback && plan.new_status.is_terminal()) {
-                return Ok(row);
-            }
             let row = if plan.write {
                 diesel::update(t::table.find(&id))
                     .set(&plan.update)
@@ -350,6 +368,7 @@ impl ImageRepository for Database {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
     use crate::rows::from_db;

@@ -14,20 +14,47 @@ fn store() -> (ObjectBlobStore, tempfile::TempDir) {
 #[tokio::test]
 async fn put_get_replace_and_not_found() {
     let (store, dir) = store();
-    store.put("results/task_x/0.png", Bytes::from_static(b"one")).await.unwrap();
-    assert_eq!(store.get("results/task_x/0.png").await.unwrap(), Bytes::from_static(b"one"));
-    assert!(dir.path().join("images/results/task_x/0.png").is_file(), "keys are paths under the root");
-    store.put("results/task_x/0.png", Bytes::from_static(b"two")).await.unwrap();
-    assert_eq!(store.get("results/task_x/0.png").await.unwrap(), Bytes::from_static(b"two"));
-    assert!(matches!(store.get("results/task_x/missing.png").await, Err(BlobError::NotFound)));
+    store
+        .put("results/task_x/0.png", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("results/task_x/0.png").await.unwrap(),
+        Bytes::from_static(b"one")
+    );
+    assert!(
+        dir.path().join("images/results/task_x/0.png").is_file(),
+        "keys are paths under the root"
+    );
+    store
+        .put("results/task_x/0.png", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("results/task_x/0.png").await.unwrap(),
+        Bytes::from_static(b"two")
+    );
+    assert!(matches!(
+        store.get("results/task_x/missing.png").await,
+        Err(BlobError::NotFound)
+    ));
 }
 
 #[tokio::test]
 async fn invalid_keys_are_rejected_before_touching_the_store() {
     let (store, dir) = store();
     for key in ["", "/etc/passwd", "../escape", "a/../../b", "a\\b", "a//b"] {
-        assert!(matches!(store.put(key, Bytes::new()).await, Err(BlobError::InvalidKey(_))), "{key:?}");
-        assert!(matches!(store.get(key).await, Err(BlobError::InvalidKey(_))), "{key:?}");
+        assert!(
+            matches!(
+                store.put(key, Bytes::new()).await,
+                Err(BlobError::InvalidKey(_))
+            ),
+            "{key:?}"
+        );
+        assert!(
+            matches!(store.get(key).await, Err(BlobError::InvalidKey(_))),
+            "{key:?}"
+        );
     }
     assert!(!dir.path().join("escape").exists());
 }
@@ -37,13 +64,26 @@ async fn check_writable_leaves_no_probe_behind() {
     let (store, dir) = store();
     store.check_writable().await.unwrap();
     let probes = dir.path().join("images/.probe");
-    let leftover = std::fs::read_dir(&probes).map(|entries| entries.count()).unwrap_or(0);
+    let leftover = std::fs::read_dir(&probes)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
     assert_eq!(leftover, 0);
 }
 
 #[test]
 fn other_schemes_are_unsupported() {
-    for url in ["s3://bucket/images", "data/images", "file://", "https://example.test/x"] {
-        assert!(matches!(ObjectBlobStore::from_url(url), Err(BlobError::UnsupportedUrl(_))), "{url}");
+    for url in [
+        "s3://bucket/images",
+        "data/images",
+        "file://",
+        "https://example.test/x",
+    ] {
+        assert!(
+            matches!(
+                ObjectBlobStore::from_url(url),
+                Err(BlobError::UnsupportedUrl(_))
+            ),
+            "{url}"
+        );
     }
 }

@@ -16,7 +16,10 @@ async fn unknown_schemes_are_refused_not_defaulted() {
         "",
     ] {
         let result = Database::connect(url, PoolOptions::default()).await;
-        assert!(matches!(result, Err(RepoError::UnsupportedUrl(_))), "{url}: {result:?}");
+        assert!(
+            matches!(result, Err(RepoError::UnsupportedUrl(_))),
+            "{url}: {result:?}"
+        );
     }
 }
 
@@ -24,9 +27,12 @@ async fn unknown_schemes_are_refused_not_defaulted() {
 async fn sqlite_url_creates_parent_directories() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/modelgen.db");
-    let db = Database::connect(&format!("sqlite://{}", path.display()), PoolOptions::default())
-        .await
-        .unwrap();
+    let db = Database::connect(
+        &format!("sqlite://{}", path.display()),
+        PoolOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(db.backend(), Backend::Sqlite);
     assert_eq!(db.pending_migrations().await.unwrap().len(), 1);
     assert_eq!(db.migrate().await.unwrap().len(), 1);
@@ -43,7 +49,10 @@ async fn unreachable_postgres_is_unavailable() {
     };
     // Port 1 on the loopback: nothing listens, the connection is refused.
     let result = Database::connect("postgresql://postgres@127.0.0.1:1/postgres", options).await;
-    assert!(matches!(result, Err(RepoError::Unavailable(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(RepoError::Unavailable(_))),
+        "{result:?}"
+    );
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! PostgreSQL database dropped afterwards). PostgreSQL tests fail when the
 //! server is unreachable unless `MODELGEN_SKIP_PG=1`.
 
+#![expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
+
 mod blob;
 mod callbacks;
 mod claims;
@@ -45,6 +47,7 @@ contract_tests!(
     tasks::updated_at_strictly_increases_and_completed_at_is_set,
     tasks::bookkeeping_fields_are_applied,
     tasks::migrations_are_idempotent,
+    tasks::concurrent_updates_do_not_lose_writes,
     claims::concurrent_claimers_get_disjoint_tasks,
     claims::claims_respect_due_time_limit_order_and_leave_updated_at,
     claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,

@@ -7,7 +7,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use modelgen_domain::task::MIN_UPDATE_STEP;
 use modelgen_domain::{Progress, TaskEvent, TaskState, TaskStatus, transition};
 use modelgen_persistence::testing::{fresh_database, postgres_skipped};
-use modelgen_persistence::{Backend, CallbackOutbox, Database, Fence, RepoError, TaskChange, TaskRepository};
+use modelgen_persistence::{
+    Backend, CallbackOutbox, Database, Fence, RepoError, TaskChange, TaskRepository,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
@@ -36,8 +38,18 @@ fn event() -> impl Strategy<Value = TaskEvent> {
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(
-        (proptest::option::weighted(0.8, event()), any::<bool>(), any::<bool>(), -2_000i64..5_000)
-            .prop_map(|(event, count_poll, enqueue, dt_ms)| Op { event, count_poll, enqueue, dt_ms }),
+        (
+            proptest::option::weighted(0.8, event()),
+            any::<bool>(),
+            any::<bool>(),
+            -2_000i64..5_000,
+        )
+            .prop_map(|(event, count_poll, enqueue, dt_ms)| Op {
+                event,
+                count_poll,
+                enqueue,
+                dt_ms,
+            }),
         1..12,
     )
 }
@@ -57,7 +69,9 @@ async fn check_sequence(db: &Database, ops: Vec<Op>) -> Result<(), TestCaseError
             enqueue_callback: op.enqueue,
             ..TaskChange::default()
         };
-        let result = db.update_task(&last_stored.task_id, &Fence::Unfenced, clock, change).await;
+        let result = db
+            .update_task(&last_stored.task_id, &Fence::Unfenced, clock, change)
+            .await;
 
         // What the model says.
         let next = match op.event {
@@ -83,7 +97,10 @@ async fn check_sequence(db: &Database, ops: Vec<Op>) -> Result<(), TestCaseError
             },
             None => Some(model),
         };
-        let stored = db.get_task(&last_stored.task_id).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let stored = db
+            .get_task(&last_stored.task_id)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let Some(mut next) = next else {
             prop_assert_eq!(&stored, &last_stored, "a refused change wrote something");
             continue;
@@ -94,7 +111,10 @@ async fn check_sequence(db: &Database, ops: Vec<Op>) -> Result<(), TestCaseError
             next.updated_at = clock.max(model.updated_at + MIN_UPDATE_STEP);
         }
         if next != model {
-            prop_assert!(record.updated_at > last_stored.updated_at, "updated_at did not move");
+            prop_assert!(
+                record.updated_at > last_stored.updated_at,
+                "updated_at did not move"
+            );
         }
         polls += i32::from(op.count_poll);
         outbox_expected |= op.enqueue && next.status.is_terminal();
@@ -103,7 +123,10 @@ async fn check_sequence(db: &Database, ops: Vec<Op>) -> Result<(), TestCaseError
         prop_assert_eq!(record.updated_at, next.updated_at);
         prop_assert_eq!(record.completed_at, next.completed_at);
         prop_assert_eq!(record.poll_count, polls);
-        prop_assert!(record.progress >= last_stored.progress, "progress went down");
+        prop_assert!(
+            record.progress >= last_stored.progress,
+            "progress went down"
+        );
         if last_stored.status.is_terminal() {
             prop_assert_eq!(record.status, last_stored.status, "terminal status changed");
         }

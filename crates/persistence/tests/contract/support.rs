@@ -45,7 +45,10 @@ pub fn new_task(user: &str, request_id: Option<&str>, created_at: DateTime<Utc>)
         size: "4:3".to_owned(),
         prompt: "a person, front view".to_owned(),
         model: "gemini-2.5-flash-image-preview".to_owned(),
-        input_images: vec!["blob:inputs/x/0.jpg".to_owned(), "https://example.test/a.png".to_owned()],
+        input_images: vec![
+            "blob:inputs/x/0.jpg".to_owned(),
+            "https://example.test/a.png".to_owned(),
+        ],
         request_fingerprint: Some("fp".to_owned()),
         created_at,
     }
@@ -55,6 +58,8 @@ pub fn new_task(user: &str, request_id: Option<&str>, created_at: DateTime<Utc>)
 pub async fn create(db: &Database, task: NewTask) -> TaskRecord {
     match db.insert_task(task).await.unwrap() {
         InsertOutcome::Created(record) => record,
-        InsertOutcome::Existing(record) => panic!("expected a new row, got existing {}", record.task_id),
+        InsertOutcome::Existing(record) => {
+            panic!("expected a new row, got existing {}", record.task_id)
+        }
     }
 }

@@ -49,25 +49,40 @@ pub async fn insert_get_and_list_with_filters_and_cursor(db: Database) {
     assert_eq!(outfit.request_fingerprint.as_deref(), Some("fp"));
     assert_eq!(outfit.status, TaskStatus::Submitted);
     assert_eq!(outfit.progress, Progress::ZERO);
-    assert_eq!((outfit.next_run_at, outfit.created_at, outfit.updated_at), (t0(), t0(), t0()));
+    assert_eq!(
+        (outfit.next_run_at, outfit.created_at, outfit.updated_at),
+        (t0(), t0(), t0())
+    );
     assert_eq!((outfit.submit_attempts, outfit.poll_count), (0, 0));
     assert!(outfit.completed_at.is_none() && outfit.lease_owner.is_none());
     assert_eq!(db.get_task(&outfit.task_id).await.unwrap(), outfit);
-    assert!(matches!(db.get_task(&TaskId::generate()).await, Err(RepoError::NotFound)));
+    assert!(matches!(
+        db.get_task(&TaskId::generate()).await,
+        Err(RepoError::NotFound)
+    ));
 
     for i in 0..5 {
         create(&db, new_task("bob", Some(&format!("b{i}")), at(i))).await;
     }
     let cancelled = create(&db, new_task("bob", None, t0())).await;
-    db.update_task(&cancelled.task_id, &Fence::Unfenced, at(1), TaskChange {
-        event: Some(TaskEvent::Cancelled),
-        ..TaskChange::default()
-    })
+    db.update_task(
+        &cancelled.task_id,
+        &Fence::Unfenced,
+        at(1),
+        TaskChange {
+            event: Some(TaskEvent::Cancelled),
+            ..TaskChange::default()
+        },
+    )
     .await
     .unwrap();
 
     let all_bob = db
-        .list_tasks(&TaskQuery { user_id: Some("bob".into()), limit: 100, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            user_id: Some("bob".into()),
+            limit: 100,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(all_bob.len(), 6);
@@ -86,20 +101,35 @@ pub async fn insert_get_and_list_with_filters_and_cursor(db: Database) {
         })
         .await
         .unwrap();
-    assert_eq!(only_cancelled.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![cancelled.task_id]);
+    assert_eq!(
+        only_cancelled.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+        vec![cancelled.task_id]
+    );
 
     let outfits = db
-        .list_tasks(&TaskQuery { task_type: Some(TaskType::Outfit), limit: 100, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            task_type: Some(TaskType::Outfit),
+            limit: 100,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
-    assert_eq!(outfits.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![outfit.task_id]);
+    assert_eq!(
+        outfits.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+        vec![outfit.task_id]
+    );
 
     // Keyset pages of 4 walk every row once, in order.
     let mut paged = Vec::new();
     let mut before = None;
     loop {
         let page = db
-            .list_tasks(&TaskQuery { user_id: Some("bob".into()), before, limit: 4, ..TaskQuery::default() })
+            .list_tasks(&TaskQuery {
+                user_id: Some("bob".into()),
+                before,
+                limit: 4,
+                ..TaskQuery::default()
+            })
             .await
             .unwrap();
         assert!(page.len() <= 4);
@@ -108,19 +138,34 @@ pub async fn insert_get_and_list_with_filters_and_cursor(db: Database) {
         paged.extend(page.iter().map(|t| t.task_id));
     }
     assert_eq!(paged, ids);
-    assert!(db.list_tasks(&TaskQuery { limit: 0, ..TaskQuery::default() }).await.unwrap().is_empty());
+    assert!(
+        db.list_tasks(&TaskQuery {
+            limit: 0,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
 }
 
 pub async fn insert_is_idempotent_per_user_and_request_id(db: Database) {
     let first = create(&db, new_task("alice", Some("req-1"), t0())).await;
-    let again = db.insert_task(new_task("alice", Some("req-1"), at(10))).await.unwrap();
+    let again = db
+        .insert_task(new_task("alice", Some("req-1"), at(10)))
+        .await
+        .unwrap();
     assert_eq!(again, InsertOutcome::Existing(first.clone()));
     // The key is per user, and tasks without a key never collide.
     create(&db, new_task("bob", Some("req-1"), t0())).await;
     create(&db, new_task("alice", None, t0())).await;
     create(&db, new_task("alice", None, t0())).await;
     let alice = db
-        .list_tasks(&TaskQuery { user_id: Some("alice".into()), limit: 10, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            user_id: Some("alice".into()),
+            limit: 10,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(alice.len(), 3);
@@ -130,7 +175,9 @@ pub async fn concurrent_inserts_of_one_request_id_make_one_row(db: Database) {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let db = db.clone();
-            tokio::spawn(async move { db.insert_task(new_task("carol", Some("same"), at(i))).await })
+            tokio::spawn(
+                async move { db.insert_task(new_task("carol", Some("same"), at(i))).await },
+            )
         })
         .collect();
     let mut created = Vec::new();
@@ -145,7 +192,11 @@ pub async fn concurrent_inserts_of_one_request_id_make_one_row(db: Database) {
     assert_eq!(existing.len(), 7);
     assert!(existing.iter().all(|r| r.task_id == created[0].task_id));
     let rows = db
-        .list_tasks(&TaskQuery { user_id: Some("carol".into()), limit: 100, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            user_id: Some("carol".into()),
+            limit: 100,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -154,58 +205,98 @@ pub async fn concurrent_inserts_of_one_request_id_make_one_row(db: Database) {
 pub async fn reused_task_id_is_a_conflict(db: Database) {
     let task = new_task("alice", None, t0());
     create(&db, task.clone()).await;
-    assert!(matches!(db.insert_task(task).await, Err(RepoError::Conflict(_))));
+    assert!(matches!(
+        db.insert_task(task).await,
+        Err(RepoError::Conflict(_))
+    ));
 }
 
 pub async fn state_machine_is_enforced_and_nothing_is_written_on_refusal(db: Database) {
     let task = create(&db, new_task("alice", None, t0())).await;
     let refused = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(1), TaskChange {
-            event: Some(TaskEvent::Completed),
-            external_task_id: Some("ext".into()),
-            count_poll: true,
-            images: vec![image(task.task_id, 0)],
-            enqueue_callback: true,
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(1),
+            TaskChange {
+                event: Some(TaskEvent::Completed),
+                external_task_id: Some("ext".into()),
+                count_poll: true,
+                images: vec![image(task.task_id, 0)],
+                enqueue_callback: true,
+                ..TaskChange::default()
+            },
+        )
         .await;
     assert!(matches!(
         refused,
-        Err(RepoError::InvalidTransition(TransitionError::NotProcessing { from: TaskStatus::Submitted }))
+        Err(RepoError::InvalidTransition(
+            TransitionError::NotProcessing {
+                from: TaskStatus::Submitted
+            }
+        ))
     ));
     assert_eq!(db.get_task(&task.task_id).await.unwrap(), task);
     assert!(db.images_for_task(&task.task_id).await.unwrap().is_empty());
-    assert!(db.callbacks_for_task(&task.task_id).await.unwrap().is_empty());
+    assert!(
+        db.callbacks_for_task(&task.task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let failed = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
-            event: Some(TaskEvent::Failed),
-            error: Some((1002, "bad request".into())),
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(2),
+            TaskChange {
+                event: Some(TaskEvent::Failed),
+                error: Some((1002, "bad request".into())),
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(failed.status, TaskStatus::Failed);
-    assert_eq!((failed.error_code, failed.error_message.as_deref()), (Some(1002), Some("bad request")));
-    let again = db.update_task(&task.task_id, &Fence::Unfenced, at(3), progressed(50)).await;
-    assert!(matches!(again, Err(RepoError::InvalidTransition(TransitionError::Terminal(TaskStatus::Failed)))));
+    assert_eq!(
+        (failed.error_code, failed.error_message.as_deref()),
+        (Some(1002), Some("bad request"))
+    );
+    let again = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(3), progressed(50))
+        .await;
+    assert!(matches!(
+        again,
+        Err(RepoError::InvalidTransition(TransitionError::Terminal(
+            TaskStatus::Failed
+        )))
+    ));
     assert_eq!(db.get_task(&task.task_id).await.unwrap(), failed);
     assert!(matches!(
-        db.update_task(&TaskId::generate(), &Fence::Unfenced, at(3), progressed(1)).await,
+        db.update_task(&TaskId::generate(), &Fence::Unfenced, at(3), progressed(1))
+            .await,
         Err(RepoError::NotFound)
     ));
 }
 
 pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
     let task = create(&db, new_task("alice", None, t0())).await;
-    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(30)).await.unwrap();
+    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(30))
+        .await
+        .unwrap();
     let done = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
-            event: Some(TaskEvent::Completed),
-            images: vec![image(task.task_id, 0), image(task.task_id, 1)],
-            enqueue_callback: true,
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(2),
+            TaskChange {
+                event: Some(TaskEvent::Completed),
+                images: vec![image(task.task_id, 0), image(task.task_id, 1)],
+                enqueue_callback: true,
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
@@ -221,7 +312,11 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
     let outbox = db.callbacks_for_task(&task.task_id).await.unwrap();
     assert_eq!(outbox.len(), 1);
     let row = &outbox[0];
-    assert!(row.event_id.starts_with("evt_") && row.event_id.len() == 30, "{}", row.event_id);
+    assert!(
+        row.event_id.starts_with("evt_") && row.event_id.len() == 30,
+        "{}",
+        row.event_id
+    );
     assert_eq!(row.event_type, "task.completed");
     assert_eq!(row.status, CallbackStatus::Pending);
     assert_eq!((row.attempts, row.next_attempt_at), (0, at(2)));
@@ -229,44 +324,81 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
 
     // A second terminal event is refused and adds nothing; enqueueing again is a no-op.
     let second = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(3), TaskChange {
-            event: Some(TaskEvent::Failed),
-            enqueue_callback: true,
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(3),
+            TaskChange {
+                event: Some(TaskEvent::Failed),
+                enqueue_callback: true,
+                ..TaskChange::default()
+            },
+        )
         .await;
-    assert!(matches!(second, Err(RepoError::InvalidTransition(TransitionError::Terminal(TaskStatus::Completed)))));
+    assert!(matches!(
+        second,
+        Err(RepoError::InvalidTransition(TransitionError::Terminal(
+            TaskStatus::Completed
+        )))
+    ));
     let repeat = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(4), TaskChange {
-            enqueue_callback: true,
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(4),
+            TaskChange {
+                enqueue_callback: true,
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(repeat, done, "an empty change writes nothing");
     assert_eq!(db.callbacks_for_task(&task.task_id).await.unwrap(), outbox);
     assert_eq!(db.images_for_task(&task.task_id).await.unwrap().len(), 2);
-    assert!(db.images_for_task(&TaskId::generate()).await.unwrap().is_empty());
+    assert!(
+        db.images_for_task(&TaskId::generate())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Without enqueue_callback a terminal change writes no outbox row.
     let quiet = create(&db, new_task("alice", None, t0())).await;
-    db.update_task(&quiet.task_id, &Fence::Unfenced, at(1), TaskChange {
-        event: Some(TaskEvent::Failed),
-        ..TaskChange::default()
-    })
+    db.update_task(
+        &quiet.task_id,
+        &Fence::Unfenced,
+        at(1),
+        TaskChange {
+            event: Some(TaskEvent::Failed),
+            ..TaskChange::default()
+        },
+    )
     .await
     .unwrap();
-    assert!(db.callbacks_for_task(&quiet.task_id).await.unwrap().is_empty());
+    assert!(
+        db.callbacks_for_task(&quiet.task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn unfenced_cancel_of_a_terminal_task_is_already_terminal(db: Database) {
     let task = create(&db, new_task("alice", None, t0())).await;
-    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(10)).await.unwrap();
+    db.update_task(&task.task_id, &Fence::Unfenced, at(1), progressed(10))
+        .await
+        .unwrap();
     let done = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange {
-            event: Some(TaskEvent::Completed),
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(2),
+            TaskChange {
+                event: Some(TaskEvent::Completed),
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     let cancel = TaskChange {
@@ -274,18 +406,37 @@ pub async fn unfenced_cancel_of_a_terminal_task_is_already_terminal(db: Database
         enqueue_callback: true,
         ..TaskChange::default()
     };
-    let refused = db.update_task(&task.task_id, &Fence::Unfenced, at(3), cancel.clone()).await;
-    assert!(matches!(refused, Err(RepoError::AlreadyTerminal(TaskStatus::Completed))));
+    let refused = db
+        .update_task(&task.task_id, &Fence::Unfenced, at(3), cancel.clone())
+        .await;
+    assert!(matches!(
+        refused,
+        Err(RepoError::AlreadyTerminal(TaskStatus::Completed))
+    ));
     assert_eq!(db.get_task(&task.task_id).await.unwrap(), done);
-    assert!(db.callbacks_for_task(&task.task_id).await.unwrap().is_empty());
+    assert!(
+        db.callbacks_for_task(&task.task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A running task cancels, with its callback.
     let running = create(&db, new_task("alice", None, t0())).await;
-    let cancelled = db.update_task(&running.task_id, &Fence::Unfenced, at(3), cancel).await.unwrap();
+    let cancelled = db
+        .update_task(&running.task_id, &Fence::Unfenced, at(3), cancel)
+        .await
+        .unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(cancelled.completed_at, Some(at(3)));
     let outbox = db.callbacks_for_task(&running.task_id).await.unwrap();
-    assert_eq!(outbox.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>(), ["task.cancelled"]);
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|r| r.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["task.cancelled"]
+    );
 }
 
 pub async fn updated_at_strictly_increases_and_completed_at_is_set(db: Database) {
@@ -293,51 +444,94 @@ pub async fn updated_at_strictly_increases_and_completed_at_is_set(db: Database)
     // The clock stands still (and even goes back): every update still moves updated_at.
     let changes = [
         progressed(10),
-        TaskChange { count_submit_attempt: true, ..TaskChange::default() },
-        TaskChange { external_task_id: Some("ext-1".into()), ..TaskChange::default() },
+        TaskChange {
+            count_submit_attempt: true,
+            ..TaskChange::default()
+        },
+        TaskChange {
+            external_task_id: Some("ext-1".into()),
+            ..TaskChange::default()
+        },
         progressed(20),
-        TaskChange { count_poll: true, next_run_at: Some(at(9_000)), ..TaskChange::default() },
+        TaskChange {
+            count_poll: true,
+            next_run_at: Some(at(9_000)),
+            ..TaskChange::default()
+        },
         progressed(90),
-        TaskChange { event: Some(TaskEvent::Completed), ..TaskChange::default() },
+        TaskChange {
+            event: Some(TaskEvent::Completed),
+            ..TaskChange::default()
+        },
     ];
     let mut last = task.updated_at;
     let mut latest = task;
     for (i, change) in changes.into_iter().enumerate() {
         let now = if i % 2 == 0 { t0() } else { at(-1_000) };
-        latest = db.update_task(&latest.task_id, &Fence::Unfenced, now, change).await.unwrap();
-        assert!(latest.updated_at > last, "step {i}: {} !> {last}", latest.updated_at);
-        assert_eq!(db.get_task(&latest.task_id).await.unwrap(), latest, "returned row is the stored row");
+        latest = db
+            .update_task(&latest.task_id, &Fence::Unfenced, now, change)
+            .await
+            .unwrap();
+        assert!(
+            latest.updated_at > last,
+            "step {i}: {} !> {last}",
+            latest.updated_at
+        );
+        assert_eq!(
+            db.get_task(&latest.task_id).await.unwrap(),
+            latest,
+            "returned row is the stored row"
+        );
         last = latest.updated_at;
     }
     assert_eq!(latest.status, TaskStatus::Completed);
     assert_eq!(latest.completed_at, Some(latest.updated_at));
     // A later real clock is used as is.
     let other = create(&db, new_task("alice", None, t0())).await;
-    let moved = db.update_task(&other.task_id, &Fence::Unfenced, at(60_000), progressed(5)).await.unwrap();
+    let moved = db
+        .update_task(&other.task_id, &Fence::Unfenced, at(60_000), progressed(5))
+        .await
+        .unwrap();
     assert_eq!(moved.updated_at, at(60_000));
 }
 
 pub async fn bookkeeping_fields_are_applied(db: Database) {
     let task = create(&db, new_task("alice", None, t0())).await;
     let updated = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(1), TaskChange {
-            external_task_id: Some("ext-42".into()),
-            error: Some((1500, "upstream 503".into())),
-            next_run_at: Some(at(30_000)),
-            count_submit_attempt: true,
-            count_poll: true,
-            ..TaskChange::default()
-        })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(1),
+            TaskChange {
+                external_task_id: Some("ext-42".into()),
+                error: Some((1500, "upstream 503".into())),
+                next_run_at: Some(at(30_000)),
+                count_submit_attempt: true,
+                count_poll: true,
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(updated.external_task_id.as_deref(), Some("ext-42"));
-    assert_eq!((updated.error_code, updated.error_message.as_deref()), (Some(1500), Some("upstream 503")));
+    assert_eq!(
+        (updated.error_code, updated.error_message.as_deref()),
+        (Some(1500), Some("upstream 503"))
+    );
     assert_eq!(updated.next_run_at, at(30_000));
     assert_eq!((updated.submit_attempts, updated.poll_count), (1, 1));
     assert_eq!(updated.status, TaskStatus::Submitted);
     // Fields not named in a change keep their values.
     let later = db
-        .update_task(&task.task_id, &Fence::Unfenced, at(2), TaskChange { count_poll: true, ..TaskChange::default() })
+        .update_task(
+            &task.task_id,
+            &Fence::Unfenced,
+            at(2),
+            TaskChange {
+                count_poll: true,
+                ..TaskChange::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(later.external_task_id.as_deref(), Some("ext-42"));
@@ -348,10 +542,48 @@ pub async fn bookkeeping_fields_are_applied(db: Database) {
 
 pub async fn migrations_are_idempotent(db: Database) {
     assert!(db.pending_migrations().await.unwrap().is_empty());
-    assert!(db.migrate().await.unwrap().is_empty(), "second run applies nothing");
+    assert!(
+        db.migrate().await.unwrap().is_empty(),
+        "second run applies nothing"
+    );
     assert!(db.pending_migrations().await.unwrap().is_empty());
     db.ping().await.unwrap();
     // The schema is usable after the repeated run.
     let task = create(&db, new_task("a", None, t0())).await;
     assert_eq!(db.get_task(&task.task_id).await.unwrap(), task);
+}
+
+pub async fn concurrent_updates_do_not_lose_writes(db: Database) {
+    let task = create(&db, new_task("alice", None, t0())).await;
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.update_task(
+                    &task.task_id,
+                    &Fence::Unfenced,
+                    at(i),
+                    TaskChange {
+                        count_poll: true,
+                        event: Some(TaskEvent::Progressed(Progress::clamped(i * 10))),
+                        ..TaskChange::default()
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let stored = db.get_task(&task.task_id).await.unwrap();
+    assert_eq!(
+        stored.poll_count, 10,
+        "each locked read-modify-write saw the previous one"
+    );
+    assert_eq!(
+        stored.progress,
+        Progress::clamped(90),
+        "progress is the highest reported"
+    );
 }

@@ -1,0 +1,137 @@
+//! Upstream pacing: a per-replica cap on Apimart requests per second, and a
+//! shared pause after a 429 so one rate-limit answer slows every task down
+//! instead of each task hammering upstream on its own schedule.
+//!
+//! The token bucket is `governor`'s GCRA limiter (a well-kept library);
+//! this module only adds the 429 pause and wraps [`ImageGenerator`].
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apimart_client::{ApimartError, GenerationRequest, SubmitResponse, TaskStatusResponse};
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::ports::ImageGenerator;
+
+/// Pause applied after a 429 that carried no `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause honoured from a `Retry-After`, so a bogus value cannot stall the engine.
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+
+/// An [`ImageGenerator`] that waits for a token before each call.
+pub struct PacedGenerator {
+    inner: Arc<dyn ImageGenerator>,
+    limiter: DefaultDirectRateLimiter,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl PacedGenerator {
+    /// At most `per_second` calls per second (bursts up to the same number).
+    pub fn new(inner: Arc<dyn ImageGenerator>, per_second: NonZeroU32) -> Self {
+        PacedGenerator {
+            inner,
+            limiter: RateLimiter::direct(Quota::per_second(per_second)),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    async fn admit(&self) {
+        let pause = self
+            .paused_until
+            .lock()
+            .ok()
+            .and_then(|p| *p)
+            .and_then(|until| until.checked_duration_since(Instant::now()));
+        if let Some(wait) = pause {
+            metrics::counter!("upstream_throttled_total", "reason" => "rate_limited").increment(1);
+            tokio::time::sleep(wait).await;
+        }
+        if self.limiter.check().is_err() {
+            metrics::counter!("upstream_throttled_total", "reason" => "rps_cap").increment(1);
+            self.limiter.until_ready().await;
+        }
+    }
+
+    fn observe<T>(&self, result: &Result<T, ApimartError>) {
+        if let Err(ApimartError::RateLimited { retry_after, .. }) = result {
+            let pause = retry_after
+                .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
+                .min(MAX_RATE_LIMIT_PAUSE);
+            if let Ok(mut p) = self.paused_until.lock() {
+                let until = Instant::now() + pause;
+                *p = Some(p.map_or(until, |old| old.max(until)));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ImageGenerator for PacedGenerator {
+    async fn submit(
+        &self,
+        request: &GenerationRequest,
+        idempotency_key: &str,
+    ) -> Result<SubmitResponse, ApimartError> {
+        self.admit().await;
+        let result = self.inner.submit(request, idempotency_key).await;
+        self.observe(&result);
+        result
+    }
+
+    async fn status(&self, external_task_id: &str) -> Result<TaskStatusResponse, ApimartError> {
+        self.admit().await;
+        let result = self.inner.status(external_task_id).await;
+        self.observe(&result);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::MockImageGenerator;
+
+    fn status_ok() -> TaskStatusResponse {
+        TaskStatusResponse {
+            id: "t".into(),
+            status: apimart_client::UpstreamStatus::Processing,
+            progress: 10,
+            images: vec![],
+            error: None,
+            estimated_time: None,
+            actual_time: None,
+            created: None,
+            completed: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_cap_wait_for_the_next_second() {
+        let mut inner = MockImageGenerator::new();
+        inner.expect_status().times(6).returning(|_| Ok(status_ok()));
+        let paced = PacedGenerator::new(Arc::new(inner), NonZeroU32::new(3).unwrap());
+        let start = std::time::Instant::now();
+        for _ in 0..6 {
+            paced.status("t").await.unwrap();
+        }
+        // Three fit the burst; the other three need about a second of refill.
+        assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_following_call() {
+        let mut inner = MockImageGenerator::new();
+        let mut seq = mockall::Sequence::new();
+        inner.expect_status().times(1).in_sequence(&mut seq).returning(|_| {
+            Err(ApimartError::RateLimited { retry_after: Some(Duration::from_secs(5)), message: "slow down".into() })
+        });
+        inner.expect_status().times(1).in_sequence(&mut seq).returning(|_| Ok(status_ok()));
+        let paced = PacedGenerator::new(Arc::new(inner), NonZeroU32::new(100).unwrap());
+        assert!(paced.status("t").await.is_err());
+        let start = tokio::time::Instant::now();
+        paced.status("t").await.unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+    }
+}
