@@ -3,7 +3,10 @@
 //! and a fresh database per test (a SQLite file, or a new PostgreSQL database
 //! dropped afterwards).
 
-#![expect(clippy::expect_used, reason = "test harness: a broken setup should stop the test loudly")]
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a broken setup should stop the test loudly"
+)]
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -37,7 +40,9 @@ pub fn modelgen_bin() -> PathBuf {
 
 /// A sample photo as a data URI.
 pub fn fixture_data_uri(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     let bytes = std::fs::read(&path).expect("fixture");
     format!(
         "data:image/jpeg;base64,{}",
@@ -118,11 +123,17 @@ impl TestDb {
             },
             Backend::Postgres => {
                 let admin = pg_admin_url();
-                let name = format!("mg_e2e_{}", ulid::Ulid::generate().to_string().to_lowercase());
+                let name = format!(
+                    "mg_e2e_{}",
+                    ulid::Ulid::generate().to_string().to_lowercase()
+                );
                 pg_exec(&admin, &format!("CREATE DATABASE {name}"))
                     .await
                     .expect("PostgreSQL must be reachable (set MODELGEN_SKIP_PG=1 to skip PostgreSQL tests)");
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("admin url has a path");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .expect("admin url has a path");
                 TestDb {
                     url: format!("{base}/{name}"),
                     pg: Some((admin, name)),
@@ -138,8 +149,14 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg.take() {
             // Drop runs outside async; use a small runtime on another thread.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    let _ = rt.block_on(pg_exec(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    let _ = rt.block_on(pg_exec(
+                        &admin,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ));
                 }
             })
             .join();
@@ -177,10 +194,18 @@ pub struct CallbackReceiver {
     handle: actix_web::dev::ServerHandle,
 }
 
-async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<ReceiverState>>) -> HttpResponse {
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<ReceiverState>>,
+) -> HttpResponse {
     let down = state.down.lock().map(|d| *d).unwrap_or(false);
     let rate = state.fail_rate.lock().map(|r| *r).unwrap_or(0.0);
-    let status: u16 = if down || (rate > 0.0 && fastrand::f64() < rate) { 503 } else { 200 };
+    let status: u16 = if down || (rate > 0.0 && fastrand::f64() < rate) {
+        503
+    } else {
+        200
+    };
     let headers = req
         .headers()
         .iter()
@@ -188,7 +213,12 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Receiv
         .collect();
     let parsed = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if let Ok(mut r) = state.received.lock() {
-        r.push(Received { headers, body: parsed, raw: body.to_vec(), status });
+        r.push(Received {
+            headers,
+            body: parsed,
+            raw: body.to_vec(),
+            status,
+        });
     }
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
 }
@@ -200,15 +230,23 @@ impl CallbackReceiver {
         let data = web::Data::new(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
-            .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .expect("listen")
-            .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        CallbackReceiver { port, state, handle }
+        CallbackReceiver {
+            port,
+            state,
+            handle,
+        }
     }
 
     /// Its URL.
@@ -218,7 +256,11 @@ impl CallbackReceiver {
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().map(|r| r.clone()).unwrap_or_default()
+        self.state
+            .received
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// Answer 503 to everything while `down`.
@@ -288,7 +330,10 @@ impl Service {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOST", "127.0.0.1")
             .env("PORT", self.port.to_string())
-            .env("RUST_LOG", std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
@@ -302,12 +347,24 @@ impl Service {
         let end = Instant::now() + DEADLINE;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("modelgen exited early with {status}; log:\n{}", self.log_text());
+                panic!(
+                    "modelgen exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
-            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 break;
             }
-            assert!(Instant::now() < end, "modelgen did not become healthy; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "modelgen did not become healthy; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -339,7 +396,10 @@ impl Service {
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         c.wait().ok().and_then(|s| s.code())
     }
 }
@@ -361,7 +421,10 @@ pub struct Api {
 impl Api {
     /// For a service at `base`.
     pub fn new(base: String) -> Api {
-        Api { base, client: reqwest::Client::new() }
+        Api {
+            base,
+            client: reqwest::Client::new(),
+        }
     }
 
     /// POST JSON; returns (status, body).
@@ -379,7 +442,12 @@ impl Api {
 
     /// GET; returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -394,7 +462,11 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        (status, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(), ct)
+        (
+            status,
+            r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+            ct,
+        )
     }
 
     /// Waits until the task is terminal; returns its view.
@@ -403,7 +475,10 @@ impl Api {
         wait_for(&format!("task {task_id} terminal"), deadline, || async {
             let (status, body) = self.get(&path).await;
             (status == 200
-                && matches!(body["data"]["status"].as_str(), Some("completed" | "failed" | "cancelled")))
+                && matches!(
+                    body["data"]["status"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                ))
             .then_some(body["data"].clone())
         })
         .await

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use apimart_sim::{SimConfig, SimHandle, Simulator};
-use modelgen_e2e::{Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, skip_pg, wait_for};
+use modelgen_e2e::{
+    Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, skip_pg, wait_for,
+};
 use serde_json::json;
 
 const CALLBACK_TOKEN: &str = "cb-token-e2e";
@@ -38,7 +40,10 @@ async fn world(backend: Backend, sim_duration: Duration) -> World {
     let receiver = CallbackReceiver::start().await;
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", db.url.clone()),
-        ("STORAGE_URL", format!("file://{}", dir.path().join("images").display())),
+        (
+            "STORAGE_URL",
+            format!("file://{}", dir.path().join("images").display()),
+        ),
         ("APIMART_API_KEY", "e2e-key".into()),
         ("APIMART_BASE_URL", sim.base_url()),
         ("CALLBACK_URL", receiver.url()),
@@ -59,7 +64,14 @@ async fn world(backend: Backend, sim_duration: Duration) -> World {
     .collect();
     let service = Service::start(dir.path(), env).await;
     let api = Api::new(service.base_url());
-    World { _db: db, dir, sim, receiver, service, api }
+    World {
+        _db: db,
+        dir,
+        sim,
+        receiver,
+        service,
+        api,
+    }
 }
 
 fn body_profile() -> serde_json::Value {
@@ -88,18 +100,49 @@ async fn assert_callback(world: &World, task_id: &str, status: &str) {
     })
     .await;
     let cb = &received[0];
-    assert_eq!(cb.headers.get("authorization").map(String::as_str), Some(&*format!("Bearer {CALLBACK_TOKEN}")));
+    assert_eq!(
+        cb.headers.get("authorization").map(String::as_str),
+        Some(&*format!("Bearer {CALLBACK_TOKEN}"))
+    );
     let id = cb.headers.get("webhook-id").expect("webhook-id");
-    let ts: i64 = cb.headers.get("webhook-timestamp").expect("webhook-timestamp").parse().unwrap();
-    let sig = cb.headers.get("webhook-signature").expect("webhook-signature");
+    let ts: i64 = cb
+        .headers
+        .get("webhook-timestamp")
+        .expect("webhook-timestamp")
+        .parse()
+        .unwrap();
+    let sig = cb
+        .headers
+        .get("webhook-signature")
+        .expect("webhook-signature");
     let secret = modelgen_callback::SigningSecret::parse(SIGNING_SECRET).unwrap();
     modelgen_callback::verify(&secret, id, ts, &cb.raw, sig, ts, 300).expect("signature verifies");
-    for field in ["task_id", "request_id", "user_id", "type", "status", "angle", "image_url", "images", "error_code", "error_message", "completed_at"] {
-        assert!(cb.body.get(field).is_some(), "callback lacks {field}: {}", cb.body);
+    for field in [
+        "task_id",
+        "request_id",
+        "user_id",
+        "type",
+        "status",
+        "angle",
+        "image_url",
+        "images",
+        "error_code",
+        "error_message",
+        "completed_at",
+    ] {
+        assert!(
+            cb.body.get(field).is_some(),
+            "callback lacks {field}: {}",
+            cb.body
+        );
     }
     assert_eq!(cb.body["status"], status);
     // Every delivery of one event carries the same webhook-id.
-    assert!(received.iter().all(|r| r.headers.get("webhook-id") == Some(id)));
+    assert!(
+        received
+            .iter()
+            .all(|r| r.headers.get("webhook-id") == Some(id))
+    );
 }
 
 async fn full_flow(backend: Backend) {
@@ -108,11 +151,14 @@ async fn full_flow(backend: Backend) {
 
     // F1: default model.
     let (status, body) = api
-        .post("/models/default", &json!({
-            "user_id": "u-e2e", "request_id": "r-1",
-            "user_image": fixture_data_uri("person_front.jpg"),
-            "body_profile": body_profile(),
-        }))
+        .post(
+            "/models/default",
+            &json!({
+                "user_id": "u-e2e", "request_id": "r-1",
+                "user_image": fixture_data_uri("person_front.jpg"),
+                "body_profile": body_profile(),
+            }),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["code"], 0);
@@ -125,7 +171,11 @@ async fn full_flow(backend: Backend) {
     // It is seen processing with progress before it completes.
     wait_for("processing", DEADLINE, || async {
         let (_, b) = api.get(&format!("/tasks/{base}")).await;
-        matches!(b["data"]["status"].as_str(), Some("processing" | "completed")).then_some(())
+        matches!(
+            b["data"]["status"].as_str(),
+            Some("processing" | "completed")
+        )
+        .then_some(())
     })
     .await;
     let task = api.wait_terminal(&base, DEADLINE).await;
@@ -136,11 +186,14 @@ async fn full_flow(backend: Backend) {
 
     // Idempotent replay: same request_id and payload → same task, 200.
     let (status, replay) = api
-        .post("/models/default", &json!({
-            "user_id": "u-e2e", "request_id": "r-1",
-            "user_image": fixture_data_uri("person_front.jpg"),
-            "body_profile": body_profile(),
-        }))
+        .post(
+            "/models/default",
+            &json!({
+                "user_id": "u-e2e", "request_id": "r-1",
+                "user_image": fixture_data_uri("person_front.jpg"),
+                "body_profile": body_profile(),
+            }),
+        )
         .await;
     assert_eq!(status, 200, "{replay}");
     assert_eq!(replay["data"]["task_id"], base.as_str());
@@ -158,10 +211,13 @@ async fn full_flow(backend: Backend) {
 
     // F3: outfit on the edited model, from the side.
     let (status, body) = api
-        .post("/models/outfit", &json!({
-            "user_id": "u-e2e", "base_model_task_id": edit, "angle": "side",
-            "outfit_images": [fixture_data_uri("object.jpg")],
-        }))
+        .post(
+            "/models/outfit",
+            &json!({
+                "user_id": "u-e2e", "base_model_task_id": edit, "angle": "side",
+                "outfit_images": [fixture_data_uri("object.jpg")],
+            }),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["data"]["angle"], "side");
@@ -215,7 +271,11 @@ async fn kill9_mid_task(backend: Backend) {
     let task = world.api.wait_terminal(&id, DEADLINE).await;
     assert_completed_with_png(&world.api, &task).await;
     assert_callback(&world, &id, "completed").await;
-    assert_eq!(world.sim.stats().max_tasks_per_key, 1, "task was submitted upstream twice");
+    assert_eq!(
+        world.sim.stats().max_tasks_per_key,
+        1,
+        "task was submitted upstream twice"
+    );
     // Graceful stop exits 0.
     assert_eq!(world.service.terminate(), Some(0));
 }

@@ -77,8 +77,18 @@ impl Admin {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn list(&self, status: Option<CallbackStatus>, limit: i64) -> Result<Vec<CallbackView>, RepoError> {
-        Ok(self.outbox.list_callbacks(status, limit).await?.iter().map(CallbackView::from).collect())
+    pub async fn list(
+        &self,
+        status: Option<CallbackStatus>,
+        limit: i64,
+    ) -> Result<Vec<CallbackView>, RepoError> {
+        Ok(self
+            .outbox
+            .list_callbacks(status, limit)
+            .await?
+            .iter()
+            .map(CallbackView::from)
+            .collect())
     }
 
     /// Puts one delivery back to pending.
@@ -86,7 +96,9 @@ impl Admin {
     /// # Errors
     /// [`RepoError::NotFound`] for an unknown event id.
     pub async fn redeliver(&self, event_id: &str) -> Result<CallbackView, RepoError> {
-        Ok(CallbackView::from(&self.outbox.redeliver(event_id, Utc::now()).await?))
+        Ok(CallbackView::from(
+            &self.outbox.redeliver(event_id, Utc::now()).await?,
+        ))
     }
 
     /// Puts every dead delivery back to pending; returns how many.
@@ -106,10 +118,16 @@ pub struct CallbackQuery {
 }
 
 /// `GET /admin/callbacks?status=dead&limit=100`.
-pub async fn list_callbacks(query: web::Query<CallbackQuery>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_callbacks(
+    query: web::Query<CallbackQuery>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(parse_status(s).ok_or_else(|| ApiError::field("status", "must be pending, delivered or dead"))?),
+        Some(s) => Some(
+            parse_status(s)
+                .ok_or_else(|| ApiError::field("status", "must be pending, delivered or dead"))?,
+        ),
     };
     let limit = match query.limit.as_deref() {
         None | Some("") => 100,
@@ -120,14 +138,23 @@ pub async fn list_callbacks(query: web::Query<CallbackQuery>, state: web::Data<H
             .ok_or_else(|| ApiError::field("limit", "must be an integer between 1 and 500"))?,
     };
     let items = state.admin.list(status, limit).await?;
-    Ok(HttpResponse::Ok().json(Envelope::ok("success", serde_json::json!({ "items": items }))))
+    Ok(HttpResponse::Ok().json(Envelope::ok(
+        "success",
+        serde_json::json!({ "items": items }),
+    )))
 }
 
 /// `POST /admin/callbacks/{event_id}/redeliver`.
-pub async fn redeliver(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+pub async fn redeliver(
+    path: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     match state.admin.redeliver(&path).await {
         Ok(view) => Ok(HttpResponse::Ok().json(Envelope::ok("success", view))),
-        Err(RepoError::NotFound) => Err(ApiError::NotFound(format!("callback {} not found", path.as_str()))),
+        Err(RepoError::NotFound) => Err(ApiError::NotFound(format!(
+            "callback {} not found",
+            path.as_str()
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -135,5 +162,8 @@ pub async fn redeliver(path: web::Path<String>, state: web::Data<HttpState>) -> 
 /// `POST /admin/callbacks/redeliver-dead`.
 pub async fn redeliver_all_dead(state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
     let n = state.admin.redeliver_all_dead().await?;
-    Ok(HttpResponse::Ok().json(Envelope::ok("success", serde_json::json!({ "redelivered": n }))))
+    Ok(HttpResponse::Ok().json(Envelope::ok(
+        "success",
+        serde_json::json!({ "redelivered": n }),
+    )))
 }

@@ -133,15 +133,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = open_database(&config).await?;
             let applied = db.migrate().await.context("running migrations")?;
-            println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
             Ok(())
         }
         Command::Tasks(TasksCommand::Show { task_id }) => {
             let db = open_database(&config).await?;
-            let id = task_id.parse().map_err(|_| anyhow::anyhow!("{task_id} is not a task id"))?;
-            let task = db.get_task(&id).await.with_context(|| format!("task {task_id}"))?;
+            let id = task_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{task_id} is not a task id"))?;
+            let task = db
+                .get_task(&id)
+                .await
+                .with_context(|| format!("task {task_id}"))?;
             let images = db.images_for_task(&id).await?;
-            let callbacks: Vec<CallbackView> = db.callbacks_for_task(&id).await?.iter().map(CallbackView::from).collect();
+            let callbacks: Vec<CallbackView> = db
+                .callbacks_for_task(&id)
+                .await?
+                .iter()
+                .map(CallbackView::from)
+                .collect();
             print_json(&serde_json::json!({
                 "task": task_view(&task, &images),
                 "external_task_id": task.external_task_id,
@@ -153,16 +167,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Callbacks(cmd) => {
             let db = open_database(&config).await?;
-            let admin = Admin { outbox: std::sync::Arc::new(db) };
+            let admin = Admin {
+                outbox: std::sync::Arc::new(db),
+            };
             match cmd {
-                CallbacksCommand::List { dead, status, limit } => {
+                CallbacksCommand::List {
+                    dead,
+                    status,
+                    limit,
+                } => {
                     let status = match (dead, status.as_deref()) {
                         (true, _) => Some(CallbackStatus::Dead),
                         (false, None) => None,
-                        (false, Some(s)) => Some(
-                            crate::admin::parse_status(s)
-                                .ok_or_else(|| anyhow::anyhow!("--status must be pending, delivered or dead"))?,
-                        ),
+                        (false, Some(s)) => {
+                            Some(crate::admin::parse_status(s).ok_or_else(|| {
+                                anyhow::anyhow!("--status must be pending, delivered or dead")
+                            })?)
+                        }
                     };
                     print_json(&admin.list(status, limit).await?)
                 }
@@ -171,7 +192,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         let n = admin.redeliver_all_dead().await?;
                         println!("{n} dead callback(s) queued for redelivery");
                     } else if let Some(id) = event_id {
-                        let view = admin.redeliver(&id).await.with_context(|| format!("callback {id}"))?;
+                        let view = admin
+                            .redeliver(&id)
+                            .await
+                            .with_context(|| format!("callback {id}"))?;
                         print_json(&view)?;
                     }
                     Ok(())

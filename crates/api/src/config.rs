@@ -88,6 +88,20 @@ fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Erro
         .map(Secret))
 }
 
+/// Serializes a URL with its password (if any) replaced by `***`.
+fn redact_url_password<S: serde::Serializer>(
+    value: &str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url::Url::parse(value) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            serializer.serialize_str(u.as_str())
+        }
+        _ => serializer.serialize_str(value),
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +124,8 @@ pub struct Config {
     /// How image URLs are written (`{public_base_url}/images/{key}`); default `http://{host}:{port}`.
     #[serde(deserialize_with = "opt_scalar")]
     pub public_base_url: Option<String>,
-    /// `sqlite://path`, `postgres://…`.
+    /// `sqlite://path`, `postgres://…`. Printed with its password redacted.
+    #[serde(serialize_with = "redact_url_password")]
     pub database_url: String,
     /// Pool size.
     pub database_max_connections: usize,
@@ -502,13 +517,22 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c = with(&[("apimart_api_key", "\"sk-very-secret\""), ("api_auth_token", "12345")])
-            .unwrap();
+        let c = with(&[
+            ("apimart_api_key", "\"sk-very-secret\""),
+            ("api_auth_token", "12345"),
+        ])
+        .unwrap();
         assert_eq!(c.api_auth_token.as_ref().map(Secret::expose), Some("12345"));
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-very-secret") && !shown.contains("12345"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("sk-very-secret"));
+        let c = with(&[("database_url", "\"postgres://app:hunter2@db/modelgen\"")]).unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("hunter2") && json.contains("postgres://app:***@db/modelgen"),
+            "{json}"
+        );
         assert!(c.auth_required());
     }
 }

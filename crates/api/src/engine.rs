@@ -19,8 +19,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
-use modelgen_callback::{CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult};
-use modelgen_domain::{ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, with_jitter};
+use modelgen_callback::{
+    CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult,
+};
+use modelgen_domain::{
+    ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, with_jitter,
+};
 use modelgen_persistence::{
     AttemptOutcome, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageRepository, NewImage,
     RepoError, TaskChange, TaskRecord, TaskRepository,
@@ -167,7 +171,8 @@ impl Engine {
                     Vec::new()
                 }
             };
-            metrics::counter!("lease_claims_total", "kind" => "task").increment(claimed.len() as u64);
+            metrics::counter!("lease_claims_total", "kind" => "task")
+                .increment(claimed.len() as u64);
             if claimed.is_empty() {
                 tokio::select! {
                     _ = token.cancelled() => break,
@@ -187,9 +192,16 @@ impl Engine {
                 });
             }
         }
-        info!(in_flight = running.len(), "task worker stopping; finishing in-flight steps");
+        info!(
+            in_flight = running.len(),
+            "task worker stopping; finishing in-flight steps"
+        );
         while running.join_next().await.is_some() {}
-        match self.tasks.release_all_task_leases(&self.settings.owner).await {
+        match self
+            .tasks
+            .release_all_task_leases(&self.settings.owner)
+            .await
+        {
             Ok(n) => info!(released = n, "task leases released"),
             Err(e) => warn!(error = %e, "could not release task leases"),
         }
@@ -261,7 +273,9 @@ impl Engine {
     async fn step(&self, task: TaskRecord) -> Result<Step, RepoError> {
         let now = self.clock.now();
         if task.status.is_terminal() {
-            self.tasks.release_task_lease(&task.task_id, &self.settings.owner).await?;
+            self.tasks
+                .release_task_lease(&task.task_id, &self.settings.owner)
+                .await?;
             return Ok(Step::Done);
         }
         if now - task.created_at >= d(self.settings.task_timeout) {
@@ -275,7 +289,11 @@ impl Engine {
     }
 
     /// Applies a change; maps "someone else owns this now" to [`Step::Superseded`].
-    async fn write(&self, task: &TaskRecord, change: TaskChange) -> Result<Result<TaskRecord, Step>, RepoError> {
+    async fn write(
+        &self,
+        task: &TaskRecord,
+        change: TaskChange,
+    ) -> Result<Result<TaskRecord, Step>, RepoError> {
         match self
             .tasks
             .update_task(&task.task_id, &self.fence(), self.clock.now(), change)
@@ -284,12 +302,19 @@ impl Engine {
             Ok(t) => Ok(Ok(t)),
             Err(RepoError::LeaseLost)
             | Err(RepoError::AlreadyTerminal(_))
-            | Err(RepoError::InvalidTransition(TransitionError::Terminal(_))) => Ok(Err(Step::Superseded)),
+            | Err(RepoError::InvalidTransition(TransitionError::Terminal(_))) => {
+                Ok(Err(Step::Superseded))
+            }
             Err(e) => Err(e),
         }
     }
 
-    async fn fail(&self, task: &TaskRecord, message: String, kind: &'static str) -> Result<Step, RepoError> {
+    async fn fail(
+        &self,
+        task: &TaskRecord,
+        message: String,
+        kind: &'static str,
+    ) -> Result<Step, RepoError> {
         let change = TaskChange {
             event: Some(TaskEvent::Failed),
             error: Some((CODE_UPSTREAM, message)),
@@ -380,10 +405,15 @@ impl Engine {
             resolution: None,
         };
         let started = Instant::now();
-        let result = self.generator.submit(&request, &task.task_id.to_string()).await;
+        let result = self
+            .generator
+            .submit(&request, &task.task_id.to_string())
+            .await;
         let status_label = match &result {
             Ok(_) => "200".to_string(),
-            Err(e) => e.http_status().map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
+            Err(e) => e
+                .http_status()
+                .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
         };
         metrics::counter!("upstream_requests_total", "endpoint" => "submit", "status" => status_label).increment(1);
         metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "submit")
@@ -396,7 +426,10 @@ impl Engine {
                     .estimated_time
                     .map(|e| e / 2)
                     .unwrap_or(self.settings.poll_interval)
-                    .clamp(self.settings.poll_interval, MAX_FIRST_POLL_DELAY.max(self.settings.poll_interval));
+                    .clamp(
+                        self.settings.poll_interval,
+                        MAX_FIRST_POLL_DELAY.max(self.settings.poll_interval),
+                    );
                 let change = TaskChange {
                     external_task_id: Some(resp.task_id),
                     next_run_at: Some(self.clock.now() + d(first)),
@@ -421,11 +454,17 @@ impl Engine {
     /// with the message kept; 401/402 fail it and raise an alert; transient
     /// errors (already retried with backoff inside the client) fail a submit,
     /// and reschedule a poll (the task timeout bounds it).
-    async fn upstream_failed(&self, task: &TaskRecord, e: ApimartError, submitting: bool) -> Result<Step, RepoError> {
+    async fn upstream_failed(
+        &self,
+        task: &TaskRecord,
+        e: ApimartError,
+        submitting: bool,
+    ) -> Result<Step, RepoError> {
         let kind = upstream_error_kind(&e);
         match &e {
             ApimartError::Unauthorized { .. } | ApimartError::InsufficientBalance { .. } => {
-                self.alerts.raise(kind, &format!("Apimart answered {kind}: {e}"));
+                self.alerts
+                    .raise(kind, &format!("Apimart answered {kind}: {e}"));
                 self.fail(task, format!("apimart {kind}: {e}"), kind).await
             }
             ApimartError::RateLimited { .. }
@@ -437,7 +476,11 @@ impl Engine {
             {
                 warn!(error = %e, "status poll failed; retrying later");
                 let delay = with_jitter(
-                    backoff_delay(task.poll_count.max(0) as u32, self.settings.poll_interval, self.settings.poll_max_interval),
+                    backoff_delay(
+                        task.poll_count.max(0) as u32,
+                        self.settings.poll_interval,
+                        self.settings.poll_max_interval,
+                    ),
                     fastrand::f64(),
                 );
                 let wait = e.retry_after().map_or(delay, |r| r.max(delay));
@@ -477,7 +520,9 @@ impl Engine {
         let result = self.generator.status(external).await;
         let status_label = match &result {
             Ok(_) => "200".to_string(),
-            Err(e) => e.http_status().map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
+            Err(e) => e
+                .http_status()
+                .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
         };
         metrics::counter!("upstream_requests_total", "endpoint" => "status", "status" => status_label).increment(1);
         metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "status")
@@ -485,7 +530,13 @@ impl Engine {
         let resp = match result {
             Ok(r) => r,
             Err(ApimartError::NotFound { message }) => {
-                return self.fail(&task, format!("apimart task not found: {message}"), "not_found").await;
+                return self
+                    .fail(
+                        &task,
+                        format!("apimart task not found: {message}"),
+                        "not_found",
+                    )
+                    .await;
             }
             Err(e) => return self.upstream_failed(&task, e, false).await,
         };
@@ -499,12 +550,22 @@ impl Engine {
                     .map(|e| e.message.clone())
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| "upstream task failed".into());
-                self.fail(&task, format!("apimart: {msg}"), "upstream_failed").await
+                self.fail(&task, format!("apimart: {msg}"), "upstream_failed")
+                    .await
             }
-            UpstreamStatus::Cancelled => self.fail(&task, "apimart: task cancelled upstream".into(), "upstream_cancelled").await,
+            UpstreamStatus::Cancelled => {
+                self.fail(
+                    &task,
+                    "apimart: task cancelled upstream".into(),
+                    "upstream_cancelled",
+                )
+                .await
+            }
             status => {
                 let event = match status {
-                    UpstreamStatus::Processing => Some(TaskEvent::Progressed(Progress::clamped(i64::from(resp.progress)))),
+                    UpstreamStatus::Processing => Some(TaskEvent::Progressed(Progress::clamped(
+                        i64::from(resp.progress),
+                    ))),
                     _ => None,
                 };
                 let change = TaskChange {
@@ -522,20 +583,46 @@ impl Engine {
         }
     }
 
-    async fn complete(&self, task: TaskRecord, resp: &TaskStatusResponse) -> Result<Step, RepoError> {
+    async fn complete(
+        &self,
+        task: TaskRecord,
+        resp: &TaskStatusResponse,
+    ) -> Result<Step, RepoError> {
         if resp.images.is_empty() {
-            return self.fail(&task, "apimart completed the task without images".into(), "no_images").await;
+            return self
+                .fail(
+                    &task,
+                    "apimart completed the task without images".into(),
+                    "no_images",
+                )
+                .await;
         }
         let now = self.clock.now();
         let mut rows = Vec::with_capacity(resp.images.len());
         for (i, image) in resp.images.iter().enumerate() {
             let Some(url) = image.urls.first() else {
-                return self.fail(&task, "apimart returned an image without a url".into(), "no_images").await;
+                return self
+                    .fail(
+                        &task,
+                        "apimart returned an image without a url".into(),
+                        "no_images",
+                    )
+                    .await;
             };
             if image.expires_at.is_some_and(|exp| exp <= now.timestamp()) {
-                return self.fail(&task, "result image expired before it could be downloaded".into(), "expired").await;
+                return self
+                    .fail(
+                        &task,
+                        "result image expired before it could be downloaded".into(),
+                        "expired",
+                    )
+                    .await;
             }
-            let bytes = match self.fetcher.fetch(url, self.settings.max_result_image_bytes).await {
+            let bytes = match self
+                .fetcher
+                .fetch(url, self.settings.max_result_image_bytes)
+                .await
+            {
                 Ok(b) => b,
                 Err(FetchError::Transient(reason)) => {
                     warn!(%reason, "result download failed; retrying");
@@ -549,7 +636,15 @@ impl Engine {
                         Err(s) => s,
                     });
                 }
-                Err(e) => return self.fail(&task, format!("could not download result image: {e}"), "download").await,
+                Err(e) => {
+                    return self
+                        .fail(
+                            &task,
+                            format!("could not download result image: {e}"),
+                            "download",
+                        )
+                        .await;
+                }
             };
             match self.store_result(&task, i, bytes, now).await {
                 Ok(row) => rows.push(row),
@@ -563,7 +658,9 @@ impl Engine {
         // The state machine requires passing through processing.
         let task = if task.status == TaskStatus::Submitted {
             let change = TaskChange {
-                event: Some(TaskEvent::Progressed(Progress::clamped(i64::from(resp.progress)))),
+                event: Some(TaskEvent::Progressed(Progress::clamped(i64::from(
+                    resp.progress,
+                )))),
                 ..TaskChange::default()
             };
             match self.write(&task, change).await? {
@@ -590,9 +687,16 @@ impl Engine {
         }
     }
 
-    async fn store_result(&self, task: &TaskRecord, index: usize, bytes: Bytes, now: DateTime<Utc>) -> Result<NewImage, StoreResult> {
-        let mime = ImageMime::sniff(&bytes)
-            .ok_or_else(|| StoreResult::Invalid("result image is not a PNG, JPEG or WebP".into()))?;
+    async fn store_result(
+        &self,
+        task: &TaskRecord,
+        index: usize,
+        bytes: Bytes,
+        now: DateTime<Utc>,
+    ) -> Result<NewImage, StoreResult> {
+        let mime = ImageMime::sniff(&bytes).ok_or_else(|| {
+            StoreResult::Invalid("result image is not a PNG, JPEG or WebP".into())
+        })?;
         let size = imagesize::blob_size(&bytes)
             .map_err(|e| StoreResult::Invalid(format!("result image unreadable: {e}")))?;
         let key = format!("results/{}/{index}.{}", task.task_id, mime.extension());
@@ -601,7 +705,10 @@ impl Engine {
             .store_image_base64
             .then(|| base64::engine::general_purpose::STANDARD.encode(&bytes));
         let len = bytes.len() as i64;
-        self.blobs.put(&key, bytes).await.map_err(StoreResult::Blob)?;
+        self.blobs
+            .put(&key, bytes)
+            .await
+            .map_err(StoreResult::Blob)?;
         Ok(NewImage {
             task_id: task.task_id,
             angle: task.angle,
@@ -657,16 +764,23 @@ impl Engine {
         };
         let claimed = self
             .outbox
-            .claim_due_callbacks(&self.settings.owner, self.clock.now(), self.settings.lease, self.settings.batch_size)
+            .claim_due_callbacks(
+                &self.settings.owner,
+                self.clock.now(),
+                self.settings.lease,
+                self.settings.batch_size,
+            )
             .await?;
-        metrics::counter!("lease_claims_total", "kind" => "callback").increment(claimed.len() as u64);
+        metrics::counter!("lease_claims_total", "kind" => "callback")
+            .increment(claimed.len() as u64);
         let n = claimed.len();
         let mut set = JoinSet::new();
         for record in claimed {
             let engine = self.clone();
             let sender = sender.clone();
             set.spawn(async move {
-                let span = info_span!("callback", event.id = %record.event_id, task.id = %record.task_id);
+                let span =
+                    info_span!("callback", event.id = %record.event_id, task.id = %record.task_id);
                 if let Err(e) = engine.deliver(&*sender, record).instrument(span).await {
                     error!(error = %e, "callback attempt could not be recorded");
                 }
@@ -680,7 +794,10 @@ impl Engine {
     ///
     /// # Errors
     /// When the task or its images cannot be read.
-    pub async fn callback_payload(&self, task_id: &modelgen_domain::TaskId) -> Result<CallbackPayload, RepoError> {
+    pub async fn callback_payload(
+        &self,
+        task_id: &modelgen_domain::TaskId,
+    ) -> Result<CallbackPayload, RepoError> {
         let task = self.tasks.get_task(task_id).await?;
         let images = self.images.images_for_task(task_id).await?;
         let images: Vec<CallbackImage> = images
@@ -707,7 +824,11 @@ impl Engine {
         })
     }
 
-    async fn deliver(&self, sender: &dyn CallbackSender, record: CallbackRecord) -> Result<(), RepoError> {
+    async fn deliver(
+        &self,
+        sender: &dyn CallbackSender,
+        record: CallbackRecord,
+    ) -> Result<(), RepoError> {
         let payload = self.callback_payload(&record.task_id).await?;
         let body = serde_json::to_vec(&payload).map_err(|e| RepoError::Corrupt {
             id: record.event_id.clone(),
@@ -728,12 +849,22 @@ impl Engine {
             }
             other => {
                 let (reason, retry_after) = match other {
-                    DeliveryResult::Rejected { status, retry_after, .. } => (format!("HTTP {status}"), retry_after),
+                    DeliveryResult::Rejected {
+                        status,
+                        retry_after,
+                        ..
+                    } => (format!("HTTP {status}"), retry_after),
                     DeliveryResult::Failed { reason } => (reason, None),
                     DeliveryResult::Delivered { .. } => (String::new(), None),
                 };
                 if attempt >= self.settings.callback_max_attempts {
-                    self.alerts.raise("callback_dead", &format!("callback {} for task {} is dead after {attempt} attempts: {reason}", record.event_id, record.task_id));
+                    self.alerts.raise(
+                        "callback_dead",
+                        &format!(
+                            "callback {} for task {} is dead after {attempt} attempts: {reason}",
+                            record.event_id, record.task_id
+                        ),
+                    );
                     metrics::counter!("callbacks_dead_total").increment(1);
                     (AttemptOutcome::Dead { error: reason }, "dead")
                 } else {
@@ -745,12 +876,22 @@ impl Engine {
                     );
                     let delay = retry_after.map_or(delay, |r| r.max(delay));
                     warn!(attempt, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
-                    (AttemptOutcome::Retry { next_attempt_at: now + d(delay), error: reason }, "retry")
+                    (
+                        AttemptOutcome::Retry {
+                            next_attempt_at: now + d(delay),
+                            error: reason,
+                        },
+                        "retry",
+                    )
                 }
             }
         };
         metrics::counter!("callback_deliveries_total", "outcome" => label).increment(1);
-        match self.outbox.record_callback_attempt(&record.event_id, &self.settings.owner, now, outcome).await {
+        match self
+            .outbox
+            .record_callback_attempt(&record.event_id, &self.settings.owner, now, outcome)
+            .await
+        {
             Ok(_) | Err(RepoError::LeaseLost) => Ok(()),
             Err(e) => Err(e),
         }

@@ -25,7 +25,10 @@ impl Readiness {
         let mut problems = Vec::new();
         match self.db.pending_migrations().await {
             Ok(p) if p.is_empty() => {}
-            Ok(p) => problems.push(("migrations", format!("{} pending: {}", p.len(), p.join(", ")))),
+            Ok(p) => problems.push((
+                "migrations",
+                format!("{} pending: {}", p.len(), p.join(", ")),
+            )),
             Err(e) => problems.push(("database", e.to_string())),
         }
         if let Err(e) = self.blobs.check_writable().await {
@@ -44,7 +47,8 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let problems = state.readiness.problems().await;
     if problems.is_empty() {
-        HttpResponse::Ok().json(json!({"code": CODE_OK, "msg": "success", "data": {"status": "ready"}}))
+        HttpResponse::Ok()
+            .json(json!({"code": CODE_OK, "msg": "success", "data": {"status": "ready"}}))
     } else {
         let checks: serde_json::Map<String, serde_json::Value> = problems
             .into_iter()

@@ -43,12 +43,14 @@ pub struct HttpState {
 
 /// Registers every route on an actix `App`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::NotFound(format!("not found: {e}")).into()
-    }))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::field("query", e.to_string()).into()
-    }))
+    cfg.app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::NotFound(format!("not found: {e}")).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::field("query", e.to_string()).into()),
+    )
     .route("/models/default", web::post().to(create_default))
     .route("/models/edit", web::post().to(create_edit))
     .route("/models/outfit", web::post().to(create_outfit))
@@ -59,7 +61,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(crate::health::healthz))
     .route("/readyz", web::get().to(crate::health::readyz))
     .route("/metrics", web::get().to(metrics_text))
-    .route("/admin/callbacks", web::get().to(crate::admin::list_callbacks))
+    .route(
+        "/admin/callbacks",
+        web::get().to(crate::admin::list_callbacks),
+    )
     .route(
         "/admin/callbacks/redeliver-dead",
         web::post().to(crate::admin::redeliver_all_dead),
@@ -72,14 +77,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }
 
 /// Paths open without a token: probes, metrics, API description, images
 /// (their keys hold unguessable task ids and the Java side hands them to browsers).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs")
-        || path.starts_with("/images/")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs"
+    ) || path.starts_with("/images/")
 }
 
 /// Middleware: request id, span, metrics, bearer-token check.
@@ -106,7 +117,10 @@ pub async fn middleware(
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim);
             !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
         }
@@ -115,10 +129,16 @@ pub async fn middleware(
 
     let mut response = if denied {
         let (http_req, _) = req.into_parts();
-        ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&ApiError::Unauthorized))
-            .map_into_right_body()
+        ServiceResponse::new(
+            http_req,
+            actix_web::ResponseError::error_response(&ApiError::Unauthorized),
+        )
+        .map_into_right_body()
     } else {
-        next.call(req).instrument(span.clone()).await?.map_into_left_body()
+        next.call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body()
     };
 
     let status = response.status().as_u16();
@@ -126,10 +146,16 @@ pub async fn middleware(
     metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route.clone(), "method" => method.clone()).record(elapsed);
     span.in_scope(|| {
-        tracing::info!(http.status = status, elapsed_ms = (elapsed * 1000.0) as u64, "request finished");
+        tracing::info!(
+            http.status = status,
+            elapsed_ms = (elapsed * 1000.0) as u64,
+            "request finished"
+        );
     });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), v);
     }
     Ok(response)
 }
@@ -166,10 +192,18 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() { "body".to_string() } else { path };
+        let field = if path == "." || path.is_empty() {
+            "body".to_string()
+        } else {
+            path
+        };
         let message = match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("malformed JSON at line {} column {}", inner.line(), inner.column())
+                format!(
+                    "malformed JSON at line {} column {}",
+                    inner.line(),
+                    inner.column()
+                )
             }
             _ => {
                 // serde's message ends with " at line L column C"; keep the useful part.
@@ -205,7 +239,9 @@ async fn create_default(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
     let key = idempotency_header(&req);
-    Ok(created_response(state.service.create_default(body, key.as_deref()).await?))
+    Ok(created_response(
+        state.service.create_default(body, key.as_deref()).await?,
+    ))
 }
 
 async fn create_edit(
@@ -215,7 +251,9 @@ async fn create_edit(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
     let key = idempotency_header(&req);
-    Ok(created_response(state.service.create_edit(body, key.as_deref()).await?))
+    Ok(created_response(
+        state.service.create_edit(body, key.as_deref()).await?,
+    ))
 }
 
 async fn create_outfit(
@@ -225,15 +263,23 @@ async fn create_outfit(
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
     let key = idempotency_header(&req);
-    Ok(created_response(state.service.create_outfit(body, key.as_deref()).await?))
+    Ok(created_response(
+        state.service.create_outfit(body, key.as_deref()).await?,
+    ))
 }
 
-async fn get_task(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+async fn get_task(
+    path: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let view = state.service.get(&path).await?;
     Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
 }
 
-async fn cancel_task(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+async fn cancel_task(
+    path: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let view = state.service.cancel(&path).await?;
     Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
 }
@@ -249,7 +295,10 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_tasks(query: web::Query<ListQuery>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+async fn list_tasks(
+    query: web::Query<ListQuery>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = match q.limit.as_deref() {
         None | Some("") => None,
@@ -271,7 +320,10 @@ async fn list_tasks(query: web::Query<ListQuery>, state: web::Data<HttpState>) -
     Ok(HttpResponse::Ok().json(Envelope::ok("success", page)))
 }
 
-async fn get_image(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+async fn get_image(
+    path: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let bytes = state.blobs.get(&path).await?;
     let mime = ImageMime::sniff(&bytes).map_or("application/octet-stream", |m| m.as_str());
     Ok(HttpResponse::Ok()

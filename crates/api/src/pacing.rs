@@ -110,28 +110,50 @@ mod tests {
     #[tokio::test]
     async fn calls_beyond_the_cap_wait_for_the_next_second() {
         let mut inner = MockImageGenerator::new();
-        inner.expect_status().times(6).returning(|_| Ok(status_ok()));
+        inner
+            .expect_status()
+            .times(6)
+            .returning(|_| Ok(status_ok()));
         let paced = PacedGenerator::new(Arc::new(inner), NonZeroU32::new(3).unwrap());
         let start = std::time::Instant::now();
         for _ in 0..6 {
             paced.status("t").await.unwrap();
         }
         // Three fit the burst; the other three need about a second of refill.
-        assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_every_following_call() {
         let mut inner = MockImageGenerator::new();
         let mut seq = mockall::Sequence::new();
-        inner.expect_status().times(1).in_sequence(&mut seq).returning(|_| {
-            Err(ApimartError::RateLimited { retry_after: Some(Duration::from_secs(5)), message: "slow down".into() })
-        });
-        inner.expect_status().times(1).in_sequence(&mut seq).returning(|_| Ok(status_ok()));
+        inner
+            .expect_status()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| {
+                Err(ApimartError::RateLimited {
+                    retry_after: Some(Duration::from_secs(5)),
+                    message: "slow down".into(),
+                })
+            });
+        inner
+            .expect_status()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(status_ok()));
         let paced = PacedGenerator::new(Arc::new(inner), NonZeroU32::new(100).unwrap());
         assert!(paced.status("t").await.is_err());
         let start = tokio::time::Instant::now();
         paced.status("t").await.unwrap();
-        assert!(start.elapsed() >= Duration::from_secs(5), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

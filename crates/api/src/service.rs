@@ -13,8 +13,8 @@ use modelgen_domain::{
     ImageMime, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType,
 };
 use modelgen_persistence::{
-    BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError,
-    TaskChange, TaskQuery, TaskRecord, TaskRepository,
+    BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange,
+    TaskQuery, TaskRecord, TaskRepository,
 };
 
 use crate::dto::{
@@ -337,8 +337,8 @@ impl TaskService {
         let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
         let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
         let size = parse_size(&req.size, &mut errors);
-        let base_raw =
-            required(&req.base_model_task_id, "base_model_task_id", &mut errors).map(str::to_string);
+        let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
+            .map(str::to_string);
         let instructions = match req.edit_instructions.as_deref() {
             None => {
                 errors.push(field_error("edit_instructions", "is required"));
@@ -388,8 +388,8 @@ impl TaskService {
         let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
         let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
         let size = parse_size(&req.size, &mut errors);
-        let base_raw =
-            required(&req.base_model_task_id, "base_model_task_id", &mut errors).map(str::to_string);
+        let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
+            .map(str::to_string);
         let angle = match req.angle.as_deref().map(str::trim) {
             None | Some("") => {
                 errors.push(field_error("angle", "is required (front, side or back)"));
@@ -619,7 +619,8 @@ impl TaskService {
             items.push(task_view(task, &images));
         }
         let next_cursor = if has_more {
-            rows.get(limit as usize - 1).map(|t| encode_cursor(&t.task_id))
+            rows.get(limit as usize - 1)
+                .map(|t| encode_cursor(&t.task_id))
         } else {
             None
         };
@@ -640,7 +641,11 @@ impl TaskService {
             enqueue_callback: self.callbacks_enabled,
             ..TaskChange::default()
         };
-        match self.tasks.update_task(&id, &Fence::Unfenced, Utc::now(), change).await {
+        match self
+            .tasks
+            .update_task(&id, &Fence::Unfenced, Utc::now(), change)
+            .await
+        {
             Ok(task) => {
                 metrics::counter!("tasks_finished_total", "type" => task.task_type.as_str(), "status" => "cancelled", "error_kind" => "none").increment(1);
                 let images = self.images.images_for_task(&id).await?;

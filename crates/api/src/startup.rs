@@ -94,9 +94,8 @@ impl Application {
                 info!(migrations = ?applied, "migrations applied");
             }
         }
-        let blobs: Arc<dyn BlobStore> = Arc::new(
-            ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?,
-        );
+        let blobs: Arc<dyn BlobStore> =
+            Arc::new(ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?);
         let prompts = Arc::new(match &config.prompt_templates_dir {
             Some(dir) => PromptTemplates::from_dir(std::path::Path::new(dir))
                 .context("PROMPT_TEMPLATES_DIR")?,
@@ -124,8 +123,14 @@ impl Application {
             ..RetryPolicy::default()
         };
         let (api_key, base_url, sim) = match &config.apimart_api_key {
-            Some(key) => (ApiKey::new(key.expose()), config.apimart_base_url.clone(), None),
-            None if role == Role::ApiOnly => (ApiKey::new("unused"), config.apimart_base_url.clone(), None),
+            Some(key) => (
+                ApiKey::new(key.expose()),
+                config.apimart_base_url.clone(),
+                None,
+            ),
+            None if role == Role::ApiOnly => {
+                (ApiKey::new("unused"), config.apimart_base_url.clone(), None)
+            }
             None => {
                 let sim = Simulator::start(
                     SimConfig {
@@ -156,13 +161,18 @@ impl Application {
         let sender: Option<Arc<dyn CallbackSender>> = match &config.callback_url {
             Some(url) => {
                 let signing_secret = match &config.callback_signing_secret {
-                    Some(s) => Some(SigningSecret::parse(s.expose()).context("CALLBACK_SIGNING_SECRET")?),
+                    Some(s) => {
+                        Some(SigningSecret::parse(s.expose()).context("CALLBACK_SIGNING_SECRET")?)
+                    }
                     None => None,
                 };
                 Some(Arc::new(
                     HttpCallbackSender::new(SenderConfig {
                         url: url.clone(),
-                        token: config.callback_token.as_ref().map(|t| t.expose().to_string()),
+                        token: config
+                            .callback_token
+                            .as_ref()
+                            .map(|t| t.expose().to_string()),
                         signing_secret,
                         timeout: Config::secs(config.callback_timeout),
                         user_agent: concat!("modelgen/", env!("CARGO_PKG_VERSION")).into(),
@@ -175,7 +185,11 @@ impl Application {
         let callback_base = Config::secs(config.callback_base_delay);
         let callback_cap = Config::secs(config.callback_max_delay);
         let callback_max_attempts = config.callback_max_retries.unwrap_or_else(|| {
-            modelgen_callback::attempts_for_horizon(callback_base, callback_cap, Config::secs(config.callback_horizon))
+            modelgen_callback::attempts_for_horizon(
+                callback_base,
+                callback_cap,
+                Config::secs(config.callback_horizon),
+            )
         });
 
         let wake = Arc::new(Notify::new());
@@ -202,7 +216,8 @@ impl Application {
             blobs: blobs.clone(),
             generator,
             fetcher: Arc::new(
-                HttpImageFetcher::new(Config::secs(config.http_timeout)).context("building the download client")?,
+                HttpImageFetcher::new(Config::secs(config.http_timeout))
+                    .context("building the download client")?,
             ),
             sender: sender.clone(),
             clock: Arc::new(SystemClock),
@@ -243,9 +258,16 @@ impl Application {
                         callbacks_enabled: sender.is_some(),
                     },
                     blobs: blobs.clone(),
-                    readiness: Readiness { db: db.clone(), blobs },
+                    readiness: Readiness {
+                        db: db.clone(),
+                        blobs,
+                    },
                     metrics,
-                    auth_token: if config.auth_required() { config.api_auth_token.clone() } else { None },
+                    auth_token: if config.auth_required() {
+                        config.api_auth_token.clone()
+                    } else {
+                        None
+                    },
                     max_body_bytes: config.max_body_bytes,
                     admin: Admin { outbox: repo },
                 });
@@ -321,8 +343,22 @@ impl Application {
         let token = self.token.clone();
         let mut workers = Vec::new();
         if with_workers {
-            workers.push(tokio::spawn(self.engine.clone().run_task_worker(token.clone())));
-            workers.push(tokio::spawn(self.engine.clone().run_callback_worker(token.clone())));
+            workers.push(tokio::spawn(
+                self.engine.clone().run_task_worker(token.clone()),
+            ));
+            workers.push(tokio::spawn(
+                self.engine.clone().run_callback_worker(token.clone()),
+            ));
+        }
+        // HTTP drain and worker drain run at the same time, both within one grace period.
+        let cancelled_at = Arc::new(std::sync::OnceLock::new());
+        {
+            let token = token.clone();
+            let cancelled_at = cancelled_at.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                let _ = cancelled_at.set(std::time::Instant::now());
+            });
         }
         match self.server {
             Some(server) => {
@@ -337,9 +373,15 @@ impl Application {
             }
             None => token.cancelled().await,
         }
+        let spent = cancelled_at.get().map_or(Duration::ZERO, |t| t.elapsed());
         let all = futures_util::future::join_all(workers);
-        if tokio::time::timeout(self.grace, all).await.is_err() {
-            warn!("workers did not finish within the grace period; their leases expire on their own");
+        if tokio::time::timeout(self.grace.saturating_sub(spent), all)
+            .await
+            .is_err()
+        {
+            warn!(
+                "workers did not finish within the grace period; their leases expire on their own"
+            );
         }
         if let Some(sim) = self.sim {
             sim.stop().await;
@@ -353,7 +395,10 @@ async fn watch_signals(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             warn!("cannot install signal handlers");
             return;
         };

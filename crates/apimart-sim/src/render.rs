@@ -390,7 +390,6 @@ fn encode_png(canvas: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

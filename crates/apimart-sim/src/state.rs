@@ -563,7 +563,6 @@ fn status_body(id: &str, task: &Task, lang: Language, file_base: &str) -> Value 
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
 

@@ -127,10 +127,6 @@ impl CallbackPayload {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::expect_used,
-    reason = "a broken fixture should fail the test loudly"
-)]
 mod tests {
     use super::*;
     use chrono::TimeZone;

@@ -456,10 +456,6 @@ fn redacted_url_str(url: &str) -> String {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::expect_used,
-    reason = "a broken fixture should fail the test loudly"
-)]
 mod tests {
     use super::*;
 

@@ -193,10 +193,6 @@ pub fn verify(
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::expect_used,
-    reason = "a broken fixture should fail the test loudly"
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

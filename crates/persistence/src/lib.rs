@@ -14,7 +14,7 @@ pub mod error;
 pub mod models;
 pub mod repo;
 mod rows;
-pub mod schema;
+mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 

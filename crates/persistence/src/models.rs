@@ -1,5 +1,7 @@
 //! Insert, update and record types of the three tables, in domain types.
-//! Timestamps are UTC; durations are `std::time::Duration`.
+//! Timestamps are UTC, stored with microsecond precision (sub-microsecond
+//! parts are truncated on write, on both backends); durations are
+//! `std::time::Duration`.
 
 use chrono::{DateTime, Utc};
 use modelgen_domain::{Angle, Progress, TaskEvent, TaskId, TaskStatus, TaskType};

@@ -33,7 +33,8 @@ pub trait TaskRepository: Send + Sync {
     /// lease is free or expired, oldest due first, setting `lease_owner = owner`
     /// and `lease_expires_at = now + lease`. Two concurrent callers never get the
     /// same task (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an immediate transaction
-    /// on SQLite).
+    /// on SQLite). A claim does not change `updated_at` (it is not a business
+    /// change). `limit <= 0` returns nothing.
     async fn claim_due_tasks(
         &self,
         owner: &str,
@@ -61,7 +62,18 @@ pub trait TaskRepository: Send + Sync {
     /// Applies `change` atomically under `fence` at time `now` and returns the
     /// new row. Errors: [`RepoError::NotFound`], [`RepoError::LeaseLost`] (fence
     /// failed, nothing written), [`RepoError::InvalidTransition`] (state machine
-    /// refused, nothing written).
+    /// refused, nothing written), [`RepoError::AlreadyTerminal`] (a
+    /// [`TaskEvent::Cancelled`](modelgen_domain::TaskEvent::Cancelled) with
+    /// [`Fence::Unfenced`] on a terminal task, nothing written).
+    ///
+    /// `updated_at` becomes the transition's stamp when the event changes the
+    /// state; otherwise `max(now, updated_at + 1 ms)` when the change sets any
+    /// other task field or adds images; a change that only releases the lease
+    /// (or changes nothing) leaves it. `completed_at` is set when a terminal
+    /// state is entered. With `enqueue_callback`, whenever the resulting status
+    /// is terminal (also with no event, to repair a missing row) one
+    /// `callback_delivery` row `task.<status>` is inserted unless one exists.
+    /// Timestamps are stored with microsecond precision (truncated).
     async fn update_task(
         &self,
         id: &TaskId,
@@ -98,7 +110,10 @@ pub trait CallbackOutbox: Send + Sync {
     ) -> Result<Vec<CallbackRecord>, RepoError>;
 
     /// Records one attempt's outcome (attempts + 1, lease released), fenced by
-    /// `owner`'s lease. [`RepoError::LeaseLost`] when the lease is gone.
+    /// `owner`'s lease (held and `lease_expires_at > now`).
+    /// [`RepoError::LeaseLost`] when the lease is gone, [`RepoError::NotFound`]
+    /// when no such row. `Delivered` sets `delivered_at = now`; `Retry` keeps the
+    /// row `pending` due at its `next_attempt_at`; both failures keep `last_error`.
     async fn record_callback_attempt(
         &self,
         event_id: &str,
@@ -121,7 +136,8 @@ pub trait CallbackOutbox: Send + Sync {
     async fn callbacks_for_task(&self, id: &TaskId) -> Result<Vec<CallbackRecord>, RepoError>;
 
     /// Puts a `dead` (or `delivered`) row back to `pending`, due now, attempts
-    /// reset to 0, same event id. [`RepoError::NotFound`] when absent.
+    /// reset to 0, same event id. [`RepoError::NotFound`] when absent. A lease
+    /// in flight on a `pending` row is left alone (its outcome still records).
     async fn redeliver(
         &self,
         event_id: &str,

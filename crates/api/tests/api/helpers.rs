@@ -2,6 +2,11 @@
 //! talking to the Apimart simulator on its own port. Workers are not started:
 //! tests drive the engine step by step and wait on conditions with deadlines.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a broken setup should stop the test loudly"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,7 +81,13 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
     let mut lines = vec![
         ("port".to_string(), "0".to_string()),
         ("database_url".into(), format!("{:?}", db.url)),
-        ("storage_url".into(), format!("{:?}", format!("file://{}", dir.path().join("images").display()))),
+        (
+            "storage_url".into(),
+            format!(
+                "{:?}",
+                format!("file://{}", dir.path().join("images").display())
+            ),
+        ),
         ("apimart_api_key".into(), "\"test-key\"".into()),
         ("apimart_base_url".into(), format!("{:?}", sim.base_url())),
         ("task_poll_interval".into(), "0.05".into()),
@@ -91,7 +102,9 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
         figment = figment.merge(Toml::string(&format!("{k} = {v}")));
     }
     let config = Config::from_figment(figment).expect("test config");
-    let app = Application::build(config, Role::All).await.expect("build app");
+    let app = Application::build(config, Role::All)
+        .await
+        .expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let engine = app.engine();
     let database = app.database();
@@ -118,7 +131,13 @@ impl Drop for TestApp {
 impl TestApp {
     /// POST JSON → (status, body).
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.client.post(format!("{}{path}", self.base)).json(body).send().await.expect("request");
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -139,7 +158,12 @@ impl TestApp {
 
     /// GET → (status, body).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -150,7 +174,10 @@ impl TestApp {
             .post("/models/default", &serde_json::json!({"user_id": user, "user_image": tiny_png(), "body_profile": body_profile()}))
             .await;
         assert_eq!(status, 202, "{body}");
-        body["data"]["task_id"].as_str().expect("task_id").to_string()
+        body["data"]["task_id"]
+            .as_str()
+            .expect("task_id")
+            .to_string()
     }
 
     /// Drives the engine (tasks and callbacks) until `task_id` is terminal.
@@ -159,10 +186,16 @@ impl TestApp {
         loop {
             self.engine.run_once().await.expect("engine step");
             let (_, body) = self.get(&format!("/tasks/{task_id}")).await;
-            if matches!(body["data"]["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+            if matches!(
+                body["data"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return body["data"].clone();
             }
-            assert!(Instant::now() < end, "task {task_id} did not finish: {body}");
+            assert!(
+                Instant::now() < end,
+                "task {task_id} did not finish: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -16,17 +16,26 @@ async fn malformed_json_wrong_types_and_unknown_enums_get_the_envelope() {
         assert!(body["msg"].is_string());
     }
     let (status, body) = app
-        .post("/models/default", &json!({"user_id": 42, "user_image": tiny_png(), "body_profile": body_profile()}))
+        .post(
+            "/models/default",
+            &json!({"user_id": 42, "user_image": tiny_png(), "body_profile": body_profile()}),
+        )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(body["data"]["errors"][0]["field"], "user_id");
     let mut profile = body_profile();
     profile["height_cm"] = json!("tall");
     let (status, body) = app
-        .post("/models/default", &json!({"user_id": "u", "user_image": tiny_png(), "body_profile": profile}))
+        .post(
+            "/models/default",
+            &json!({"user_id": "u", "user_image": tiny_png(), "body_profile": profile}),
+        )
         .await;
     assert_eq!(status, 400);
-    assert_eq!(body["data"]["errors"][0]["field"], "body_profile.height_cm", "{body}");
+    assert_eq!(
+        body["data"]["errors"][0]["field"], "body_profile.height_cm",
+        "{body}"
+    );
     let (status, body) = app
         .post("/models/default", &json!({"user_id": "u", "user_image": tiny_png(), "body_profile": body_profile(), "size": "7:3"}))
         .await;
@@ -41,9 +50,25 @@ async fn every_bad_field_is_listed_at_once() {
         .post("/models/default", &json!({"user_image": "data:image/png;base64,xx", "body_profile": {"gender": "x", "height_cm": 0}}))
         .await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = body["data"]["errors"].as_array().unwrap().iter().filter_map(|e| e["field"].as_str()).collect();
-    for expected in ["user_id", "user_image", "body_profile.gender", "body_profile.height_cm", "body_profile.weight_kg", "body_profile.age", "body_profile.skin_tone"] {
-        assert!(fields.contains(&expected), "{expected} missing from {fields:?}");
+    let fields: Vec<&str> = body["data"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    for expected in [
+        "user_id",
+        "user_image",
+        "body_profile.gender",
+        "body_profile.height_cm",
+        "body_profile.weight_kg",
+        "body_profile.age",
+        "body_profile.skin_tone",
+    ] {
+        assert!(
+            fields.contains(&expected),
+            "{expected} missing from {fields:?}"
+        );
     }
 }
 
@@ -59,16 +84,25 @@ async fn unknown_routes_and_methods_answer_the_envelope() {
 
 #[tokio::test]
 async fn oversized_body_is_413_1007_and_oversized_image_is_rejected() {
-    let app = spawn_app(Backend::Sqlite, AppOptions {
-        extra: vec![("max_body_bytes".into(), "2000".into()), ("max_image_bytes".into(), "100".into())],
-    })
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![
+                ("max_body_bytes".into(), "2000".into()),
+                ("max_image_bytes".into(), "100".into()),
+            ],
+        },
+    )
     .await;
     let big = "a".repeat(5000);
     let (status, body) = app.post("/models/default", &json!({"user_id": big})).await;
     assert_eq!((status, body["code"].as_i64()), (413, Some(1007)), "{body}");
     let image = crate::helpers::person_jpeg();
     let (status, _) = app
-        .post("/models/default", &json!({"user_id": "u", "user_image": &image[..1500], "body_profile": body_profile()}))
+        .post(
+            "/models/default",
+            &json!({"user_id": "u", "user_image": &image[..1500], "body_profile": body_profile()}),
+        )
         .await;
     assert_eq!(status, 400);
 }
@@ -99,9 +133,20 @@ async fn idempotency_key_replays_or_conflicts() {
     let req = json!({"user_id": "idem", "request_id": "k-1", "user_image": tiny_png(), "body_profile": body_profile()});
     let (s1, b1) = app.post("/models/default", &req).await;
     assert_eq!(s1, 202);
-    let r = app.client.post(format!("{}/models/default", app.base)).json(&req).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/models/default", app.base))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers().get("idempotency-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(
+        r.headers()
+            .get("idempotency-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
     let b2: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b1["data"]["task_id"], b2["data"]["task_id"]);
     let mut other = req.clone();
@@ -128,7 +173,13 @@ async fn concurrent_creates_with_one_key_make_one_task() {
             let r = client.post(url).json(&req).send().await.unwrap();
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap();
-            (status, body["data"]["task_id"].as_str().unwrap_or_default().to_string())
+            (
+                status,
+                body["data"]["task_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -146,10 +197,16 @@ async fn base_model_must_be_completed_and_of_a_model_type() {
     let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
     let pending = app.create_default("bm").await;
     let (status, body) = app
-        .post("/models/edit", &json!({"user_id": "bm", "base_model_task_id": pending, "edit_instructions": "x"}))
+        .post(
+            "/models/edit",
+            &json!({"user_id": "bm", "base_model_task_id": pending, "edit_instructions": "x"}),
+        )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)));
-    assert!(body["msg"].as_str().unwrap().contains("not completed"), "{body}");
+    assert!(
+        body["msg"].as_str().unwrap().contains("not completed"),
+        "{body}"
+    );
     app.drive_until_terminal(&pending).await;
     let (status, body) = app
         .post("/models/outfit", &json!({"user_id": "bm", "base_model_task_id": pending, "angle": "front", "outfit_images": [tiny_png()]}))
@@ -158,9 +215,16 @@ async fn base_model_must_be_completed_and_of_a_model_type() {
     let outfit = body["data"]["task_id"].as_str().unwrap().to_string();
     app.drive_until_terminal(&outfit).await;
     let (status, body) = app
-        .post("/models/edit", &json!({"user_id": "bm", "base_model_task_id": outfit, "edit_instructions": "x"}))
+        .post(
+            "/models/edit",
+            &json!({"user_id": "bm", "base_model_task_id": outfit, "edit_instructions": "x"}),
+        )
         .await;
-    assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "an outfit is not a base model: {body}");
+    assert_eq!(
+        (status, body["code"].as_i64()),
+        (400, Some(1001)),
+        "an outfit is not a base model: {body}"
+    );
     let (status, body) = app
         .post("/models/outfit", &json!({"user_id": "bm", "base_model_task_id": pending, "angle": "front", "outfit_images": vec![tiny_png(); 6]}))
         .await;
@@ -182,7 +246,9 @@ async fn cancel_moves_a_running_task_and_refuses_a_terminal_one() {
     app.engine.run_once().await.unwrap();
     let (_, body) = app.get(&format!("/tasks/{id}")).await;
     assert_eq!(body["data"]["status"], "cancelled");
-    let (status, _) = app.post("/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel", &json!({})).await;
+    let (status, _) = app
+        .post("/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel", &json!({}))
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -196,31 +262,60 @@ async fn list_is_newest_first_with_an_opaque_cursor_and_filters() {
     app.create_default("someone-else").await;
     let (status, page1) = app.get("/tasks?user_id=lister&limit=2").await;
     assert_eq!(status, 200);
-    let items: Vec<&str> = page1["data"]["items"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap()).collect();
+    let items: Vec<&str> = page1["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
     assert_eq!(items, vec![ids[4].as_str(), ids[3].as_str()]);
     let cursor = page1["data"]["next_cursor"].as_str().unwrap().to_string();
-    let (_, page2) = app.get(&format!("/tasks?user_id=lister&limit=2&cursor={cursor}")).await;
-    let items2: Vec<&str> = page2["data"]["items"].as_array().unwrap().iter().map(|t| t["task_id"].as_str().unwrap()).collect();
+    let (_, page2) = app
+        .get(&format!("/tasks?user_id=lister&limit=2&cursor={cursor}"))
+        .await;
+    let items2: Vec<&str> = page2["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
     assert_eq!(items2, vec![ids[2].as_str(), ids[1].as_str()]);
     let (_, filtered) = app.get("/tasks?user_id=lister&status=completed").await;
     assert_eq!(filtered["data"]["items"].as_array().unwrap().len(), 0);
-    for bad in ["limit=0", "limit=101", "limit=x", "status=nope", "type=nope", "cursor=!!"] {
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "status=nope",
+        "type=nope",
+        "cursor=!!",
+    ] {
         let (status, body) = app.get(&format!("/tasks?{bad}")).await;
-        assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{bad}: {body}");
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (400, Some(1001)),
+            "{bad}: {body}"
+        );
     }
 }
 
 #[tokio::test]
 async fn bearer_token_is_required_when_configured() {
-    let app = spawn_app(Backend::Sqlite, AppOptions {
-        extra: vec![("api_auth_token".into(), "\"s3cret\"".into())],
-    })
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("api_auth_token".into(), "\"s3cret\"".into())],
+        },
+    )
     .await;
     let (status, body) = app.get("/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
     assert_eq!((status, body["code"].as_i64()), (401, Some(1005)));
     let r = app
         .client
-        .get(format!("{}/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV", app.base))
+        .get(format!(
+            "{}/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            app.base
+        ))
         .bearer_auth("wrong")
         .send()
         .await
@@ -228,7 +323,10 @@ async fn bearer_token_is_required_when_configured() {
     assert_eq!(r.status(), 401);
     let r = app
         .client
-        .get(format!("{}/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV", app.base))
+        .get(format!(
+            "{}/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            app.base
+        ))
         .bearer_auth("s3cret")
         .send()
         .await
@@ -243,7 +341,11 @@ async fn upstream_errors_follow_the_policy() {
     let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
     let base = app.create_default("up").await;
     app.drive_until_terminal(&base).await;
-    for (marker, expect_in_message) in [("[[sim:submit=400]]", "apimart"), ("[[sim:submit=402]]", "insufficient_balance"), ("[[sim:submit=401]]", "unauthorized")] {
+    for (marker, expect_in_message) in [
+        ("[[sim:submit=400]]", "apimart"),
+        ("[[sim:submit=402]]", "insufficient_balance"),
+        ("[[sim:submit=401]]", "unauthorized"),
+    ] {
         let (status, body) = app
             .post("/models/edit", &json!({"user_id": "up", "base_model_task_id": base, "edit_instructions": format!("x {marker}")}))
             .await;
@@ -252,7 +354,13 @@ async fn upstream_errors_follow_the_policy() {
         let task = app.drive_until_terminal(&id).await;
         assert_eq!(task["status"], "failed", "{marker}: {task}");
         assert_eq!(task["error_code"], 1002);
-        assert!(task["error_message"].as_str().unwrap().contains(expect_in_message), "{marker}: {task}");
+        assert!(
+            task["error_message"]
+                .as_str()
+                .unwrap()
+                .contains(expect_in_message),
+            "{marker}: {task}"
+        );
     }
     // A 503 once on submit is retried (same idempotency key) and succeeds.
     let (_, body) = app
@@ -271,14 +379,20 @@ async fn upstream_errors_follow_the_policy() {
 
 #[tokio::test]
 async fn task_timeout_fails_with_timeout_message() {
-    let app = spawn_app(Backend::Sqlite, AppOptions {
-        extra: vec![("task_timeout".into(), "0.5".into())],
-    })
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("task_timeout".into(), "0.5".into())],
+        },
+    )
     .await;
     let base = app.create_default("to").await;
     let task = app.drive_until_terminal(&base).await;
     // The simulator takes 300 ms, so it may complete; a never-ending task must time out.
-    assert!(matches!(task["status"].as_str(), Some("completed" | "failed")));
+    assert!(matches!(
+        task["status"].as_str(),
+        Some("completed" | "failed")
+    ));
     if task["status"] == "completed" {
         let (_, body) = app
             .post("/models/edit", &json!({"user_id": "to", "base_model_task_id": base, "edit_instructions": "x [[sim:never]]"}))
@@ -299,7 +413,11 @@ async fn images_route_serves_stored_images_and_404s_others() {
     let r = app.client.get(url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers().get("content-type").unwrap(), "image/png");
-    for bad in ["/images/nope.png", "/images/../../etc/passwd", "/images/%2e%2e/x"] {
+    for bad in [
+        "/images/nope.png",
+        "/images/../../etc/passwd",
+        "/images/%2e%2e/x",
+    ] {
         let (status, body) = app.get(bad).await;
         assert_eq!(status, 404, "{bad}: {body}");
         assert_eq!(body["code"], 1003);

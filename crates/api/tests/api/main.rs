@@ -2,8 +2,6 @@
 //! properties and the HTTP contract, through real HTTP on loopback, a real
 //! database and the Apimart simulator.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-
 mod helpers;
 mod http_contract;
 mod seed_properties;

@@ -9,7 +9,9 @@ use modelgen_e2e::Backend;
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::helpers::{AppOptions, TestApp, body_profile, person_jpeg, runtime, skip_pg, spawn_app, tiny_png};
+use crate::helpers::{
+    AppOptions, TestApp, body_profile, person_jpeg, runtime, skip_pg, spawn_app, tiny_png,
+};
 
 fn cases(n: u32) -> ProptestConfig {
     ProptestConfig {
@@ -20,10 +22,16 @@ fn cases(n: u32) -> ProptestConfig {
 }
 
 fn backends() -> Vec<Backend> {
-    if skip_pg() { vec![Backend::Sqlite] } else { vec![Backend::Sqlite, Backend::Postgres] }
+    if skip_pg() {
+        vec![Backend::Sqlite]
+    } else {
+        vec![Backend::Sqlite, Backend::Postgres]
+    }
 }
 
-const SIZES: &[&str] = &["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"];
+const SIZES: &[&str] = &[
+    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+];
 
 /// A completed default task of `user`.
 async fn completed_base(app: &TestApp, user: &str) -> String {
@@ -79,15 +87,24 @@ fn bad_data_uri() -> impl Strategy<Value = String> {
         Just(format!("data:image/jpeg;base64,{png}")),
         Just(format!("data:image/png,{png}")),
         Just(format!("data:image/png;base64,{}", png.replace('+', "-"))),
-        Just(format!("data:image/png;base64,{}", png.trim_end_matches('='))),
+        Just(format!(
+            "data:image/png;base64,{}",
+            png.trim_end_matches('=')
+        )),
         Just("data:image/png;base64,".to_string()),
         Just("http://example.com/a.png".to_string()),
         Just(String::new()),
         "[a-zA-Z0-9 ]{1,40}".prop_map(|s| format!("data:image/png;base64,{s}!")),
         "[^d][ -~]{0,40}",
-        (0usize..60).prop_map(move |cut| format!("data:image/png;base64,{}", &png[..cut.min(png.len())]).replace("==", "=")),
+        (0usize..60).prop_map(move |cut| format!(
+            "data:image/png;base64,{}",
+            &png[..cut.min(png.len())]
+        )
+        .replace("==", "=")),
     ]
-    .prop_filter("must differ from the valid URI", move |s| s != &format!("data:image/png;base64,{png}"))
+    .prop_filter("must differ from the valid URI", move |s| {
+        s != &format!("data:image/png;base64,{png}")
+    })
 }
 
 #[test]
@@ -173,9 +190,12 @@ fn property_05_invalid_angle_rejected() {
         prop_assert!(errors.iter().any(|e| e["field"] == "angle"), "{}", resp);
     });
     // A wrong JSON type for angle is the same error, not a framework error.
-    let (status, resp) = rt.block_on(app.post("/models/outfit", &json!({
-        "user_id": "p5", "base_model_task_id": base, "angle": 3, "outfit_images": [tiny_png()]
-    })));
+    let (status, resp) = rt.block_on(app.post(
+        "/models/outfit",
+        &json!({
+            "user_id": "p5", "base_model_task_id": base, "angle": 3, "outfit_images": [tiny_png()]
+        }),
+    ));
     assert_eq!((status, resp["code"].as_i64()), (400, Some(1001)), "{resp}");
 }
 
@@ -186,10 +206,15 @@ fn property_06_created_task_persisted_with_right_fields_and_base_link() {
         let app = rt.block_on(spawn_app(backend, AppOptions::default()));
         let base = rt.block_on(completed_base(&app, "p6"));
         let base_id: modelgen_domain::TaskId = base.parse().unwrap_or_else(|_| panic!("id {base}"));
-        let base_key = rt.block_on(async {
-            use modelgen_persistence::ImageRepository as _;
-            app.db.images_for_task(&base_id).await.map(|i| i[0].image.storage_key.clone())
-        }).unwrap_or_default();
+        let base_key = rt
+            .block_on(async {
+                use modelgen_persistence::ImageRepository as _;
+                app.db
+                    .images_for_task(&base_id)
+                    .await
+                    .map(|i| i[0].image.storage_key.clone())
+            })
+            .unwrap_or_default();
         proptest!(cases(8), |(
             outfit in any::<bool>(),
             angle in proptest::sample::select(&["front", "side", "back"][..]),
@@ -313,9 +338,12 @@ fn property_10_completed_task_has_an_image_row_with_url_or_base64() {
     for backend in backends() {
         for inline in [false, true] {
             let rt = runtime();
-            let app = rt.block_on(spawn_app(backend, AppOptions {
-                extra: vec![("store_image_base64".into(), inline.to_string())],
-            }));
+            let app = rt.block_on(spawn_app(
+                backend,
+                AppOptions {
+                    extra: vec![("store_image_base64".into(), inline.to_string())],
+                },
+            ));
             proptest!(cases(2), |(user in "[a-z]{3,8}")| {
                 let id = rt.block_on(app.create_default(&user));
                 let done = rt.block_on(app.drive_until_terminal(&id));
@@ -341,15 +369,24 @@ fn property_11_callback_carries_task_id_status_type_and_token_header() {
         let rt = runtime();
         let receiver = rt.block_on(async {
             let server = MockServer::start().await;
-            Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(200))
+                .mount(&server)
+                .await;
             server
         });
-        let app = rt.block_on(spawn_app(backend, AppOptions {
-            extra: vec![
-                ("callback_url".into(), format!("{:?}", format!("{}/hook", receiver.uri()))),
-                ("callback_token".into(), "\"cb-secret-token\"".into()),
-            ],
-        }));
+        let app = rt.block_on(spawn_app(
+            backend,
+            AppOptions {
+                extra: vec![
+                    (
+                        "callback_url".into(),
+                        format!("{:?}", format!("{}/hook", receiver.uri())),
+                    ),
+                    ("callback_token".into(), "\"cb-secret-token\"".into()),
+                ],
+            },
+        ));
         let base = rt.block_on(completed_base(&app, "p11"));
         proptest!(cases(6), |(outcome in 0u8..3)| {
             let id = match outcome {

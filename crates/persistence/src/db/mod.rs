@@ -229,7 +229,8 @@ impl Database {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             #[cfg(feature = "sqlite")]
             {
-                let path = sqlite::parse_path(url, rest)?;
+                let path = sqlite::parse_path(rest)?;
+                sqlite::prepare_path(&path)?;
                 let target = path.to_string_lossy().into_owned();
                 let pool = sqlite::build_pool(&target, &options)?;
                 return Ok(Database {

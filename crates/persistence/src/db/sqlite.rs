@@ -51,9 +51,9 @@ fn connection_pragmas() -> String {
 }
 
 /// The file path of a `sqlite:` URL (`rest` is what follows `sqlite:`):
-/// `//data/x.db` → `data/x.db` (relative), `///abs/x.db` → `/abs/x.db`.
-/// Creates the parent directory.
-pub(crate) fn parse_path(url: &str, rest: &str) -> Result<PathBuf, RepoError> {
+/// `//data/x.db` → `data/x.db` (relative to the current directory),
+/// `///abs/x.db` → `/abs/x.db`. Pure; see [`prepare_path`] for the directory.
+pub(crate) fn parse_path(rest: &str) -> Result<PathBuf, RepoError> {
     let unsupported = |why: &str| {
         RepoError::UnsupportedUrl(format!(
             "{why}: expected sqlite://relative/path.db or sqlite:///absolute/path.db"
@@ -62,24 +62,29 @@ pub(crate) fn parse_path(url: &str, rest: &str) -> Result<PathBuf, RepoError> {
     let Some(path) = rest.strip_prefix("//") else {
         return Err(unsupported("missing `//` after `sqlite:`"));
     };
-    if path.is_empty() {
-        return Err(unsupported("empty path"));
+    if path.is_empty() || path.ends_with('/') {
+        return Err(unsupported("no file name"));
     }
     if path.contains('?') || path.contains('#') {
         return Err(unsupported("query parameters are not supported"));
     }
-    if path == ":memory:" || path.starts_with("file:") || url.contains(":memory:") {
+    if path.contains(":memory:") || path.starts_with("file:") {
         return Err(unsupported(
             "in-memory and `file:` URI databases are not supported",
         ));
     }
-    let path = PathBuf::from(path);
+    Ok(PathBuf::from(path))
+}
+
+/// Creates the parent directory of the database file, so that a fresh
+/// checkout runs with `sqlite://data/modelgen.db` and nothing else.
+pub(crate) fn prepare_path(path: &std::path::Path) -> Result<(), RepoError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             RepoError::Unavailable(format!("cannot create {}: {e}", parent.display()))
         })?;
     }
-    Ok(path)
+    Ok(())
 }
 
 /// Opens one pooled connection and applies [`connection_pragmas`].
@@ -201,4 +206,35 @@ pub(crate) async fn due_callback_ids(
         .limit(limit)
         .load(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths_are_relative_or_absolute() {
+        assert_eq!(
+            parse_path("//data/modelgen.db").unwrap(),
+            PathBuf::from("data/modelgen.db")
+        );
+        assert_eq!(
+            parse_path("///var/lib/m.db").unwrap(),
+            PathBuf::from("/var/lib/m.db")
+        );
+        for bad in [
+            ":memory:",
+            "//:memory:",
+            "//",
+            "//dir/",
+            "relative.db",
+            "//x.db?mode=rwc",
+            "//file:x.db",
+        ] {
+            assert!(
+                matches!(parse_path(bad), Err(RepoError::UnsupportedUrl(_))),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -368,7 +368,6 @@ impl ImageRepository for Database {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
     use crate::rows::from_db;
