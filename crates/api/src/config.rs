@@ -527,8 +527,8 @@ mod tests {
         assert!(!shown.contains("sk-very-secret") && !shown.contains("12345"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("sk-very-secret"));
-        let c = with(&[("database_url", "\"postgres://app:hunter2@db/modelgen\"")]).unwrap();
-        let json = serde_json::to_string(&c).unwrap();
+        let pg = with(&[("database_url", "\"postgres://app:hunter2@db/modelgen\"")]).unwrap();
+        let json = serde_json::to_string(&pg).unwrap();
         assert!(
             !json.contains("hunter2") && json.contains("postgres://app:***@db/modelgen"),
             "{json}"
