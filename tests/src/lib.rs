@@ -175,6 +175,8 @@ pub struct Received {
     pub raw: Vec<u8>,
     /// What the receiver answered.
     pub status: u16,
+    /// When it arrived (wall clock, so it can be compared with `webhook-timestamp`).
+    pub at: std::time::SystemTime,
 }
 
 #[derive(Default)]
@@ -218,6 +220,7 @@ async fn receive(
             body: parsed,
             raw: body.to_vec(),
             status,
+            at: std::time::SystemTime::now(),
         });
     }
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
@@ -483,4 +486,239 @@ impl Api {
         })
         .await
     }
+}
+
+impl Service {
+    /// The last `lines` lines of the process log (for failure reports).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Runs `modelgen <args>` once with this service's settings (same environment
+    /// and working directory, logs off so stdout holds only the command's output)
+    /// and returns its output. Used for operator commands such as
+    /// `callbacks list`.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(modelgen_bin());
+        cmd.args(args)
+            .current_dir(&self.workdir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().await.expect("run modelgen")
+    }
+
+    /// `modelgen callbacks list --limit 500` parsed: the outbox rows, newest first.
+    pub async fn callbacks_list(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["callbacks", "list", "--limit", "500"]).await;
+        assert!(
+            out.status.success(),
+            "modelgen callbacks list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let parsed: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("callbacks list prints JSON");
+        match parsed {
+            serde_json::Value::Array(rows) => rows,
+            other => other["items"].as_array().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Opens a connection to a PostgreSQL database (e.g. [`TestDb::url`]) for
+/// checks that go around the service.
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// How long one request through [`Cluster`] may take before it counts as failed.
+pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A reply obtained through [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterReply {
+    /// HTTP status of the answer that ended the attempts.
+    pub status: u16,
+    /// Its JSON body (`Null` when not JSON).
+    pub body: serde_json::Value,
+    /// Requests that failed (unreachable replica, cut connection or 5xx) before it.
+    pub failovers: u32,
+}
+
+/// Several replicas of one deployment behind a client-side "load balancer":
+/// a request that cannot reach a replica (killed, restarting), loses its
+/// connection, or gets a 5xx answer is sent again to the next replica, as a
+/// retrying client of a real deployment would. Only safe for idempotent
+/// requests (reads, and creates that carry a `request_id`).
+#[derive(Clone)]
+pub struct Cluster {
+    ports: Vec<u16>,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    /// For replicas listening on `ports` of 127.0.0.1 (ports survive a restart).
+    pub fn new(ports: Vec<u16>) -> Cluster {
+        assert!(!ports.is_empty(), "a cluster needs a replica");
+        Cluster {
+            ports,
+            client: reqwest::Client::builder()
+                .timeout(CLUSTER_REQUEST_TIMEOUT)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// The replicas' ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// POSTs JSON, first to replica `first % n`, failing over until a replica
+    /// answers below 500 or `deadline` passes (then the last failure is returned).
+    pub async fn post(
+        &self,
+        first: usize,
+        path: &str,
+        body: &serde_json::Value,
+        deadline: Duration,
+    ) -> Result<ClusterReply, String> {
+        self.send(first, deadline, |base| {
+            self.client.post(format!("{base}{path}")).json(body)
+        })
+        .await
+    }
+
+    /// GETs `path` with the same failover as [`Cluster::post`].
+    pub async fn get(
+        &self,
+        first: usize,
+        path: &str,
+        deadline: Duration,
+    ) -> Result<ClusterReply, String> {
+        self.send(first, deadline, |base| {
+            self.client.get(format!("{base}{path}"))
+        })
+        .await
+    }
+
+    async fn send<F>(&self, first: usize, deadline: Duration, build: F) -> Result<ClusterReply, String>
+    where
+        F: Fn(&str) -> reqwest::RequestBuilder,
+    {
+        let end = Instant::now() + deadline;
+        let mut failovers = 0u32;
+        let mut i = first;
+        loop {
+            let port = self.ports[i % self.ports.len()];
+            let failure = match build(&format!("http://127.0.0.1:{port}")).send().await {
+                Ok(r) if r.status().as_u16() < 500 => {
+                    let status = r.status().as_u16();
+                    match r.bytes().await {
+                        Ok(b) => {
+                            return Ok(ClusterReply {
+                                status,
+                                body: serde_json::from_slice(&b)
+                                    .unwrap_or(serde_json::Value::Null),
+                                failovers,
+                            });
+                        }
+                        // The replica died while answering.
+                        Err(e) => format!("port {port}: body cut: {e}"),
+                    }
+                }
+                Ok(r) => format!("port {port}: HTTP {}", r.status()),
+                Err(e) => format!("port {port}: {e}"),
+            };
+            failovers += 1;
+            if Instant::now() >= end {
+                return Err(format!("gave up after {failovers} failures: {failure}"));
+            }
+            i += 1;
+            // After a whole round of failures, give the replicas a moment.
+            if failovers as usize % self.ports.len() == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// A small valid PNG (`side`×`side` RGB, uncompressed deflate) whose pixels
+/// derive from `seed`, so different seeds give different bytes.
+pub fn tiny_png(seed: u32, side: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&u32::try_from(data.len()).expect("chunk").to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let side = side.clamp(1, 64);
+    let mut raw = Vec::new();
+    for y in 0..side {
+        raw.push(0); // filter: none
+        for x in 0..side {
+            let v = seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(x * 31 + y * 17);
+            raw.extend_from_slice(&v.to_be_bytes()[1..4]);
+        }
+    }
+    // zlib stream with one stored (uncompressed) deflate block: raw ≤ 64·193 < 65535.
+    let len = u16::try_from(raw.len()).expect("small image");
+    let mut z = vec![0x78, 0x01, 0x01];
+    z.extend_from_slice(&len.to_le_bytes());
+    z.extend_from_slice(&(!len).to_le_bytes());
+    z.extend_from_slice(&raw);
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &z);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// [`tiny_png`] as a `data:image/png;base64,…` URI.
+pub fn png_data_uri(seed: u32) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(tiny_png(seed, 8))
+    )
 }

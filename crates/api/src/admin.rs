@@ -24,7 +24,7 @@ pub struct Admin {
 }
 
 /// A delivery as shown to operators.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CallbackView {
     /// Stable event id (`webhook-id`).
     pub event_id: String,
@@ -118,6 +118,18 @@ pub struct CallbackQuery {
 }
 
 /// `GET /admin/callbacks?status=dead&limit=100`.
+#[utoipa::path(get, path = "/admin/callbacks", tag = "admin",
+    params(
+        ("status" = Option<String>, Query, description = "pending | delivered | dead"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 100"),
+    ),
+    responses(
+        (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<Vec<CallbackView>>),
+        (status = 400, description = "Bad status or limit (1001)", body = crate::error::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
 pub async fn list_callbacks(
     query: web::Query<CallbackQuery>,
     state: web::Data<HttpState>,
@@ -145,6 +157,15 @@ pub async fn list_callbacks(
 }
 
 /// `POST /admin/callbacks/{event_id}/redeliver`.
+#[utoipa::path(post, path = "/admin/callbacks/{event_id}/redeliver", tag = "admin",
+    params(("event_id" = String, Path, description = "`evt_…`; the redelivery keeps it as `webhook-id`")),
+    responses(
+        (status = 200, description = "Queued again", body = Envelope<CallbackView>),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "Unknown event (1003)", body = crate::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
 pub async fn redeliver(
     path: web::Path<String>,
     state: web::Data<HttpState>,
@@ -160,6 +181,13 @@ pub async fn redeliver(
 }
 
 /// `POST /admin/callbacks/redeliver-dead`.
+#[utoipa::path(post, path = "/admin/callbacks/redeliver-dead", tag = "admin",
+    responses(
+        (status = 200, description = "`data.redelivered`: how many dead deliveries were queued again"),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
 pub async fn redeliver_all_dead(state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
     let n = state.admin.redeliver_all_dead().await?;
     Ok(HttpResponse::Ok().json(Envelope::ok(

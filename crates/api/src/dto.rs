@@ -8,6 +8,7 @@
 //! prefix); its type is then taken from its magic bytes.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use validator::Validate;
 
 use modelgen_domain::FieldError;
@@ -18,7 +19,8 @@ pub const MAX_ID_CHARS: u64 = 64;
 pub const MAX_OUTFIT_IMAGES: u64 = 5;
 
 /// `body_profile` as sent; checked by [`modelgen_domain::BodyProfile`].
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(example = json!({"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light", "body_shape": "slim"}))]
 pub struct BodyProfileDto {
     /// `male`/`female` (also `男`/`女`).
     pub gender: Option<String>,
@@ -39,7 +41,7 @@ pub struct BodyProfileDto {
 }
 
 /// One image, or a list of them (the earlier service sent a single string).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// A single image.
@@ -59,7 +61,8 @@ impl OneOrMany {
 }
 
 /// `POST /models/default`.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[schema(example = json!({"user_id": "u1", "request_id": "r-1", "user_image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
 pub struct CreateDefaultRequest {
     /// Caller's user id, 1–64 characters.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
@@ -80,7 +83,8 @@ pub struct CreateDefaultRequest {
 }
 
 /// `POST /models/edit`.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[schema(example = json!({"user_id": "u1", "base_model_task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "edit_instructions": "shorter hair, smiling"}))]
 pub struct CreateEditRequest {
     /// Caller's user id.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
@@ -97,7 +101,8 @@ pub struct CreateEditRequest {
 }
 
 /// `POST /models/outfit`.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[schema(example = json!({"user_id": "u1", "base_model_task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "angle": "side", "outfit_images": ["https://cdn.example.com/garment.jpg"]}))]
 pub struct CreateOutfitRequest {
     /// Caller's user id.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
@@ -141,7 +146,7 @@ pub fn validation_errors(result: Result<(), validator::ValidationErrors>) -> Vec
 }
 
 /// The 202 body of a create: `{"task_id", "status", "angle"}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CreatedTask {
     /// The new (or replayed) task's id.
     pub task_id: String,
@@ -152,7 +157,7 @@ pub struct CreatedTask {
 }
 
 /// One image of a task view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ImageView {
     /// Public URL of the stored image.
     pub image_url: String,
@@ -165,7 +170,7 @@ pub struct ImageView {
 }
 
 /// `GET /tasks/{task_id}` (DESIGN.md "Task view"); times are RFC 3339 UTC.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct TaskView {
     /// Task id.
     pub task_id: String,
@@ -201,7 +206,7 @@ pub struct TaskView {
 }
 
 /// `GET /tasks` page.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct TaskPage {
     /// Newest first.
     pub items: Vec<TaskView>,

@@ -26,7 +26,7 @@ pub const CODE_CONFLICT: i32 = 1006;
 pub const CODE_TOO_LARGE: i32 = 1007;
 
 /// Every response body: `{"code": int, "msg": string, "data": object|null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T: Serialize> {
     /// 0 on success, else one of the `CODE_*` values.
     pub code: i32,
@@ -34,6 +34,35 @@ pub struct Envelope<T: Serialize> {
     pub msg: String,
     /// The payload, or error details, or null.
     pub data: Option<T>,
+}
+
+/// The `data` of a 400/1001: every bad field.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldErrors {
+    /// One entry per bad field, e.g. `{"field": "body_profile.height_cm", "message": "must be > 0 and ≤ 300"}`.
+    pub errors: Vec<FieldErrorView>,
+}
+
+/// One bad field.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FieldErrorView {
+    /// JSON path of the field as the client wrote it.
+    pub field: String,
+    /// What is wrong, in English.
+    pub message: String,
+}
+
+/// An error envelope: `code` is one of 1001–1007, `data` is null or details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"code": 1003, "msg": "task task_01ARZ3NDEKTSV4RRFFQ69G5FAV not found", "data": null}))]
+pub struct ErrorEnvelope {
+    /// 1001 invalid parameters, 1002 Apimart failed, 1003 not found, 1004 internal,
+    /// 1005 unauthorized, 1006 conflict, 1007 too large.
+    pub code: i32,
+    /// Human-readable message.
+    pub msg: String,
+    /// `{"errors": [...]}` for 1001, `{"task_id", "status"}` for some 1006, else null.
+    pub data: Option<serde_json::Value>,
 }
 
 impl<T: Serialize> Envelope<T> {

@@ -39,11 +39,18 @@ impl Readiness {
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive (code 0, `data.status` = `ok`)")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"code": CODE_OK, "msg": "success", "data": {"status": "ok"}}))
 }
 
 /// `GET /readyz`: 200 when ready, 503 with the reasons otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: database reachable, migrations applied, storage writable"),
+        (status = 503, description = "Not ready; `data.checks` maps each failed check (database, migrations, storage) to its reason", body = crate::error::ErrorEnvelope),
+    ))]
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let problems = state.readiness.problems().await;
     if problems.is_empty() {

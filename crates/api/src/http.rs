@@ -18,7 +18,8 @@ use modelgen_domain::{FieldError, ImageMime};
 use modelgen_persistence::BlobStore;
 
 use crate::config::Secret;
-use crate::error::{ApiError, Envelope};
+use crate::dto::{CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, CreatedTask, TaskPage, TaskView};
+use crate::error::{ApiError, Envelope, ErrorEnvelope};
 use crate::health::Readiness;
 use crate::service::TaskService;
 
@@ -61,6 +62,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(crate::health::healthz))
     .route("/readyz", web::get().to(crate::health::readyz))
     .route("/metrics", web::get().to(metrics_text))
+    .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
+    .route("/docs", web::get().to(crate::openapi::docs_redirect))
+    .service(crate::openapi::swagger_ui())
     .route(
         "/admin/callbacks",
         web::get().to(crate::admin::list_callbacks),
@@ -232,7 +236,23 @@ fn created_response(created: crate::service::Created) -> HttpResponse {
     }
 }
 
-async fn create_default(
+/// `POST /models/default`: create an F1 task (202), or replay one (200).
+#[utoipa::path(post, path = "/models/default", tag = "models",
+    description = "F1: the digital model of a user from a front photo and a body profile.",
+    request_body = CreateDefaultRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
+    responses(
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+        (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
+        (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
+        (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn create_default(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<HttpState>,
@@ -244,7 +264,24 @@ async fn create_default(
     ))
 }
 
-async fn create_edit(
+/// `POST /models/edit`: create an F2 task on a completed base model.
+#[utoipa::path(post, path = "/models/edit", tag = "models",
+    description = "F2: an edit of a completed default or edit task of the same user.",
+    request_body = CreateEditRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
+    responses(
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+        (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
+        (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
+        (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+        (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn create_edit(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<HttpState>,
@@ -256,7 +293,24 @@ async fn create_edit(
     ))
 }
 
-async fn create_outfit(
+/// `POST /models/outfit`: create an F3 task on a completed base model.
+#[utoipa::path(post, path = "/models/outfit", tag = "models",
+    description = "F3: the model wearing 1 to 5 garments, seen from the front, side or back.",
+    request_body = CreateOutfitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
+    responses(
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+        (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
+        (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
+        (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+        (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn create_outfit(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<HttpState>,
@@ -268,7 +322,17 @@ async fn create_outfit(
     ))
 }
 
-async fn get_task(
+/// `GET /tasks/{task_id}`: the task view.
+#[utoipa::path(get, path = "/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = String, Path, description = "`task_` + ULID")),
+    responses(
+        (status = 200, description = "The task", body = Envelope<TaskView>),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+        (status = 404, description = "Unknown task (1003)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn get_task(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -276,7 +340,18 @@ async fn get_task(
     Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
 }
 
-async fn cancel_task(
+/// `POST /tasks/{task_id}/cancel`: cancel a running task.
+#[utoipa::path(post, path = "/tasks/{task_id}/cancel", tag = "tasks",
+    params(("task_id" = String, Path, description = "`task_` + ULID")),
+    responses(
+        (status = 200, description = "Cancelled; the callback is enqueued", body = Envelope<TaskView>),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+        (status = 404, description = "Unknown task (1003)", body = ErrorEnvelope),
+        (status = 409, description = "Already terminal (1006); `data.status` is the current status", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn cancel_task(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -286,16 +361,37 @@ async fn cancel_task(
 
 /// Query of `GET /tasks`; all strings so every bad value is a 1001 field error.
 #[derive(Debug, Deserialize)]
-struct ListQuery {
-    user_id: Option<String>,
-    status: Option<String>,
+pub struct ListQuery {
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this type.
     #[serde(rename = "type")]
-    task_type: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    pub task_type: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// Opaque cursor.
+    pub cursor: Option<String>,
 }
 
-async fn list_tasks(
+/// `GET /tasks`: list tasks, newest first, with a keyset cursor.
+#[utoipa::path(get, path = "/tasks", tag = "tasks",
+    params(
+        ("user_id" = Option<String>, Query, description = "Only this user's tasks"),
+        ("status" = Option<String>, Query, description = "submitted | processing | completed | failed | cancelled"),
+        ("type" = Option<String>, Query, description = "default | edit | outfit"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = Envelope<TaskPage>),
+        (status = 400, description = "Bad filter, limit or cursor (1001)", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn list_tasks(
     query: web::Query<ListQuery>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -320,7 +416,15 @@ async fn list_tasks(
     Ok(HttpResponse::Ok().json(Envelope::ok("success", page)))
 }
 
-async fn get_image(
+/// `GET /images/{key}`: a stored image.
+#[utoipa::path(get, path = "/images/{key}", tag = "images",
+    params(("key" = String, Path, description = "Storage key, e.g. `results/task_…/0.png`")),
+    responses(
+        (status = 200, description = "The image bytes", content_type = "image/png"),
+        (status = 404, description = "No such image (1003)", body = ErrorEnvelope),
+    )
+)]
+pub async fn get_image(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -332,7 +436,11 @@ async fn get_image(
         .body(bytes))
 }
 
-async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+/// `GET /metrics`: Prometheus exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
+pub async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

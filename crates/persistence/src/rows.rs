@@ -54,7 +54,7 @@ pub(crate) fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
 }
 
 /// A row of `ai_generation_task`.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ai_generation_task)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct TaskRow {

@@ -36,7 +36,7 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// "database is locked", in milliseconds. Without it concurrent writers fail at
 /// once (STACK.md: 27 of 32 concurrent inserts failed); 5 s covers any single
 /// write transaction of this service by a wide margin.
-pub const BUSY_TIMEOUT_MS: u32 = 5_000;
+pub(crate) const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// Run on every new connection: wait for locks ([`BUSY_TIMEOUT_MS`]), write-ahead
 /// log (readers do not block the writer), enforce the `REFERENCES` clauses
