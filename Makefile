@@ -5,7 +5,7 @@
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run build test test-sqlite lint fmt check-pg clean-data
+.PHONY: run build test test-sqlite lint fmt check-pg clean-data chaos
 
 run:
 	$(CARGO) run --release -p modelgen-api --bin modelgen -- serve
@@ -20,6 +20,12 @@ test: build
 
 test-sqlite: build
 	MODELGEN_SKIP_PG=1 $(CARGO) test --workspace --no-fail-fast
+
+## Chaos run on PostgreSQL: CHAOS_TASKS (500) tasks over CHAOS_REPLICAS (3) replicas,
+## a random replica killed -9 and restarted every 2-3 s; prints its figures.
+chaos: build
+	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} CHAOS_TASKS=$${CHAOS_TASKS:-500} \
+		CHAOS_REPLICAS=$${CHAOS_REPLICAS:-3} $(CARGO) test -p modelgen-e2e --test chaos -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

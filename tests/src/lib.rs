@@ -614,7 +614,12 @@ impl Cluster {
         .await
     }
 
-    async fn send<F>(&self, first: usize, deadline: Duration, build: F) -> Result<ClusterReply, String>
+    async fn send<F>(
+        &self,
+        first: usize,
+        deadline: Duration,
+        build: F,
+    ) -> Result<ClusterReply, String>
     where
         F: Fn(&str) -> reqwest::RequestBuilder,
     {
@@ -630,8 +635,7 @@ impl Cluster {
                         Ok(b) => {
                             return Ok(ClusterReply {
                                 status,
-                                body: serde_json::from_slice(&b)
-                                    .unwrap_or(serde_json::Value::Null),
+                                body: serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
                                 failovers,
                             });
                         }

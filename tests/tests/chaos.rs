@@ -14,9 +14,14 @@
 //!
 //! Size: `CHAOS_TASKS` (default 40, quick enough for `make test`) and
 //! `CHAOS_REPLICAS` (default 3); `make chaos` runs 500 tasks with the figures
-//! printed (`--nocapture`). Needs PostgreSQL; `MODELGEN_SKIP_PG=1` skips it.
+//! printed (`--nocapture`). `CHAOS_KILL_EVERY_MS` (default 2000) sets the pause
+//! between kills (2–3 s by default). Needs PostgreSQL; `MODELGEN_SKIP_PG=1`
+//! skips it.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(
+    clippy::expect_used,
+    reason = "tests: a broken harness should stop loudly"
+)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -221,15 +226,21 @@ async fn run_workload(
         }
     }
     created.sort_by_key(|c| c.index);
-    let bases: Vec<(usize, String)> = created.iter().map(|c| (c.index, c.task_id.clone())).collect();
-    for j in 0..n_derived.min(bases.len()) {
+    let bases: Vec<(usize, String)> = created
+        .iter()
+        .map(|c| (c.index, c.task_id.clone()))
+        .collect();
+    for (j, (base_index, base_id)) in bases.iter().cloned().enumerate().take(n_derived) {
         let (cluster, permits) = (cluster.clone(), permits.clone());
-        let (base_index, base_id) = bases[j].clone();
         let i = n_default + j;
         jobs.spawn(async move {
             wait_completed(&cluster, &base_id, until).await?;
             let (path, body) = derived_body(i, base_index, &base_id);
-            let kind = if path.ends_with("edit") { "edit" } else { "outfit" };
+            let kind = if path.ends_with("edit") {
+                "edit"
+            } else {
+                "outfit"
+            };
             let _permit = permits.acquire_owned().await.expect("semaphore");
             create(&cluster, i, kind, path, &body).await
         });
@@ -277,15 +288,18 @@ async fn run_workload(
     }
 }
 
-/// Kills a random replica with SIGKILL and restarts it, every 2–3 s, until `stop`.
+/// Kills a random replica with SIGKILL and restarts it every `every_ms` to
+/// 1.5 × `every_ms` (measured from the end of the previous restart), until `stop`.
 async fn chaos_monkey(
     services: &mut [Service],
     stop: &AtomicBool,
     kills: &std::sync::atomic::AtomicUsize,
+    every_ms: u64,
 ) -> Vec<usize> {
     let mut per_replica = vec![0; services.len()];
     loop {
-        let pause_until = Instant::now() + Duration::from_millis(2000 + fastrand::u64(0..1000));
+        let pause_until =
+            Instant::now() + Duration::from_millis(every_ms + fastrand::u64(0..=every_ms / 2));
         while Instant::now() < pause_until {
             if stop.load(Ordering::Relaxed) {
                 return per_replica;
@@ -313,7 +327,11 @@ async fn list_user_tasks(cluster: &Cluster, user: &str) -> Result<Vec<String>, S
         if r.status != 200 {
             return Err(format!("GET {path}: {} {}", r.status, r.body));
         }
-        for item in r.body["data"]["items"].as_array().cloned().unwrap_or_default() {
+        for item in r.body["data"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             ids.push(item["task_id"].as_str().unwrap_or_default().to_string());
         }
         match r.body["data"]["next_cursor"].as_str() {
@@ -337,9 +355,13 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
     }
     let n_tasks = env_usize("CHAOS_TASKS", 40).max(1);
     let n_replicas = env_usize("CHAOS_REPLICAS", 3).max(1);
+    let kill_every_ms = env_usize("CHAOS_KILL_EVERY_MS", 2000).max(100) as u64;
     let chaos_deadline = Duration::from_secs(60) + Duration::from_millis(600 * n_tasks as u64);
     let drain_deadline = Duration::from_secs(60) + Duration::from_millis(100 * n_tasks as u64);
-    println!("chaos: {n_tasks} tasks, {n_replicas} replicas, deadline {chaos_deadline:?}");
+    println!(
+        "chaos: {n_tasks} tasks, {n_replicas} replicas, a kill every {kill_every_ms}-{} ms, deadline {chaos_deadline:?}",
+        kill_every_ms * 3 / 2
+    );
 
     let db = TestDb::fresh(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
@@ -412,8 +434,10 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         stop.store(true, Ordering::Relaxed);
         w
     };
-    let (work, kills_per_replica) =
-        tokio::join!(workload, chaos_monkey(&mut services, &stop, &kills));
+    let (work, kills_per_replica) = tokio::join!(
+        workload,
+        chaos_monkey(&mut services, &stop, &kills, kill_every_ms)
+    );
     let kills_total: usize = kills_per_replica.iter().sum();
 
     // ---- callback drain ----------------------------------------------------
@@ -429,10 +453,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
-    let resubmitted = task_rows
-        .iter()
-        .filter(|r| r.get::<_, i32>(2) > 1)
-        .count();
+    let resubmitted = task_rows.iter().filter(|r| r.get::<_, i32>(2) > 1).count();
     let terminal_ids: HashSet<String> = db_status
         .iter()
         .filter(|(_, s)| matches!(s.as_str(), "completed" | "failed" | "cancelled"))
@@ -571,16 +592,26 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
     let mut bad_signatures = 0usize;
     let mut bad_auth = 0usize;
     for r in &received {
-        let task = r.body["task_id"].as_str().unwrap_or("<no task_id>").to_string();
-        let id = r.headers.get("webhook-id").map(String::as_str).unwrap_or("");
+        let task = r.body["task_id"]
+            .as_str()
+            .unwrap_or("<no task_id>")
+            .to_string();
+        let id = r
+            .headers
+            .get("webhook-id")
+            .map(String::as_str)
+            .unwrap_or("");
         let ts: i64 = r
             .headers
             .get("webhook-timestamp")
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
-        let sig = r.headers.get("webhook-signature").map(String::as_str).unwrap_or("");
-        if let Err(e) = modelgen_callback::verify(&secret, id, ts, &r.raw, sig, unix_secs(r), 300)
-        {
+        let sig = r
+            .headers
+            .get("webhook-signature")
+            .map(String::as_str)
+            .unwrap_or("");
+        if let Err(e) = modelgen_callback::verify(&secret, id, ts, &r.raw, sig, unix_secs(r), 300) {
             bad_signatures += 1;
             if bad_signatures <= 5 {
                 violations.push(format!("signature of {id} ({task}) does not verify: {e:?}"));
@@ -605,11 +636,19 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
     for (task, deliveries) in &per_task {
         let ids: HashSet<&str> = deliveries
             .iter()
-            .map(|r| r.headers.get("webhook-id").map(String::as_str).unwrap_or(""))
+            .map(|r| {
+                r.headers
+                    .get("webhook-id")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            })
             .collect();
         webhook_ids.extend(ids.iter().map(|s| s.to_string()));
         if ids.len() != 1 {
-            violations.push(format!("task {task}: deliveries carry {} webhook-ids: {ids:?}", ids.len()));
+            violations.push(format!(
+                "task {task}: deliveries carry {} webhook-ids: {ids:?}",
+                ids.len()
+            ));
         }
         let ok: Vec<&&Received> = deliveries
             .iter()
@@ -639,10 +678,15 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
             tasks_with_2xx.difference(&terminal_ids).count(),
         ));
     }
-    if outbox.get("dead").copied().unwrap_or(0) > 0 || outbox.get("pending").copied().unwrap_or(0) > 0 {
+    if outbox.get("dead").copied().unwrap_or(0) > 0
+        || outbox.get("pending").copied().unwrap_or(0) > 0
+    {
         violations.push(format!("the outbox is not all delivered: {outbox:?}"));
     }
-    let answered_2xx = received.iter().filter(|r| (200..300).contains(&r.status)).count();
+    let answered_2xx = received
+        .iter()
+        .filter(|r| (200..300).contains(&r.status))
+        .count();
 
     // ---- figures -----------------------------------------------------------
     println!();
@@ -668,9 +712,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         terminal(&counts)
     );
     println!("by final status                 {counts:?}");
-    println!(
-        "re-submitted after unknown outcome (submit_attempts > 1): {resubmitted}"
-    );
+    println!("re-submitted after unknown outcome (submit_attempts > 1): {resubmitted}");
     println!("kills (kill -9 + restart)       {kills_total} (per replica {kills_per_replica:?})");
     println!(
         "timings                         creates {:.1} s, until all terminal {:.1} s, callback drain {:.1} s",

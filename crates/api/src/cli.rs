@@ -66,6 +66,12 @@ pub enum TasksCommand {
         /// Task id (`task_…`).
         task_id: String,
     },
+    /// Put a failed task back to `submitted` so the workers run it again
+    /// (fresh upstream submit, timeout counted from now, a new callback when it ends).
+    Retry {
+        /// Task id (`task_…`).
+        task_id: String,
+    },
 }
 
 /// `callbacks …`.
@@ -164,6 +170,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "lease_owner": task.lease_owner,
                 "callbacks": callbacks,
             }))
+        }
+        Command::Tasks(TasksCommand::Retry { task_id }) => {
+            let db = open_database(&config).await?;
+            let id = task_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{task_id} is not a task id"))?;
+            let task = db
+                .retry_task(&id, chrono::Utc::now())
+                .await
+                .with_context(|| format!("task {task_id}"))?;
+            println!(
+                "task {} is {} again; the workers will pick it up",
+                task.task_id, task.status
+            );
+            Ok(())
         }
         Command::Callbacks(cmd) => {
             let db = open_database(&config).await?;

@@ -278,7 +278,7 @@ impl Engine {
                 .await?;
             return Ok(Step::Done);
         }
-        if now - task.created_at >= d(self.settings.task_timeout) {
+        if now - task.run_started_at() >= d(self.settings.task_timeout) {
             warn!("task timed out");
             return self.fail(&task, TIMEOUT_MESSAGE.into(), "timeout").await;
         }
@@ -341,6 +341,8 @@ impl Engine {
                 "status" => task.status.as_str())
             .record(secs);
         }
+        metrics::histogram!("task_polls", "type" => task.task_type.as_str())
+            .record(f64::from(task.poll_count.max(0)));
         info!(task.status = %task.status, error_kind, "task finished");
         if self.settings.callbacks_enabled {
             self.wake.notify_one();

@@ -18,7 +18,9 @@ use modelgen_domain::{FieldError, ImageMime};
 use modelgen_persistence::BlobStore;
 
 use crate::config::Secret;
-use crate::dto::{CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, CreatedTask, TaskPage, TaskView};
+use crate::dto::{
+    CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, CreatedTask, TaskPage, TaskView,
+};
 use crate::error::{ApiError, Envelope, ErrorEnvelope};
 use crate::health::Readiness;
 use crate::service::TaskService;
@@ -441,6 +443,29 @@ pub async fn get_image(
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
 )]
 pub async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+    // Gauges that describe shared state are read at scrape time.
+    let db = &state.readiness.db;
+    let pool = db.pool_status();
+    metrics::gauge!("db_pool_connections", "state" => "in_use")
+        .set(pool.open.saturating_sub(pool.idle) as f64);
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
+    metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
+    metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
+    match db.count_active_tasks().await {
+        Ok(counts) => {
+            for status in [
+                modelgen_domain::TaskStatus::Submitted,
+                modelgen_domain::TaskStatus::Processing,
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("tasks_in_flight", "status" => status.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not count in-flight tasks for metrics"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -126,7 +126,17 @@ mod tests {
     fn document_is_openapi_3_1_and_lists_every_route_and_error_code() {
         let doc: serde_json::Value = serde_json::from_str(&openapi_pretty_json()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        for path in ["/models/default", "/models/edit", "/models/outfit", "/tasks/{task_id}", "/tasks", "/tasks/{task_id}/cancel", "/healthz", "/readyz", "/metrics"] {
+        for path in [
+            "/models/default",
+            "/models/edit",
+            "/models/outfit",
+            "/tasks/{task_id}",
+            "/tasks",
+            "/tasks/{task_id}/cancel",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         let text = doc.to_string();

@@ -154,7 +154,8 @@ impl Application {
                 .with_base_url(base_url)
                 .with_timeout(Config::secs(config.http_timeout))
                 .with_retry(retry)
-                .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION"))),
+                .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION")))
+                .with_observer(Arc::new(crate::telemetry::UpstreamRetryMetrics)),
         )
         .context("APIMART_BASE_URL: cannot build the Apimart client")?;
 

@@ -45,3 +45,20 @@ pub fn prometheus() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Counts the Apimart client's in-call retries as `upstream_retries_total{endpoint}`.
+pub struct UpstreamRetryMetrics;
+
+impl apimart_client::CallObserver for UpstreamRetryMetrics {
+    fn call_finished(
+        &self,
+        endpoint: apimart_client::Endpoint,
+        attempts: u32,
+        _error: Option<&apimart_client::ApimartError>,
+    ) {
+        if attempts > 1 {
+            metrics::counter!("upstream_retries_total", "endpoint" => endpoint.as_str())
+                .increment(u64::from(attempts - 1));
+        }
+    }
+}

@@ -54,6 +54,7 @@ struct Inner {
     /// Kept to scrub upstream echoes of the key from error texts.
     api_key: ApiKey,
     retry: RetryPolicy,
+    observer: Option<std::sync::Arc<dyn crate::config::CallObserver>>,
 }
 
 impl fmt::Debug for ApimartClient {
@@ -132,6 +133,7 @@ impl ApimartClient {
                 base_url,
                 api_key: config.api_key,
                 retry: config.retry,
+                observer: config.observer,
             }),
         })
     }
@@ -206,6 +208,13 @@ impl ApimartClient {
                 }
             })
             .await;
+            if let Some(observer) = &self.inner.observer {
+                observer.call_finished(
+                    crate::config::Endpoint::Submit,
+                    attempts,
+                    result.as_ref().err(),
+                );
+            }
             let span = tracing::Span::current();
             span.record("attempts", attempts);
             span.record("elapsed_ms", elapsed_ms(started));
@@ -250,6 +259,13 @@ impl ApimartClient {
                     }
                 })
                 .await;
+            if let Some(observer) = &self.inner.observer {
+                observer.call_finished(
+                    crate::config::Endpoint::TaskStatus,
+                    attempts,
+                    result.as_ref().err(),
+                );
+            }
             let span = tracing::Span::current();
             span.record("attempts", attempts);
             span.record("elapsed_ms", elapsed_ms(started));

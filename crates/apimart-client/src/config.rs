@@ -37,6 +37,32 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// Which API call an [`CallObserver`] hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /images/generations`.
+    Submit,
+    /// `GET /tasks/{id}`.
+    TaskStatus,
+}
+
+impl Endpoint {
+    /// `submit` or `status`, for metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Endpoint::Submit => "submit",
+            Endpoint::TaskStatus => "status",
+        }
+    }
+}
+
+/// Hears about every finished call, e.g. to count retries in metrics.
+/// `attempts` includes the first try, so `attempts - 1` retries were made.
+pub trait CallObserver: Send + Sync {
+    /// Called once per `submit_generation` / `get_task_status`, after the last attempt.
+    fn call_finished(&self, endpoint: Endpoint, attempts: u32, error: Option<&crate::ApimartError>);
+}
+
 /// Everything [`crate::ApimartClient::new`] needs. Build it with [`ApimartConfig::new`] and
 /// the chained `with_*` setters; values are checked when the client is built.
 #[derive(Clone, Debug)]
@@ -47,6 +73,13 @@ pub struct ApimartConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) user_agent: String,
+    pub(crate) observer: Option<std::sync::Arc<dyn CallObserver>>,
+}
+
+impl fmt::Debug for dyn CallObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallObserver")
+    }
 }
 
 impl ApimartConfig {
@@ -74,6 +107,7 @@ impl ApimartConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
             user_agent: Self::DEFAULT_USER_AGENT.to_owned(),
+            observer: None,
         }
     }
 
@@ -108,6 +142,13 @@ impl ApimartConfig {
     /// Overrides the `User-Agent` header (default [`Self::DEFAULT_USER_AGENT`]).
     pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Reports every finished call (endpoint, attempts, error) to `observer`,
+    /// e.g. to count retries in metrics. None by default.
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 

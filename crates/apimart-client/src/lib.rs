@@ -9,7 +9,7 @@ mod policy;
 mod retry;
 
 pub use client::{ApimartClient, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_ID_LEN};
-pub use config::{ApiKey, ApimartConfig};
+pub use config::{ApiKey, ApimartConfig, CallObserver, Endpoint};
 pub use error::{ApimartError, MAX_KEPT_BODY_BYTES};
 pub use model::{
     GenerationRequest, ResultImage, SubmitResponse, TaskStatusResponse, UpstreamStatus,

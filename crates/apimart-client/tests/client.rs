@@ -927,3 +927,63 @@ async fn user_agent_is_sent() {
             .expect("valid config");
     client.get_task_status("t").await.expect("status read");
 }
+
+/// Records what the client reports after each call.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(apimart_client::Endpoint, u32, bool)>>);
+
+impl apimart_client::CallObserver for Recorder {
+    fn call_finished(
+        &self,
+        endpoint: apimart_client::Endpoint,
+        attempts: u32,
+        error: Option<&ApimartError>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((endpoint, attempts, error.is_some()));
+    }
+}
+
+#[tokio::test]
+async fn observer_hears_every_call_with_its_attempt_count() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/t1"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/t1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(status_body("t1")))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "bad"}})),
+        )
+        .mount(&server)
+        .await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let client =
+        ApimartClient::new(config(format!("{}/v1", server.uri())).with_observer(recorder.clone()))
+            .unwrap();
+    client.get_task_status("t1").await.unwrap();
+    assert!(
+        client
+            .submit_generation(&request(), Some("key-1"))
+            .await
+            .is_err()
+    );
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (apimart_client::Endpoint::TaskStatus, 3, false),
+            (apimart_client::Endpoint::Submit, 1, true)
+        ]
+    );
+}

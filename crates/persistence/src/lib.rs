@@ -23,7 +23,7 @@ pub use blob::MockBlobStore;
 pub use blob::{BlobError, BlobStore, ObjectBlobStore};
 pub use db::{
     Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Database,
-    PoolOptions,
+    PoolOptions, PoolStatus,
 };
 pub use error::RepoError;
 pub use models::*;

@@ -88,6 +88,17 @@ pub struct TaskRecord {
     pub updated_at: DateTime<Utc>,
     /// When a terminal state was entered.
     pub completed_at: Option<DateTime<Utc>>,
+    /// When the current run started, if an operator retried the task
+    /// ([`crate::TaskRepository::retry_task`]); `None` means `created_at`.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRecord {
+    /// When the current run started: the last retry, else creation. The task
+    /// timeout counts from here.
+    pub fn run_started_at(&self) -> DateTime<Utc> {
+        self.started_at.unwrap_or(self.created_at)
+    }
 }
 
 /// How a write is guarded.

@@ -82,6 +82,15 @@ pub trait TaskRepository: Send + Sync {
         change: TaskChange,
     ) -> Result<TaskRecord, RepoError>;
 
+    /// Operator action: puts a `failed` task back to `submitted` (progress 0,
+    /// error, upstream id, counters and lease cleared, due now, `started_at =
+    /// now`, `completed_at` cleared) and deletes its earlier callback rows, so
+    /// the retried run's outcome gets a fresh callback. This is the one
+    /// deliberate exception to "terminal states never change".
+    /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task is
+    /// not `failed`.
+    async fn retry_task(&self, id: &TaskId, now: DateTime<Utc>) -> Result<TaskRecord, RepoError>;
+
     /// Database reachable and answering (readiness).
     async fn ping(&self) -> Result<(), RepoError>;
 }

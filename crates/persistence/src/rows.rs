@@ -82,6 +82,7 @@ pub(crate) struct TaskRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
+    pub started_at: Option<NaiveDateTime>,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -155,6 +156,7 @@ impl TaskRow {
             created_at: created,
             updated_at: created,
             completed_at: None,
+            started_at: None,
         })
     }
 
@@ -207,6 +209,7 @@ impl TaskRow {
             created_at: from_db(self.created_at),
             updated_at: from_db(self.updated_at),
             completed_at: self.completed_at.map(from_db),
+            started_at: self.started_at.map(from_db),
         })
     }
 }

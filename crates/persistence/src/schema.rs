@@ -30,6 +30,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         completed_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
     }
 }
 

@@ -111,6 +111,19 @@ pub(crate) mod postgres;
 pub(crate) mod sqlite;
 mod tasks;
 
+/// A snapshot of the connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Configured maximum.
+    pub max: usize,
+    /// Connections open (idle or in use).
+    pub open: usize,
+    /// Open connections waiting to be used.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Which database a [`Database`] talks to, chosen from the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -308,6 +321,54 @@ impl Database {
             #[cfg(feature = "postgres")]
             Pools::Postgres(pool) => postgres::pending(pool).await,
         }
+    }
+
+    /// Connections of the pool right now, for metrics.
+    pub fn pool_status(&self) -> PoolStatus {
+        let status = match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pool) => pool.status(),
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(pool) => pool.status(),
+        };
+        PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+
+    /// Non-terminal tasks per status (`submitted`, `processing`), for the
+    /// in-flight gauge.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_active_tasks(
+        &self,
+    ) -> Result<Vec<(modelgen_domain::TaskStatus, i64)>, RepoError> {
+        use crate::schema::ai_generation_task as t;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let rows: Vec<(String, i64)> = with_conn!(self, |conn| {
+            Ok(t::table
+                .filter(t::status.eq_any(["submitted", "processing"]))
+                .group_by(t::status)
+                .select((t::status, diesel::dsl::count_star()))
+                .load::<(String, i64)>(conn)
+                .await?)
+        })?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                status
+                    .parse()
+                    .map(|s| (s, n))
+                    .map_err(|e: modelgen_domain::ParseEnumError| RepoError::Corrupt {
+                        id: "status".into(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
     }
 
     /// Runs `SELECT 1` on a pooled connection.

@@ -346,6 +346,48 @@ impl TaskRepository for Database {
         row.into_record()
     }
 
+    async fn retry_task(&self, id: &TaskId, now: DateTime<Utc>) -> Result<TaskRecord, RepoError> {
+        let id = id.to_string();
+        let now = truncate(now);
+        let row = write_tx!(self, |conn, dialect| {
+            let row = dialect::lock_task(conn, &id)
+                .await?
+                .ok_or(RepoError::NotFound)?;
+            if row.status != TaskStatus::Failed.as_str() {
+                return Err(RepoError::Conflict(format!(
+                    "task is {}; only failed tasks can be retried",
+                    row.status
+                )));
+            }
+            diesel::delete(c::table.filter(c::task_id.eq(&id)))
+                .execute(conn)
+                .await?;
+            let stamp = to_db(now.max(rows::from_db(row.updated_at) + MIN_UPDATE_STEP));
+            let now_db = to_db(now);
+            let row = diesel::update(t::table.find(&id))
+                .set((
+                    t::status.eq(TaskStatus::Submitted.as_str()),
+                    t::progress.eq(0),
+                    t::error_code.eq(None::<i32>),
+                    t::error_message.eq(None::<String>),
+                    t::external_task_id.eq(None::<String>),
+                    t::submit_attempts.eq(0),
+                    t::poll_count.eq(0),
+                    t::next_run_at.eq(now_db),
+                    t::lease_owner.eq(None::<String>),
+                    t::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
+                    t::updated_at.eq(stamp),
+                    t::completed_at.eq(None::<chrono::NaiveDateTime>),
+                    t::started_at.eq(Some(now_db)),
+                ))
+                .returning(TaskRow::as_returning())
+                .get_result(conn)
+                .await?;
+            Ok(row)
+        })?;
+        row.into_record()
+    }
+
     async fn ping(&self) -> Result<(), RepoError> {
         self.ping_pool().await
     }

@@ -48,6 +48,7 @@ contract_tests!(
     tasks::bookkeeping_fields_are_applied,
     tasks::migrations_are_idempotent,
     tasks::concurrent_updates_do_not_lose_writes,
+    tasks::retry_puts_only_failed_tasks_back_to_submitted,
     claims::concurrent_claimers_get_disjoint_tasks,
     claims::claims_respect_due_time_limit_order_and_leave_updated_at,
     claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,

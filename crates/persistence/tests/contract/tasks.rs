@@ -587,3 +587,72 @@ pub async fn concurrent_updates_do_not_lose_writes(db: Database) {
         "progress is the highest reported"
     );
 }
+
+pub async fn retry_puts_only_failed_tasks_back_to_submitted(db: Database) {
+    let task = create(&db, new_task("retry", None, t0())).await;
+    // Not failed yet: refused, nothing written.
+    assert!(matches!(
+        db.retry_task(&task.task_id, at(1)).await,
+        Err(RepoError::Conflict(_))
+    ));
+    db.update_task(
+        &task.task_id,
+        &Fence::Unfenced,
+        at(2),
+        TaskChange {
+            event: Some(TaskEvent::Failed),
+            error: Some((1002, "apimart: boom".to_owned())),
+            external_task_id: Some("up-1".to_owned()),
+            count_submit_attempt: true,
+            enqueue_callback: true,
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.callbacks_for_task(&task.task_id).await.unwrap().len(), 1);
+
+    let retried = db.retry_task(&task.task_id, at(10)).await.unwrap();
+    assert_eq!(retried.status, TaskStatus::Submitted);
+    assert_eq!(retried.progress, Progress::ZERO);
+    assert_eq!(
+        (retried.error_code, retried.error_message.clone()),
+        (None, None)
+    );
+    assert_eq!(retried.external_task_id, None);
+    assert_eq!((retried.submit_attempts, retried.poll_count), (0, 0));
+    assert_eq!(retried.completed_at, None);
+    assert_eq!(retried.started_at, Some(at(10)));
+    assert_eq!(retried.run_started_at(), at(10));
+    assert_eq!(retried.next_run_at, at(10));
+    assert!(retried.updated_at > task.updated_at);
+    assert_eq!(retried.created_at, task.created_at);
+    assert!(
+        db.callbacks_for_task(&task.task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(db.get_task(&task.task_id).await.unwrap(), retried);
+
+    // The retried run fails again: a fresh callback row is enqueued.
+    db.update_task(
+        &task.task_id,
+        &Fence::Unfenced,
+        at(20),
+        TaskChange {
+            event: Some(TaskEvent::Failed),
+            error: Some((1002, "again".to_owned())),
+            enqueue_callback: true,
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.callbacks_for_task(&task.task_id).await.unwrap().len(), 1);
+    let unknown = TaskId::generate();
+    assert!(matches!(
+        db.retry_task(&unknown, at(30)).await,
+        Err(RepoError::NotFound)
+    ));
+}
