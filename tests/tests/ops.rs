@@ -511,7 +511,6 @@ async fn readyz_turns_503_when_the_database_is_unreachable() {
     // later uses `DROP DATABASE IF EXISTS`, so it does not mind.
     let name = ops.db.url.rsplit_once('/').unwrap().1.to_string();
     assert!(name.starts_with("mg_e2e_"), "{name}");
-    pg_exec(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
 
     wait_not_ready(&ops.http, "database").await;
     assert_healthz_ok(&ops.http).await;
@@ -529,7 +528,7 @@ async fn readyz_turns_503_when_the_storage_is_unwritable() {
     assert!(images.is_dir(), "the service created {}", images.display());
     let moved = ops.dir.path().join("images.moved");
     std::fs::rename(&images, &moved).unwrap();
-    std::fs::create_dir(&images).unwrap();
+    std::fs::write(&images, b"not a directory").unwrap();
 
     wait_not_ready(&ops.http, "storage").await;
     assert_healthz_ok(&ops.http).await;
