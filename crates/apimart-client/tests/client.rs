@@ -933,6 +933,10 @@ async fn user_agent_is_sent() {
 struct Recorder(std::sync::Mutex<Vec<(apimart_client::Endpoint, u32, bool)>>);
 
 impl apimart_client::CallObserver for Recorder {
+    #[expect(
+        clippy::unwrap_used,
+        reason = "test recorder; a poisoned lock should fail the test"
+    )]
     fn call_finished(
         &self,
         endpoint: apimart_client::Endpoint,
