@@ -5,9 +5,14 @@
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run build test test-sqlite lint fmt check-pg clean-data chaos
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos
 
+## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
+	$(CARGO) run -p modelgen-api --bin modelgen -- serve
+
+## Optimised build, for load tests and production-like runs.
+run-release:
 	$(CARGO) run --release -p modelgen-api --bin modelgen -- serve
 
 build:
