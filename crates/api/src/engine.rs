@@ -701,7 +701,12 @@ impl Engine {
         })?;
         let size = imagesize::blob_size(&bytes)
             .map_err(|e| StoreResult::Invalid(format!("result image unreadable: {e}")))?;
-        let key = format!("results/{}/{index}.{}", task.task_id, mime.extension());
+        let key = format!(
+            "{}{}/{index}.{}",
+            crate::http::RESULTS_PREFIX,
+            task.task_id,
+            mime.extension()
+        );
         let inline = self
             .settings
             .store_image_base64

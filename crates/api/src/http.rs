@@ -25,6 +25,9 @@ use crate::error::{ApiError, Envelope, ErrorEnvelope};
 use crate::health::Readiness;
 use crate::service::TaskService;
 
+/// Blob-store prefix of result images, the only ones `/images/{key}` serves.
+pub const RESULTS_PREFIX: &str = "results/";
+
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
 pub struct HttpState {
@@ -430,6 +433,11 @@ pub async fn get_image(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Only results are public; users' input photos stay private (they are sent
+    // to Apimart as data URIs and never need a URL).
+    if !path.starts_with(RESULTS_PREFIX) {
+        return Err(ApiError::NotFound("image not found".into()));
+    }
     let bytes = state.blobs.get(&path).await?;
     let mime = ImageMime::sniff(&bytes).map_or("application/octet-stream", |m| m.as_str());
     Ok(HttpResponse::Ok()
