@@ -372,8 +372,7 @@ fn metric_sum(samples: &[Sample], name: &str, filters: &[(&str, &str)]) -> f64 {
                 .iter()
                 .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
-        .map(|s| s.value)
-        .sum()
+        .fold(0.0, |sum, s| sum + s.value)
 }
 
 async fn scrape(http: &Http) -> Vec<Sample> {
@@ -511,6 +510,7 @@ async fn readyz_turns_503_when_the_database_is_unreachable() {
     // later uses `DROP DATABASE IF EXISTS`, so it does not mind.
     let name = ops.db.url.rsplit_once('/').unwrap().1.to_string();
     assert!(name.starts_with("mg_e2e_"), "{name}");
+    pg_exec(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
 
     wait_not_ready(&ops.http, "database").await;
     assert_healthz_ok(&ops.http).await;
@@ -593,7 +593,7 @@ async fn logs_never_contain_secrets_tokens_or_image_data() {
         .encode(b"ops-signing-key-0123456789abcdefghijklmn");
     let signing_secret = format!("whsec_{secret_key}");
 
-    let ops = Ops::start(
+    let mut ops = Ops::start(
         Backend::Sqlite,
         APIMART_KEY,
         &[
@@ -692,7 +692,6 @@ async fn logs_never_contain_secrets_tokens_or_image_data() {
     assert!(ops.sim.stats().tasks_created >= 1);
 
     // Stop the service so everything it had to say is in the file.
-    let mut ops = ops;
     let (code, killed) = terminate_within(&mut ops.service, ops.dir.path());
     assert_eq!(
         (code, killed),

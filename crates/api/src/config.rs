@@ -102,6 +102,17 @@ fn redact_url_password<S: serde::Serializer>(
     }
 }
 
+/// As [`redact_url_password`], for optional URLs.
+fn redact_opt_url_password<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => redact_url_password(v, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,6 +152,7 @@ pub struct Config {
     #[serde(deserialize_with = "opt_secret")]
     pub apimart_api_key: Option<Secret>,
     /// Apimart base URL including the version (`https://api.apimart.ai/v1`).
+    #[serde(serialize_with = "redact_url_password")]
     pub apimart_base_url: String,
     /// Upstream model name.
     pub apimart_model: String,
@@ -168,7 +180,10 @@ pub struct Config {
     #[serde(deserialize_with = "opt_scalar")]
     pub prompt_templates_dir: Option<String>,
     /// Where terminal tasks are POSTed; no callbacks when absent.
-    #[serde(deserialize_with = "opt_scalar")]
+    #[serde(
+        deserialize_with = "opt_scalar",
+        serialize_with = "redact_opt_url_password"
+    )]
     pub callback_url: Option<String>,
     /// Sent as `Authorization: Bearer` on callbacks.
     #[serde(deserialize_with = "opt_secret")]
@@ -194,7 +209,10 @@ pub struct Config {
     /// Most Apimart requests per second from this replica (submits and polls together).
     pub upstream_max_rps: u32,
     /// Where alerts (Apimart 401/402, dead callbacks) are POSTed as JSON; none when absent.
-    #[serde(deserialize_with = "opt_scalar")]
+    #[serde(
+        deserialize_with = "opt_scalar",
+        serialize_with = "redact_opt_url_password"
+    )]
     pub alert_webhook_url: Option<String>,
     /// At most one alert webhook per kind per this many seconds.
     pub alert_interval: f64,
