@@ -46,6 +46,9 @@ const USERS: usize = 10;
 const SUBMIT_CONCURRENCY: usize = 16;
 /// How long one create (with its failovers) may take before it counts as lost.
 const CREATE_DEADLINE: Duration = Duration::from_secs(60);
+/// Page size when listing a user's tasks: small, so that pagination (the
+/// cursor) is part of the "nothing lost, nothing doubled" check.
+const LIST_PAGE: usize = 3;
 /// Violations printed in full; the rest are counted.
 const MAX_VIOLATIONS_SHOWN: usize = 40;
 /// Log lines shown per replica when the test fails.
@@ -314,14 +317,28 @@ async fn chaos_monkey(
     }
 }
 
+/// Percent-encodes everything but unreserved characters (RFC 3986), for an
+/// opaque cursor in a query string.
+fn query_escape(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Every task of `user`, through the paginated list endpoint.
 async fn list_user_tasks(cluster: &Cluster, user: &str) -> Result<Vec<String>, String> {
     let mut ids = Vec::new();
     let mut cursor = String::new();
     loop {
-        let mut path = format!("/tasks?user_id={user}&limit=100");
+        let mut path = format!("/tasks?user_id={user}&limit={LIST_PAGE}");
         if !cursor.is_empty() {
-            path.push_str(&format!("&cursor={cursor}"));
+            path.push_str(&format!("&cursor={}", query_escape(&cursor)));
         }
         let r = cluster.get(0, &path, CREATE_DEADLINE).await?;
         if r.status != 200 {
@@ -339,6 +356,25 @@ async fn list_user_tasks(cluster: &Cluster, user: &str) -> Result<Vec<String>, S
             _ => return Ok(ids),
         }
     }
+}
+
+/// The log without terminal colour codes (`ESC [ … m`), which the service
+/// writes even to a file.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn unix_secs(r: &Received) -> i64 {
@@ -742,6 +778,18 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         received.len()
     );
     println!("outbox                          {outbox:?}");
+    for (i, s) in services.iter().enumerate() {
+        let log = strip_ansi(&s.log_text());
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        let warns = log.lines().filter(|l| l.contains(" WARN ")).count();
+        println!(
+            "replica {i} log                   {} ERROR lines, {warns} WARN lines",
+            errors.len()
+        );
+        for l in errors.iter().take(3) {
+            println!("    {l}");
+        }
+    }
     println!("violations                      {}", violations.len());
     for v in violations.iter().take(MAX_VIOLATIONS_SHOWN) {
         println!("  - {v}");
@@ -753,7 +801,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
             println!(
                 "---- replica {i} (port {}) log tail ----\n{}",
                 s.port,
-                s.log_tail(LOG_TAIL_LINES)
+                strip_ansi(&s.log_tail(LOG_TAIL_LINES))
             );
         }
         panic!(

@@ -419,6 +419,15 @@ impl Config {
                 problems.push(format!("{name} must be a positive number of seconds"));
             }
         }
+        if self.task_poll_interval > self.task_poll_max_interval {
+            problems.push("TASK_POLL_INTERVAL must not exceed TASK_POLL_MAX_INTERVAL".into());
+        }
+        if self.retry_base_delay > self.retry_max_delay {
+            problems.push("RETRY_BASE_DELAY must not exceed RETRY_MAX_DELAY".into());
+        }
+        if self.callback_base_delay > self.callback_max_delay {
+            problems.push("CALLBACK_BASE_DELAY must not exceed CALLBACK_MAX_DELAY".into());
+        }
         if self.retry_max_attempts == 0 {
             problems.push("RETRY_MAX_ATTEMPTS must be at least 1".into());
         }

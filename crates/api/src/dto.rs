@@ -64,8 +64,8 @@ impl OneOrMany {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[schema(example = json!({"user_id": "u1", "request_id": "r-1", "user_image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
 pub struct CreateDefaultRequest {
-    /// Caller's user id, 1–64 characters.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    /// Caller's user id, 1–64 characters (emptiness is reported as "is required").
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key, ≤ 64 characters.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
@@ -86,8 +86,8 @@ pub struct CreateDefaultRequest {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[schema(example = json!({"user_id": "u1", "base_model_task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "edit_instructions": "shorter hair, smiling"}))]
 pub struct CreateEditRequest {
-    /// Caller's user id.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    /// Caller's user id, 1–64 characters.
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
@@ -104,8 +104,8 @@ pub struct CreateEditRequest {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[schema(example = json!({"user_id": "u1", "base_model_task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "angle": "side", "outfit_images": ["https://cdn.example.com/garment.jpg"]}))]
 pub struct CreateOutfitRequest {
-    /// Caller's user id.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    /// Caller's user id, 1–64 characters.
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key.
     #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]

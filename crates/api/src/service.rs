@@ -495,7 +495,7 @@ impl TaskService {
                 InputImage::Stored(r) => r.clone(),
                 InputImage::New(ImageInput::Url(u)) => u.as_str().to_string(),
                 InputImage::New(ImageInput::DataUri(img)) => {
-                    let key = format!("inputs/{task_id}/{i}.{}", img.mime().extension());
+                    let key = input_key(&task_id, i, img.mime());
                     self.blobs
                         .put(&key, bytes::Bytes::copy_from_slice(img.bytes()))
                         .await
@@ -518,7 +518,13 @@ impl TaskService {
             request_fingerprint: fingerprint.clone(),
             created_at: Utc::now(),
         };
-        match self.tasks.insert_task(new).await? {
+        let outcome = self.tasks.insert_task(new).await;
+        if !matches!(outcome, Ok(InsertOutcome::Created(_))) {
+            // A replay, a conflict or a failed insert: the inputs just written
+            // belong to no task.
+            self.discard_inputs(&task_id, &draft).await;
+        }
+        match outcome? {
             InsertOutcome::Created(task) => {
                 metrics::counter!("tasks_created_total", "type" => task.task_type.as_str())
                     .increment(1);
@@ -543,6 +549,17 @@ impl TaskService {
                         ),
                         data: Some(serde_json::json!({ "task_id": task.task_id.to_string() })),
                     })
+                }
+            }
+        }
+    }
+
+    async fn discard_inputs(&self, task_id: &TaskId, draft: &Draft) {
+        for (i, input) in draft.inputs.iter().enumerate() {
+            if let InputImage::New(ImageInput::DataUri(img)) = input {
+                let key = input_key(task_id, i, img.mime());
+                if let Err(e) = self.blobs.delete(&key).await {
+                    tracing::warn!(error = %e, blob.key = %key, "could not delete an unused input image");
                 }
             }
         }
@@ -662,6 +679,11 @@ impl TaskService {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Blob key of a task's `index`-th input image: `inputs/<task_id>/<index>.<ext>`.
+fn input_key(task_id: &TaskId, index: usize, mime: ImageMime) -> String {
+    format!("inputs/{task_id}/{index}.{}", mime.extension())
 }
 
 fn created(task: &TaskRecord) -> CreatedTask {

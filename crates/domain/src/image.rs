@@ -365,6 +365,13 @@ pub enum ImageInputError {
         /// The type the magic bytes show, `None` if not PNG, JPEG or WebP.
         detected: Option<ImageMime>,
     },
+    /// The bytes start like the declared type but its header is truncated or
+    /// corrupt (no readable width and height).
+    #[error("image data is a truncated or corrupt {declared}: its header gives no size")]
+    Corrupt {
+        /// The type in the data URI header.
+        declared: ImageMime,
+    },
     /// The decoded image is larger than allowed. Rejected from the encoded
     /// length, before decoding, so `bytes` is the size the data would decode to.
     #[error("image is {bytes} bytes, more than the limit of {max} bytes")]
@@ -513,11 +520,17 @@ fn parse_data_uri(rest: &str, max_bytes: usize) -> Result<DecodedImage, ImageInp
         });
     }
     match ImageMime::sniff(&bytes) {
-        Some(detected) if detected == declared => Ok(DecodedImage {
+        Some(detected) if detected == declared => {}
+        detected => return Err(ImageInputError::MimeMismatch { declared, detected }),
+    }
+    // Magic bytes alone would let a cut-off file through: the header must
+    // also state a non-empty size.
+    match imagesize::blob_size(&bytes) {
+        Ok(size) if size.width > 0 && size.height > 0 => Ok(DecodedImage {
             mime: declared,
             bytes,
         }),
-        detected => Err(ImageInputError::MimeMismatch { declared, detected }),
+        _ => Err(ImageInputError::Corrupt { declared }),
     }
 }
 

@@ -403,3 +403,32 @@ fn the_real_photo_round_trips_through_a_mime_wrapped_data_uri() {
         })
     );
 }
+
+/// A file that only starts like a PNG (signature, cut-off header) is not an image.
+#[test]
+fn truncated_images_are_rejected_as_corrupt() {
+    use base64::Engine as _;
+    let png = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny.png"
+    ))
+    .unwrap();
+    for cut in [8, 12, 20] {
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png[..cut])
+        );
+        assert!(
+            matches!(
+                modelgen_domain::ImageInput::parse(&uri, 1 << 20),
+                Err(modelgen_domain::ImageInputError::Corrupt { .. })
+            ),
+            "a PNG cut at {cut} bytes was accepted"
+        );
+    }
+    let whole = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    assert!(modelgen_domain::ImageInput::parse(&whole, 1 << 20).is_ok());
+}

@@ -28,6 +28,8 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError>;
     /// Reads the object under `key`.
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Deletes the object under `key`; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
     /// Writes and deletes a probe object (readiness).
     async fn check_writable(&self) -> Result<(), BlobError>;
 }
@@ -142,6 +144,15 @@ impl BlobStore for ObjectBlobStore {
         let path = object_path(key)?;
         let result = self.store.get(&path).await.map_err(store_error)?;
         result.bytes().await.map_err(store_error)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        use object_store::ObjectStoreExt;
+        let path = object_path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     async fn check_writable(&self) -> Result<(), BlobError> {

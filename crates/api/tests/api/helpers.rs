@@ -129,6 +129,25 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Number of stored input images (files under the blob store's `inputs/`).
+    pub fn stored_inputs(&self) -> usize {
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(&self._dir.path().join("images").join("inputs"))
+    }
+
     /// POST JSON → (status, body).
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let r = self

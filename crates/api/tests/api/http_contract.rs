@@ -154,6 +154,8 @@ async fn idempotency_key_replays_or_conflicts() {
     let (s3, b3) = app.post("/models/default", &other).await;
     assert_eq!((s3, b3["code"].as_i64()), (409, Some(1006)), "{b3}");
     assert_eq!(app.count_tasks("idem").await, 1);
+    // Replays and conflicts leave no orphan input images behind.
+    assert_eq!(app.stored_inputs(), 1);
     // The same key for another user is a different task.
     let mut second_user = req.clone();
     second_user["user_id"] = json!("idem-2");

@@ -41,6 +41,26 @@ async fn put_get_replace_and_not_found() {
 }
 
 #[tokio::test]
+async fn delete_removes_and_tolerates_missing_objects() {
+    let (store, dir) = store();
+    store
+        .put("inputs/t/0.png", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store.delete("inputs/t/0.png").await.unwrap();
+    assert!(!dir.path().join("images/inputs/t/0.png").exists());
+    assert!(matches!(
+        store.get("inputs/t/0.png").await,
+        Err(BlobError::NotFound)
+    ));
+    store.delete("inputs/t/0.png").await.unwrap();
+    assert!(matches!(
+        store.delete("../x").await,
+        Err(BlobError::InvalidKey(_))
+    ));
+}
+
+#[tokio::test]
 async fn invalid_keys_are_rejected_before_touching_the_store() {
     let (store, dir) = store();
     for key in ["", "/etc/passwd", "../escape", "a/../../b", "a\\b", "a//b"] {
