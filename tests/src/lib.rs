@@ -298,6 +298,7 @@ impl CallbackReceiver {
 pub struct Service {
     /// HTTP port.
     pub port: u16,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
     workdir: PathBuf,
@@ -308,8 +309,18 @@ impl Service {
     /// Starts `modelgen serve` with `env` (plus HOST/PORT) in `workdir` and
     /// waits for `/healthz`.
     pub async fn start(workdir: &Path, env: Vec<(String, String)>) -> Service {
+        Service::start_with_args(workdir, env, &["serve"]).await
+    }
+
+    /// As [`Service::start`], with other arguments (e.g. `serve --api-only`).
+    pub async fn start_with_args(
+        workdir: &Path,
+        env: Vec<(String, String)>,
+        args: &[&str],
+    ) -> Service {
         let mut s = Service {
             port: free_port(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env,
             child: None,
             workdir: workdir.to_path_buf(),
@@ -327,7 +338,7 @@ impl Service {
             .expect("log file");
         let err = log.try_clone().expect("log file");
         let mut cmd = Command::new(modelgen_bin());
-        cmd.arg("serve")
+        cmd.args(&self.args)
             .current_dir(&self.workdir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -725,4 +736,24 @@ pub fn png_data_uri(seed: u32) -> String {
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(tiny_png(seed, 8))
     )
+}
+
+/// Starts `modelgen serve --workers-only` (no HTTP port) with `env` in `workdir`;
+/// its output goes to `workers-<ulid>.log` there. The caller kills it.
+pub fn spawn_workers_only(workdir: &Path, env: Vec<(String, String)>) -> Child {
+    let log =
+        std::fs::File::create(workdir.join(format!("workers-{}.log", ulid::Ulid::generate())))
+            .expect("log file");
+    let err = log.try_clone().expect("log file");
+    Command::new(modelgen_bin())
+        .args(["serve", "--workers-only"])
+        .current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn modelgen --workers-only")
 }

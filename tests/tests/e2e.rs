@@ -305,3 +305,57 @@ async fn postgres_kill9_mid_task_then_restart_completes_and_calls_back() {
     }
     kill9_mid_task(Backend::Postgres).await;
 }
+
+/// `serve --api-only` and `serve --workers-only` split the service: a task
+/// created through the API-only process is run by the workers-only one.
+#[actix_web::test]
+async fn api_only_and_workers_only_processes_share_the_work() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(
+        SimConfig {
+            task_duration: Duration::from_millis(500),
+            api_key: Some("split-key".into()),
+            ..SimConfig::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        (
+            "STORAGE_URL",
+            format!("file://{}", dir.path().join("images").display()),
+        ),
+        ("APIMART_API_KEY", "split-key".into()),
+        ("APIMART_BASE_URL", sim.base_url()),
+        ("TASK_POLL_INTERVAL", "0.2".into()),
+        ("WORKER_IDLE_INTERVAL", "0.1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let api_service =
+        Service::start_with_args(dir.path(), env.clone(), &["serve", "--api-only"]).await;
+    let api = Api::new(api_service.base_url());
+    let (status, body) = api
+        .post("/models/default", &json!({"user_id": "split", "user_image": fixture_data_uri("person_front.jpg"), "body_profile": body_profile()}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["data"]["task_id"].as_str().unwrap().to_string();
+    // Nobody runs it yet: the API-only process has no workers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, view) = api.get(&format!("/tasks/{id}")).await;
+    assert_eq!(
+        view["data"]["status"], "submitted",
+        "an api-only process ran a task"
+    );
+    assert_eq!(sim.stats().submit_requests, 0);
+    // A workers-only process (no HTTP port) picks it up.
+    let mut workers = modelgen_e2e::spawn_workers_only(dir.path(), env);
+    let task = api.wait_terminal(&id, DEADLINE).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let _ = workers.kill();
+    let _ = workers.wait();
+}

@@ -74,3 +74,58 @@ impl Alerts {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn posts(server: &MockServer, want: usize) -> Vec<serde_json::Value> {
+        // The webhook is sent from a spawned task: wait for it with a deadline.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = server.received_requests().await.unwrap_or_default();
+            if got.len() >= want || std::time::Instant::now() > end {
+                return got
+                    .iter()
+                    .map(|r| serde_json::from_slice(&r.body).unwrap())
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_fires_once_per_kind_per_interval() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let alerts = Alerts::with_webhook(
+            reqwest::Client::new(),
+            format!("{}/alert", server.uri()),
+            Duration::from_secs(3600),
+        );
+        for _ in 0..5 {
+            alerts.raise("unauthorized", "Apimart answered 401");
+        }
+        alerts.raise("callback_dead", "evt_1 is dead");
+        let got = posts(&server, 2).await;
+        // Give a stray third POST the chance to show up before asserting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got_after = server.received_requests().await.unwrap_or_default().len();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got_after, 2);
+        let kinds: Vec<&str> = got.iter().filter_map(|b| b["kind"].as_str()).collect();
+        assert!(kinds.contains(&"unauthorized") && kinds.contains(&"callback_dead"));
+        assert_eq!(got[0]["service"], "modelgen");
+    }
+
+    #[tokio::test]
+    async fn without_a_webhook_alerts_only_log_and_count() {
+        // Nothing to assert on the network; this must not panic or block.
+        Alerts::default().raise("unauthorized", "no webhook configured");
+    }
+}

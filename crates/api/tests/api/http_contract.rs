@@ -425,3 +425,39 @@ async fn images_route_serves_stored_images_and_404s_others() {
         assert_eq!(body["code"], 1003);
     }
 }
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "req-abc-123");
+    let r = app
+        .client
+        .get(format!("{}/tasks/nope", app.base))
+        .send()
+        .await
+        .unwrap();
+    let generated = r
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 26, "a ULID: {generated}");
+    // A header that is not a safe token is replaced, not echoed.
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "a b")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers().get("x-request-id").unwrap(), "a b");
+}
