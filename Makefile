@@ -5,7 +5,7 @@
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -31,6 +31,14 @@ test-sqlite: build
 chaos: build
 	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} CHAOS_TASKS=$${CHAOS_TASKS:-500} \
 		CHAOS_REPLICAS=$${CHAOS_REPLICAS:-3} $(CARGO) test -p modelgen-e2e --test chaos -- --nocapture
+
+## Load run (docs/benchmarks.md): the release binary on SQLite against the in-process
+## simulator; prints a report. Extra flags via LOAD_ARGS, e.g.
+## LOAD_ARGS="--database-url $(PG_URL) --out load.json".
+load:
+	$(CARGO) build --release -p modelgen-api --bin modelgen
+	$(CARGO) run --release -p modelgen-e2e --bin load -- \
+		--bin $${CARGO_TARGET_DIR:-target}/release/modelgen $(LOAD_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

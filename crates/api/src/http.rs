@@ -122,15 +122,18 @@ pub async fn middleware(
     let state = req.app_data::<web::Data<HttpState>>().cloned();
     let denied = match state.as_ref().and_then(|s| s.auth_token.clone()) {
         Some(token) if !is_public(req.path()) => {
-            let presented = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim);
+            let mut values = req.headers().get_all(header::AUTHORIZATION);
+            let first = values.next();
+            // Two Authorization headers are ambiguous: refuse rather than pick one.
+            let presented = if values.next().is_some() {
+                None
+            } else {
+                first
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token.trim())
+            };
             !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
         }
         _ => false,
@@ -173,9 +176,18 @@ pub async fn middleware(
 /// 413/1007 for an oversized body and 400/1001 naming the field for bad JSON.
 async fn json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     max: usize,
 ) -> Result<T, ApiError> {
+    // A browser form (text/plain, urlencoded, multipart) must not be able to
+    // create tasks cross-site; JSON clients always say what they send.
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !(essence == "application/json" || essence.ends_with("+json")) {
+            return Err(ApiError::field("Content-Type", "must be application/json"));
+        }
+    }
     let too_large = || ApiError::TooLarge(format!("request body exceeds {max} bytes"));
     if let Some(len) = req
         .headers()
@@ -186,22 +198,38 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     {
         return Err(too_large());
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read body: {e}")))?;
-        if body.len() + chunk.len() > max {
-            return Err(too_large());
+    let read = async {
+        let mut payload = payload;
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest(format!("could not read body: {e}")))?;
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::field("body", "a JSON object is required"));
+        Ok(body)
+    };
+    // A client that announces a body and then stalls must not hold a connection forever.
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "request body not received within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })??;
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::field("body", "a JSON object is required")),
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::field("body", "must be a JSON object")),
     }
     let de = &mut serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
+        let field = if path == "." || path == "?" || path.is_empty() {
             "body".to_string()
         } else {
             path
@@ -217,11 +245,68 @@ async fn json_body<T: serde::de::DeserializeOwned>(
             _ => {
                 // serde's message ends with " at line L column C"; keep the useful part.
                 let text = inner.to_string();
-                text.split(" at line ").next().unwrap_or(&text).to_string()
+                client_message(text.split(" at line ").next().unwrap_or(&text))
             }
         };
         ApiError::Invalid(vec![FieldError { field, message }])
-    })
+    })?;
+    de.end().map_err(|e| {
+        ApiError::field(
+            "body",
+            format!(
+                "unexpected data after the JSON object at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Longest wait for a request body once its headers arrived.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest quoted value kept in an error message, characters.
+const MAX_ECHOED_VALUE_CHARS: usize = 40;
+
+/// Makes a serde type error fit for a client: shortens echoed values (they may
+/// be whole images) and replaces Rust type names with JSON terms.
+fn client_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(256));
+    let mut rest = text;
+    // Shorten every `"…"` run.
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let close = after.find('"').unwrap_or(after.len());
+        let quoted = &after[..close];
+        if quoted.chars().count() > MAX_ECHOED_VALUE_CHARS {
+            out.extend(quoted.chars().take(MAX_ECHOED_VALUE_CHARS));
+            out.push('…');
+        } else {
+            out.push_str(quoted);
+        }
+        rest = after.get(close..).unwrap_or("");
+        if let Some(stripped) = rest.strip_prefix('"') {
+            out.push('"');
+            rest = stripped;
+        }
+    }
+    out.push_str(rest);
+    let mut out = out
+        .replace(
+            "data did not match any variant of untagged enum OneOrMany",
+            "expected an image string or a list of image strings",
+        )
+        .replace("f64", "a number")
+        .replace("u16", "an integer");
+    while let Some(i) = out.find("struct ") {
+        let end = out[i + 7..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| i + 7 + e);
+        out.replace_range(i..end, "a JSON object");
+    }
+    out
 }
 
 fn idempotency_header(req: &HttpRequest) -> Option<String> {

@@ -78,13 +78,47 @@ enum InputImage {
     Stored(String),
 }
 
+/// Characters refused in ids (`user_id`, `request_id`): control characters
+/// (PostgreSQL rejects NUL outright) and invisible format characters that make
+/// two ids look equal.
+fn is_forbidden_id_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// Checks an id-like field has no control or invisible characters (length is checked by the DTO).
+fn check_id(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
+    if value.chars().any(is_forbidden_id_char) {
+        errors.push(field_error(
+            field,
+            "must not contain control or invisible characters",
+        ));
+        return false;
+    }
+    true
+}
+
+/// At most this many characters of a client-supplied id are echoed in a message.
+const MAX_ECHOED_ID_CHARS: usize = 64;
+
+/// A client-supplied id, shortened for messages.
+fn shown(raw: &str) -> String {
+    if raw.chars().count() > MAX_ECHOED_ID_CHARS {
+        let mut s: String = raw.chars().take(MAX_ECHOED_ID_CHARS).collect();
+        s.push('…');
+        s
+    } else {
+        raw.to_string()
+    }
+}
+
 fn required<'a>(
     value: &'a Option<String>,
     field: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<&'a str> {
     match value.as_deref().map(str::trim) {
-        Some(v) if !v.is_empty() => Some(v),
+        Some(v) if !v.is_empty() => check_id(v, field, errors).then_some(v),
         _ => {
             errors.push(FieldError {
                 field: field.into(),
@@ -124,6 +158,19 @@ fn idempotency_key(
     {
         errors.push(field_error("Idempotency-Key", "must be 1 to 64 characters"));
         return None;
+    }
+    if let Some(b) = body
+        && b.trim().is_empty()
+    {
+        errors.push(field_error("request_id", "must be 1 to 64 characters"));
+        return None;
+    }
+    for (field, value) in [("request_id", body), ("Idempotency-Key", header)] {
+        if let Some(v) = value
+            && !check_id(v, field, errors)
+        {
+            return None;
+        }
     }
     match (body.map(str::trim), header) {
         (Some(b), Some(h)) if b != h => {
@@ -257,6 +304,16 @@ impl TaskService {
         let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
         let size = parse_size(&req.size, &mut errors);
 
+        let given = [&req.user_image, &req.picture_url, &req.user_image_base64]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if given > 1 {
+            errors.push(field_error(
+                "user_image",
+                "give only one of user_image, picture_url and user_image_base64",
+            ));
+        }
         let image = match (&req.user_image, &req.picture_url, &req.user_image_base64) {
             (Some(s), _, _) => Some(parse_image("user_image", s, self.max_image_bytes, false)),
             (None, Some(s), _) => Some(parse_image("picture_url", s, self.max_image_bytes, false)),
@@ -395,7 +452,7 @@ impl TaskService {
                 errors.push(field_error("angle", "is required (front, side or back)"));
                 None
             }
-            Some(a) => match a.parse::<Angle>() {
+            Some(a) => match a.to_ascii_lowercase().parse::<Angle>() {
                 Ok(a) => Some(a),
                 Err(e) => {
                     errors.push(field_error("angle", e));
@@ -403,6 +460,12 @@ impl TaskService {
                 }
             },
         };
+        if req.outfit_images.is_some() && req.outfit_image_base64.is_some() {
+            errors.push(field_error(
+                "outfit_images",
+                "give only one of outfit_images and outfit_image_base64",
+            ));
+        }
         let (field, bare, raw) = match (&req.outfit_images, &req.outfit_image_base64) {
             (Some(list), _) => ("outfit_images", false, Some(list.clone().into_vec())),
             (None, Some(list)) => ("outfit_image_base64", true, Some(list.clone().into_vec())),
@@ -451,7 +514,7 @@ impl TaskService {
     /// Resolves a base model: a completed `default`/`edit` task of `user_id`.
     /// Returns its id and the blob reference of its first image.
     async fn base_model(&self, raw: &str, user_id: &str) -> Result<(TaskId, String), ApiError> {
-        let not_found = || ApiError::NotFound(format!("base model task {raw} not found"));
+        let not_found = || ApiError::NotFound(format!("base model task {} not found", shown(raw)));
         let id: TaskId = raw.parse().map_err(|_| not_found())?;
         let base = match self.tasks.get_task(&id).await {
             Ok(t) => t,
@@ -572,11 +635,14 @@ impl TaskService {
     pub async fn get(&self, raw_id: &str) -> Result<TaskView, ApiError> {
         let id: TaskId = raw_id
             .parse()
-            .map_err(|_| ApiError::NotFound(format!("task {raw_id} not found")))?;
+            .map_err(|_| ApiError::NotFound(format!("task {} not found", shown(raw_id))))?;
         let task = match self.tasks.get_task(&id).await {
             Ok(t) => t,
             Err(RepoError::NotFound) => {
-                return Err(ApiError::NotFound(format!("task {raw_id} not found")));
+                return Err(ApiError::NotFound(format!(
+                    "task {} not found",
+                    shown(raw_id)
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -597,6 +663,9 @@ impl TaskService {
         cursor: Option<&str>,
     ) -> Result<TaskPage, ApiError> {
         let mut errors = Vec::new();
+        if let Some(u) = &user_id {
+            check_id(u, "user_id", &mut errors);
+        }
         let status = status.and_then(|s| {
             s.parse::<TaskStatus>()
                 .map_err(|e| errors.push(field_error("status", e)))
@@ -652,7 +721,7 @@ impl TaskService {
     pub async fn cancel(&self, raw_id: &str) -> Result<TaskView, ApiError> {
         let id: TaskId = raw_id
             .parse()
-            .map_err(|_| ApiError::NotFound(format!("task {raw_id} not found")))?;
+            .map_err(|_| ApiError::NotFound(format!("task {} not found", shown(raw_id))))?;
         let change = TaskChange {
             event: Some(TaskEvent::Cancelled),
             enqueue_callback: self.callbacks_enabled,
@@ -668,7 +737,10 @@ impl TaskService {
                 let images = self.images.images_for_task(&id).await?;
                 Ok(task_view(&task, &images))
             }
-            Err(RepoError::NotFound) => Err(ApiError::NotFound(format!("task {raw_id} not found"))),
+            Err(RepoError::NotFound) => Err(ApiError::NotFound(format!(
+                "task {} not found",
+                shown(raw_id)
+            ))),
             Err(RepoError::AlreadyTerminal(status))
             | Err(RepoError::InvalidTransition(modelgen_domain::TransitionError::Terminal(
                 status,

@@ -201,6 +201,9 @@ impl HttpsUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(InvalidUrlReason::MissingHost.into());
         }
+        if is_internal_host(url.host()) {
+            return Err(InvalidUrlReason::InternalHost.into());
+        }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(InvalidUrlReason::HasCredentials.into());
         }
@@ -365,9 +368,9 @@ pub enum ImageInputError {
         /// The type the magic bytes show, `None` if not PNG, JPEG or WebP.
         detected: Option<ImageMime>,
     },
-    /// The bytes start like the declared type but its header is truncated or
-    /// corrupt (no readable width and height).
-    #[error("image data is a truncated or corrupt {declared}: its header gives no size")]
+    /// The bytes start like the declared type but the file is truncated or
+    /// corrupt (no readable width and height, or not ending like a complete file).
+    #[error("image data is a truncated or corrupt {declared}")]
     Corrupt {
         /// The type in the data URI header.
         declared: ImageMime,
@@ -416,10 +419,46 @@ pub enum InvalidUrlReason {
     /// No host name.
     #[error("it has no host")]
     MissingHost,
+    /// `localhost` or an IP literal in a loopback, private, link-local,
+    /// shared or unspecified range: the upstream would be asked to fetch from
+    /// its own network (server-side request forgery).
+    #[error("it must name a public host, not a local or private address")]
+    InternalHost,
     /// A user name or password in the URL; credentials must not travel in URLs
     /// (they would end up in logs and upstream requests).
     #[error("it must not contain a user name or password")]
     HasCredentials,
+}
+
+/// Whether `host` is `localhost` or an address no public image can live at.
+fn is_internal_host(host: Option<url::Host<&str>>) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    fn v4(ip: Ipv4Addr) -> bool {
+        let [a, b, ..] = ip.octets();
+        ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
+    }
+    fn v6(ip: Ipv6Addr) -> bool {
+        let first = ip.segments()[0];
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || (first & 0xfe00) == 0xfc00 // unique local, RFC 4193
+            || (first & 0xffc0) == 0xfe80 // link-local
+            || ip.to_ipv4_mapped().is_some_and(v4)
+    }
+    match host {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => v4(ip),
+        Some(url::Host::Ipv6(ip)) => v6(ip),
+        None => true,
+    }
 }
 
 fn unsupported_message(media_type: &str) -> String {
@@ -526,11 +565,90 @@ fn parse_data_uri(rest: &str, max_bytes: usize) -> Result<DecodedImage, ImageInp
     // Magic bytes alone would let a cut-off file through: the header must
     // also state a non-empty size.
     match imagesize::blob_size(&bytes) {
-        Ok(size) if size.width > 0 && size.height > 0 => Ok(DecodedImage {
-            mime: declared,
-            bytes,
-        }),
+        Ok(size) if size.width > 0 && size.height > 0 && ends_complete(declared, &bytes) => {
+            Ok(DecodedImage {
+                mime: declared,
+                bytes,
+            })
+        }
         _ => Err(ImageInputError::Corrupt { declared }),
+    }
+}
+
+/// Test support: returns a copy of the complete image file `file` with a
+/// private chunk carrying `extra` inserted where readers skip it (a PNG
+/// ancillary chunk before `IEND`, a JPEG comment before EOI, an unknown WebP
+/// RIFF chunk). The result is still a complete file of the same type; tests
+/// use it to vary the length of valid images. Chunk CRCs are left zero.
+#[doc(hidden)]
+pub fn with_private_chunk(mime: ImageMime, file: &[u8], extra: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(extra.len()).unwrap_or(u32::MAX);
+    match mime {
+        ImageMime::Png => {
+            let (body, iend) = file.split_at(file.len().saturating_sub(12));
+            let mut b = body.to_vec();
+            b.extend(len.to_be_bytes());
+            b.extend(b"prVt");
+            b.extend(extra);
+            b.extend([0, 0, 0, 0]);
+            b.extend(iend);
+            b
+        }
+        ImageMime::Jpeg => {
+            let (body, eoi) = file.split_at(file.len().saturating_sub(2));
+            let mut b = body.to_vec();
+            b.extend([0xFF, 0xFE]);
+            b.extend(
+                u16::try_from(extra.len() + 2)
+                    .unwrap_or(u16::MAX)
+                    .to_be_bytes(),
+            );
+            b.extend(extra);
+            b.extend(eoi);
+            b
+        }
+        ImageMime::Webp => {
+            let mut b = file.to_vec();
+            b.extend(b"JUNK");
+            b.extend(len.to_le_bytes());
+            b.extend(extra);
+            if extra.len() % 2 == 1 {
+                b.push(0);
+            }
+            let riff = u32::try_from(b.len() - 8).unwrap_or(u32::MAX);
+            if let Some(size) = b.get_mut(4..8) {
+                size.copy_from_slice(&riff.to_le_bytes());
+            }
+            b
+        }
+    }
+}
+
+/// Whether the file ends the way a complete file of its type ends, a cheap
+/// check against truncated uploads that needs no decoding: PNG's last chunk is
+/// `IEND` (PNG spec §11.2.5), JPEG ends with the EOI marker `FF D9` (ITU T.81
+/// B.2.1; a few padding bytes after it are tolerated), and a WebP file's RIFF
+/// size field covers the whole file (RIFF chunks are padded to even length).
+fn ends_complete(mime: ImageMime, bytes: &[u8]) -> bool {
+    /// Padding bytes some JPEG writers leave after EOI.
+    const JPEG_TRAILER_SLACK: usize = 32;
+    match mime {
+        ImageMime::Png => {
+            bytes.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82])
+        }
+        ImageMime::Jpeg => {
+            let tail = &bytes[bytes.len().saturating_sub(JPEG_TRAILER_SLACK)..];
+            tail.windows(2).any(|w| w == [0xFF, 0xD9])
+        }
+        ImageMime::Webp => bytes
+            .get(4..8)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .and_then(|riff| usize::try_from(riff).ok())
+            .is_some_and(|riff| {
+                let declared = riff.saturating_add(8);
+                declared == bytes.len() || declared + 1 == bytes.len()
+            }),
     }
 }
 
@@ -842,18 +960,17 @@ mod tests {
         assert_eq!(ImageMime::Jpeg.extension(), "jpg");
     }
 
-    /// One of the three fixtures followed by random bytes, so that every
-    /// padding length occurs.
+    /// One of the three fixtures with a random-length private chunk of random
+    /// bytes inside it, so that every base64 padding length occurs while the
+    /// file stays complete.
     fn image_bytes() -> impl Strategy<Value = (ImageMime, Vec<u8>)> {
-        (0usize..3, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(i, tail)| {
+        (0usize..3, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(i, extra)| {
             let (mime, head) = [
                 (ImageMime::Png, PNG),
                 (ImageMime::Jpeg, JPEG),
                 (ImageMime::Webp, WEBP),
             ][i];
-            let mut bytes = head.to_vec();
-            bytes.extend(tail);
-            (mime, bytes)
+            (mime, super::with_private_chunk(mime, head, &extra))
         })
     }
 

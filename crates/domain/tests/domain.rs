@@ -21,15 +21,16 @@ const MAX_BYTES: usize = 1 << 20;
 /// A valid image: one of the fixtures plus a random tail (so that every
 /// base64 padding length occurs).
 fn image() -> impl Strategy<Value = (ImageMime, Vec<u8>)> {
-    (0usize..3, proptest::collection::vec(any::<u8>(), 0..32)).prop_map(|(i, tail)| {
+    (0usize..3, proptest::collection::vec(any::<u8>(), 0..32)).prop_map(|(i, extra)| {
         let (mime, head) = [
             (ImageMime::Png, PNG),
             (ImageMime::Jpeg, JPEG),
             (ImageMime::Webp, WEBP),
         ][i];
-        let mut bytes = head.to_vec();
-        bytes.extend(tail);
-        (mime, bytes)
+        (
+            mime,
+            modelgen_domain::image::with_private_chunk(mime, head, &extra),
+        )
     })
 }
 
@@ -404,7 +405,7 @@ fn the_real_photo_round_trips_through_a_mime_wrapped_data_uri() {
     );
 }
 
-/// A file that only starts like a PNG (signature, cut-off header) is not an image.
+/// A file that only starts like a PNG (signature, cut-off header, cut-off data) is not an image.
 #[test]
 fn truncated_images_are_rejected_as_corrupt() {
     use base64::Engine as _;
@@ -413,7 +414,7 @@ fn truncated_images_are_rejected_as_corrupt() {
         "/tests/fixtures/tiny.png"
     ))
     .unwrap();
-    for cut in [8, 12, 20] {
+    for cut in [8, 12, 20, 33, png.len() - 1] {
         let uri = format!(
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(&png[..cut])
@@ -431,4 +432,82 @@ fn truncated_images_are_rejected_as_corrupt() {
         base64::engine::general_purpose::STANDARD.encode(&png)
     );
     assert!(modelgen_domain::ImageInput::parse(&whole, 1 << 20).is_ok());
+}
+
+/// Input URLs are fetched by the upstream: local and private addresses are refused.
+#[test]
+fn internal_hosts_are_refused_in_image_urls() {
+    for bad in [
+        "https://localhost/a.png",
+        "https://api.localhost/a.png",
+        "https://127.0.0.1/a.png",
+        "https://10.1.2.3/a.png",
+        "https://172.16.0.1/a.png",
+        "https://192.168.1.1/a.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://100.64.0.1/a.png",
+        "https://0.0.0.0/a.png",
+        "https://0x7f000001/a.png",
+        "https://[::1]/a.png",
+        "https://[fd00::1]/a.png",
+        "https://[fe80::1]/a.png",
+        "https://[::ffff:10.0.0.1]/a.png",
+    ] {
+        assert!(
+            matches!(
+                modelgen_domain::ImageInput::parse(bad, 1 << 20),
+                Err(modelgen_domain::ImageInputError::InvalidUrl(
+                    modelgen_domain::InvalidUrlReason::InternalHost
+                ))
+            ),
+            "{bad} was accepted"
+        );
+    }
+    for good in [
+        "https://cdn.example.com/a.png",
+        "https://8.8.8.8/a.png",
+        "https://[2001:db8::1]/a.png",
+    ] {
+        assert!(
+            modelgen_domain::ImageInput::parse(good, 1 << 20).is_ok(),
+            "{good} was refused"
+        );
+    }
+}
+
+/// Cut-off JPEG and WebP files are refused too; whole ones pass.
+#[test]
+fn truncated_jpeg_and_webp_are_rejected() {
+    use base64::Engine as _;
+    for (name, mime) in [
+        ("tiny.jpg", "image/jpeg"),
+        ("tiny.webp", "image/webp"),
+        ("person_front.jpg", "image/jpeg"),
+    ] {
+        let bytes = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap();
+        let uri = |b: &[u8]| {
+            format!(
+                "data:{mime};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        };
+        assert!(
+            modelgen_domain::ImageInput::parse(&uri(&bytes), 1 << 20).is_ok(),
+            "{name} whole"
+        );
+        let cut = &bytes[..bytes.len() * 2 / 3];
+        assert!(
+            matches!(
+                modelgen_domain::ImageInput::parse(&uri(cut), 1 << 20),
+                Err(modelgen_domain::ImageInputError::Corrupt { .. })
+            ),
+            "{name} cut to {} bytes was accepted",
+            cut.len()
+        );
+    }
 }

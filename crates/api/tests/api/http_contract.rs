@@ -461,3 +461,142 @@ async fn request_id_is_echoed_or_generated() {
         .unwrap();
     assert_ne!(r.headers().get("x-request-id").unwrap(), "a b");
 }
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_and_create_nothing() {
+    for backend in if crate::helpers::skip_pg() {
+        vec![Backend::Sqlite]
+    } else {
+        vec![Backend::Sqlite, Backend::Postgres]
+    } {
+        let app = spawn_app(backend, AppOptions::default()).await;
+        let good =
+            json!({"user_id": "hostile", "user_image": tiny_png(), "body_profile": body_profile()});
+        let mut trailing = serde_json::to_vec(&good).unwrap();
+        trailing.extend_from_slice(b"garbage");
+        let array = serde_json::to_vec(&json!([
+            "hostile",
+            null,
+            tiny_png(),
+            null,
+            null,
+            body_profile(),
+            null
+        ]))
+        .unwrap();
+        for (what, raw) in [("trailing data", trailing), ("array body", array)] {
+            let (status, body) = app.post_raw("/models/default", raw).await;
+            assert_eq!(
+                (status, body["code"].as_i64()),
+                (400, Some(1001)),
+                "{what}: {body}"
+            );
+        }
+        // NUL and invisible characters in ids (PostgreSQL rejects NUL outright).
+        for (field, value) in [
+            ("user_id", "a\u{0}b"),
+            ("user_id", "a\u{200B}b"),
+            ("request_id", "r\u{0}"),
+            ("request_id", " "),
+        ] {
+            let mut req = good.clone();
+            req[field] = json!(value);
+            let (status, body) = app.post("/models/default", &req).await;
+            assert_eq!(
+                (status, body["code"].as_i64()),
+                (400, Some(1001)),
+                "{field}={value:?}: {body}"
+            );
+            assert_eq!(body["data"]["errors"][0]["field"], field, "{body}");
+        }
+        let (status, body) = app.get("/tasks?user_id=a%00b").await;
+        assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
+        assert_eq!(app.count_tasks("hostile").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn content_type_echoes_aliases_and_auth_schemes() {
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("api_auth_token".into(), "\"tok\"".into())],
+        },
+    )
+    .await;
+    let url = format!("{}/models/default", app.base);
+    let good = json!({"user_id": "ct", "user_image": tiny_png(), "body_profile": body_profile()});
+    // A browser form cannot create tasks: JSON must be declared.
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth("tok")
+        .header("content-type", "text/plain")
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The bearer scheme is case-insensitive; two Authorization headers are refused.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = app
+            .client
+            .post(&url)
+            .header("authorization", format!("{scheme} tok"))
+            .json(&good)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{scheme}");
+    }
+    let r = app
+        .client
+        .post(&url)
+        .header("authorization", "Bearer tok")
+        .header("authorization", "Bearer other")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A wrongly typed value is not echoed back whole (it may be an image).
+    let mut profile = body_profile();
+    profile["height_cm"] = json!(crate::helpers::person_jpeg());
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth("tok")
+        .json(&json!({"user_id": "ct", "user_image": tiny_png(), "body_profile": profile}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let text = body.to_string();
+    assert!(text.len() < 600, "{} bytes: {text:.300}", text.len());
+    assert!(
+        !text.contains("BodyProfileDto") && !text.contains("f64"),
+        "{text}"
+    );
+    // Two spellings of the same image are ambiguous.
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth("tok")
+        .json(&json!({"user_id": "ct", "user_image": tiny_png(), "picture_url": tiny_png(), "body_profile": body_profile()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Long ids are not echoed whole.
+    let long = "x".repeat(5000);
+    let r = app
+        .client
+        .get(format!("{}/tasks/{long}", app.base))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().len() < 400);
+}
