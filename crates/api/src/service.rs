@@ -146,6 +146,36 @@ fn parse_size(size: &Option<String>, errors: &mut Vec<FieldError>) -> AspectRati
     }
 }
 
+/// The fields every create request has, checked.
+struct Common {
+    user_id: Option<String>,
+    request_id: Option<String>,
+    size: AspectRatio,
+}
+
+/// Runs the DTO's validator rules and checks the common fields, returning the
+/// errors found so far (the caller adds its own) and the parsed values.
+fn common(
+    req: &impl validator::Validate,
+    user_id: &Option<String>,
+    request_id: &Option<String>,
+    size: &Option<String>,
+    idem_header: Option<&str>,
+) -> (Vec<FieldError>, Common) {
+    let mut errors = validation_errors(req.validate());
+    let user_id = required(user_id, "user_id", &mut errors).map(str::to_string);
+    let request_id = idempotency_key(request_id.as_deref(), idem_header, &mut errors);
+    let size = parse_size(size, &mut errors);
+    (
+        errors,
+        Common {
+            user_id,
+            request_id,
+            size,
+        },
+    )
+}
+
 /// Picks the idempotency key from the body and the `Idempotency-Key` header.
 fn idempotency_key(
     body: Option<&str>,
@@ -299,10 +329,14 @@ impl TaskService {
         req: CreateDefaultRequest,
         idem_header: Option<&str>,
     ) -> Result<Created, ApiError> {
-        let mut errors = validation_errors(validator::Validate::validate(&req));
-        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
-        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
-        let size = parse_size(&req.size, &mut errors);
+        let (
+            mut errors,
+            Common {
+                user_id,
+                request_id,
+                size,
+            },
+        ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
 
         let given = [&req.user_image, &req.picture_url, &req.user_image_base64]
             .iter()
@@ -390,10 +424,14 @@ impl TaskService {
         req: CreateEditRequest,
         idem_header: Option<&str>,
     ) -> Result<Created, ApiError> {
-        let mut errors = validation_errors(validator::Validate::validate(&req));
-        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
-        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
-        let size = parse_size(&req.size, &mut errors);
+        let (
+            mut errors,
+            Common {
+                user_id,
+                request_id,
+                size,
+            },
+        ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
         let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
             .map(str::to_string);
         let instructions = match req.edit_instructions.as_deref() {
@@ -441,10 +479,14 @@ impl TaskService {
         req: CreateOutfitRequest,
         idem_header: Option<&str>,
     ) -> Result<Created, ApiError> {
-        let mut errors = validation_errors(validator::Validate::validate(&req));
-        let user_id = required(&req.user_id, "user_id", &mut errors).map(str::to_string);
-        let request_id = idempotency_key(req.request_id.as_deref(), idem_header, &mut errors);
-        let size = parse_size(&req.size, &mut errors);
+        let (
+            mut errors,
+            Common {
+                user_id,
+                request_id,
+                size,
+            },
+        ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
         let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
             .map(str::to_string);
         let angle = match req.angle.as_deref().map(str::trim) {
