@@ -8,7 +8,7 @@
 //! its row alone, which is what lets any replica resume any task.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apimart_client::{ApimartError, GenerationRequest, TaskStatusResponse, UpstreamStatus};
 use base64::Engine as _;
@@ -237,7 +237,10 @@ impl Engine {
     /// while the step runs. The step is abandoned when the lease is lost.
     pub async fn process_task(self: Arc<Self>, task: TaskRecord) {
         let span = info_span!("task", task.id = %task.task_id, task.r#type = %task.task_type,
-            apimart.task_id = task.external_task_id.as_deref().unwrap_or(""));
+            apimart.task_id = tracing::field::Empty);
+        if let Some(external) = &task.external_task_id {
+            span.record("apimart.task_id", external.as_str());
+        }
         let id = task.task_id;
         let engine = self.clone();
         async move {
@@ -406,7 +409,6 @@ impl Engine {
             image_urls,
             resolution: None,
         };
-        let started = Instant::now();
         let result = self
             .generator
             .submit(&request, &task.task_id.to_string())
@@ -418,8 +420,6 @@ impl Engine {
                 .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
         };
         metrics::counter!("upstream_requests_total", "endpoint" => "submit", "status" => status_label).increment(1);
-        metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "submit")
-            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(resp) => {
                 tracing::Span::current().record("apimart.task_id", resp.task_id.as_str());
@@ -518,7 +518,6 @@ impl Engine {
     }
 
     async fn poll(&self, task: TaskRecord, external: &str) -> Result<Step, RepoError> {
-        let started = Instant::now();
         let result = self.generator.status(external).await;
         let status_label = match &result {
             Ok(_) => "200".to_string(),
@@ -527,8 +526,6 @@ impl Engine {
                 .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
         };
         metrics::counter!("upstream_requests_total", "endpoint" => "status", "status" => status_label).increment(1);
-        metrics::histogram!("upstream_request_duration_seconds", "endpoint" => "status")
-            .record(started.elapsed().as_secs_f64());
         let resp = match result {
             Ok(r) => r,
             Err(ApimartError::NotFound { message }) => {

@@ -67,6 +67,13 @@ impl PacedGenerator {
     }
 }
 
+/// Upstream latency, measured after the pacing wait so that waiting for a
+/// token is not counted as Apimart's time (retries inside the call are).
+fn record_latency(endpoint: &'static str, started: Instant) {
+    metrics::histogram!("upstream_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+}
+
 #[async_trait]
 impl ImageGenerator for PacedGenerator {
     async fn submit(
@@ -75,14 +82,18 @@ impl ImageGenerator for PacedGenerator {
         idempotency_key: &str,
     ) -> Result<SubmitResponse, ApimartError> {
         self.admit().await;
+        let started = Instant::now();
         let result = self.inner.submit(request, idempotency_key).await;
+        record_latency("submit", started);
         self.observe(&result);
         result
     }
 
     async fn status(&self, external_task_id: &str) -> Result<TaskStatusResponse, ApimartError> {
         self.admit().await;
+        let started = Instant::now();
         let result = self.inner.status(external_task_id).await;
+        record_latency("status", started);
         self.observe(&result);
         result
     }

@@ -30,7 +30,8 @@ pub trait TaskRepository: Send + Sync {
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
 
     /// Claims up to `limit` non-terminal tasks with `next_run_at <= now` whose
-    /// lease is free or expired, oldest due first, setting `lease_owner = owner`
+    /// lease is free or expired — tasks already running upstream (with an
+    /// `external_task_id`) first, then oldest due first — setting `lease_owner = owner`
     /// and `lease_expires_at = now + lease`. Two concurrent callers never get the
     /// same task (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an immediate transaction
     /// on SQLite). A claim does not change `updated_at` (it is not a business

@@ -574,6 +574,30 @@ fn read_cpu(which: &str, ticks_per_s: f64) -> Option<f64> {
     Some((utime + stime) / ticks_per_s)
 }
 
+/// `(busy, total)` CPU seconds of the whole machine since boot (`/proc/stat`,
+/// all cores; idle and iowait count as not busy).
+fn read_machine_cpu(ticks_per_s: f64) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let total: f64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some(((total - idle) / ticks_per_s, total / ticks_per_s))
+}
+
+/// Busy share (0–100 %) of all cores between two [`read_machine_cpu`] readings.
+fn busy_pct(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> f64 {
+    match (a, b) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => 100.0 * (b1 - b0) / (t1 - t0),
+        _ => 0.0,
+    }
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -870,6 +894,10 @@ struct Cpu {
     harness_create_s: f64,
     harness_drain_s: f64,
     harness_read_s: f64,
+    /// Whole machine, every process (PostgreSQL and other users too), % of all cores.
+    machine_busy_create_pct: f64,
+    machine_busy_drain_pct: f64,
+    machine_busy_read_pct: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1045,15 +1073,19 @@ fn render_text(r: &Report) -> String {
         mib(mem.peak_kib)
     );
     let cpu = &r.cpu;
-    s += "\n| CPU seconds (user+sys) | create | drain | reads |\n|---|---|---|---|\n";
+    s += "\n| CPU (user+sys) | create | drain | reads |\n|---|---|---|---|\n";
     s += &format!(
-        "| modelgen | {:.1} | {:.1} | {:.1} |\n| load process (simulator + receiver + client) | {:.1} | {:.1} | {:.1} |\n",
+        "| modelgen, s | {:.1} | {:.1} | {:.1} |\n| load process (simulator + receiver + client), s | {:.1} | {:.1} | {:.1} |\n| whole machine busy, % of {} cores | {:.0} | {:.0} | {:.0} |\n",
         cpu.modelgen_create_s,
         cpu.modelgen_drain_s,
         cpu.modelgen_read_s,
         cpu.harness_create_s,
         cpu.harness_drain_s,
-        cpu.harness_read_s
+        cpu.harness_read_s,
+        m.nproc,
+        cpu.machine_busy_create_pct,
+        cpu.machine_busy_drain_pct,
+        cpu.machine_busy_read_pct
     );
     let u = &r.upstream;
     s += &format!(
@@ -1215,7 +1247,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
         start_kib: rss_now(),
         ..Memory::default()
     };
-    let (c0, h0) = (cpu_child(), cpu_self());
+    let (c0, h0, m0) = (cpu_child(), cpu_self(), read_machine_cpu(ticks));
 
     // Phase 1: creates.
     eprintln!(
@@ -1238,7 +1270,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
     };
     let create_end = Instant::now();
     memory.after_create_kib = rss_now();
-    let (c1, h1) = (cpu_child(), cpu_self());
+    let (c1, h1, m1) = (cpu_child(), cpu_self(), read_machine_cpu(ticks));
 
     // Phase 2: end-to-end.
     eprintln!(
@@ -1257,7 +1289,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
     })
     .await;
     memory.after_drain_kib = rss_now();
-    let (c2, h2) = (cpu_child(), cpu_self());
+    let (c2, h2, m2) = (cpu_child(), cpu_self(), read_machine_cpu(ticks));
 
     // Phase 3: reads.
     eprintln!(
@@ -1281,7 +1313,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
         .await
     };
     memory.after_reads_kib = rss_now();
-    let (c3, h3) = (cpu_child(), cpu_self());
+    let (c3, h3, m3) = (cpu_child(), cpu_self(), read_machine_cpu(ticks));
 
     let metrics_text = match client.get(format!("{base}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
@@ -1334,6 +1366,9 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
             harness_create_s: h1 - h0,
             harness_drain_s: h2 - h1,
             harness_read_s: h3 - h2,
+            machine_busy_create_pct: busy_pct(m0, m1),
+            machine_busy_drain_pct: busy_pct(m1, m2),
+            machine_busy_read_pct: busy_pct(m2, m3),
         },
         upstream,
         service_metrics: kept_metrics(&metrics_text),

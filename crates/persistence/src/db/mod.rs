@@ -31,6 +31,23 @@ macro_rules! due_tasks {
     }};
 }
 
+/// The order tasks are claimed in: tasks already running upstream (they have
+/// an `external_task_id`: their polls and downloads are owed, and results
+/// expire) before new submits, then oldest due first. Without the first key a
+/// backlog of new tasks starves the polls of started ones under the upstream
+/// rate cap.
+macro_rules! claim_order {
+    () => {{
+        use $crate::schema::ai_generation_task as t;
+        (
+            t::external_task_id.is_null().asc(),
+            t::next_run_at.asc(),
+            t::task_id.asc(),
+        )
+    }};
+}
+pub(crate) use claim_order;
+
 /// The due-callback filter of a claim: `pending`, due at `$now`, lease free or expired.
 macro_rules! due_callbacks {
     ($now:expr) => {{

@@ -116,7 +116,7 @@ pub(crate) async fn lock_callback(
         .optional()
 }
 
-/// Ids of up to `limit` claimable tasks, oldest due first, locked with
+/// Ids of up to `limit` claimable tasks in [`crate::db::claim_order!`] order, locked with
 /// `FOR UPDATE SKIP LOCKED` so that concurrent claimers take disjoint rows.
 pub(crate) async fn due_task_ids(
     conn: &mut Conn,
@@ -125,7 +125,7 @@ pub(crate) async fn due_task_ids(
 ) -> QueryResult<Vec<String>> {
     due_tasks!(now)
         .select(t::task_id)
-        .order((t::next_run_at.asc(), t::task_id.asc()))
+        .order(crate::db::claim_order!())
         .limit(limit)
         .for_update()
         .skip_locked()

@@ -179,7 +179,7 @@ pub(crate) async fn lock_callback(
         .optional()
 }
 
-/// Ids of up to `limit` claimable tasks, oldest due first; the caller's
+/// Ids of up to `limit` claimable tasks in [`crate::db::claim_order!`] order; the caller's
 /// immediate transaction keeps other claimers out until it commits.
 pub(crate) async fn due_task_ids(
     conn: &mut Conn,
@@ -188,7 +188,7 @@ pub(crate) async fn due_task_ids(
 ) -> QueryResult<Vec<String>> {
     due_tasks!(now)
         .select(t::task_id)
-        .order((t::next_run_at.asc(), t::task_id.asc()))
+        .order(crate::db::claim_order!())
         .limit(limit)
         .load(conn)
         .await

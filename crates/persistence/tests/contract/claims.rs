@@ -284,3 +284,37 @@ pub async fn leases_renew_and_release(db: Database) {
     assert_eq!(db.release_all_task_leases("b").await.unwrap(), 1);
     assert_eq!(db.release_all_task_leases("b").await.unwrap(), 0);
 }
+
+pub async fn tasks_running_upstream_are_claimed_before_new_submits(db: Database) {
+    let new = create(&db, new_task("prio", None, t0())).await;
+    let started = create(&db, new_task("prio", None, at(100))).await;
+    db.update_task(
+        &started.task_id,
+        &Fence::Unfenced,
+        at(200),
+        TaskChange {
+            external_task_id: Some("up-1".to_owned()),
+            next_run_at: Some(at(300)),
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Both are due; the new one has waited longer, the started one goes first.
+    let first = db
+        .claim_due_tasks("w", at(1_000), Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+        vec![started.task_id]
+    );
+    let second = db
+        .claim_due_tasks("w", at(1_000), Duration::from_secs(30), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+        vec![new.task_id]
+    );
+}

@@ -53,6 +53,7 @@ contract_tests!(
     claims::claims_respect_due_time_limit_order_and_leave_updated_at,
     claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,
     claims::leases_renew_and_release,
+    claims::tasks_running_upstream_are_claimed_before_new_submits,
     callbacks::callback_lifecycle_claim_retry_dead_redeliver_deliver,
     callbacks::concurrent_callback_claimers_get_disjoint_rows,
     callbacks::redeliver_all_dead_and_not_found,
