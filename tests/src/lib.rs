@@ -757,3 +757,40 @@ pub fn spawn_workers_only(workdir: &Path, env: Vec<(String, String)>) -> Child {
         .spawn()
         .expect("spawn modelgen --workers-only")
 }
+
+/// The environment of a `modelgen` under test: its database, an image
+/// directory under `dir`, the simulator at `apimart_base_url` with `api_key`,
+/// and fast timings (polls every 0.2–0.5 s, 2 s leases, short retries) so
+/// tests finish quickly. `overrides` replace or add variables.
+pub fn fast_env(
+    db: &TestDb,
+    dir: &Path,
+    apimart_base_url: &str,
+    api_key: &str,
+    overrides: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        (
+            "STORAGE_URL",
+            format!("file://{}", dir.join("images").display()),
+        ),
+        ("APIMART_API_KEY", api_key.to_string()),
+        ("APIMART_BASE_URL", apimart_base_url.to_string()),
+        ("TASK_POLL_INTERVAL", "0.2".into()),
+        ("TASK_POLL_MAX_INTERVAL", "0.5".into()),
+        ("WORKER_IDLE_INTERVAL", "0.1".into()),
+        ("RETRY_BASE_DELAY", "0.05".into()),
+        ("RETRY_MAX_DELAY", "0.2".into()),
+        ("LEASE_SECONDS", "2".into()),
+        ("SHUTDOWN_GRACE", "5".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (key, value) in overrides {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.clone()));
+    }
+    env
+}

@@ -63,27 +63,18 @@ async fn outage(backend: Backend) {
     .unwrap();
     let receiver = CallbackReceiver::start().await;
     receiver.set_down(true);
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.clone()),
-        (
-            "STORAGE_URL",
-            format!("file://{}", dir.path().join("images").display()),
-        ),
-        ("APIMART_API_KEY", SIM_KEY.into()),
-        ("APIMART_BASE_URL", sim.base_url()),
-        ("CALLBACK_URL", receiver.url()),
-        ("CALLBACK_SIGNING_SECRET", SIGNING_SECRET.into()),
-        ("CALLBACK_BASE_DELAY", "0.2".into()),
-        ("CALLBACK_MAX_DELAY", "1".into()),
-        ("TASK_POLL_INTERVAL", "0.2".into()),
-        ("TASK_POLL_MAX_INTERVAL", "0.5".into()),
-        ("WORKER_IDLE_INTERVAL", "0.1".into()),
-        ("LEASE_SECONDS", "2".into()),
-        ("SHUTDOWN_GRACE", "5".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = modelgen_e2e::fast_env(
+        &db,
+        dir.path(),
+        &sim.base_url(),
+        SIM_KEY,
+        &[
+            ("CALLBACK_URL", receiver.url()),
+            ("CALLBACK_SIGNING_SECRET", SIGNING_SECRET.into()),
+            ("CALLBACK_BASE_DELAY", "0.2".into()),
+            ("CALLBACK_MAX_DELAY", "1".into()),
+        ],
+    );
     let mut service = Service::start(dir.path(), env).await;
     let api = Api::new(service.base_url());
 

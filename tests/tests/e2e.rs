@@ -38,30 +38,19 @@ async fn world(backend: Backend, sim_duration: Duration) -> World {
     .await
     .unwrap();
     let receiver = CallbackReceiver::start().await;
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.clone()),
-        (
-            "STORAGE_URL",
-            format!("file://{}", dir.path().join("images").display()),
-        ),
-        ("APIMART_API_KEY", "e2e-key".into()),
-        ("APIMART_BASE_URL", sim.base_url()),
-        ("CALLBACK_URL", receiver.url()),
-        ("CALLBACK_TOKEN", CALLBACK_TOKEN.into()),
-        ("CALLBACK_SIGNING_SECRET", SIGNING_SECRET.into()),
-        ("CALLBACK_BASE_DELAY", "0.2".into()),
-        ("CALLBACK_MAX_DELAY", "1".into()),
-        ("TASK_POLL_INTERVAL", "0.2".into()),
-        ("TASK_POLL_MAX_INTERVAL", "0.5".into()),
-        ("WORKER_IDLE_INTERVAL", "0.1".into()),
-        ("RETRY_BASE_DELAY", "0.05".into()),
-        ("RETRY_MAX_DELAY", "0.2".into()),
-        ("LEASE_SECONDS", "2".into()),
-        ("SHUTDOWN_GRACE", "5".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = modelgen_e2e::fast_env(
+        &db,
+        dir.path(),
+        &sim.base_url(),
+        "e2e-key",
+        &[
+            ("CALLBACK_URL", receiver.url()),
+            ("CALLBACK_TOKEN", CALLBACK_TOKEN.into()),
+            ("CALLBACK_SIGNING_SECRET", SIGNING_SECRET.into()),
+            ("CALLBACK_BASE_DELAY", "0.2".into()),
+            ("CALLBACK_MAX_DELAY", "1".into()),
+        ],
+    );
     let service = Service::start(dir.path(), env).await;
     let api = Api::new(service.base_url());
     World {
@@ -322,20 +311,7 @@ async fn api_only_and_workers_only_processes_share_the_work() {
     )
     .await
     .unwrap();
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.clone()),
-        (
-            "STORAGE_URL",
-            format!("file://{}", dir.path().join("images").display()),
-        ),
-        ("APIMART_API_KEY", "split-key".into()),
-        ("APIMART_BASE_URL", sim.base_url()),
-        ("TASK_POLL_INTERVAL", "0.2".into()),
-        ("WORKER_IDLE_INTERVAL", "0.1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = modelgen_e2e::fast_env(&db, dir.path(), &sim.base_url(), "split-key", &[]);
     let api_service =
         Service::start_with_args(dir.path(), env.clone(), &["serve", "--api-only"]).await;
     let api = Api::new(api_service.base_url());
