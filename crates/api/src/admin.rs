@@ -170,6 +170,14 @@ pub async fn redeliver(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Event ids are `evt_` + a ULID; anything else cannot exist (and a NUL
+    // would be refused by PostgreSQL).
+    let plausible = path.len() <= 64
+        && path.starts_with("evt_")
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plausible {
+        return Err(ApiError::NotFound("callback not found".into()));
+    }
     match state.admin.redeliver(&path).await {
         Ok(view) => Ok(HttpResponse::Ok().json(Envelope::ok("success", view))),
         Err(RepoError::NotFound) => Err(ApiError::NotFound(format!(

@@ -68,7 +68,7 @@ pub struct CreateDefaultRequest {
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key, ≤ 64 characters.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
     /// Front photo: data URI or https URL.
     pub user_image: Option<String>,
@@ -90,7 +90,7 @@ pub struct CreateEditRequest {
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
     /// A completed `default` or `edit` task of the same user.
     pub base_model_task_id: Option<String>,
@@ -108,7 +108,7 @@ pub struct CreateOutfitRequest {
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub user_id: Option<String>,
     /// Idempotency key.
-    #[validate(length(min = 1, max = 64, message = "must be 1 to 64 characters"))]
+    #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
     /// A completed `default` or `edit` task of the same user.
     pub base_model_task_id: Option<String>,

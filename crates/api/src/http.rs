@@ -86,10 +86,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    /// Longest path echoed in the message, characters.
+    const MAX_ECHOED_PATH_CHARS: usize = 100;
+    let path = req.path();
+    let shown: String = path.chars().take(MAX_ECHOED_PATH_CHARS).collect();
+    let ellipsis = if shown.len() < path.len() { "…" } else { "" };
     Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
+        "no route for {} {shown}{ellipsis}",
+        req.method()
     )))
 }
 
@@ -309,11 +313,20 @@ fn client_message(text: &str) -> String {
     out
 }
 
-fn idempotency_header(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// The `Idempotency-Key` header, if sent. A key that is present but empty or
+/// not visible ASCII is an error, never silently dropped: dropping it would
+/// turn a client's safe retry into a second task.
+fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() => Ok(Some(k.to_string())),
+            _ => Err(ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 64 visible ASCII characters",
+            )),
+        },
+    }
 }
 
 fn created_response(created: crate::service::Created) -> HttpResponse {
@@ -348,7 +361,7 @@ pub async fn create_default(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let key = idempotency_header(&req);
+    let key = idempotency_header(&req)?;
     Ok(created_response(
         state.service.create_default(body, key.as_deref()).await?,
     ))
@@ -377,7 +390,7 @@ pub async fn create_edit(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let key = idempotency_header(&req);
+    let key = idempotency_header(&req)?;
     Ok(created_response(
         state.service.create_edit(body, key.as_deref()).await?,
     ))
@@ -406,7 +419,7 @@ pub async fn create_outfit(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&req, payload, state.max_body_bytes).await?;
-    let key = idempotency_header(&req);
+    let key = idempotency_header(&req)?;
     Ok(created_response(
         state.service.create_outfit(body, key.as_deref()).await?,
     ))

@@ -600,3 +600,51 @@ async fn content_type_echoes_aliases_and_auth_schemes() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().len() < 400);
 }
+
+#[tokio::test]
+async fn bad_idempotency_headers_unknown_long_routes_and_odd_event_ids() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let url = format!("{}/models/default", app.base);
+    let good = json!({"user_id": "idh", "user_image": tiny_png(), "body_profile": body_profile()});
+    // A key that cannot be read is an error, not silently ignored.
+    for key in [&b"cl\xc3\xa9-1"[..], b"   "] {
+        let r = app
+            .client
+            .post(&url)
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .json(&good)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{key:?}");
+    }
+    assert_eq!(app.count_tasks("idh").await, 0);
+    // An empty request_id is one error, not two.
+    let mut empty = good.clone();
+    empty["request_id"] = json!("");
+    let (status, body) = app.post("/models/default", &empty).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["data"]["errors"].as_array().unwrap().len(),
+        1,
+        "{body}"
+    );
+    // Unknown routes do not echo a long path whole.
+    let (status, body) = app.get(&format!("/nope/{}", "x".repeat(20_000))).await;
+    assert_eq!(status, 404);
+    assert!(body.to_string().len() < 400);
+    // Event ids that cannot exist are 404 before touching the database.
+    for bad in ["evt_%00", "x", "evt_..%2F"] {
+        let (status, body) = app
+            .post(&format!("/admin/callbacks/{bad}/redeliver"), &json!({}))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (404, Some(1003)),
+            "{bad}: {body}"
+        );
+    }
+}
