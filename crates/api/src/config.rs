@@ -94,14 +94,25 @@ fn redact_url_password<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match url::Url::parse(value) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // Query values often carry tokens (`?token=…`): keep the names only.
+            if u.query().is_some() {
+                let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+                let mut pairs = u.query_pairs_mut();
+                pairs.clear();
+                for name in names {
+                    pairs.append_pair(&name, "***");
+                }
+                drop(pairs);
+            }
             serializer.serialize_str(u.as_str())
         }
-        _ => serializer.serialize_str(value),
+        Err(_) => serializer.serialize_str(value),
     }
 }
-
 /// As [`redact_url_password`], for optional URLs.
 fn redact_opt_url_password<S: serde::Serializer>(
     value: &Option<String>,
@@ -561,5 +572,31 @@ mod tests {
             "{json}"
         );
         assert!(c.auth_required());
+    }
+
+    #[test]
+    fn passwords_and_query_values_in_url_settings_never_print() {
+        let urls = with(&[
+            (
+                "callback_url",
+                "\"http://hook:cbPASS1@cb.example/x?token=qsPASS4&v=1\"",
+            ),
+            ("alert_webhook_url", "\"https://a:alPASS2@alerts.example/\""),
+            ("apimart_base_url", "\"https://u:apPASS3@api.example/v1\""),
+        ])
+        .unwrap();
+        let json = serde_json::to_string(&urls).unwrap();
+        for secret in ["cbPASS1", "alPASS2", "apPASS3", "qsPASS4"] {
+            assert!(!json.contains(secret), "{secret} printed: {json}");
+        }
+        assert!(
+            json.contains("http://hook:***@cb.example/x?token=***&v=***"),
+            "{json}"
+        );
+        // The values themselves are untouched for use.
+        assert_eq!(
+            urls.callback_url.as_deref(),
+            Some("http://hook:cbPASS1@cb.example/x?token=qsPASS4&v=1")
+        );
     }
 }

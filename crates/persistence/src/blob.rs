@@ -78,8 +78,11 @@ impl ObjectBlobStore {
         }
         std::fs::create_dir_all(path)
             .map_err(|e| BlobError::Store(format!("cannot create {path}: {e}")))?;
+        // Automatic cleanup removes directories a delete leaves empty (e.g.
+        // `inputs/<task>/` after an idempotent replay discards its inputs).
         let local = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(|e| BlobError::Store(e.to_string()))?;
+            .map_err(|e| BlobError::Store(e.to_string()))?
+            .with_automatic_cleanup(true);
         Ok(ObjectBlobStore::new(std::sync::Arc::new(local)))
     }
 }

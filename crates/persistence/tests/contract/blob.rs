@@ -49,6 +49,11 @@ async fn delete_removes_and_tolerates_missing_objects() {
         .unwrap();
     store.delete("inputs/t/0.png").await.unwrap();
     assert!(!dir.path().join("images/inputs/t/0.png").exists());
+    assert!(
+        !dir.path().join("images/inputs/t").exists(),
+        "the emptied directory is removed"
+    );
+    assert!(dir.path().join("images").is_dir(), "the root stays");
     assert!(matches!(
         store.get("inputs/t/0.png").await,
         Err(BlobError::NotFound)
