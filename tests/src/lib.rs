@@ -429,24 +429,60 @@ impl Drop for Service {
 pub struct Api {
     /// Base URL.
     pub base: String,
+    token: Option<String>,
     client: reqwest::Client,
 }
 
 impl Api {
-    /// For a service at `base`.
+    /// For a service at `base`, no token, no request timeout.
     pub fn new(base: String) -> Api {
         Api {
             base,
+            token: None,
             client: reqwest::Client::new(),
+        }
+    }
+
+    /// The same client with a per-request timeout: a hanging request fails
+    /// the test instead of hanging the suite.
+    pub fn with_timeout(self, timeout: Duration) -> Api {
+        Api {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("http client"),
+            ..self
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>` (none when `None`).
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            token: token.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
         }
     }
 
     /// POST JSON; returns (status, body).
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_raw(path, serde_json::to_vec(body).expect("json"))
+            .await
+    }
+
+    /// POST raw bytes declared as JSON; returns (status, body).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
         let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
             .expect("request");
@@ -457,13 +493,39 @@ impl Api {
     /// GET; returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self
-            .client
-            .get(format!("{}{path}", self.base))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GET as text; returns (status, content type, body).
+    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (status, ct, r.text().await.unwrap_or_default())
+    }
+
+    /// Waits until the task's status is `want`.
+    pub async fn wait_status(&self, task_id: &str, want: &str, deadline: Duration) {
+        let path = format!("/tasks/{task_id}");
+        wait_for(&format!("task {task_id} {want}"), deadline, || async {
+            let (_, body) = self.get(&path).await;
+            (body["data"]["status"] == want).then_some(())
+        })
+        .await;
     }
 
     /// GET raw bytes of an absolute URL.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use apimart_sim::{SimConfig, SimHandle, Simulator};
 use base64::Engine as _;
 use modelgen_e2e::{
-    Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, modelgen_bin,
+    Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, modelgen_bin,
     pg_admin_url, skip_pg, wait_for,
 };
 use serde_json::{Value, json};
@@ -29,105 +29,8 @@ const GRACE_SECS: u64 = 5;
 
 // ---------------------------------------------------------------- helpers
 
-/// A JSON client with an optional bearer token and a per-request timeout.
-#[derive(Clone)]
-struct Http {
-    base: String,
-    token: Option<String>,
-    client: reqwest::Client,
-}
-
-impl Http {
-    fn new(base: String, token: Option<&str>) -> Http {
-        Http {
-            base,
-            token: token.map(str::to_string),
-            client: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn with_token(&self, token: Option<&str>) -> Http {
-        Http {
-            token: token.map(str::to_string),
-            ..self.clone()
-        }
-    }
-
-    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .auth(self.client.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get_text(&self, path: &str) -> (u16, String, String) {
-        let r = self
-            .auth(self.client.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        (status, ct, r.text().await.unwrap_or_default())
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
-    }
-
-    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let r = self
-            .auth(self.client.post(format!("{}{path}", self.base)))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_terminal(&self, task_id: &str) -> Value {
-        let path = format!("/tasks/{task_id}");
-        wait_for(&format!("task {task_id} terminal"), DEADLINE, || async {
-            let (status, body) = self.get(&path).await;
-            (status == 200
-                && matches!(
-                    body["data"]["status"].as_str(),
-                    Some("completed" | "failed" | "cancelled")
-                ))
-            .then_some(body["data"].clone())
-        })
-        .await
-    }
-
-    async fn wait_status(&self, task_id: &str, want: &str) {
-        let path = format!("/tasks/{task_id}");
-        wait_for(&format!("task {task_id} {want}"), DEADLINE, || async {
-            let (_, body) = self.get(&path).await;
-            (body["data"]["status"] == want).then_some(())
-        })
-        .await;
-    }
-}
+/// The harness client, with the per-request timeout of these tests.
+type Http = Api;
 
 fn body_profile() -> Value {
     json!({"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"})
@@ -209,7 +112,9 @@ impl Ops {
             .find(|(k, _)| k == "API_AUTH_TOKEN")
             .map(|(_, v)| v.clone());
         let service = Service::start(dir.path(), env).await;
-        let http = Http::new(service.base_url(), token.as_deref());
+        let http = Api::new(service.base_url())
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_token(token.as_deref());
         Ops {
             service,
             sim,
@@ -406,7 +311,7 @@ async fn metrics_appear_and_move_after_a_task_runs() {
     let before = scrape(&ops.http).await;
 
     let id = create_default(&ops.http, "u-metrics").await;
-    let task = ops.http.wait_terminal(&id).await;
+    let task = ops.http.wait_terminal(&id, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
     wait_for("callback delivered", DEADLINE, || async {
         (!ops.receiver.delivered_for(&id).is_empty()).then_some(())
@@ -673,7 +578,7 @@ async fn logs_never_contain_secrets_tokens_or_image_data() {
         .await;
     assert_eq!(status, 400, "{answer}");
 
-    let task = http.wait_terminal(&id).await;
+    let task = http.wait_terminal(&id, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
     let delivered = wait_for("callback delivered", DEADLINE, || async {
         let d = ops.receiver.delivered_for(&id);
@@ -953,7 +858,7 @@ async fn cli_commands(backend: Backend) {
     // One task whose callback goes dead while the receiver is down.
     ops.receiver.set_down(true);
     let t1 = create_default(&ops.http, "u-cli").await;
-    let task = ops.http.wait_terminal(&t1).await;
+    let task = ops.http.wait_terminal(&t1, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
 
     let shown = json_stdout(&modelgen(ops.dir.path(), &env, &["tasks", "show", &t1]).await);
@@ -989,7 +894,7 @@ async fn cli_commands(backend: Backend) {
     let t2 = create_default(&ops.http, "u-cli").await;
     let t3 = create_default(&ops.http, "u-cli").await;
     for t in [&t2, &t3] {
-        ops.http.wait_terminal(t).await;
+        ops.http.wait_terminal(t, DEADLINE).await;
     }
     let admin = &ops.http;
     let anonymous = ops.http.with_token(None);
@@ -1175,7 +1080,7 @@ async fn sigterm(backend: Backend) {
     let mut ops = Ops::start(backend, "ops-term-key", &[]).await;
     let env = ops.cli_env();
     let base = create_default(&ops.http, "u-term").await;
-    let task = ops.http.wait_terminal(&base).await;
+    let task = ops.http.wait_terminal(&base, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
 
     // A long task whose upstream answers are slow, so a step is often in flight.
@@ -1189,7 +1094,7 @@ async fn sigterm(backend: Backend) {
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["data"]["task_id"].as_str().unwrap().to_string();
-    ops.http.wait_status(&id, "processing").await;
+    ops.http.wait_status(&id, "processing", DEADLINE).await;
     // The lease is held while a step runs.
     wait_for("a worker holds the lease", DEADLINE, || async {
         let shown = json_stdout(&modelgen(ops.dir.path(), &env, &["tasks", "show", &id]).await);
@@ -1215,7 +1120,7 @@ async fn sigterm(backend: Backend) {
 
     // Restarted, the service picks the task up and finishes it.
     ops.service.restart().await;
-    let task = ops.http.wait_terminal(&id).await;
+    let task = ops.http.wait_terminal(&id, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(
         ops.sim.stats().max_tasks_per_key,
