@@ -46,8 +46,10 @@ pub struct AppOptions {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// HTTP client.
+    /// HTTP client, for requests the JSON helpers do not cover.
     pub client: reqwest::Client,
+    /// The harness's JSON client for this app.
+    api: modelgen_e2e::Api,
     /// The engine, driven by the test.
     pub engine: Arc<Engine>,
     /// The database.
@@ -111,6 +113,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
     let token = app.shutdown_token();
     tokio::spawn(app.run_http_only());
     TestApp {
+        api: modelgen_e2e::Api::new(base.clone()),
         base,
         client: reqwest::Client::new(),
         engine,
@@ -150,41 +153,17 @@ impl TestApp {
 
     /// POST JSON → (status, body).
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.api.post(path, body).await
     }
 
-    /// POST raw bytes with a content type → (status, body).
+    /// POST raw bytes declared as JSON → (status, body).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.api.post_raw(path, body).await
     }
 
     /// GET → (status, body).
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        self.api.get(path).await
     }
 
     /// Creates a default task and returns its id.
