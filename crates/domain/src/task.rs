@@ -212,6 +212,13 @@ pub enum TransitionError {
 /// One millisecond survives every backend's timestamp precision.
 pub const MIN_UPDATE_STEP: TimeDelta = TimeDelta::milliseconds(1);
 
+/// The `updated_at` of a change made at `now` to a row last changed at
+/// `previous`: `now`, but always at least [`MIN_UPDATE_STEP`] after `previous`,
+/// so every change is visible even when the clock stands still or goes back.
+pub fn next_update_stamp(previous: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.max(previous + MIN_UPDATE_STEP)
+}
+
 /// Applies `event` to `state` at time `now`.
 ///
 /// Returns the new state, or the unchanged `state` when the event changes
@@ -230,7 +237,7 @@ pub fn transition(
     if state.status.is_terminal() {
         return Err(TransitionError::Terminal(state.status));
     }
-    let stamp = now.max(state.updated_at + MIN_UPDATE_STEP);
+    let stamp = next_update_stamp(state.updated_at, now);
     let next = match event {
         TaskEvent::Progressed(p) => {
             if state.status == TaskStatus::Processing && p <= state.progress {

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use modelgen_domain::TaskId;
-use modelgen_domain::task::MIN_UPDATE_STEP;
+use modelgen_domain::next_update_stamp;
 
 use super::Database;
 use crate::error::RepoError;
@@ -64,7 +64,7 @@ impl CallbackOutbox for Database {
             if !holds {
                 return Err(RepoError::LeaseLost);
             }
-            let updated_at = to_db(from_db(now_db).max(from_db(row.updated_at) + MIN_UPDATE_STEP));
+            let updated_at = to_db(next_update_stamp(from_db(row.updated_at), from_db(now_db)));
             let (status, next_attempt_at, last_error, delivered_at) = match &outcome {
                 AttemptOutcome::Delivered => (
                     CallbackStatus::Delivered,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use modelgen_domain::task::MIN_UPDATE_STEP;
+use modelgen_domain::next_update_stamp;
 use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
 
 use super::Database;
@@ -93,7 +93,7 @@ fn plan_update(
     let updated_at = if state_changed {
         new.updated_at
     } else if fields_changed {
-        now.max(old.updated_at + MIN_UPDATE_STEP)
+        next_update_stamp(old.updated_at, now)
     } else {
         old.updated_at
     };
@@ -362,7 +362,7 @@ impl TaskRepository for Database {
             diesel::delete(c::table.filter(c::task_id.eq(&id)))
                 .execute(conn)
                 .await?;
-            let stamp = to_db(now.max(rows::from_db(row.updated_at) + MIN_UPDATE_STEP));
+            let stamp = to_db(next_update_stamp(rows::from_db(row.updated_at), now));
             let now_db = to_db(now);
             let row = diesel::update(t::table.find(&id))
                 .set((
