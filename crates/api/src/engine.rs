@@ -118,7 +118,8 @@ fn d(td: Duration) -> TimeDelta {
     TimeDelta::from_std(td).unwrap_or(TimeDelta::MAX)
 }
 
-fn upstream_error_kind(e: &ApimartError) -> &'static str {
+/// A short label for an upstream error, for logs and metrics.
+pub(crate) fn upstream_error_kind(e: &ApimartError) -> &'static str {
     match e {
         ApimartError::BadRequest { .. } => "bad_request",
         ApimartError::Unauthorized { .. } => "unauthorized",
@@ -413,13 +414,6 @@ impl Engine {
             .generator
             .submit(&request, &task.task_id.to_string())
             .await;
-        let status_label = match &result {
-            Ok(_) => "200".to_string(),
-            Err(e) => e
-                .http_status()
-                .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
-        };
-        metrics::counter!("upstream_requests_total", "endpoint" => "submit", "status" => status_label).increment(1);
         match result {
             Ok(resp) => {
                 tracing::Span::current().record("apimart.task_id", resp.task_id.as_str());
@@ -519,13 +513,6 @@ impl Engine {
 
     async fn poll(&self, task: TaskRecord, external: &str) -> Result<Step, RepoError> {
         let result = self.generator.status(external).await;
-        let status_label = match &result {
-            Ok(_) => "200".to_string(),
-            Err(e) => e
-                .http_status()
-                .map_or_else(|| upstream_error_kind(e).to_string(), |s| s.to_string()),
-        };
-        metrics::counter!("upstream_requests_total", "endpoint" => "status", "status" => status_label).increment(1);
         let resp = match result {
             Ok(r) => r,
             Err(ApimartError::NotFound { message }) => {

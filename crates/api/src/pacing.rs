@@ -67,11 +67,22 @@ impl PacedGenerator {
     }
 }
 
-/// Upstream latency, measured after the pacing wait so that waiting for a
-/// token is not counted as Apimart's time (retries inside the call are).
-fn record_latency(endpoint: &'static str, started: Instant) {
+/// Counts the call by endpoint and final status (HTTP status, or an error
+/// kind when there was none) and records its latency, measured after the
+/// pacing wait so that waiting for a token is not counted as Apimart's time
+/// (retries inside the call are).
+fn record_call<T>(endpoint: &'static str, started: Instant, result: &Result<T, ApimartError>) {
     metrics::histogram!("upstream_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
+    let status = match result {
+        Ok(_) => "200".to_string(),
+        Err(e) => e.http_status().map_or_else(
+            || crate::engine::upstream_error_kind(e).to_string(),
+            |s| s.to_string(),
+        ),
+    };
+    metrics::counter!("upstream_requests_total", "endpoint" => endpoint, "status" => status)
+        .increment(1);
 }
 
 #[async_trait]
@@ -84,7 +95,7 @@ impl ImageGenerator for PacedGenerator {
         self.admit().await;
         let started = Instant::now();
         let result = self.inner.submit(request, idempotency_key).await;
-        record_latency("submit", started);
+        record_call("submit", started, &result);
         self.observe(&result);
         result
     }
@@ -93,7 +104,7 @@ impl ImageGenerator for PacedGenerator {
         self.admit().await;
         let started = Instant::now();
         let result = self.inner.status(external_task_id).await;
-        record_latency("status", started);
+        record_call("status", started, &result);
         self.observe(&result);
         result
     }
