@@ -471,14 +471,7 @@ impl Engine {
                 if !submitting =>
             {
                 warn!(error = %e, "status poll failed; retrying later");
-                let delay = with_jitter(
-                    backoff_delay(
-                        task.poll_count.max(0) as u32,
-                        self.settings.poll_interval,
-                        self.settings.poll_max_interval,
-                    ),
-                    fastrand::f64(),
-                );
+                let delay = self.poll_delay(task);
                 let wait = e.retry_after().map_or(delay, |r| r.max(delay));
                 let change = TaskChange {
                     count_poll: true,
@@ -498,8 +491,10 @@ impl Engine {
         }
     }
 
-    fn next_poll(&self, task: &TaskRecord) -> DateTime<Utc> {
-        let delay = with_jitter(
+    /// Wait before the next poll: exponential backoff with jitter over the
+    /// polls made so far, from `poll_interval` up to `poll_max_interval`.
+    fn poll_delay(&self, task: &TaskRecord) -> Duration {
+        with_jitter(
             backoff_delay(
                 task.poll_count.max(0) as u32,
                 self.settings.poll_interval,
@@ -507,8 +502,11 @@ impl Engine {
             ),
             fastrand::f64(),
         )
-        .max(self.settings.poll_interval / 2);
-        self.clock.now() + d(delay)
+        .max(self.settings.poll_interval / 2)
+    }
+
+    fn next_poll(&self, task: &TaskRecord) -> DateTime<Utc> {
+        self.clock.now() + d(self.poll_delay(task))
     }
 
     async fn poll(&self, task: TaskRecord, external: &str) -> Result<Step, RepoError> {
