@@ -313,6 +313,14 @@ impl Engine {
         }
     }
 
+    /// [`Engine::write`] for a change that ends the step.
+    async fn write_step(&self, task: &TaskRecord, change: TaskChange) -> Result<Step, RepoError> {
+        Ok(match self.write(task, change).await? {
+            Ok(_) => Step::Done,
+            Err(s) => s,
+        })
+    }
+
     async fn fail(
         &self,
         task: &TaskRecord,
@@ -432,10 +440,7 @@ impl Engine {
                     release_lease: true,
                     ..TaskChange::default()
                 };
-                Ok(match self.write(&task, change).await? {
-                    Ok(_) => Step::Done,
-                    Err(s) => s,
-                })
+                self.write_step(&task, change).await
             }
             Err(e) => {
                 if e.outcome_unknown() {
@@ -479,10 +484,7 @@ impl Engine {
                     release_lease: true,
                     ..TaskChange::default()
                 };
-                Ok(match self.write(task, change).await? {
-                    Ok(_) => Step::Done,
-                    Err(s) => s,
-                })
+                self.write_step(task, change).await
             }
             _ => {
                 warn!(error = %e, "upstream call failed; task fails");
@@ -559,10 +561,7 @@ impl Engine {
                     release_lease: true,
                     ..TaskChange::default()
                 };
-                Ok(match self.write(&task, change).await? {
-                    Ok(_) => Step::Done,
-                    Err(s) => s,
-                })
+                self.write_step(&task, change).await
             }
         }
     }
@@ -615,10 +614,7 @@ impl Engine {
                         release_lease: true,
                         ..TaskChange::default()
                     };
-                    return Ok(match self.write(&task, change).await? {
-                        Ok(_) => Step::Done,
-                        Err(s) => s,
-                    });
+                    return self.write_step(&task, change).await;
                 }
                 Err(e) => {
                     return self
