@@ -741,11 +741,20 @@ impl TaskService {
             })
             .await?;
         let has_more = rows.len() as i64 > limit;
-        let mut items = Vec::with_capacity(rows.len());
-        for task in rows.iter().take(limit as usize) {
-            let images = self.images.images_for_task(&task.task_id).await?;
-            items.push(task_view(task, &images));
-        }
+        let page = &rows[..rows.len().min(limit as usize)];
+        let ids: Vec<TaskId> = page.iter().map(|t| t.task_id).collect();
+        let images = self.images.images_for_tasks(&ids).await?;
+        let items = page
+            .iter()
+            .map(|task| {
+                let own: Vec<ImageRecord> = images
+                    .iter()
+                    .filter(|i| i.image.task_id == task.task_id)
+                    .cloned()
+                    .collect();
+                task_view(task, &own)
+            })
+            .collect();
         let next_cursor = if has_more {
             rows.get(limit as usize - 1)
                 .map(|t| encode_cursor(&t.task_id))

@@ -102,6 +102,10 @@ pub trait TaskRepository: Send + Sync {
 pub trait ImageRepository: Send + Sync {
     /// Images of one task, in insert order.
     async fn images_for_task(&self, id: &TaskId) -> Result<Vec<ImageRecord>, RepoError>;
+
+    /// Images of several tasks in one query (a page of `GET /tasks`), in
+    /// insert order; each record names its task.
+    async fn images_for_tasks(&self, ids: &[TaskId]) -> Result<Vec<ImageRecord>, RepoError>;
 }
 
 /// The callback outbox (`callback_delivery`); rows are written by

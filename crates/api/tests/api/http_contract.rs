@@ -284,6 +284,23 @@ async fn list_is_newest_first_with_an_opaque_cursor_and_filters() {
     assert_eq!(items2, vec![ids[2].as_str(), ids[1].as_str()]);
     let (_, filtered) = app.get("/tasks?user_id=lister&status=completed").await;
     assert_eq!(filtered["data"]["items"].as_array().unwrap().len(), 0);
+    // A page shows each task with its own images.
+    let done = app.drive_until_terminal(&ids[0]).await;
+    let (_, page) = app.get("/tasks?user_id=lister&limit=100").await;
+    let items = page["data"]["items"].as_array().unwrap();
+    for item in items {
+        let expected = if item["task_id"] == ids[0].as_str() {
+            1
+        } else {
+            0
+        };
+        assert_eq!(item["images"].as_array().unwrap().len(), expected, "{item}");
+    }
+    let listed = items
+        .iter()
+        .find(|t| t["task_id"] == ids[0].as_str())
+        .unwrap();
+    assert_eq!(listed["image"], done["image"]);
     for bad in [
         "limit=0",
         "limit=101",

@@ -396,10 +396,17 @@ impl TaskRepository for Database {
 #[async_trait]
 impl ImageRepository for Database {
     async fn images_for_task(&self, id: &TaskId) -> Result<Vec<ImageRecord>, RepoError> {
-        let id = id.to_string();
+        self.images_for_tasks(std::slice::from_ref(id)).await
+    }
+
+    async fn images_for_tasks(&self, ids: &[TaskId]) -> Result<Vec<ImageRecord>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
         let rows = with_conn!(self, |conn| {
             Ok(img::table
-                .filter(img::task_id.eq(&id))
+                .filter(img::task_id.eq_any(&ids))
                 .select(ImageRow::as_select())
                 .order(img::id.asc())
                 .load(conn)

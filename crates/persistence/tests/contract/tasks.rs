@@ -305,6 +305,21 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
 
     let images = db.images_for_task(&task.task_id).await.unwrap();
     assert_eq!(images.len(), 2);
+    // The batch form returns the same rows, and nothing for tasks without images.
+    let other = create(&db, new_task("bob", None, t0())).await;
+    assert_eq!(
+        db.images_for_tasks(&[other.task_id, task.task_id])
+            .await
+            .unwrap(),
+        images
+    );
+    assert!(
+        db.images_for_tasks(&[other.task_id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(db.images_for_tasks(&[]).await.unwrap().is_empty());
     assert!(images[0].id < images[1].id, "insert order");
     assert_eq!(images[0].image, image(task.task_id, 0));
     assert_eq!(images[1].image, image(task.task_id, 1));
