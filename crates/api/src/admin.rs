@@ -11,7 +11,7 @@ use modelgen_persistence::{CallbackOutbox, CallbackRecord, CallbackStatus, RepoE
 
 use crate::error::{ApiError, Envelope};
 use crate::http::HttpState;
-use crate::service::rfc3339;
+use modelgen_domain::format_timestamp;
 
 /// Largest page of `GET /admin/callbacks`.
 pub const MAX_CALLBACK_PAGE: i64 = 500;
@@ -54,10 +54,10 @@ impl From<&CallbackRecord> for CallbackView {
             event_type: r.event_type.clone(),
             status: r.status.as_str().into(),
             attempts: r.attempts,
-            next_attempt_at: rfc3339(r.next_attempt_at),
+            next_attempt_at: format_timestamp(r.next_attempt_at),
             last_error: r.last_error.clone(),
-            delivered_at: r.delivered_at.map(rfc3339),
-            created_at: rfc3339(r.created_at),
+            delivered_at: r.delivered_at.map(format_timestamp),
+            created_at: format_timestamp(r.created_at),
         }
     }
 }

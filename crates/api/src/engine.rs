@@ -23,7 +23,8 @@ use modelgen_callback::{
     CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult,
 };
 use modelgen_domain::{
-    ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, with_jitter,
+    ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, format_timestamp,
+    with_jitter,
 };
 use modelgen_persistence::{
     AttemptOutcome, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageRepository, NewImage,
@@ -33,7 +34,7 @@ use modelgen_persistence::{
 use crate::alerts::Alerts;
 use crate::error::CODE_UPSTREAM;
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
-use crate::service::{BLOB_REF_PREFIX, rfc3339};
+use crate::service::BLOB_REF_PREFIX;
 
 /// `error_message` of a task that ran past `TASK_TIMEOUT`.
 pub const TIMEOUT_MESSAGE: &str = "timeout";
@@ -805,7 +806,7 @@ impl Engine {
             images,
             error_code: task.error_code,
             error_message: task.error_message.clone(),
-            completed_at: task.completed_at.map(rfc3339),
+            completed_at: task.completed_at.map(format_timestamp),
         })
     }
 

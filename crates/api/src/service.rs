@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use modelgen_domain::{
     Angle, AspectRatio, BodyProfile, BodyProfileInput, EditInstructions, FieldError, ImageInput,
-    ImageMime, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType,
+    ImageMime, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType, format_timestamp,
 };
 use modelgen_persistence::{
     BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange,
@@ -283,11 +283,6 @@ fn fingerprint(draft: &Draft) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
-/// RFC 3339, UTC, milliseconds: `2026-11-29T11:35:33.123Z`.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// The API view of a task and its images.
 pub fn task_view(task: &TaskRecord, images: &[ImageRecord]) -> TaskView {
     let images: Vec<ImageView> = images
@@ -312,9 +307,9 @@ pub fn task_view(task: &TaskRecord, images: &[ImageRecord]) -> TaskView {
         images,
         error_code: task.error_code,
         error_message: task.error_message.clone(),
-        created_at: rfc3339(task.created_at),
-        updated_at: rfc3339(task.updated_at),
-        completed_at: task.completed_at.map(rfc3339),
+        created_at: format_timestamp(task.created_at),
+        updated_at: format_timestamp(task.updated_at),
+        completed_at: task.completed_at.map(format_timestamp),
     }
 }
 

@@ -2,7 +2,7 @@
 //! (DESIGN.md, "Callbacks to the Java backend"). Field names are the wire contract
 //! the Java backend parses; `null` fields are always present, never omitted.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use modelgen_domain::{Angle, TaskId, TaskStatus, TaskType};
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ pub struct CallbackImage {
 /// Formats a timestamp the way every modelgen timestamp is written on the wire:
 /// RFC 3339, UTC, `Z` suffix, exactly three fractional digits (`2026-11-29T11:35:33.123Z`).
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    modelgen_domain::format_timestamp(at)
 }
 
 impl CallbackPayload {

@@ -30,5 +30,5 @@ pub use image::{
 pub use prompt::{MAX_OUTFIT_GARMENTS, MAX_PROMPT_CHARS, PromptError, PromptTemplates};
 pub use task::{
     Angle, ParseEnumError, Progress, TaskEvent, TaskState, TaskStatus, TaskType, TransitionError,
-    next_update_stamp, transition,
+    format_timestamp, next_update_stamp, transition,
 };

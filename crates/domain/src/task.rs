@@ -212,6 +212,12 @@ pub enum TransitionError {
 /// One millisecond survives every backend's timestamp precision.
 pub const MIN_UPDATE_STEP: TimeDelta = TimeDelta::milliseconds(1);
 
+/// A timestamp as every API and callback shows it: RFC 3339, UTC, with
+/// milliseconds, e.g. `2026-11-29T11:35:33.123Z` (DESIGN.md, "Task view").
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The `updated_at` of a change made at `now` to a row last changed at
 /// `previous`: `now`, but always at least [`MIN_UPDATE_STEP`] after `previous`,
 /// so every change is visible even when the clock stands still or goes back.
