@@ -1,5 +1,7 @@
 //! Input images: a base64 data URI (RFC 2397) decoded and checked, or an
-//! `https://` URL (DESIGN.md, "Wire contract", "Inputs").
+//! `http://` or `https://` URL that Apimart fetches (DESIGN.md, "Wire
+//! contract", "Inputs"; docs/legacy.md for the `http://` URLs and the
+//! `image/jpg` spelling the earlier service accepted).
 //!
 //! Data URIs are decoded strictly: the standard base64 alphabet with canonical
 //! padding (RFC 4648 §4), so that a corrupted or URL-safe-encoded upload fails
@@ -166,25 +168,32 @@ impl fmt::Debug for DecodedImage {
     }
 }
 
-/// An absolute `https://` URL with a host, no user name or password, at most
-/// [`MAX_IMAGE_URL_CHARS`] characters. Kept in the `url` crate's normalised form.
+/// An absolute `http://` or `https://` URL with a public host, no user name
+/// or password, at most [`MAX_IMAGE_URL_CHARS`] characters. Kept in the `url`
+/// crate's normalised form.
+///
+/// modelgen never fetches these: it passes them to Apimart, which downloads
+/// them. The host check is therefore about not pointing the upstream at its own
+/// network: `localhost`, names that only resolve inside a network, and IP
+/// literals of loopback, private, link-local, shared, multicast and reserved
+/// ranges (IPv4 and IPv6, including IPv4-mapped and -embedded forms) are
+/// refused. Names are not resolved here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HttpsUrl(Url);
+pub struct ImageUrl(Url);
 
-impl HttpsUrl {
-    /// Parses an `https://` URL (scheme in any case).
+/// The former name of [`ImageUrl`], from when only `https://` was accepted.
+pub type HttpsUrl = ImageUrl;
+
+impl ImageUrl {
+    /// Parses an `http://` or `https://` URL (scheme in any case).
     ///
     /// # Errors
-    /// [`ImageInputError::InsecureUrl`] for `http://`,
     /// [`ImageInputError::NotDataUriOrUrl`] for any other scheme or none,
     /// [`ImageInputError::InvalidUrl`] when it is too long, malformed, has no
-    /// host or carries credentials.
-    pub fn parse(s: &str) -> Result<HttpsUrl, ImageInputError> {
+    /// host or an internal one, or carries credentials.
+    pub fn parse(s: &str) -> Result<ImageUrl, ImageInputError> {
         let s = s.trim_ascii();
-        if starts_with_ignore_case(s, "http://") {
-            return Err(ImageInputError::InsecureUrl);
-        }
-        if !starts_with_ignore_case(s, "https://") {
+        if !(starts_with_ignore_case(s, "https://") || starts_with_ignore_case(s, "http://")) {
             return Err(ImageInputError::NotDataUriOrUrl);
         }
         // `nth` stops after MAX + 1 characters, so a huge string costs nothing.
@@ -195,7 +204,7 @@ impl HttpsUrl {
             .into());
         }
         let url = Url::parse(s).map_err(InvalidUrlReason::Malformed)?;
-        if url.scheme() != "https" {
+        if !matches!(url.scheme(), "https" | "http") {
             return Err(ImageInputError::NotDataUriOrUrl);
         }
         if url.host_str().is_none_or(str::is_empty) {
@@ -213,7 +222,12 @@ impl HttpsUrl {
             }
             .into());
         }
-        Ok(HttpsUrl(url))
+        Ok(ImageUrl(url))
+    }
+
+    /// Whether the URL is `https://` (the image travels encrypted).
+    pub fn is_https(&self) -> bool {
+        self.0.scheme() == "https"
     }
 
     /// The normalised URL text.
@@ -230,7 +244,7 @@ impl HttpsUrl {
     /// by `?…` and the fragment dropped, because signed object-store URLs carry
     /// their credentials in the query.
     pub fn redacted(&self) -> String {
-        let mut out = format!("https://{}", self.0.host_str().unwrap_or(""));
+        let mut out = format!("{}://{}", self.0.scheme(), self.0.host_str().unwrap_or(""));
         if let Some(port) = self.0.port() {
             out.push_str(&format!(":{port}"));
         }
@@ -242,21 +256,21 @@ impl HttpsUrl {
     }
 }
 
-impl fmt::Display for HttpsUrl {
+impl fmt::Display for ImageUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for HttpsUrl {
+impl FromStr for ImageUrl {
     type Err = ImageInputError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HttpsUrl::parse(s)
+        ImageUrl::parse(s)
     }
 }
 
-impl Serialize for HttpsUrl {
+impl Serialize for ImageUrl {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
     }
@@ -267,13 +281,13 @@ impl Serialize for HttpsUrl {
 pub enum ImageInput {
     /// A `data:image/…;base64,…` URI, decoded and checked.
     DataUri(DecodedImage),
-    /// An `https://` URL, passed on to Apimart as is.
-    Url(HttpsUrl),
+    /// An `http://` or `https://` URL, passed on to Apimart as is.
+    Url(ImageUrl),
 }
 
 impl ImageInput {
-    /// Parses a data URI or an `https://` URL; surrounding ASCII whitespace is
-    /// ignored. `max_bytes` caps the decoded size of a data URI.
+    /// Parses a data URI or an `http://`/`https://` URL; surrounding ASCII
+    /// whitespace is ignored. `max_bytes` caps the decoded size of a data URI.
     ///
     /// A data URI is `data:<media type>[;<parameter>…];base64,<data>` with the
     /// scheme, media type and `base64` marker in any ASCII case; the media type
@@ -289,13 +303,13 @@ impl ImageInput {
     /// See [`ImageInputError`]; the variants are checked in this order:
     /// form (`NotDataUriOrUrl`), `UnsupportedMediaType`, `NotBase64Encoded`,
     /// `Empty`, `TooLarge`, `InvalidBase64`, `MimeMismatch`; for URLs
-    /// `InsecureUrl`, `InvalidUrl`.
+    /// `InvalidUrl`.
     pub fn parse(s: &str, max_bytes: usize) -> Result<ImageInput, ImageInputError> {
         let s = s.trim_ascii();
         if starts_with_ignore_case(s, "data:") {
             parse_data_uri(&s[5..], max_bytes).map(ImageInput::DataUri)
         } else {
-            HttpsUrl::parse(s).map(ImageInput::Url)
+            ImageUrl::parse(s).map(ImageInput::Url)
         }
     }
 
@@ -308,7 +322,7 @@ impl ImageInput {
     }
 
     /// The URL, `None` for a data URI.
-    pub fn as_url(&self) -> Option<&HttpsUrl> {
+    pub fn as_url(&self) -> Option<&ImageUrl> {
         match self {
             ImageInput::DataUri(_) => None,
             ImageInput::Url(url) => Some(url),
@@ -322,7 +336,8 @@ impl ImageInput {
     }
 
     /// A short description for logs that never contains image data or URL
-    /// queries: `data:image/png;base64,<12345 bytes>` or `https://host/path?…`.
+    /// queries: `data:image/png;base64,<12345 bytes>` or `https://host/path?…`
+    /// (or `http://…`).
     pub fn redacted(&self) -> String {
         match self {
             ImageInput::DataUri(image) => {
@@ -337,9 +352,11 @@ impl ImageInput {
 /// plain-English sentence fragment fit for a `FieldError`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageInputError {
-    /// Neither `data:` nor `https://` (nor `http://`) at the start, or a data
+    /// Neither `data:` nor `http://` or `https://` at the start, or a data
     /// URI without the comma that separates header and data.
-    #[error("must be a data URI such as `data:image/png;base64,iVBORw0…` or an `https://` URL")]
+    #[error(
+        "must be a data URI such as `data:image/png;base64,iVBORw0…` or an `https://` (or `http://`) URL"
+    )]
     NotDataUriOrUrl,
     /// The data URI declares a media type other than PNG, JPEG or WebP. Holds
     /// the declared type (at most 64 characters; empty when none was given).
@@ -384,10 +401,7 @@ pub enum ImageInputError {
         /// The limit in bytes.
         max: usize,
     },
-    /// An `http://` URL: images must be fetched over TLS.
-    #[error("image URL must use https://, not http://")]
-    InsecureUrl,
-    /// An `https://` URL that cannot be used.
+    /// An `http://` or `https://` URL that cannot be used.
     #[error("image URL is invalid: {0}")]
     InvalidUrl(#[from] InvalidUrlReason),
 }
@@ -404,7 +418,7 @@ impl ImageInputError {
     }
 }
 
-/// Why an `https://` URL is refused.
+/// Why an `http://` or `https://` URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidUrlReason {
     /// Longer than [`MAX_IMAGE_URL_CHARS`].
@@ -419,9 +433,10 @@ pub enum InvalidUrlReason {
     /// No host name.
     #[error("it has no host")]
     MissingHost,
-    /// `localhost` or an IP literal in a loopback, private, link-local,
-    /// shared or unspecified range: the upstream would be asked to fetch from
-    /// its own network (server-side request forgery).
+    /// `localhost`, a name that only resolves inside a network, or an IP
+    /// literal no public image can live at (see [`is_internal_ip`]): the
+    /// upstream would be asked to fetch from its own network (server-side
+    /// request forgery).
     #[error("it must name a public host, not a local or private address")]
     InternalHost,
     /// A user name or password in the URL; credentials must not travel in URLs
@@ -430,34 +445,89 @@ pub enum InvalidUrlReason {
     HasCredentials,
 }
 
-/// Whether `host` is `localhost` or an address no public image can live at.
+/// Host-name suffixes that only resolve inside a network: `localhost`
+/// (RFC 6761), `local` (mDNS, RFC 6762), `internal` (reserved for private use
+/// by ICANN, and where cloud metadata services live, e.g.
+/// `metadata.google.internal`) and `home.arpa` (RFC 8375).
+const INTERNAL_SUFFIXES: [&str; 4] = ["localhost", "local", "internal", "home.arpa"];
+
+/// Whether `host` is a name that only resolves inside a network (see
+/// [`INTERNAL_SUFFIXES`]; also any single-label name such as `metadata` or
+/// `intranet`), or an IP literal for which [`is_internal_ip`] holds.
 fn is_internal_host(host: Option<url::Host<&str>>) -> bool {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    fn v4(ip: Ipv4Addr) -> bool {
-        let [a, b, ..] = ip.octets();
-        ip.is_loopback()
-            || ip.is_private()
-            || ip.is_link_local()
-            || ip.is_unspecified()
-            || ip.is_broadcast()
-            || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
-    }
-    fn v6(ip: Ipv6Addr) -> bool {
-        let first = ip.segments()[0];
-        ip.is_loopback()
-            || ip.is_unspecified()
-            || (first & 0xfe00) == 0xfc00 // unique local, RFC 4193
-            || (first & 0xffc0) == 0xfe80 // link-local
-            || ip.to_ipv4_mapped().is_some_and(v4)
-    }
     match host {
         Some(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
+            !d.contains('.')
+                || INTERNAL_SUFFIXES
+                    .iter()
+                    .any(|s| d == *s || d.ends_with(&format!(".{s}")))
         }
-        Some(url::Host::Ipv4(ip)) => v4(ip),
-        Some(url::Host::Ipv6(ip)) => v6(ip),
+        Some(url::Host::Ipv4(ip)) => is_internal_ip(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_internal_ip(std::net::IpAddr::V6(ip)),
         None => true,
+    }
+}
+
+/// Whether `ip` is an address no public image can live at: IPv4 "this
+/// network" (0/8), private (10/8, 172.16/12, 192.168/16), shared (100.64/10,
+/// RFC 6598; Aliyun's metadata service is 100.100.100.200), loopback (127/8),
+/// link-local (169.254/16, cloud metadata at 169.254.169.254), IETF protocol
+/// assignments (192.0.0/24), benchmarking (198.18/15), documentation,
+/// multicast (224/4), reserved and broadcast (240/4); IPv6 unspecified,
+/// loopback, unique local (fc00::/7), link-local (fe80::/10), multicast
+/// (ff00::/8), documentation (2001:db8::/32), and any IPv4 address carried in
+/// an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible, NAT64 (64:ff9b::/96)
+/// or 6to4 (2002::/16) form that is internal by the IPv4 rules.
+pub fn is_internal_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    fn v4(ip: Ipv4Addr) -> bool {
+        let [a, b, c, _] = ip.octets();
+        a == 0
+            || ip.is_loopback()
+            || ip.is_private()
+            || ip.is_link_local()
+            || ip.is_multicast()
+            || ip.is_documentation()
+            || a >= 240 // reserved, and the broadcast address
+            || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
+            || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, RFC 6890
+            || (a == 198 && (18..20).contains(&b)) // benchmarking, RFC 2544
+    }
+    fn v6(ip: Ipv6Addr) -> bool {
+        let s = ip.segments();
+        let embedded = if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+            // NAT64 well-known prefix, RFC 6052: the last 32 bits.
+            Some(Ipv4Addr::new(
+                (s[6] >> 8) as u8,
+                s[6] as u8,
+                (s[7] >> 8) as u8,
+                s[7] as u8,
+            ))
+        } else if s[0] == 0x2002 {
+            // 6to4, RFC 3056: bits 16–47.
+            Some(Ipv4Addr::new(
+                (s[1] >> 8) as u8,
+                s[1] as u8,
+                (s[2] >> 8) as u8,
+                s[2] as u8,
+            ))
+        } else {
+            // IPv4-mapped `::ffff:a.b.c.d` and IPv4-compatible `::a.b.c.d`
+            // (which also turns `::` and `::1` into 0.0.0.0 and 0.0.0.1).
+            ip.to_ipv4()
+        };
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || (s[0] & 0xfe00) == 0xfc00 // unique local, RFC 4193
+            || (s[0] & 0xffc0) == 0xfe80 // link-local
+            || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
+            || embedded.is_some_and(v4)
+    }
+    match ip {
+        IpAddr::V4(ip) => v4(ip),
+        IpAddr::V6(ip) => v6(ip),
     }
 }
 
@@ -898,23 +968,25 @@ mod tests {
     }
 
     #[test]
-    fn urls_must_be_https_with_a_host_and_no_credentials() {
+    fn urls_must_be_http_or_https_with_a_host_and_no_credentials() {
         let ok = ImageInput::parse(" HTTPS://cdn.example.com/a/b.png?sig=secret#x ", MAX).unwrap();
         let url = ok.as_url().unwrap();
         assert_eq!(url.as_str(), "https://cdn.example.com/a/b.png?sig=secret#x");
         assert_eq!(ok.redacted(), "https://cdn.example.com/a/b.png?…");
         assert_eq!(ok.to_data_uri(), None);
+        assert!(url.is_https());
         assert_eq!(
-            HttpsUrl::parse("https://h.example:8443/p")
+            ImageUrl::parse("https://h.example:8443/p")
                 .unwrap()
                 .redacted(),
             "https://h.example:8443/p"
         );
 
-        assert_eq!(
-            ImageInput::parse("http://cdn.example.com/a.png", MAX),
-            Err(ImageInputError::InsecureUrl)
-        );
+        let plain = ImageInput::parse(" Http://cdn.example.com/a.png?token=t ", MAX).unwrap();
+        let url = plain.as_url().unwrap();
+        assert_eq!(url.as_str(), "http://cdn.example.com/a.png?token=t");
+        assert!(!url.is_https());
+        assert_eq!(plain.redacted(), "http://cdn.example.com/a.png?…");
         assert_eq!(
             ImageInput::parse("ftp://cdn.example.com/a.png", MAX),
             Err(ImageInputError::NotDataUriOrUrl)
@@ -1067,21 +1139,52 @@ mod tests {
             let _ = ImageInput::parse(&format!("data:{s}"), max);
             let _ = ImageInput::parse(&format!("data:image/png;base64,{s}"), max);
             let _ = ImageInput::parse(&format!("https://{s}"), max);
+            let _ = ImageInput::parse(&format!("http://{s}"), max);
         }
 
         #[test]
-        fn accepted_urls_are_https_with_host_and_bounded(
+        fn accepted_urls_are_http_or_https_with_host_and_bounded(
             host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}",
             path in "(/[a-zA-Z0-9._~%-]{0,30}){0,5}",
             query in proptest::option::of("[a-z0-9=&]{0,40}"),
+            https in any::<bool>(),
         ) {
-            let s = format!("https://{host}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
-            let url = HttpsUrl::parse(&s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
-            prop_assert_eq!(url.as_url().scheme(), "https");
+            prop_assume!(!INTERNAL_SUFFIXES.iter().any(|s| host.ends_with(&format!(".{s}"))));
+            let scheme = if https { "https" } else { "http" };
+            let s = format!("{scheme}://{host}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+            let url = ImageUrl::parse(&s).map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
+            prop_assert_eq!(url.as_url().scheme(), scheme);
+            prop_assert_eq!(url.is_https(), https);
             prop_assert_eq!(url.as_url().host_str(), Some(host.as_str()));
             prop_assert!(!url.redacted().contains('='));
-            let insecure = s.replacen("https://", "http://", 1);
-            prop_assert_eq!(HttpsUrl::parse(&insecure), Err(ImageInputError::InsecureUrl));
+        }
+
+        #[test]
+        fn internal_ipv4_addresses_are_refused_in_every_written_form(
+            a in any::<u8>(), b in any::<u8>(), c in any::<u8>(), d in any::<u8>(),
+            https in any::<bool>(),
+        ) {
+            let ip = std::net::Ipv4Addr::new(a, b, c, d);
+            let internal = is_internal_ip(ip.into());
+            let scheme = if https { "https" } else { "http" };
+            let n = u32::from(ip);
+            let mapped = ip.to_ipv6_mapped();
+            let nat64 = std::net::Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, (n >> 16) as u16, n as u16);
+            for host in [
+                ip.to_string(),
+                n.to_string(),
+                format!("{n:#x}"),
+                format!("[{mapped}]"),
+                format!("[::ffff:{ip}]"),
+                format!("[{nat64}]"),
+            ] {
+                let s = format!("{scheme}://{host}/a.png");
+                let refused = matches!(
+                    ImageUrl::parse(&s),
+                    Err(ImageInputError::InvalidUrl(InvalidUrlReason::InternalHost))
+                );
+                prop_assert_eq!(refused, internal, "{}", s);
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::body::{BodyProfile, Gender};
 use crate::edit::EditInstructions;
+use crate::outfit::OutfitDescription;
 use crate::task::Angle;
 
 /// Apimart's prompt length limit on several models, in characters
@@ -142,9 +143,12 @@ impl PromptTemplates {
     /// exists (`default.j2`, `edit.j2`, `outfit.j2`; other files are ignored).
     ///
     /// Each override is compiled and rendered with sample values for every
-    /// branch the built-in context offers (with and without `body_shape`, each
-    /// angle, one and five garments), so a syntax error, an undefined variable
-    /// or an empty result fails here, naming the file.
+    /// branch the built-in context offers (a full body profile and an empty
+    /// one, each angle, one and five garments, with and without an outfit
+    /// description), so a syntax error, an undefined variable, an optional
+    /// variable used without a guard (every body-profile variable but `person`
+    /// and `article`, and `outfit_description`, may be undefined: test them with
+    /// `{% if age is defined %}`), or an empty result fails here, naming the file.
     ///
     /// # Errors
     /// [`PromptError::NotADirectory`], [`PromptError::Io`],
@@ -192,21 +196,14 @@ impl PromptTemplates {
     }
 
     /// The default-model prompt (F1) for `profile`. Image 1 is the user's photo.
+    /// Fields missing from the profile are left out of the context (see
+    /// `templates/default.j2` for the variables).
     ///
     /// # Errors
     /// [`PromptError::Render`] or [`PromptError::EmptyPrompt`], only with an
     /// override template.
     pub fn render_default(&self, profile: &BodyProfile) -> Result<String, PromptError> {
-        let ctx = DefaultContext {
-            gender: profile.gender().as_str(),
-            person: person_noun(profile.gender(), profile.age()),
-            age: format_number(profile.age()),
-            height_cm: format_number(profile.height_cm()),
-            weight_kg: format_number(profile.weight_kg()),
-            skin_tone: profile.skin_tone(),
-            body_shape: profile.body_shape(),
-        };
-        self.render(DEFAULT_TEMPLATE, ctx)
+        self.render(DEFAULT_TEMPLATE, DefaultContext::of(profile))
     }
 
     /// The edit prompt (F2). Image 1 is the base model.
@@ -226,13 +223,19 @@ impl PromptTemplates {
         )
     }
 
-    /// The outfit prompt (F3) for `angle` with `garment_count` garments.
-    /// Image 1 is the base model, images 2 to `garment_count + 1` the garments.
+    /// The outfit prompt (F3) for `angle` with `garment_count` garments and
+    /// the client's optional `description` of the outfit. Image 1 is the base
+    /// model, images 2 to `garment_count + 1` the garments.
     ///
     /// # Errors
     /// [`PromptError::GarmentCount`] unless `1 <= garment_count <= 5`;
     /// [`PromptError::Render`] or [`PromptError::EmptyPrompt`] with an override.
-    pub fn render_outfit(&self, angle: Angle, garment_count: usize) -> Result<String, PromptError> {
+    pub fn render_outfit(
+        &self,
+        angle: Angle,
+        garment_count: usize,
+        description: Option<&OutfitDescription>,
+    ) -> Result<String, PromptError> {
         if !(1..=MAX_OUTFIT_GARMENTS).contains(&garment_count) {
             return Err(PromptError::GarmentCount {
                 count: garment_count,
@@ -244,6 +247,7 @@ impl PromptTemplates {
             OutfitContext {
                 angle: angle.as_str(),
                 garment_count,
+                outfit_description: description.map(OutfitDescription::as_str),
             },
         )
     }
@@ -266,20 +270,23 @@ impl PromptTemplates {
     fn try_samples(&self, template: &'static str) -> Result<(), PromptError> {
         match template {
             DEFAULT_TEMPLATE => {
-                for (gender, age, body_shape) in [
-                    (Gender::Female, 28.0, Some("hourglass")),
-                    (Gender::Male, 15.5, None),
-                ] {
-                    let ctx = DefaultContext {
-                        gender: gender.as_str(),
-                        person: person_noun(gender, age),
-                        age: format_number(age),
-                        height_cm: "170".to_owned(),
-                        weight_kg: "60.5".to_owned(),
-                        skin_tone: "fair",
-                        body_shape,
-                    };
-                    self.render(template, ctx)?;
+                let full = BodyProfile::parse(crate::body::BodyProfileInput {
+                    gender: Some("female".into()),
+                    height_cm: Some(170.0),
+                    weight_kg: Some(60.5),
+                    age: Some(28.0),
+                    skin_tone: Some("fair".into()),
+                    body_shape: Some("hourglass".into()),
+                })
+                .unwrap_or_default();
+                let teen = BodyProfile::parse(crate::body::BodyProfileInput {
+                    gender: Some("male".into()),
+                    age: Some(15.0),
+                    ..Default::default()
+                })
+                .unwrap_or_default();
+                for profile in [full, teen, BodyProfile::default()] {
+                    self.render(template, DefaultContext::of(&profile))?;
                 }
             }
             EDIT_TEMPLATE => {
@@ -291,9 +298,14 @@ impl PromptTemplates {
                 )?;
             }
             _ => {
+                let description = OutfitDescription::parse("white T-shirt with blue jeans")
+                    .ok()
+                    .flatten();
                 for angle in Angle::ALL {
                     for count in [1, MAX_OUTFIT_GARMENTS] {
-                        self.render_outfit(*angle, count)?;
+                        for description in [None, description.as_ref()] {
+                            self.render_outfit(*angle, count, description)?;
+                        }
                     }
                 }
             }
@@ -308,16 +320,47 @@ impl Default for PromptTemplates {
     }
 }
 
-/// Variables of `default.j2`.
+/// Variables of `default.j2`. Absent profile fields are left out (undefined
+/// in the template), so a template tests them with `{% if … is defined %}`.
 #[derive(Serialize)]
 struct DefaultContext<'a> {
-    gender: &'static str,
+    /// `woman`, `man`, `person`, `teenage girl`, … from gender and age.
     person: &'static str,
-    age: String,
-    height_cm: String,
-    weight_kg: String,
-    skin_tone: &'a str,
+    /// `a` or `an`, the article for the phrase that starts with the age (or,
+    /// without an age, with `person`).
+    article: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gender: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height_cm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight_kg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skin_tone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     body_shape: Option<&'a str>,
+}
+
+impl<'a> DefaultContext<'a> {
+    fn of(profile: &'a BodyProfile) -> Self {
+        let age = profile.age();
+        let person = person_noun(profile.gender(), age);
+        DefaultContext {
+            person,
+            article: match age {
+                Some(a) => article_for_age(a),
+                None => "a",
+            },
+            gender: profile.gender().map(|g| g.as_str()),
+            age: age.map(|a| a.to_string()),
+            height_cm: profile.height_cm().map(format_number),
+            weight_kg: profile.weight_kg().map(format_number),
+            skin_tone: profile.skin_tone(),
+            body_shape: profile.body_shape(),
+        }
+    }
 }
 
 /// Variables of `edit.j2`.
@@ -328,29 +371,53 @@ struct EditContext<'a> {
 
 /// Variables of `outfit.j2`.
 #[derive(Serialize)]
-struct OutfitContext {
+struct OutfitContext<'a> {
     angle: &'static str,
     garment_count: usize,
+    /// The client's description of the outfit; undefined when not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outfit_description: Option<&'a str>,
 }
 
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
     // Prompts are plain text: HTML escaping would turn `don't` into `don&#x27;t`.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Any use of an undefined variable fails, even in an `{% if %}`: a typo is
+    // caught, and an optional variable must be tested with `is defined`.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env
 }
 
 /// How the default prompt names the person: image models follow "a 28-year-old
-/// woman" better than a bare gender, and children need other words.
-fn person_noun(gender: Gender, age: f64) -> &'static str {
-    match (gender, age) {
-        (Gender::Female, a) if a < 13.0 => "girl",
-        (Gender::Male, a) if a < 13.0 => "boy",
-        (Gender::Female, a) if a < 18.0 => "teenage girl",
-        (Gender::Male, a) if a < 18.0 => "teenage boy",
-        (Gender::Female, _) => "woman",
-        (Gender::Male, _) => "man",
+/// woman" better than a bare gender, and children need other words. Without a
+/// gender the words are neutral; without an age, adult.
+fn person_noun(gender: Option<Gender>, age: Option<u8>) -> &'static str {
+    let stage = match age {
+        Some(a) if a < 13 => 0,
+        Some(a) if a < 18 => 1,
+        _ => 2,
+    };
+    match (gender, stage) {
+        (Some(Gender::Female), 0) => "girl",
+        (Some(Gender::Male), 0) => "boy",
+        (None, 0) => "child",
+        (Some(Gender::Female), 1) => "teenage girl",
+        (Some(Gender::Male), 1) => "teenage boy",
+        (None, 1) => "teenager",
+        (Some(Gender::Female), _) => "woman",
+        (Some(Gender::Male), _) => "man",
+        (None, _) => "person",
+    }
+}
+
+/// `an` before an age said with a leading vowel sound (8, 11, 18, 80–89),
+/// else `a`: "an 18-year-old", "a 28-year-old".
+fn article_for_age(age: u8) -> &'static str {
+    if age == 8 || age == 11 || age == 18 || (80..90).contains(&age) {
+        "an"
+    } else {
+        "a"
     }
 }
 
@@ -406,6 +473,14 @@ mod tests {
         .unwrap()
     }
 
+    fn partial(json: serde_json::Value) -> BodyProfile {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn description(s: &str) -> OutfitDescription {
+        OutfitDescription::parse(s).unwrap().unwrap()
+    }
+
     fn chars(s: &str) -> usize {
         s.chars().count()
     }
@@ -430,6 +505,45 @@ mod tests {
             "{p}"
         );
         assert!(!p.contains("body shape"), "{p}");
+
+        let p = PromptTemplates::builtin()
+            .render_default(&profile("female", 18.0, None))
+            .unwrap();
+        assert!(p.contains(": an 18-year-old woman, 165 cm"), "{p}");
+    }
+
+    #[test]
+    fn missing_profile_fields_are_left_out_of_the_default_prompt() {
+        let t = PromptTemplates::builtin();
+        let p = t
+            .render_default(&partial(serde_json::json!({"gender": "女", "height": 165})))
+            .unwrap();
+        assert!(
+            p.starts_with("Full-body e-commerce fashion photo of a digital model based on the person in image 1: a woman, 165 cm tall.\n"),
+            "{p}"
+        );
+        assert!(p.contains("Body proportions must match the height."), "{p}");
+        for absent in ["year-old", " kg", "skin tone", "body shape", "weight"] {
+            assert!(!p.contains(absent), "{absent} in {p}");
+        }
+
+        let p = t.render_default(&BodyProfile::default()).unwrap();
+        assert!(
+            p.starts_with("Full-body e-commerce fashion photo of a digital model based on the person in image 1: a person.\n"),
+            "{p}"
+        );
+        assert!(p.contains("Keep the body proportions of the person in image 1."), "{p}");
+        assert!(!p.contains("none") && !p.contains("  ") && !p.contains(" ,"), "{p}");
+
+        let p = t
+            .render_default(&partial(serde_json::json!({"age": 11, "weight_kg": 40, "skin_tone": "fair"})))
+            .unwrap();
+        assert!(p.contains(": an 11-year-old child, 40 kg, skin tone: fair."), "{p}");
+        assert!(p.contains("Body proportions must match the weight."), "{p}");
+        let p = t
+            .render_default(&partial(serde_json::json!({"age": 16, "body_shape": "slim"})))
+            .unwrap();
+        assert!(p.contains(": a 16-year-old teenager, body shape: slim."), "{p}");
     }
 
     #[test]
@@ -446,13 +560,13 @@ mod tests {
     #[test]
     fn outfit_prompt_numbers_images_and_describes_the_angle() {
         let t = PromptTemplates::builtin();
-        let one = t.render_outfit(Angle::Front, 1).unwrap();
+        let one = t.render_outfit(Angle::Front, 1, None).unwrap();
         assert!(
             one.starts_with("Dress the model from image 1 in the garment shown in image 2."),
             "{one}"
         );
         assert!(one.contains("Front view"), "{one}");
-        let five = t.render_outfit(Angle::Back, 5).unwrap();
+        let five = t.render_outfit(Angle::Back, 5, None).unwrap();
         assert!(
             five.contains("the 5 garments shown in images 2 to 6, combined into one outfit"),
             "{five}"
@@ -462,18 +576,35 @@ mod tests {
             "{five}"
         );
         assert!(
-            t.render_outfit(Angle::Side, 3)
+            t.render_outfit(Angle::Side, 3, None)
                 .unwrap()
                 .contains("in profile")
         );
+        assert!(!one.contains("describes"), "{one}");
         assert!(matches!(
-            t.render_outfit(Angle::Side, 0),
+            t.render_outfit(Angle::Side, 0, None),
             Err(PromptError::GarmentCount { count: 0, max: 5 })
         ));
         assert!(matches!(
-            t.render_outfit(Angle::Side, 6),
+            t.render_outfit(Angle::Side, 6, None),
             Err(PromptError::GarmentCount { .. })
         ));
+    }
+
+    #[test]
+    fn outfit_prompt_carries_the_clients_description() {
+        let t = PromptTemplates::builtin();
+        let p = t
+            .render_outfit(Angle::Front, 2, Some(&description("白色T恤搭配牛仔裤和运动鞋")))
+            .unwrap();
+        assert!(
+            p.contains("\nThe outfit as the client describes it: 白色T恤搭配牛仔裤和运动鞋\nReproduce each garment"),
+            "{p}"
+        );
+        let longest = description(&"裤".repeat(crate::outfit::MAX_OUTFIT_DESCRIPTION_CHARS));
+        let p = t.render_outfit(Angle::Side, 5, Some(&longest)).unwrap();
+        assert!(p.ends_with("no other people."), "truncated: {p}");
+        assert!(chars(&p) < MAX_PROMPT_CHARS, "{}", chars(&p));
     }
 
     #[test]
@@ -488,13 +619,13 @@ mod tests {
             gender: Some("female".into()),
             height_cm: Some(299.99),
             weight_kg: Some(499.95),
-            age: Some(149.5),
+            age: Some(149.0),
             skin_tone: Some("w".repeat(64)),
             body_shape: Some("w".repeat(64)),
         })
         .unwrap();
         assert!(chars(&t.render_default(&big).unwrap()) < MAX_PROMPT_CHARS - 200);
-        assert!(chars(&t.render_outfit(Angle::Side, 5).unwrap()) < MAX_PROMPT_CHARS - 200);
+        assert!(chars(&t.render_outfit(Angle::Side, 5, None).unwrap()) < MAX_PROMPT_CHARS - 200);
     }
 
     const MAX_EDIT_INSTRUCTIONS: usize = crate::edit::MAX_EDIT_INSTRUCTIONS_CHARS;
@@ -528,22 +659,30 @@ mod tests {
     proptest! {
         #[test]
         fn default_prompt_renders_for_any_valid_profile_below_the_limit(
-            female in any::<bool>(),
-            h in 1e-9f64..=300.0, w in 1e-9f64..=500.0, a in 1e-9f64..=150.0,
-            skin in "\\PC{1,64}", shape in proptest::option::of("\\PC{0,64}"),
+            gender in proptest::option::of(prop_oneof![Just("female"), Just("male")]),
+            h in proptest::option::of(1e-9f64..=300.0), w in proptest::option::of(1e-9f64..=500.0),
+            a in proptest::option::of(1u8..=150),
+            skin in proptest::option::of("\\PC{1,64}"), shape in proptest::option::of("\\PC{0,64}"),
         ) {
             let input = BodyProfileInput {
-                gender: Some(if female { "female" } else { "male" }.into()),
-                height_cm: Some(h), weight_kg: Some(w), age: Some(a),
-                skin_tone: Some(skin), body_shape: shape,
+                gender: gender.map(Into::into),
+                height_cm: h, weight_kg: w, age: a.map(f64::from),
+                skin_tone: skin, body_shape: shape,
             };
-            // Some generated texts are blank; those profiles are invalid and out of scope.
-            if let Ok(p) = BodyProfile::parse(input) {
-                let prompt = PromptTemplates::builtin().render_default(&p)
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                prop_assert!(chars(&prompt) < MAX_PROMPT_CHARS);
-                prop_assert!(prompt.contains(p.skin_tone()));
+            let p = BodyProfile::parse(input).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            let prompt = PromptTemplates::builtin().render_default(&p)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(chars(&prompt) < MAX_PROMPT_CHARS);
+            prop_assert!(prompt.ends_with("no props."), "truncated: {}", prompt);
+            if let Some(skin) = p.skin_tone() {
+                let expected = format!("skin tone: {skin}");
+                prop_assert!(prompt.contains(&expected));
+            } else {
+                prop_assert!(!prompt.contains("skin tone:"));
             }
+            prop_assert_eq!(prompt.contains("-year-old"), p.age().is_some());
+            prop_assert_eq!(prompt.contains(" cm tall"), p.height_cm().is_some());
+            prop_assert_eq!(prompt.contains(" kg"), p.weight_kg().is_some());
         }
 
         #[test]
@@ -562,7 +701,7 @@ mod tests {
         fn outfit_prompt_renders_for_every_angle_and_count_below_the_limit(
             i in 0usize..3, count in 1usize..=MAX_OUTFIT_GARMENTS,
         ) {
-            let prompt = PromptTemplates::builtin().render_outfit(Angle::ALL[i], count)
+            let prompt = PromptTemplates::builtin().render_outfit(Angle::ALL[i], count, None)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(chars(&prompt) < MAX_PROMPT_CHARS);
             let last_image = format!("image {}", count + 1);

@@ -134,19 +134,20 @@ proptest! {
     }
 
     /// Seed property 3: a body profile with any subset of its measurements out
-    /// of range (≤ 0, above the maximum, NaN, ±∞, or missing) is rejected, and
-    /// the errors name exactly those fields.
+    /// of range (≤ 0, above the maximum, NaN, ±∞, or a fractional age) is
+    /// rejected, and the errors name exactly those fields. Missing fields are
+    /// not errors: every body-profile field is optional (docs/legacy.md).
     #[test]
     fn out_of_range_body_profile_rejected(
         bad in proptest::collection::vec(any::<bool>(), 3).prop_filter("at least one bad field", |b| b.contains(&true)),
         values in proptest::collection::vec(bad_measure(), 3),
-        good in (1e-6f64..=300.0, 1e-6f64..=500.0, 1e-6f64..=150.0),
+        good in (proptest::option::of(1e-6f64..=300.0), proptest::option::of(1e-6f64..=500.0), proptest::option::of(1u8..=150)),
     ) {
         let maxes = [300.0, 500.0, 150.0];
         let names = ["body_profile.height_cm", "body_profile.weight_kg", "body_profile.age"];
-        let goods = [good.0, good.1, good.2];
+        let goods = [good.0, good.1, good.2.map(f64::from)];
         let pick = |i: usize| -> Option<f64> {
-            if bad[i] { values[i].map(|v| v.resolve(maxes[i])) } else { Some(goods[i]) }
+            if bad[i] { Some(values[i].resolve(maxes[i])) } else { goods[i] }
         };
         let input = BodyProfileInput {
             gender: Some("female".into()),
@@ -183,7 +184,7 @@ proptest! {
     /// templates into a prompt below Apimart's limit.
     #[test]
     fn builtin_prompts_render_below_the_limit(
-        h in 1e-6f64..=300.0, w in 1e-6f64..=500.0, a in 1e-6f64..=150.0,
+        h in 1e-6f64..=300.0, w in 1e-6f64..=500.0, a in 1u8..=150,
         skin in "[^\\p{C}\\s]\\PC{0,63}", shape in proptest::option::of("[^\\p{C}\\s]\\PC{0,63}"),
         instructions in "[^\\p{C}\\s](\\PC|\n){0,499}",
         angle in 0usize..3, garments in 1usize..=5,
@@ -191,14 +192,14 @@ proptest! {
         let templates = PromptTemplates::builtin();
         let profile = BodyProfile::parse(BodyProfileInput {
             gender: Some("男".into()),
-            height_cm: Some(h), weight_kg: Some(w), age: Some(a),
+            height_cm: Some(h), weight_kg: Some(w), age: Some(f64::from(a)),
             skin_tone: Some(skin), body_shape: shape,
         }).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         let edit = EditInstructions::parse(&instructions).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for prompt in [
             templates.render_default(&profile),
             templates.render_edit(&edit),
-            templates.render_outfit(Angle::ALL[angle], garments),
+            templates.render_outfit(Angle::ALL[angle], garments, None),
         ] {
             let prompt = prompt.map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(prompt.chars().count() < MAX_PROMPT_CHARS);
@@ -214,6 +215,9 @@ enum BadMeasure {
     AboveMax(f64),
     NaN,
     Infinite(bool),
+    /// Half-way between two whole numbers in range: bad for the age only,
+    /// so it is resolved to an out-of-range value for the other fields.
+    Fractional(f64),
 }
 
 impl BadMeasure {
@@ -230,22 +234,21 @@ impl BadMeasure {
                     f64::INFINITY
                 }
             }
+            BadMeasure::Fractional(f) if max == 150.0 => (f * 149.0).floor() + 1.5,
+            BadMeasure::Fractional(f) => -f - 1.0,
         }
     }
 }
 
-/// `None` = the field is missing.
-fn bad_measure() -> impl Strategy<Value = Option<BadMeasure>> {
-    proptest::option::weighted(
-        0.9,
-        prop_oneof![
-            Just(BadMeasure::Zero),
-            (f64::MIN_POSITIVE..1e300).prop_map(BadMeasure::Negative),
-            (1e-9f64..1e6).prop_map(BadMeasure::AboveMax),
-            Just(BadMeasure::NaN),
-            any::<bool>().prop_map(BadMeasure::Infinite),
-        ],
-    )
+fn bad_measure() -> impl Strategy<Value = BadMeasure> {
+    prop_oneof![
+        Just(BadMeasure::Zero),
+        (f64::MIN_POSITIVE..1e300).prop_map(BadMeasure::Negative),
+        (1e-9f64..1e6).prop_map(BadMeasure::AboveMax),
+        Just(BadMeasure::NaN),
+        any::<bool>().prop_map(BadMeasure::Infinite),
+        (0.0f64..1.0).prop_map(BadMeasure::Fractional),
+    ]
 }
 
 #[expect(
@@ -278,7 +281,7 @@ fn an_override_replaces_only_its_own_template() {
     write(
         dir.path(),
         "default.j2",
-        "A {{ age }}-year-old {{ person }} ({{ gender }}), {{ height_cm }} cm, {{ weight_kg }} kg, {{ skin_tone }}{% if body_shape %}, {{ body_shape }}{% endif %}.\n\n   Studio.  \n",
+        "A {% if age is defined %}{{ age }}-year-old {% endif %}{{ person }}{% if gender is defined %} ({{ gender }}){% endif %}{% if height_cm is defined %}, {{ height_cm }} cm{% endif %}{% if weight_kg is defined %}, {{ weight_kg }} kg{% endif %}{% if skin_tone is defined %}, {{ skin_tone }}{% endif %}{% if body_shape is defined %}, {{ body_shape }}{% endif %}.\n\n   Studio.  \n",
     );
     write(dir.path(), "notes.txt", "{{ ignored");
     let t = PromptTemplates::from_dir(dir.path()).unwrap();
@@ -288,10 +291,42 @@ fn an_override_replaces_only_its_own_template() {
     );
     assert_eq!(t.sources()[0], dir.path().join("default.j2"));
     assert_eq!(t.sources()[1].to_str(), Some("builtin:edit.j2"));
+    assert_eq!(
+        t.render_default(&BodyProfile::default()).unwrap(),
+        "A person.\nStudio."
+    );
     let builtin = PromptTemplates::builtin();
     assert_eq!(
-        t.render_outfit(Angle::Side, 2).unwrap(),
-        builtin.render_outfit(Angle::Side, 2).unwrap()
+        t.render_outfit(Angle::Side, 2, None).unwrap(),
+        builtin.render_outfit(Angle::Side, 2, None).unwrap()
+    );
+}
+
+/// Every body-profile field is optional, so an override that prints one
+/// without testing it first is refused when loaded, naming the file.
+#[test]
+fn an_override_using_an_optional_field_unguarded_fails_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "default.j2",
+        "A {{ age }}-year-old {{ person }}, {{ height_cm }} cm.",
+    );
+    let err = PromptTemplates::from_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, PromptError::InvalidTemplate { path, .. } if path.ends_with("default.j2")),
+        "{err:?}"
+    );
+    write(
+        dir.path(),
+        "outfit.j2",
+        "Dress image 1. {{ outfit_description }}",
+    );
+    std::fs::remove_file(dir.path().join("default.j2")).unwrap();
+    let err = PromptTemplates::from_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, PromptError::InvalidTemplate { path, .. } if path.ends_with("outfit.j2")),
+        "{err:?}"
     );
 }
 
@@ -434,44 +469,121 @@ fn truncated_images_are_rejected_as_corrupt() {
     assert!(modelgen_domain::ImageInput::parse(&whole, 1 << 20).is_ok());
 }
 
-/// Input URLs are fetched by the upstream: local and private addresses are refused.
+/// Input URLs are fetched by the upstream, over `http://` or `https://`:
+/// local, private, link-local and metadata addresses are refused either way.
+/// Only the decision is tested; nothing is fetched.
 #[test]
 fn internal_hosts_are_refused_in_image_urls() {
+    for scheme in ["https", "http", "HTTP"] {
+        for bad in [
+            "localhost/a.png",
+            "api.localhost/a.png",
+            "metadata.google.internal/computeMetadata/v1/",
+            "metadata/latest",
+            "printer.local/a.png",
+            "127.0.0.1/a.png",
+            "127.1/a.png",
+            "2130706433/a.png",
+            "10.1.2.3/a.png",
+            "10.255.255.255:8080/a.png",
+            "172.16.0.1/a.png",
+            "192.168.1.1/a.png",
+            "169.254.169.254/latest/meta-data/",
+            "100.64.0.1/a.png",
+            "100.100.100.200/latest/meta-data/",
+            "0.0.0.0/a.png",
+            "0x7f000001/a.png",
+            "224.0.0.1/a.png",
+            "255.255.255.255/a.png",
+            "[::1]/a.png",
+            "[::]/a.png",
+            "[fd00::1]/a.png",
+            "[fd00:ec2::254]/latest/meta-data/",
+            "[fe80::1]/a.png",
+            "[ff02::1]/a.png",
+            "[::ffff:10.0.0.1]/a.png",
+            "[::ffff:169.254.169.254]/a.png",
+            "[::ffff:127.0.0.1]/a.png",
+            "[64:ff9b::a9fe:a9fe]/a.png",
+            "[2002:a9fe:a9fe::1]/a.png",
+        ] {
+            let url = format!("{scheme}://{bad}");
+            assert!(
+                matches!(
+                    modelgen_domain::ImageInput::parse(&url, 1 << 20),
+                    Err(modelgen_domain::ImageInputError::InvalidUrl(
+                        modelgen_domain::InvalidUrlReason::InternalHost
+                    ))
+                ),
+                "{url} was accepted"
+            );
+        }
+        for good in [
+            "cdn.example.com/a.png",
+            "suitme.oss-cn-shenzhen.aliyuncs.com/u/1.jpg",
+            "8.8.8.8/a.png",
+            "[2606:4700:4700::1111]/a.png",
+            "[::ffff:8.8.8.8]/a.png",
+        ] {
+            let url = format!("{scheme}://{good}");
+            assert!(
+                modelgen_domain::ImageInput::parse(&url, 1 << 20).is_ok(),
+                "{url} was refused"
+            );
+        }
+    }
+}
+
+/// The refusal decision as a pure function over addresses (what a resolver
+/// would return), without any traffic.
+#[test]
+fn internal_addresses_are_recognised() {
+    use modelgen_domain::image::is_internal_ip;
+    use std::net::IpAddr;
     for bad in [
-        "https://localhost/a.png",
-        "https://api.localhost/a.png",
-        "https://127.0.0.1/a.png",
-        "https://10.1.2.3/a.png",
-        "https://172.16.0.1/a.png",
-        "https://192.168.1.1/a.png",
-        "https://169.254.169.254/latest/meta-data/",
-        "https://100.64.0.1/a.png",
-        "https://0.0.0.0/a.png",
-        "https://0x7f000001/a.png",
-        "https://[::1]/a.png",
-        "https://[fd00::1]/a.png",
-        "https://[fe80::1]/a.png",
-        "https://[::ffff:10.0.0.1]/a.png",
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.31.255.255",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.100.100.200",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.251",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.0.8",
+        "198.18.0.1",
+        "192.0.2.1",
+        "::1",
+        "::",
+        "fc00::1",
+        "fe80::1",
+        "ff02::1",
+        "2001:db8::1",
+        "::ffff:169.254.169.254",
+        "::ffff:127.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:c0a8:0101::",
     ] {
-        assert!(
-            matches!(
-                modelgen_domain::ImageInput::parse(bad, 1 << 20),
-                Err(modelgen_domain::ImageInputError::InvalidUrl(
-                    modelgen_domain::InvalidUrlReason::InternalHost
-                ))
-            ),
-            "{bad} was accepted"
-        );
+        let ip: IpAddr = bad.parse().unwrap();
+        assert!(is_internal_ip(ip), "{bad} is internal");
     }
     for good in [
-        "https://cdn.example.com/a.png",
-        "https://8.8.8.8/a.png",
-        "https://[2001:db8::1]/a.png",
+        "8.8.8.8",
+        "1.1.1.1",
+        "47.88.1.1",
+        "100.63.255.255",
+        "100.128.0.0",
+        "172.32.0.1",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:0808:0808::",
     ] {
-        assert!(
-            modelgen_domain::ImageInput::parse(good, 1 << 20).is_ok(),
-            "{good} was refused"
-        );
+        let ip: IpAddr = good.parse().unwrap();
+        assert!(!is_internal_ip(ip), "{good} is public");
     }
 }
 
