@@ -63,13 +63,13 @@ pub struct ServeArgs {
 pub enum TasksCommand {
     /// Print a task, its images and its callbacks as JSON.
     Show {
-        /// Task id (`task_…`).
+        /// Task id: `task_…`, or any imported id (1–128 URL-safe ASCII characters).
         task_id: String,
     },
     /// Put a failed task back to `submitted` so the workers run it again
     /// (fresh upstream submit, timeout counted from now, a new callback when it ends).
     Retry {
-        /// Task id (`task_…`).
+        /// Task id: `task_…`, or any imported id (1–128 URL-safe ASCII characters).
         task_id: String,
     },
 }
@@ -132,6 +132,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Role::All
             };
+            for note in crate::legacy::notes_from_env(&config) {
+                tracing::warn!(
+                    setting = note.name,
+                    note = %note.message,
+                    "setting of the earlier service"
+                );
+            }
             let app = Application::build(config, role).await?;
             tracing::info!(port = app.port(), "modelgen listening");
             app.run_until_stopped().await
@@ -233,6 +240,13 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
             println!("{}", toml_like(&config)?);
             if config.apimart_api_key.is_none() {
                 println!("# note: APIMART_API_KEY is not set; the built-in simulator will be used");
+            }
+            let notes = crate::legacy::notes_from_env(&config);
+            if !notes.is_empty() {
+                println!("# settings of the earlier service:");
+                for note in notes {
+                    println!("# note: {}: {}", note.name, note.message);
+                }
             }
             println!("configuration OK");
             Ok(())

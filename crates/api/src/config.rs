@@ -3,9 +3,12 @@
 //! Loaded from, in order (later wins): built-in defaults, an optional TOML file
 //! (`--config`), a `.env` file in the working directory, then environment
 //! variables. Keys are the environment variable names in lower case (`port`,
-//! `database_url` …), so the earlier Python service's variables
-//! (`DATABASE_URL`, `APIMART_API_KEY`, `TASK_POLL_INTERVAL`, …) keep their
-//! meaning. Unknown keys in the file and bad values fail startup, naming the key.
+//! `database_url` …); environment names are matched in any case, as the earlier
+//! Python service did. The earlier service's variables (`DATABASE_URL`,
+//! `APIMART_API_KEY`, `TASK_POLL_INTERVAL`, …) keep their meaning, and its
+//! other variables are accepted and reported as ignored (see [`crate::legacy`]).
+//! Booleans take the spellings it took (`True`, `false`, `1`, `yes`, `off` …).
+//! Unknown keys in the file and bad values fail startup, naming the key.
 
 use std::fmt;
 use std::path::Path;
@@ -81,6 +84,44 @@ fn opt_scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         .filter(|s| !s.trim().is_empty()))
 }
 
+/// The spellings of `true` and `false` accepted in boolean settings, in any
+/// ASCII case: those of pydantic, which read the earlier service's `.env`
+/// (docs/legacy.md, "Configuration").
+pub const TRUE_WORDS: [&str; 6] = ["true", "1", "yes", "on", "t", "y"];
+/// See [`TRUE_WORDS`].
+pub const FALSE_WORDS: [&str; 6] = ["false", "0", "no", "off", "f", "n"];
+
+/// A boolean from a boolean, `0`/`1`, or one of [`TRUE_WORDS`]/[`FALSE_WORDS`];
+/// `None` for a blank string.
+fn parse_bool_like<E: serde::de::Error>(value: Scalar) -> Result<Option<bool>, E> {
+    let t = value.0.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if TRUE_WORDS.iter().any(|w| w.eq_ignore_ascii_case(t)) {
+        Ok(Some(true))
+    } else if FALSE_WORDS.iter().any(|w| w.eq_ignore_ascii_case(t)) {
+        Ok(Some(false))
+    } else {
+        Err(E::custom(format!(
+            "`{}` is not a boolean; use true or false (also 1/0, yes/no, on/off, t/f, y/n, any case)",
+            t.chars().take(32).collect::<String>()
+        )))
+    }
+}
+
+fn bool_like<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    parse_bool_like(Scalar::deserialize(d)?)?
+        .ok_or_else(|| serde::de::Error::custom("is empty; use true or false"))
+}
+
+fn opt_bool_like<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Scalar>::deserialize(d)? {
+        Some(v) => parse_bool_like(v),
+        None => Ok(None),
+    }
+}
+
 fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     Ok(Option::<Scalar>::deserialize(d)?
         .map(|s| s.0)
@@ -154,10 +195,12 @@ pub struct Config {
     /// Seconds to wait for a pooled connection.
     pub database_acquire_timeout: f64,
     /// Run pending migrations at startup.
+    #[serde(deserialize_with = "bool_like")]
     pub auto_migrate: bool,
     /// `file://dir` (relative to the working directory) or `file:///abs/dir`.
     pub storage_url: String,
     /// Also keep each result image inline as base64 in `ai_generation_image.image_base64`.
+    #[serde(deserialize_with = "bool_like")]
     pub store_image_base64: bool,
     /// Apimart API key; when absent the built-in simulator is used.
     #[serde(deserialize_with = "opt_secret")]
@@ -212,8 +255,11 @@ pub struct Config {
     pub callback_max_delay: f64,
     /// Timeout of one callback request, seconds.
     pub callback_timeout: f64,
-    /// Require `Authorization: Bearer API_AUTH_TOKEN` (on by itself when a token is set).
-    pub api_auth_enabled: bool,
+    /// Require `Authorization: Bearer API_AUTH_TOKEN`: `true` requires it,
+    /// `false` never does (even with a token set, as in the earlier service),
+    /// unset requires it whenever a token is set.
+    #[serde(deserialize_with = "opt_bool_like")]
+    pub api_auth_enabled: Option<bool>,
     /// The bearer token clients must send.
     #[serde(deserialize_with = "opt_secret")]
     pub api_auth_token: Option<Secret>,
@@ -277,7 +323,7 @@ impl Default for Config {
             callback_base_delay: 2.0,
             callback_max_delay: 3600.0,
             callback_timeout: 10.0,
-            api_auth_enabled: false,
+            api_auth_enabled: None,
             api_auth_token: None,
             upstream_max_rps: 20,
             alert_webhook_url: None,
@@ -500,9 +546,11 @@ impl Config {
         }
     }
 
-    /// Whether requests must carry the API token.
+    /// Whether requests must carry the API token: as `API_AUTH_ENABLED` says
+    /// when it is set, else whenever `API_AUTH_TOKEN` is set.
     pub fn auth_required(&self) -> bool {
-        self.api_auth_enabled || self.api_auth_token.is_some()
+        self.api_auth_enabled
+            .unwrap_or(self.api_auth_token.is_some())
     }
 
     /// The base for image URLs, without a trailing slash.
@@ -551,6 +599,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn booleans_take_the_earlier_services_spellings() {
+        for (text, want) in [
+            ("\"True\"", true),
+            ("\"FALSE\"", false),
+            ("\"yes\"", true),
+            ("\"off\"", false),
+            ("\"t\"", true),
+            ("\"N\"", false),
+            ("1", true),
+            ("0", false),
+            ("true", true),
+        ] {
+            let c = with(&[("auto_migrate", text), ("store_image_base64", text)])
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((c.auto_migrate, c.store_image_base64), (want, want), "{text}");
+        }
+        let err = with(&[("auto_migrate", "\"maybe\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AUTO_MIGRATE") && err.contains("not a boolean"), "{err}");
+    }
+
+    #[test]
+    fn api_auth_enabled_false_wins_over_a_token_as_in_the_earlier_service() {
+        let token = ("api_auth_token", "\"tok\"");
+        assert!(with(&[token]).unwrap().auth_required(), "a token alone turns auth on");
+        assert!(
+            !with(&[token, ("api_auth_enabled", "\"False\"")])
+                .unwrap()
+                .auth_required()
+        );
+        assert!(
+            with(&[token, ("api_auth_enabled", "\"True\"")])
+                .unwrap()
+                .auth_required()
+        );
+        assert!(!with(&[]).unwrap().auth_required());
+        assert!(!with(&[("api_auth_enabled", "\"\"")]).unwrap().auth_required());
+        let err = with(&[("api_auth_enabled", "true")]).unwrap_err().to_string();
+        assert!(err.contains("API_AUTH_TOKEN is not set"), "{err}");
     }
 
     #[test]

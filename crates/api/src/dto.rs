@@ -1,43 +1,195 @@
 //! Request and response bodies of the HTTP API, and their conversion into
 //! domain values at the edge.
 //!
-//! The earlier Python service's field names are accepted as aliases
-//! (`picture_url`, `user_image_base64`, `height`, `weight`, `skin_color`,
-//! `body_type`, `outfit_image_base64`) so it can be replaced without touching
-//! the Java side. `*_base64` fields may hold a bare base64 string (no `data:`
-//! prefix); its type is then taken from its magic bytes.
+//! Everything the earlier Python service accepted is accepted
+//! (docs/legacy.md): its field names (`picture_url`, `user_image_base64`,
+//! `height`, `weight`, `skin_color`, `body_type`, `outfit_image_base64`,
+//! `outfit_image_urls`, `outfit_description`), numbers written as strings, and
+//! a body profile with any of its fields left out. `*_base64` fields may hold a
+//! bare base64 string (no `data:` prefix); its type is then taken from its
+//! magic bytes.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use validator::Validate;
 
-use modelgen_domain::FieldError;
+use modelgen_domain::body::deserialize_measure;
+use modelgen_domain::{
+    FieldError, MAX_AGE_YEARS, MAX_BODY_TEXT_CHARS, MAX_HEIGHT_CM, MAX_OUTFIT_DESCRIPTION_CHARS,
+    MAX_WEIGHT_KG,
+};
 
 /// Longest `user_id` and `request_id`, characters (DESIGN.md).
 pub const MAX_ID_CHARS: u64 = 64;
 /// Most garment images per outfit task (DESIGN.md).
 pub const MAX_OUTFIT_IMAGES: u64 = 5;
 
-/// `body_profile` as sent; checked by [`modelgen_domain::BodyProfile`].
+/// Positive numbers as [`modelgen_domain::body::parse_decimal`] reads them
+/// in a string, as an ECMA-262 regular expression for the OpenAPI document
+/// (the parser also reads negative numbers, which the range check refuses).
+const DECIMAL_PATTERN: &str =
+    r"^[ \t\r\n]*\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*$";
+
+/// As [`DECIMAL_PATTERN`], for whole numbers (`28`, `28.0`).
+const WHOLE_PATTERN: &str = r"^[ \t\r\n]*\+?[0-9]+(\.0*)?[ \t\r\n]*$";
+
+/// The schema of a measurement: a number in `(0, max]`, a string holding one,
+/// or null.
+fn measure_schema(max: f64, integer: bool, description: String) -> RefOr<Schema> {
+    let number = ObjectBuilder::new()
+        .schema_type(if integer { Type::Integer } else { Type::Number })
+        .exclusive_minimum(Some(0))
+        .maximum(Some(max));
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(if integer { WHOLE_PATTERN } else { DECIMAL_PATTERN }))
+        .description(Some(if integer {
+            "the same number written as a string, e.g. \"28\""
+        } else {
+            "the same number written as a string, e.g. \"165.5\""
+        }));
+    let one_of = OneOfBuilder::new()
+        .item(number)
+        .item(text)
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(description));
+    Schema::OneOf(one_of.build()).into()
+}
+
+fn height_schema() -> RefOr<Schema> {
+    measure_schema(
+        MAX_HEIGHT_CM,
+        false,
+        format!("Height in centimetres, 0 < x ≤ {MAX_HEIGHT_CM}; optional. Alias: `height`."),
+    )
+}
+
+fn height_alias_schema() -> RefOr<Schema> {
+    measure_schema(
+        MAX_HEIGHT_CM,
+        false,
+        "The earlier service's name for `height_cm`; give one of the two.".into(),
+    )
+}
+
+fn weight_schema() -> RefOr<Schema> {
+    measure_schema(
+        MAX_WEIGHT_KG,
+        false,
+        format!("Weight in kilograms, 0 < x ≤ {MAX_WEIGHT_KG}; optional. Alias: `weight`."),
+    )
+}
+
+fn weight_alias_schema() -> RefOr<Schema> {
+    measure_schema(
+        MAX_WEIGHT_KG,
+        false,
+        "The earlier service's name for `weight_kg`; give one of the two.".into(),
+    )
+}
+
+fn age_schema() -> RefOr<Schema> {
+    measure_schema(
+        f64::from(MAX_AGE_YEARS),
+        true,
+        format!(
+            "Age in whole years, 1 to {MAX_AGE_YEARS}; optional. A JSON number without a fractional part \
+             (`28` or `28.0`; `28.5` is refused) or a string holding one (`\"28\"`)."
+        ),
+    )
+}
+
+/// `body_profile` as sent; checked by [`modelgen_domain::BodyProfile`]. Every
+/// field is optional (`{}` is a valid profile): a missing field is left out of
+/// the prompt; a field that is present is checked. `null` and, for the texts
+/// and `gender`, a blank string mean "not given".
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, ToSchema)]
 #[schema(example = json!({"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light", "body_shape": "slim"}))]
 pub struct BodyProfileDto {
-    /// `male`/`female` (also `男`/`女`).
+    /// `male` or `female` (ASCII, any case), or `男`, `女`, `男性`, `女性`; optional.
     pub gender: Option<String>,
-    /// Centimetres, 0 < x ≤ 300.
-    #[serde(alias = "height")]
+    /// Centimetres.
+    #[serde(default, deserialize_with = "deserialize_measure")]
+    #[schema(schema_with = height_schema)]
     pub height_cm: Option<f64>,
-    /// Kilograms, 0 < x ≤ 500.
-    #[serde(alias = "weight")]
+    /// Alias of `height_cm` (earlier service).
+    #[serde(default, deserialize_with = "deserialize_measure")]
+    #[schema(schema_with = height_alias_schema)]
+    pub height: Option<f64>,
+    /// Kilograms.
+    #[serde(default, deserialize_with = "deserialize_measure")]
+    #[schema(schema_with = weight_schema)]
     pub weight_kg: Option<f64>,
-    /// Years, 0 < x ≤ 150.
+    /// Alias of `weight_kg` (earlier service).
+    #[serde(default, deserialize_with = "deserialize_measure")]
+    #[schema(schema_with = weight_alias_schema)]
+    pub weight: Option<f64>,
+    /// Whole years.
+    #[serde(default, deserialize_with = "deserialize_measure")]
+    #[schema(schema_with = age_schema)]
     pub age: Option<f64>,
-    /// Free text ≤ 64 chars.
-    #[serde(alias = "skin_color")]
+    /// Free text (e.g. `fair`, `白皙`), at most 64 characters, one line; optional. Alias: `skin_color`.
+    #[schema(max_length = 64)]
     pub skin_tone: Option<String>,
-    /// Free text ≤ 64 chars, optional.
-    #[serde(alias = "body_type")]
+    /// The earlier service's name for `skin_tone`; give one of the two.
+    #[schema(max_length = 64)]
+    pub skin_color: Option<String>,
+    /// Free text (e.g. `pear`, `标准`), at most 64 characters, one line; optional. Alias: `body_type`.
+    #[schema(max_length = 64)]
     pub body_shape: Option<String>,
+    /// The earlier service's name for `body_shape`; give one of the two.
+    #[schema(max_length = 64)]
+    pub body_type: Option<String>,
+}
+
+/// Checked at compile time: the schema's text limit is the domain's.
+const _: () = assert!(MAX_BODY_TEXT_CHARS == 64);
+/// Checked at compile time: the schema's description limit is the domain's.
+const _: () = assert!(MAX_OUTFIT_DESCRIPTION_CHARS == 200);
+
+impl BodyProfileDto {
+    /// The profile with the earlier service's names folded into the current
+    /// ones, as the domain parser takes it. Giving both names of one field is
+    /// an error (`body_profile.<current name>`), added to `errors`.
+    pub fn into_input(self, errors: &mut Vec<FieldError>) -> modelgen_domain::BodyProfileInput {
+        fn one<T>(
+            current: Option<T>,
+            alias: Option<T>,
+            names: (&str, &str),
+            errors: &mut Vec<FieldError>,
+        ) -> Option<T> {
+            match (current, alias) {
+                (Some(c), Some(_)) => {
+                    errors.push(FieldError::new(
+                        format!("body_profile.{}", names.0),
+                        format!("give only one of {} and {}", names.0, names.1),
+                    ));
+                    Some(c)
+                }
+                (c, a) => c.or(a),
+            }
+        }
+        modelgen_domain::BodyProfileInput {
+            gender: self.gender,
+            height_cm: one(self.height_cm, self.height, ("height_cm", "height"), errors),
+            weight_kg: one(self.weight_kg, self.weight, ("weight_kg", "weight"), errors),
+            age: self.age,
+            skin_tone: one(
+                self.skin_tone,
+                self.skin_color,
+                ("skin_tone", "skin_color"),
+                errors,
+            ),
+            body_shape: one(
+                self.body_shape,
+                self.body_type,
+                ("body_shape", "body_type"),
+                errors,
+            ),
+        }
+    }
 }
 
 /// One image, or a list of them (the earlier service sent a single string).
@@ -70,13 +222,15 @@ pub struct CreateDefaultRequest {
     /// Idempotency key, ≤ 64 characters.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
-    /// Front photo: data URI or https URL.
+    /// Front photo: a data URI `data:image/png;base64,…` (media types
+    /// `image/png`, `image/jpeg`, `image/jpg`, `image/webp`, any case; MIME line
+    /// breaks allowed) or an `https://` or `http://` URL of a public host.
     pub user_image: Option<String>,
-    /// Alias of `user_image` (earlier service).
+    /// Alias of `user_image` (earlier service); give only one of the three.
     pub picture_url: Option<String>,
-    /// Alias of `user_image` (earlier service); bare base64 allowed.
+    /// Alias of `user_image` (earlier service); a bare base64 string is also accepted.
     pub user_image_base64: Option<String>,
-    /// Body measurements.
+    /// Body measurements; required, but every field inside is optional (`{}` is valid).
     pub body_profile: Option<BodyProfileDto>,
     /// Aspect ratio, default `4:3`.
     pub size: Option<String>,
@@ -114,10 +268,17 @@ pub struct CreateOutfitRequest {
     pub base_model_task_id: Option<String>,
     /// `front`, `side` or `back`.
     pub angle: Option<String>,
-    /// 1–5 garment images (data URIs or https URLs).
+    /// 1–5 garment images, each a data URI or an `https://`/`http://` URL
+    /// (as for `user_image`); a single string counts as a list of one.
     pub outfit_images: Option<OneOrMany>,
-    /// Alias of `outfit_images` (earlier service); bare base64 allowed.
+    /// Alias of `outfit_images` (the earlier service's documentation); give only one of the three.
+    pub outfit_image_urls: Option<OneOrMany>,
+    /// Alias of `outfit_images` (earlier service); bare base64 strings are also accepted.
     pub outfit_image_base64: Option<OneOrMany>,
+    /// Optional words about the outfit (e.g. `白色T恤搭配牛仔裤`), at most 200
+    /// characters; passed to the model in the prompt. Blank means not given.
+    #[schema(max_length = 200)]
+    pub outfit_description: Option<String>,
     /// Aspect ratio, default `4:3`.
     pub size: Option<String>,
 }

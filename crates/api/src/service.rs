@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use modelgen_domain::{
-    Angle, AspectRatio, BodyProfile, BodyProfileInput, EditInstructions, FieldError, ImageInput,
-    ImageMime, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType, format_timestamp,
+    Angle, AspectRatio, BodyProfile, EditInstructions, FieldError, ImageInput, ImageMime,
+    OutfitDescription, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType, format_timestamp,
 };
 use modelgen_persistence::{
     BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange,
@@ -366,25 +366,24 @@ impl TaskService {
             None => None,
         };
 
-        let profile = match &req.body_profile {
+        let profile = match req.body_profile.clone() {
             None => {
-                errors.push(field_error("body_profile", "is required"));
+                errors.push(field_error(
+                    "body_profile",
+                    "is required (an object; every field in it is optional, so {} will do)",
+                ));
                 None
             }
-            Some(p) => match BodyProfile::parse(BodyProfileInput {
-                gender: p.gender.clone(),
-                height_cm: p.height_cm,
-                weight_kg: p.weight_kg,
-                age: p.age,
-                skin_tone: p.skin_tone.clone(),
-                body_shape: p.body_shape.clone(),
-            }) {
-                Ok(p) => Some(p),
-                Err(errs) => {
-                    errors.extend(errs);
-                    None
+            Some(p) => {
+                let input = p.into_input(&mut errors);
+                match BodyProfile::parse(input) {
+                    Ok(p) => Some(p),
+                    Err(errs) => {
+                        errors.extend(errs);
+                        None
+                    }
                 }
-            },
+            }
         };
 
         let (Some(user_id), Some(image), Some(profile), true) =
@@ -497,17 +496,23 @@ impl TaskService {
                 }
             },
         };
-        if req.outfit_images.is_some() && req.outfit_image_base64.is_some() {
+        let lists = [
+            ("outfit_images", false, &req.outfit_images),
+            ("outfit_image_urls", false, &req.outfit_image_urls),
+            ("outfit_image_base64", true, &req.outfit_image_base64),
+        ];
+        if lists.iter().filter(|(_, _, list)| list.is_some()).count() > 1 {
             errors.push(field_error(
                 "outfit_images",
-                "give only one of outfit_images and outfit_image_base64",
+                "give only one of outfit_images, outfit_image_urls and outfit_image_base64",
             ));
         }
-        let (field, bare, raw) = match (&req.outfit_images, &req.outfit_image_base64) {
-            (Some(list), _) => ("outfit_images", false, Some(list.clone().into_vec())),
-            (None, Some(list)) => ("outfit_image_base64", true, Some(list.clone().into_vec())),
-            (None, None) => ("outfit_images", false, None),
-        };
+        let (field, bare, raw) = lists
+            .iter()
+            .find(|(_, _, list)| list.is_some())
+            .map_or(("outfit_images", false, None), |(field, bare, list)| {
+                (*field, *bare, (*list).clone().map(crate::dto::OneOrMany::into_vec))
+            });
         let mut garments = Vec::new();
         match raw {
             None => errors.push(field_error(field, "is required (1 to 5 images)")),
@@ -523,6 +528,14 @@ impl TaskService {
                 }
             }
         }
+        let description = match req.outfit_description.as_deref().map(OutfitDescription::parse) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(d))) => Some(d),
+            Some(Err(e)) => {
+                errors.push(field_error("outfit_description", e));
+                None
+            }
+        };
         let (Some(user_id), Some(base_raw), Some(angle), true) =
             (user_id, base_raw, angle, errors.is_empty())
         else {
@@ -531,7 +544,7 @@ impl TaskService {
         let (base_id, base_ref) = self.base_model(&base_raw, &user_id).await?;
         let prompt = self
             .prompts
-            .render_outfit(angle, garments.len())
+            .render_outfit(angle, garments.len(), description.as_ref())
             .map_err(|e| ApiError::Internal(e.into()))?;
         let mut inputs = vec![InputImage::Stored(base_ref)];
         inputs.extend(garments);
