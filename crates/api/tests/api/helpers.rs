@@ -132,6 +132,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The blob store's directory (`STORAGE_URL`).
+    pub fn images_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("images")
+    }
+
     /// Number of stored input images (files under the blob store's `inputs/`).
     pub fn stored_inputs(&self) -> usize {
         fn count(dir: &std::path::Path) -> usize {

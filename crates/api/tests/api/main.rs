@@ -4,4 +4,5 @@
 
 mod helpers;
 mod http_contract;
+mod legacy_contract;
 mod seed_properties;
