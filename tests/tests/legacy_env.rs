@@ -7,8 +7,6 @@
 //! the bearer token, the Apimart settings and the callback settings of that
 //! file are the ones in effect.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-
 use std::time::Duration;
 
 use apimart_sim::{SimConfig, Simulator};
@@ -117,7 +115,11 @@ async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
         stdout.contains("# note: CALLBACK_MAX_RETRIES: a callback is given up"),
         "{stdout}"
     );
-    for kept in ["TASK_POLL_INTERVAL = 0.5", "TASK_TIMEOUT = 120.0", "HTTP_TIMEOUT = 30.0"] {
+    for kept in [
+        "TASK_POLL_INTERVAL = 0.5",
+        "TASK_TIMEOUT = 120.0",
+        "HTTP_TIMEOUT = 30.0",
+    ] {
         assert!(stdout.contains(kept), "{kept} not in effect:\n{stdout}");
     }
     assert!(
@@ -125,7 +127,10 @@ async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
         "a lower-case name is read too:\n{stdout}"
     );
     for secret in [APIMART_KEY, API_TOKEN, CALLBACK_TOKEN, OSS_SECRET] {
-        assert!(!stdout.contains(secret), "config check printed a secret:\n{stdout}");
+        assert!(
+            !stdout.contains(secret),
+            "config check printed a secret:\n{stdout}"
+        );
     }
 
     // The startup log names the ignored settings too.
@@ -154,7 +159,12 @@ async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
 
     // …the file's Apimart key and URL (the simulator refuses any other key)…
     let task = api.wait_terminal(&id, DEADLINE).await;
-    assert_eq!(task["status"], "completed", "{task}\n{}", service.log_tail(40));
+    assert_eq!(
+        task["status"],
+        "completed",
+        "{task}\n{}",
+        service.log_tail(40)
+    );
 
     // …and its callback URL and token.
     let delivered = wait_for("the callback", DEADLINE, || async {
@@ -184,5 +194,9 @@ async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = service.cli(&["tasks", "show", &id]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

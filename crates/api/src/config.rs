@@ -616,18 +616,28 @@ mod tests {
         ] {
             let c = with(&[("auto_migrate", text), ("store_image_base64", text)])
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!((c.auto_migrate, c.store_image_base64), (want, want), "{text}");
+            assert_eq!(
+                (c.auto_migrate, c.store_image_base64),
+                (want, want),
+                "{text}"
+            );
         }
         let err = with(&[("auto_migrate", "\"maybe\"")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("AUTO_MIGRATE") && err.contains("not a boolean"), "{err}");
+        assert!(
+            err.contains("AUTO_MIGRATE") && err.contains("not a boolean"),
+            "{err}"
+        );
     }
 
     #[test]
     fn api_auth_enabled_false_wins_over_a_token_as_in_the_earlier_service() {
         let token = ("api_auth_token", "\"tok\"");
-        assert!(with(&[token]).unwrap().auth_required(), "a token alone turns auth on");
+        assert!(
+            with(&[token]).unwrap().auth_required(),
+            "a token alone turns auth on"
+        );
         assert!(
             !with(&[token, ("api_auth_enabled", "\"False\"")])
                 .unwrap()
@@ -639,8 +649,14 @@ mod tests {
                 .auth_required()
         );
         assert!(!with(&[]).unwrap().auth_required());
-        assert!(!with(&[("api_auth_enabled", "\"\"")]).unwrap().auth_required());
-        let err = with(&[("api_auth_enabled", "true")]).unwrap_err().to_string();
+        assert!(
+            !with(&[("api_auth_enabled", "\"\"")])
+                .unwrap()
+                .auth_required()
+        );
+        let err = with(&[("api_auth_enabled", "true")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("API_AUTH_TOKEN is not set"), "{err}");
     }
 

@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use validator::Validate;
 
 use modelgen_domain::body::deserialize_measure;
@@ -44,7 +44,11 @@ fn measure_schema(max: f64, integer: bool, description: String) -> RefOr<Schema>
         .maximum(Some(max));
     let text = ObjectBuilder::new()
         .schema_type(Type::String)
-        .pattern(Some(if integer { WHOLE_PATTERN } else { DECIMAL_PATTERN }))
+        .pattern(Some(if integer {
+            WHOLE_PATTERN
+        } else {
+            DECIMAL_PATTERN
+        }))
         .description(Some(if integer {
             "the same number written as a string, e.g. \"28\""
         } else {

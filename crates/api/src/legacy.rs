@@ -229,6 +229,9 @@ mod tests {
         let names: Vec<&str> = notes.iter().map(|n| n.name).collect();
         assert_eq!(names, ["API_AUTH_ENABLED", "CALLBACK_MAX_RETRIES"]);
         assert!(notes[0].message.contains("not authenticated"), "{notes:?}");
-        assert!(notes[1].message.contains("after 3 delivery attempts"), "{notes:?}");
+        assert!(
+            notes[1].message.contains("after 3 delivery attempts"),
+            "{notes:?}"
+        );
     }
 }

@@ -507,12 +507,16 @@ impl TaskService {
                 "give only one of outfit_images, outfit_image_urls and outfit_image_base64",
             ));
         }
-        let (field, bare, raw) = lists
-            .iter()
-            .find(|(_, _, list)| list.is_some())
-            .map_or(("outfit_images", false, None), |(field, bare, list)| {
-                (*field, *bare, (*list).clone().map(crate::dto::OneOrMany::into_vec))
-            });
+        let (field, bare, raw) = lists.iter().find(|(_, _, list)| list.is_some()).map_or(
+            ("outfit_images", false, None),
+            |(field, bare, list)| {
+                (
+                    *field,
+                    *bare,
+                    (*list).clone().map(crate::dto::OneOrMany::into_vec),
+                )
+            },
+        );
         let mut garments = Vec::new();
         match raw {
             None => errors.push(field_error(field, "is required (1 to 5 images)")),
@@ -528,7 +532,11 @@ impl TaskService {
                 }
             }
         }
-        let description = match req.outfit_description.as_deref().map(OutfitDescription::parse) {
+        let description = match req
+            .outfit_description
+            .as_deref()
+            .map(OutfitDescription::parse)
+        {
             None | Some(Ok(None)) => None,
             Some(Ok(Some(d))) => Some(d),
             Some(Err(e)) => {

@@ -606,7 +606,10 @@ mod tests {
             (Some(165.0), Some(52.5), Some(28))
         );
         for (json, expected) in [
-            (r#"{"age": true}"#, "invalid type: boolean `true`, expected a number"),
+            (
+                r#"{"age": true}"#,
+                "invalid type: boolean `true`, expected a number",
+            ),
             (r#"{"age": "tall"}"#, "invalid value: string \"tall\""),
             (r#"{"height_cm": ""}"#, "invalid value: string \"\""),
             (r#"{"height_cm": "NaN"}"#, "invalid value"),
@@ -634,8 +637,8 @@ mod tests {
             assert_eq!(parse_decimal(s), Some(v), "{s:?}");
         }
         for s in [
-            "", " ", ".", "+", "e5", "1e", "1e+", "inf", "NaN", "infinity", "0x10", "1_000",
-            "1,5", "165cm", "1 2", "--1",
+            "", " ", ".", "+", "e5", "1e", "1e+", "inf", "NaN", "infinity", "0x10", "1_000", "1,5",
+            "165cm", "1 2", "--1",
         ] {
             assert_eq!(parse_decimal(s), None, "{s:?}");
         }

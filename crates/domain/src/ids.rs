@@ -220,12 +220,6 @@ impl FromStr for TaskId {
     }
 }
 
-impl AsRef<str> for TaskId {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl Serialize for TaskId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())

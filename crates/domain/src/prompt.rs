@@ -532,18 +532,34 @@ mod tests {
             p.starts_with("Full-body e-commerce fashion photo of a digital model based on the person in image 1: a person.\n"),
             "{p}"
         );
-        assert!(p.contains("Keep the body proportions of the person in image 1."), "{p}");
-        assert!(!p.contains("none") && !p.contains("  ") && !p.contains(" ,"), "{p}");
+        assert!(
+            p.contains("Keep the body proportions of the person in image 1."),
+            "{p}"
+        );
+        assert!(
+            !p.contains("none") && !p.contains("  ") && !p.contains(" ,"),
+            "{p}"
+        );
 
         let p = t
-            .render_default(&partial(serde_json::json!({"age": 11, "weight_kg": 40, "skin_tone": "fair"})))
+            .render_default(&partial(
+                serde_json::json!({"age": 11, "weight_kg": 40, "skin_tone": "fair"}),
+            ))
             .unwrap();
-        assert!(p.contains(": an 11-year-old child, 40 kg, skin tone: fair."), "{p}");
+        assert!(
+            p.contains(": an 11-year-old child, 40 kg, skin tone: fair."),
+            "{p}"
+        );
         assert!(p.contains("Body proportions must match the weight."), "{p}");
         let p = t
-            .render_default(&partial(serde_json::json!({"age": 16, "body_shape": "slim"})))
+            .render_default(&partial(
+                serde_json::json!({"age": 16, "body_shape": "slim"}),
+            ))
             .unwrap();
-        assert!(p.contains(": a 16-year-old teenager, body shape: slim."), "{p}");
+        assert!(
+            p.contains(": a 16-year-old teenager, body shape: slim."),
+            "{p}"
+        );
     }
 
     #[test]
@@ -595,7 +611,11 @@ mod tests {
     fn outfit_prompt_carries_the_clients_description() {
         let t = PromptTemplates::builtin();
         let p = t
-            .render_outfit(Angle::Front, 2, Some(&description("白色T恤搭配牛仔裤和运动鞋")))
+            .render_outfit(
+                Angle::Front,
+                2,
+                Some(&description("白色T恤搭配牛仔裤和运动鞋")),
+            )
             .unwrap();
         assert!(
             p.contains("\nThe outfit as the client describes it: 白色T恤搭配牛仔裤和运动鞋\nReproduce each garment"),

@@ -5,6 +5,11 @@
 //! `outfit_description`, and tasks whose ids are in the earlier service's
 //! formats (GET, cancel, list cursors, and as base models of edits and outfits).
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers and per-backend bodies: a panic fails the calling test"
+)]
+
 use base64::Engine as _;
 use chrono::Utc;
 use modelgen_domain::{Progress, TaskEvent, TaskId, TaskType};
@@ -12,7 +17,9 @@ use modelgen_e2e::Backend;
 use modelgen_persistence::{Fence, NewImage, NewTask, TaskChange, TaskRepository};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png};
+use crate::helpers::{
+    AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png,
+};
 
 fn backends() -> Vec<Backend> {
     if skip_pg() {
@@ -111,7 +118,10 @@ async fn partial_and_empty_body_profiles_are_accepted_and_rendered_without_the_m
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(fields(&body), ["body_profile"]);
-    assert_eq!(app.count_tasks("bad").await + app.count_tasks("none").await, 0);
+    assert_eq!(
+        app.count_tasks("bad").await + app.count_tasks("none").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -243,8 +253,11 @@ async fn http_image_urls_of_public_hosts_are_accepted_and_internal_ones_refused(
     let base = app.create_default("http").await;
     app.drive_until_terminal(&base).await;
     let (status, body) = app
-        .post("/models/outfit", &json!({"user_id": "http", "base_model_task_id": base, "angle": "front",
-            "outfit_images": ["http://cdn.example.com/top.jpg", "http://10.0.0.1/pants.jpg"]}))
+        .post(
+            "/models/outfit",
+            &json!({"user_id": "http", "base_model_task_id": base, "angle": "front",
+            "outfit_images": ["http://cdn.example.com/top.jpg", "http://10.0.0.1/pants.jpg"]}),
+        )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(fields(&body), ["outfit_images[1]"]);
@@ -257,11 +270,14 @@ async fn outfit_image_urls_and_outfit_description_are_accepted_and_used_in_the_p
     app.drive_until_terminal(&base).await;
 
     let (status, body) = app
-        .post("/models/outfit", &json!({
-            "user_id": "outfit", "base_model_task_id": base, "angle": "side",
-            "outfit_image_urls": [tiny_png(), "https://cdn.example.com/pants.jpg"],
-            "outfit_description": " 白色T恤搭配牛仔裤和运动鞋 ",
-        }))
+        .post(
+            "/models/outfit",
+            &json!({
+                "user_id": "outfit", "base_model_task_id": base, "angle": "side",
+                "outfit_image_urls": [tiny_png(), "https://cdn.example.com/pants.jpg"],
+                "outfit_description": " 白色T恤搭配牛仔裤和运动鞋 ",
+            }),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["data"]["angle"], "side");
@@ -271,7 +287,10 @@ async fn outfit_image_urls_and_outfit_description_are_accepted_and_used_in_the_p
         prompt.contains("\nThe outfit as the client describes it: 白色T恤搭配牛仔裤和运动鞋\n"),
         "{prompt}"
     );
-    assert!(prompt.contains("2 garments shown in images 2 to 3"), "{prompt}");
+    assert!(
+        prompt.contains("2 garments shown in images 2 to 3"),
+        "{prompt}"
+    );
     let inputs = inputs_of(&app, &id).await;
     assert_eq!(inputs.len(), 3, "base model and two garments: {inputs:?}");
     assert_eq!(inputs[2], "https://cdn.example.com/pants.jpg");
@@ -280,8 +299,11 @@ async fn outfit_image_urls_and_outfit_description_are_accepted_and_used_in_the_p
 
     // A single string is a list of one; without a description the prompt has none.
     let (status, body) = app
-        .post("/models/outfit", &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "back",
-            "outfit_image_urls": tiny_png(), "outfit_description": ""}))
+        .post(
+            "/models/outfit",
+            &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "back",
+            "outfit_image_urls": tiny_png(), "outfit_description": ""}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     let prompt = prompt_of(&app, body["data"]["task_id"].as_str().unwrap()).await;
@@ -289,15 +311,21 @@ async fn outfit_image_urls_and_outfit_description_are_accepted_and_used_in_the_p
 
     // Two names for the garments, a too-long description: every problem at once.
     let (status, body) = app
-        .post("/models/outfit", &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "front",
+        .post(
+            "/models/outfit",
+            &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "front",
             "outfit_images": [tiny_png()], "outfit_image_urls": [tiny_png()],
-            "outfit_description": "长".repeat(201)}))
+            "outfit_description": "长".repeat(201)}),
+        )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(fields(&body), ["outfit_images", "outfit_description"]);
     let (status, body) = app
-        .post("/models/outfit", &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "front",
-            "outfit_image_urls": vec![tiny_png(); 6]}))
+        .post(
+            "/models/outfit",
+            &json!({"user_id": "outfit", "base_model_task_id": base, "angle": "front",
+            "outfit_image_urls": vec![tiny_png(); 6]}),
+        )
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(fields(&body), ["outfit_image_urls"]);
@@ -403,7 +431,10 @@ async fn legacy_ids_on(backend: Backend) {
         assert!(url.contains(&format!("results/{id}/0.png")), "{url}");
     }
     let (status, body) = app.get(&format!("/tasks/{longest}")).await;
-    assert_eq!(status, 200, "{backend:?}: a 128-character id round-trips: {body}");
+    assert_eq!(
+        status, 200,
+        "{backend:?}: a 128-character id round-trips: {body}"
+    );
     assert_eq!(body["data"]["task_id"], longest.as_str());
 
     // Cancel takes a legacy id (before any engine step could run the task).
@@ -469,6 +500,10 @@ async fn legacy_ids_on(backend: Backend) {
     // Ids outside the rule are refused as unknown, never a 500.
     for bad in ["a%20b", "a'%22b", &"x".repeat(129)] {
         let (status, body) = app.get(&format!("/tasks/{bad}")).await;
-        assert_eq!((status, body["code"].as_i64()), (404, Some(1003)), "{bad}: {body}");
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (404, Some(1003)),
+            "{bad}: {body}"
+        );
     }
 }
