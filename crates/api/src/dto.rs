@@ -378,3 +378,62 @@ pub struct TaskPage {
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgen_domain::body::parse_decimal;
+    use proptest::prelude::*;
+
+    #[test]
+    fn earlier_names_fold_into_the_current_ones() {
+        let mut errors = Vec::new();
+        let dto: BodyProfileDto = serde_json::from_value(serde_json::json!({
+            "height": "165", "weight": 50, "skin_color": "fair", "body_type": "pear", "age": 28.0
+        }))
+        .unwrap();
+        let input = dto.into_input(&mut errors);
+        assert!(errors.is_empty());
+        assert_eq!(input.height_cm, Some(165.0));
+        assert_eq!(input.weight_kg, Some(50.0));
+        assert_eq!(input.skin_tone.as_deref(), Some("fair"));
+        assert_eq!(input.body_shape.as_deref(), Some("pear"));
+        assert_eq!(input.age, Some(28.0));
+
+        let dto: BodyProfileDto = serde_json::from_value(serde_json::json!({
+            "weight": 50, "weight_kg": 51, "body_type": "a", "body_shape": "b"
+        }))
+        .unwrap();
+        let input = dto.into_input(&mut errors);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["body_profile.weight_kg", "body_profile.body_shape"]
+        );
+        assert_eq!(input.weight_kg, Some(51.0), "the current name wins");
+    }
+
+    proptest! {
+        /// What the OpenAPI document promises for numbers written as strings
+        /// is accepted by the parser (the range is checked separately).
+        #[test]
+        fn the_documented_string_patterns_are_accepted_by_the_parser(
+            s in prop_oneof![
+                "[ \t]{0,2}[+-]?[0-9]{0,4}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,2})?[ \t\n]{0,2}",
+                ".{0,12}",
+            ],
+        ) {
+            let decimal = regex::Regex::new(DECIMAL_PATTERN).unwrap();
+            let whole = regex::Regex::new(WHOLE_PATTERN).unwrap();
+            if decimal.is_match(&s) {
+                let v = parse_decimal(&s);
+                prop_assert!(v.is_some_and(|v| v >= 0.0), "{:?} -> {:?}", s, v);
+            }
+            if whole.is_match(&s) {
+                let v = parse_decimal(&s);
+                prop_assert!(v.is_some_and(|v| v >= 0.0 && v.fract() == 0.0), "{:?} -> {:?}", s, v);
+                prop_assert!(decimal.is_match(&s));
+            }
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! Input images: a base64 data URI (RFC 2397) decoded and checked, or an
-//! `http://` or `https://` URL that Apimart fetches (DESIGN.md, "Wire
-//! contract", "Inputs"; docs/legacy.md for the `http://` URLs and the
-//! `image/jpg` spelling the earlier service accepted).
+//! `http://` or `https://` URL that Apimart fetches (docs/legacy.md, "Images",
+//! for what the earlier service accepted and why GIF and BMP are not).
 //!
 //! Data URIs are decoded strictly: the standard base64 alphabet with canonical
 //! padding (RFC 4648 §4), so that a corrupted or URL-safe-encoded upload fails

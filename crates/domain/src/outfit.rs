@@ -9,8 +9,8 @@ use serde::{Serialize, Serializer};
 
 /// Longest accepted outfit description, in characters (Unicode scalar values)
 /// after trimming. The outfit prompt is about 770 characters of fixed text with
-/// five garments; 200 more keep it under Apimart's 1000-character limit
-/// (APIMART.md) without cutting anything.
+/// five garments; 200 more keep it under [`crate::MAX_PROMPT_CHARS`] (Apimart's
+/// limit, docs/legacy.md) without cutting anything.
 pub const MAX_OUTFIT_DESCRIPTION_CHARS: usize = 200;
 
 /// A checked outfit description: trimmed, 1–200 characters, line breaks

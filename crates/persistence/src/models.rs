@@ -28,7 +28,7 @@ pub struct NewTask {
     /// Upstream model name.
     pub model: String,
     /// References of the input images, in upstream order: blob-store keys
-    /// (`blob:<key>`) or `https://` URLs.
+    /// (`blob:<key>`) or `https://`/`http://` URLs.
     pub input_images: Vec<String>,
     /// Hash of the normalised request payload, to tell an idempotent replay
     /// (same hash) from a reused key with another payload (other hash).
@@ -178,7 +178,8 @@ pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     /// Only this type.
     pub task_type: Option<TaskType>,
-    /// Keyset cursor: only tasks with an id lower than this one (ids sort by time).
+    /// Keyset cursor: only tasks with an id lower than this one (ids of new tasks,
+    /// `task_` + ULID, sort by time; imported ids sort by their text).
     pub before: Option<TaskId>,
     /// At most this many rows (caller caps it).
     pub limit: i64,
