@@ -250,7 +250,8 @@ pub struct CreateEditRequest {
     /// Idempotency key.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
-    /// A completed `default` or `edit` task of the same user.
+    /// A completed `default` or `edit` task of the same user: its id, `task_…`
+    /// or an imported task's own id (1–128 URL-safe ASCII characters).
     pub base_model_task_id: Option<String>,
     /// What to change, 1–500 characters.
     pub edit_instructions: Option<String>,
@@ -268,7 +269,8 @@ pub struct CreateOutfitRequest {
     /// Idempotency key.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     pub request_id: Option<String>,
-    /// A completed `default` or `edit` task of the same user.
+    /// A completed `default` or `edit` task of the same user: its id, `task_…`
+    /// or an imported task's own id (1–128 URL-safe ASCII characters).
     pub base_model_task_id: Option<String>,
     /// `front`, `side` or `back`.
     pub angle: Option<String>,

@@ -427,7 +427,7 @@ pub async fn create_outfit(
 
 /// `GET /tasks/{task_id}`: the task view.
 #[utoipa::path(get, path = "/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path, description = "`task_` + ULID")),
+    params(("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003.")),
     responses(
         (status = 200, description = "The task", body = Envelope<TaskView>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
@@ -445,7 +445,7 @@ pub async fn get_task(
 
 /// `POST /tasks/{task_id}/cancel`: cancel a running task.
 #[utoipa::path(post, path = "/tasks/{task_id}/cancel", tag = "tasks",
-    params(("task_id" = String, Path, description = "`task_` + ULID")),
+    params(("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003.")),
     responses(
         (status = 200, description = "Cancelled; the callback is enqueued", body = Envelope<TaskView>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
