@@ -217,8 +217,12 @@ async fn http_image_urls_of_public_hosts_are_accepted_and_internal_ones_refused(
             )
             .await;
         assert_eq!(status, 202, "{field}: {body}");
-        let inputs = inputs_of(&app, body["data"]["task_id"].as_str().unwrap()).await;
+        let id = body["data"]["task_id"].as_str().unwrap();
+        let inputs = inputs_of(&app, id).await;
         assert_eq!(inputs, [public], "passed on as a URL");
+        // No engine step may ever hand this URL to anything: end the task now.
+        let (status, _) = app.post(&format!("/tasks/{id}/cancel"), &json!({})).await;
+        assert_eq!(status, 200);
     }
     assert_eq!(app.stored_inputs(), 0, "nothing was downloaded or stored");
 
@@ -294,7 +298,25 @@ async fn outfit_image_urls_and_outfit_description_are_accepted_and_used_in_the_p
     let inputs = inputs_of(&app, &id).await;
     assert_eq!(inputs.len(), 3, "base model and two garments: {inputs:?}");
     assert_eq!(inputs[2], "https://cdn.example.com/pants.jpg");
-    let done = app.drive_until_terminal(&id).await;
+    // The URL must never travel anywhere from a test: end the task unrun.
+    let (status, _) = app.post(&format!("/tasks/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200);
+
+    // With data URIs only, the same request runs to completion.
+    let (status, body) = app
+        .post(
+            "/models/outfit",
+            &json!({
+                "user_id": "outfit", "base_model_task_id": base, "angle": "side",
+                "outfit_image_urls": [tiny_png(), tiny_png()],
+                "outfit_description": "白色T恤搭配牛仔裤和运动鞋",
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = app
+        .drive_until_terminal(body["data"]["task_id"].as_str().unwrap())
+        .await;
     assert_eq!(done["status"], "completed", "{done}");
 
     // A single string is a list of one; without a description the prompt has none.
