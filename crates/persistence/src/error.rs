@@ -21,6 +21,16 @@ pub enum RepoError {
     /// The task is terminal (e.g. cancel of a completed task); nothing was written.
     #[error("task is already {0}")]
     AlreadyTerminal(TaskStatus),
+    /// The images the task needs to run again were deleted (input retention,
+    /// or an erasure of its owner's data); nothing was written.
+    #[error(
+        "the task's input images were deleted on {} (input retention or a data erasure); create a new task instead",
+        modelgen_domain::format_timestamp(*.purged_at)
+    )]
+    InputsPurged {
+        /// When they were deleted.
+        purged_at: chrono::DateTime<chrono::Utc>,
+    },
     /// The database could not be reached or the pool timed out; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),

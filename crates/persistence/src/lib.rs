@@ -22,11 +22,13 @@ pub mod testing;
 pub use blob::MockBlobStore;
 pub use blob::{BlobError, BlobStore, ObjectBlobStore};
 pub use db::{
-    Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Database,
-    PoolOptions, PoolStatus,
+    Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT, Database, PoolOptions, PoolStatus,
 };
 pub use error::RepoError;
 pub use models::*;
-pub use repo::{CallbackOutbox, ImageRepository, TaskRepository};
+pub use repo::{CallbackOutbox, DataRetention, ImageRepository, TaskRepository};
 #[cfg(feature = "mock")]
-pub use repo::{MockCallbackOutbox, MockImageRepository, MockTaskRepository};
+pub use repo::{
+    MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskRepository,
+};

@@ -91,6 +91,13 @@ pub struct TaskRecord {
     /// When the current run started, if an operator retried the task
     /// ([`crate::TaskRepository::retry_task`]); `None` means `created_at`.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the input retention cleanup processed the task: its uploaded
+    /// input images (`blob:inputs/…`) are deleted from then on. `None` while
+    /// they are kept.
+    pub inputs_purged_at: Option<DateTime<Utc>>,
+    /// When the owner's data was erased ([`crate::DataRetention::erase_task_data`]):
+    /// images deleted, prompt, inputs and messages blanked.
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 impl TaskRecord {
@@ -99,6 +106,45 @@ impl TaskRecord {
     pub fn run_started_at(&self) -> DateTime<Utc> {
         self.started_at.unwrap_or(self.created_at)
     }
+
+    /// Blob keys of the images the client uploaded for this task
+    /// (`inputs/<task_id>/<n>.<ext>`), which belong to it alone. A base
+    /// model's result used as input (`blob:results/…`) is another task's
+    /// result, and `https://` inputs were never stored: neither is listed.
+    pub fn uploaded_input_keys(&self) -> Vec<&str> {
+        self.input_images
+            .iter()
+            .filter_map(|r| r.strip_prefix(BLOB_REF_PREFIX))
+            .filter(|key| key.starts_with(INPUTS_PREFIX))
+            .collect()
+    }
+
+    /// When the images this task needs to run again were deleted: its
+    /// uploads by the input retention cleanup, or everything by an erasure.
+    /// `None` when it could run again.
+    pub fn inputs_gone_since(&self) -> Option<DateTime<Utc>> {
+        self.purged_at.or_else(|| {
+            self.inputs_purged_at
+                .filter(|_| !self.uploaded_input_keys().is_empty())
+        })
+    }
+}
+
+/// Prefix of an input reference that points into the blob store
+/// (`blob:<key>`); other references are `https://` URLs.
+pub const BLOB_REF_PREFIX: &str = "blob:";
+/// Blob-store prefix of uploaded input images (`inputs/<task_id>/<n>.<ext>`).
+pub const INPUTS_PREFIX: &str = "inputs/";
+/// Blob-store prefix of result images (`results/<task_id>/<n>.<ext>`).
+pub const RESULTS_PREFIX: &str = "results/";
+
+/// What erasing one task's data removed ([`crate::DataRetention::erase_task_data`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErasedTask {
+    /// The task after erasure.
+    pub task: TaskRecord,
+    /// Image rows deleted (0 when run again).
+    pub image_rows: u64,
 }
 
 /// How a write is guarded.

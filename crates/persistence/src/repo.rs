@@ -11,8 +11,8 @@ use modelgen_domain::TaskId;
 
 use crate::error::RepoError;
 use crate::models::{
-    AttemptOutcome, CallbackRecord, CallbackStatus, Fence, ImageRecord, InsertOutcome, NewTask,
-    TaskChange, TaskQuery, TaskRecord,
+    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord,
+    InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -89,7 +89,10 @@ pub trait TaskRepository: Send + Sync {
     /// the retried run's outcome gets a fresh callback. This is the one
     /// deliberate exception to "terminal states never change".
     /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task is
-    /// not `failed`.
+    /// not `failed`, or while the input retention cleanup holds it;
+    /// [`RepoError::InputsPurged`] when the images it needs were deleted
+    /// ([`TaskRecord::inputs_gone_since`]): nothing is written, so it does
+    /// not fail again upstream.
     async fn retry_task(&self, id: &TaskId, now: DateTime<Utc>) -> Result<TaskRecord, RepoError>;
 
     /// Database reachable and answering (readiness).
@@ -160,4 +163,51 @@ pub trait CallbackOutbox: Send + Sync {
 
     /// Puts every `dead` row back to `pending`; returns how many.
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError>;
+}
+
+/// Personal data: the input retention cleanup and the erasure of a user's
+/// data (README, "Personal data"). Blob deletion is the caller's; these
+/// methods keep the task rows in step with it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait DataRetention: Send + Sync {
+    /// Claims up to `limit` tasks whose uploaded inputs are due for deletion:
+    /// terminal, ended (`completed_at`) at or before `ended_before`, not
+    /// processed yet (`inputs_purged_at` is null), with a free or expired
+    /// lease — longest ended first. The claim is a lease (`lease_owner =
+    /// owner`, `lease_expires_at = now + lease`): concurrent callers (any
+    /// number of replicas) get disjoint tasks, and a claim left by a crashed
+    /// caller expires. `limit <= 0` returns nothing.
+    async fn claim_input_purges(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        ended_before: DateTime<Utc>,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, RepoError>;
+
+    /// Records that a claimed task's uploaded inputs are deleted
+    /// (`inputs_purged_at = now`, kept when already set) and releases the
+    /// claim. [`RepoError::LeaseLost`] when `owner` no longer holds an
+    /// unexpired claim (nothing written; whoever holds it now does the same
+    /// idempotent work), [`RepoError::NotFound`] when no such task.
+    async fn mark_inputs_purged(
+        &self,
+        id: &TaskId,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TaskRecord, RepoError>;
+
+    /// Erases one terminal task's personal data in one transaction: deletes
+    /// its image rows; blanks `prompt` (which embeds the body profile),
+    /// `input_images`, `request_fingerprint` (a digest of the payload) and
+    /// `error_message`; sets `purged_at` and `inputs_purged_at` to `now`
+    /// (each kept when already set). Ids, type, status, angle, size, model,
+    /// counters, error code, lease and timestamps stay, for accounting.
+    /// Idempotent: a second call deletes nothing and changes nothing.
+    /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task
+    /// is not terminal (cancel it first).
+    async fn erase_task_data(&self, id: &TaskId, now: DateTime<Utc>)
+    -> Result<ErasedTask, RepoError>;
 }

@@ -83,6 +83,8 @@ pub(crate) struct TaskRow {
     pub updated_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
     pub started_at: Option<NaiveDateTime>,
+    pub inputs_purged_at: Option<NaiveDateTime>,
+    pub purged_at: Option<NaiveDateTime>,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -157,6 +159,8 @@ impl TaskRow {
             updated_at: created,
             completed_at: None,
             started_at: None,
+            inputs_purged_at: None,
+            purged_at: None,
         })
     }
 
@@ -210,6 +214,8 @@ impl TaskRow {
             updated_at: from_db(self.updated_at),
             completed_at: self.completed_at.map(from_db),
             started_at: self.started_at.map(from_db),
+            inputs_purged_at: self.inputs_purged_at.map(from_db),
+            purged_at: self.purged_at.map(from_db),
         })
     }
 }

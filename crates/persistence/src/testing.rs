@@ -190,3 +190,121 @@ pub async fn fresh_database(backend: Backend) -> (Database, TestDbGuard) {
         ),
     }
 }
+
+/// A TCP proxy on the loopback that forwards to a database server until it is
+/// frozen, then stops answering while keeping every connection open: what a
+/// hung database (a stopped process, a partition, a full disk) looks like to
+/// a client. Connections accepted while frozen are held and never forwarded.
+/// The proxy stops when dropped (connections it holds end with the runtime).
+#[derive(Debug)]
+pub struct FreezableProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    /// Starts forwarding `127.0.0.1:<port>` to `target` (`host:port`).
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(target: String) -> std::io::Result<FreezableProxy> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = frozen.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if std::sync::atomic::AtomicBool::load(&flag, Ordering::SeqCst) {
+                        let _held = inbound;
+                        return std::future::pending::<()>().await;
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
+                    tokio::join!(
+                        pump(from_client, to_server, flag.clone()),
+                        pump(from_server, to_client, flag)
+                    );
+                });
+            }
+        });
+        Ok(FreezableProxy {
+            port,
+            frozen,
+            accept,
+        })
+    }
+
+    /// The loopback port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `url` with its host and port replaced by this proxy's.
+    ///
+    /// # Errors
+    /// When `url` does not parse or cannot take a host.
+    pub fn url_through(&self, url: &str) -> Result<String, RepoError> {
+        let mut parsed =
+            url::Url::parse(url).map_err(|e| RepoError::UnsupportedUrl(e.to_string()))?;
+        parsed
+            .set_host(Some("127.0.0.1"))
+            .and_then(|()| {
+                parsed
+                    .set_port(Some(self.port))
+                    .map_err(|()| url::ParseError::InvalidPort)
+            })
+            .map_err(|e| RepoError::UnsupportedUrl(e.to_string()))?;
+        Ok(parsed.to_string())
+    }
+
+    /// From now on nothing more is forwarded in either direction, and new
+    /// connections are accepted and held without an answer.
+    pub fn freeze(&self) {
+        self.frozen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// New connections are forwarded again (those frozen stay silent).
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Copies `from` to `to` until either side closes; once `frozen`, keeps
+/// whatever it reads and never delivers it.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if std::sync::atomic::AtomicBool::load(&frozen, std::sync::atomic::Ordering::SeqCst) {
+            let _held = (from, to);
+            return std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

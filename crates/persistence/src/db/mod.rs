@@ -48,6 +48,26 @@ macro_rules! claim_order {
 }
 pub(crate) use claim_order;
 
+/// Terminal statuses: a task in one of them never runs again (except through
+/// an operator's retry of a `failed` one).
+pub(crate) const TERMINAL_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// The filter of an input-retention claim: ended at or before `$ended_before`,
+/// not processed yet, claim (lease) free or expired at `$now`. One definition
+/// for every backend; only the locking around it differs.
+macro_rules! due_purges {
+    ($now:expr, $ended_before:expr) => {{
+        use $crate::schema::ai_generation_task as t;
+        let now: ::chrono::NaiveDateTime = $now;
+        let ended_before: ::chrono::NaiveDateTime = $ended_before;
+        t::table
+            .filter(t::inputs_purged_at.is_null())
+            .filter(t::completed_at.le(ended_before))
+            .filter(t::status.eq_any($crate::db::TERMINAL_STATUSES))
+            .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
+    }};
+}
+
 /// The due-callback filter of a claim: `pending`, due at `$now`, lease free or expired.
 macro_rules! due_callbacks {
     ($now:expr) => {{
@@ -65,22 +85,36 @@ macro_rules! due_callbacks {
 /// backend, and `$dialect` naming that backend's module (`sqlite` or `postgres`).
 /// Errors are passed through [`classify`]; a pool failure is
 /// [`RepoError::Unavailable`].
+///
+/// The whole call — getting a connection and running `$body` — is bounded by
+/// [`PoolOptions::call_timeout`], the client-side backstop behind the
+/// server-side statement timeout: past it the call fails with
+/// [`RepoError::Unavailable`] and the connection is closed rather than put
+/// back (it may still be waiting for an answer).
 macro_rules! with_conn {
     ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
+        let budget = $db.timeouts.call;
+        let deadline = ::tokio::time::Instant::now() + budget;
         let result: Result<_, $crate::error::RepoError> = match &$db.pools {
             #[cfg(feature = "sqlite")]
             $crate::db::Pools::Sqlite(pool) => {
                 $(use $crate::db::sqlite as $dialect;)?
-                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
-                let $conn: &mut $crate::db::sqlite::Conn = &mut guard;
-                async { $body }.await
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let $conn: &mut $crate::db::sqlite::Conn = &mut guard;
+                    ::tokio::time::timeout_at(deadline, async { $body }).await
+                };
+                $crate::db::finish(guard, outcome, budget)
             }
             #[cfg(feature = "postgres")]
             $crate::db::Pools::Postgres(pool) => {
                 $(use $crate::db::postgres as $dialect;)?
-                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
-                let $conn: &mut $crate::db::postgres::Conn = &mut guard;
-                async { $body }.await
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let $conn: &mut $crate::db::postgres::Conn = &mut guard;
+                    ::tokio::time::timeout_at(deadline, async { $body }).await
+                };
+                $crate::db::finish(guard, outcome, budget)
             }
         };
         result.map_err($crate::db::classify)
@@ -91,39 +125,95 @@ macro_rules! with_conn {
 /// IMMEDIATE` on SQLite (takes the database write lock before the first read, so
 /// read-check-write cannot interleave with another writer), a plain transaction
 /// on PostgreSQL (the body locks what it reads with `dialect::lock_*`, i.e.
-/// `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back.
+/// `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back; so does the
+/// call timeout (the connection is closed, which ends the transaction).
 macro_rules! write_tx {
     ($db:expr, |$conn:ident, $dialect:ident| $body:expr) => {{
+        let budget = $db.timeouts.call;
+        let deadline = ::tokio::time::Instant::now() + budget;
         let result: Result<_, $crate::error::RepoError> = match &$db.pools {
             #[cfg(feature = "sqlite")]
             $crate::db::Pools::Sqlite(pool) => {
                 use $crate::db::sqlite as $dialect;
-                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
-                let c: &mut $crate::db::sqlite::Conn = &mut guard;
-                c.immediate_transaction(async move |$conn| -> Result<_, $crate::error::RepoError> {
-                    $body
-                })
-                .await
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let c: &mut $crate::db::sqlite::Conn = &mut guard;
+                    ::tokio::time::timeout_at(
+                        deadline,
+                        c.immediate_transaction(
+                            async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
+                        ),
+                    )
+                    .await
+                };
+                $crate::db::finish(guard, outcome, budget)
             }
             #[cfg(feature = "postgres")]
             $crate::db::Pools::Postgres(pool) => {
                 use $crate::db::postgres as $dialect;
-                let mut guard = pool.get().await.map_err($crate::db::pool_error)?;
-                let c: &mut $crate::db::postgres::Conn = &mut guard;
-                ::diesel_async::AsyncConnection::transaction(
-                    c,
-                    async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
-                )
-                .await
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let c: &mut $crate::db::postgres::Conn = &mut guard;
+                    ::tokio::time::timeout_at(
+                        deadline,
+                        ::diesel_async::AsyncConnection::transaction(
+                            c,
+                            async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
+                        ),
+                    )
+                    .await
+                };
+                $crate::db::finish(guard, outcome, budget)
             }
         };
         result.map_err($crate::db::classify)
     }};
 }
 
+/// A pooled connection, waited for until `deadline` at most (the pool's own
+/// acquire, connect and check timeouts apply inside it).
+pub(crate) async fn checkout<M: deadpool::managed::Manager>(
+    pool: &deadpool::managed::Pool<M>,
+    deadline: tokio::time::Instant,
+    budget: Duration,
+) -> Result<deadpool::managed::Object<M>, RepoError>
+where
+    M::Error: fmt::Display,
+{
+    match tokio::time::timeout_at(deadline, pool.get()).await {
+        Ok(Ok(object)) => Ok(object),
+        Ok(Err(e)) => Err(pool_error(e)),
+        Err(_) => Err(RepoError::Unavailable(format!(
+            "no database connection within {} ms",
+            budget.as_millis()
+        ))),
+    }
+}
+
+/// The end of a bounded call: its result, or — when the deadline passed —
+/// [`RepoError::Unavailable`], with the connection closed instead of returned
+/// to the pool (it may hold an open transaction or an unanswered query).
+pub(crate) fn finish<M: deadpool::managed::Manager, T>(
+    guard: deadpool::managed::Object<M>,
+    outcome: Result<Result<T, RepoError>, tokio::time::error::Elapsed>,
+    budget: Duration,
+) -> Result<T, RepoError> {
+    match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            drop(deadpool::managed::Object::take(guard));
+            Err(RepoError::Unavailable(format!(
+                "no answer from the database within {} ms",
+                budget.as_millis()
+            )))
+        }
+    }
+}
+
 mod callbacks;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+mod retention;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 mod tasks;
@@ -172,21 +262,42 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 /// Default [`PoolOptions::acquire_timeout`]: 5 s waiting for a free pooled
 /// connection before a call fails with [`RepoError::Unavailable`].
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default [`PoolOptions::connect_timeout`]: 5 s to open one new connection
-/// (TCP + authentication on PostgreSQL, opening the file on SQLite).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`PoolOptions::connect_timeout`]: 2 s to open one new connection
+/// (TCP + authentication on PostgreSQL, opening the file on SQLite) or to
+/// check a pooled one before use. A healthy database on a LAN answers in
+/// milliseconds; a hung one should cost a request little.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default [`PoolOptions::statement_timeout`]: 3 s. Every statement of this
+/// service is a keyed read or write of a few rows (claims and purges work in
+/// bounded batches), normally done in milliseconds.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default [`PoolOptions::call_timeout`]: 5 s, above the statement timeout so
+/// that the server's own, clearer error usually arrives first.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connection pool settings. `Default` gives the documented defaults
 /// ([`DEFAULT_MAX_CONNECTIONS`], [`DEFAULT_ACQUIRE_TIMEOUT`],
-/// [`DEFAULT_CONNECT_TIMEOUT`]).
+/// [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_STATEMENT_TIMEOUT`],
+/// [`DEFAULT_CALL_TIMEOUT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     /// Most connections open at once (default 10; 0 is treated as 1).
     pub max_connections: usize,
     /// Longest wait for a free connection (default 5 s); then [`RepoError::Unavailable`].
     pub acquire_timeout: Duration,
-    /// Longest time to open a new connection (default 5 s); then [`RepoError::Unavailable`].
+    /// Longest time to open a new connection, or to check a pooled one
+    /// (default 2 s); then [`RepoError::Unavailable`].
     pub connect_timeout: Duration,
+    /// Server-side limit of one statement and of one lock wait (default 3 s):
+    /// PostgreSQL `statement_timeout` and `lock_timeout` on every pooled
+    /// connection, SQLite's busy timeout. A statement cut off by it fails with
+    /// [`RepoError::Unavailable`]. Migrations run without it.
+    pub statement_timeout: Duration,
+    /// Client-side backstop (default 5 s): one repository call, getting its
+    /// connection included, ends after this at the latest, with
+    /// [`RepoError::Unavailable`]. It covers what the server cannot: a
+    /// database that accepted the connection and then stopped answering.
+    pub call_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -195,8 +306,17 @@ impl Default for PoolOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
+}
+
+/// The per-call bounds a [`Database`] applies (from [`PoolOptions`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// [`PoolOptions::call_timeout`].
+    pub(crate) call: Duration,
 }
 
 /// The pool of one backend.
@@ -216,6 +336,7 @@ pub struct Database {
     pub(crate) pools: Pools,
     /// Where the migrations connect: the SQLite file path, or the PostgreSQL URL.
     target: String,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl fmt::Debug for Database {
@@ -256,6 +377,9 @@ impl Database {
             max_connections: options.max_connections.max(1),
             ..options
         };
+        let timeouts = Timeouts {
+            call: options.call_timeout,
+        };
         if let Some(rest) = url.strip_prefix("sqlite:") {
             #[cfg(feature = "sqlite")]
             {
@@ -266,6 +390,7 @@ impl Database {
                 return Ok(Database {
                     pools: Pools::Sqlite(pool),
                     target,
+                    timeouts,
                 });
             }
             #[cfg(not(feature = "sqlite"))]
@@ -283,6 +408,7 @@ impl Database {
                 return Ok(Database {
                     pools: Pools::Postgres(pool),
                     target: url.to_owned(),
+                    timeouts,
                 });
             }
             #[cfg(not(feature = "postgres"))]
@@ -332,12 +458,23 @@ impl Database {
     /// # Errors
     /// As [`Database::migrate`].
     pub async fn pending_migrations(&self) -> Result<Vec<String>, RepoError> {
-        match &self.pools {
-            #[cfg(feature = "sqlite")]
-            Pools::Sqlite(_) => sqlite::pending(self.target.clone()).await,
-            #[cfg(feature = "postgres")]
-            Pools::Postgres(pool) => postgres::pending(pool).await,
-        }
+        // A readiness probe: bounded like any other call (the blocking work
+        // may go on in the background; its connection is dropped after).
+        let budget = self.timeouts.call;
+        let pending = async {
+            match &self.pools {
+                #[cfg(feature = "sqlite")]
+                Pools::Sqlite(_) => sqlite::pending(self.target.clone()).await,
+                #[cfg(feature = "postgres")]
+                Pools::Postgres(pool) => postgres::pending(pool).await,
+            }
+        };
+        tokio::time::timeout(budget, pending).await.map_err(|_| {
+            RepoError::Unavailable(format!(
+                "no answer from the database within {} ms",
+                budget.as_millis()
+            ))
+        })?
     }
 
     /// Connections of the pool right now, for metrics.
@@ -417,11 +554,15 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
         RepoError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
             RepoError::Conflict(info.message().to_owned())
         }
-        RepoError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info)) => {
-            RepoError::Unavailable(info.message().to_owned())
-        }
+        // `UnableToSendCommand`: the socket is gone (PostgreSQL), or the
+        // blocking thread of a SQLite call could not run.
+        RepoError::Query(Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        )) => RepoError::Unavailable(info.message().to_owned()),
         RepoError::Query(Error::DatabaseError(kind, info))
-            if matches!(kind, DatabaseErrorKind::Unknown) && is_sqlite_busy(info.message()) =>
+            if matches!(kind, DatabaseErrorKind::Unknown)
+                && (is_sqlite_busy(info.message()) || is_server_timeout(info.message())) =>
         {
             RepoError::Unavailable(info.message().to_owned())
         }
@@ -435,4 +576,13 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
 /// SQLite's messages for `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout.
 fn is_sqlite_busy(message: &str) -> bool {
     message.contains("database is locked") || message.contains("database table is locked")
+}
+
+/// PostgreSQL's messages for a statement cut off by `statement_timeout`
+/// (SQLSTATE 57014) or `lock_timeout` (55P03). diesel does not expose the
+/// SQLSTATE, so the (English, the server default) message is matched; a
+/// server with translated messages still gets its 503 from the call timeout.
+fn is_server_timeout(message: &str) -> bool {
+    message.starts_with("canceling statement due to statement timeout")
+        || message.starts_with("canceling statement due to lock timeout")
 }

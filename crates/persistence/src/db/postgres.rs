@@ -26,9 +26,33 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// starting together apply each migration once (ASCII "modelgen").
 const MIGRATION_LOCK_KEY: i64 = 0x6d6f_6465_6c67_656e;
 
+/// Session settings of every pooled connection: `statement_timeout` and
+/// `lock_timeout` in milliseconds (0 would mean "no limit", so at least 1).
+fn session_settings(statement_timeout: std::time::Duration) -> String {
+    let ms = statement_timeout.as_millis().max(1);
+    format!("SET statement_timeout = {ms}; SET lock_timeout = {ms};")
+}
+
+/// Opens one pooled connection and applies [`session_settings`].
+fn setup_connection(
+    url: &str,
+    settings: String,
+) -> futures_util::future::BoxFuture<'_, diesel::ConnectionResult<Conn>> {
+    Box::pin(async move {
+        use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+        let mut conn = Conn::establish(url).await?;
+        conn.batch_execute(&settings)
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    })
+}
+
 /// A deadpool of PostgreSQL connections to `url`.
 pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
     let mut config = ManagerConfig::<Conn>::default();
+    let settings = session_settings(options.statement_timeout);
+    config.custom_setup = Box::new(move |url| setup_connection(url, settings.clone()));
     // A server restart or idle-connection reaper kills sockets; checking on
     // checkout turns that into a fresh connection instead of a failed query.
     config.recycling_method = RecyclingMethod::Verified;
@@ -63,6 +87,9 @@ async fn with_harness<R: Send + 'static>(
 pub(crate) async fn migrate(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError> {
     with_harness(pool, |conn| {
         use diesel::connection::SimpleConnection;
+        // A migration may rewrite a large table, and waits for a replica that
+        // is migrating: the request-path statement limits do not apply.
+        conn.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0;")?;
         conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
         let result = conn
             .run_pending_migrations(MIGRATIONS)
@@ -126,6 +153,24 @@ pub(crate) async fn due_task_ids(
     due_tasks!(now)
         .select(t::task_id)
         .order(crate::db::claim_order!())
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await
+}
+
+/// Ids of up to `limit` tasks due for input deletion, longest ended first; locked with
+/// `FOR UPDATE SKIP LOCKED` so that concurrent cleanups take disjoint rows.
+pub(crate) async fn due_purge_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    ended_before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    due_purges!(now, ended_before)
+        .select(t::task_id)
+        .order((t::completed_at.asc(), t::task_id.asc()))
         .limit(limit)
         .for_update()
         .skip_locked()

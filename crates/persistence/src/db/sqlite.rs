@@ -32,20 +32,21 @@ pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection>;
 /// The SQLite migrations, embedded at build time from `migrations/sqlite/`.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// How long a connection waits for another writer's lock before failing with
-/// "database is locked", in milliseconds. Without it concurrent writers fail at
-/// once (STACK.md: 27 of 32 concurrent inserts failed); 5 s covers any single
-/// write transaction of this service by a wide margin.
-pub(crate) const BUSY_TIMEOUT_MS: u32 = 5_000;
+/// How long the migration connection waits for another process's lock, in
+/// milliseconds: a replica starting next to one that is migrating waits for
+/// it rather than failing.
+const MIGRATION_BUSY_TIMEOUT_MS: u128 = 60_000;
 
-/// Run on every new connection: wait for locks ([`BUSY_TIMEOUT_MS`]), write-ahead
-/// log (readers do not block the writer), enforce the `REFERENCES` clauses
-/// (SQLite ignores them unless asked, per connection). `busy_timeout` comes first
-/// so that switching to WAL waits instead of failing when another connection
-/// holds the lock.
-fn connection_pragmas() -> String {
+/// Run on every new connection: wait up to `busy_timeout_ms` for another
+/// writer's lock before failing with "database is locked" (without it
+/// concurrent writers fail at once; STACK.md: 27 of 32 concurrent inserts
+/// failed), write-ahead log (readers do not block the writer), enforce the
+/// `REFERENCES` clauses (SQLite ignores them unless asked, per connection).
+/// `busy_timeout` comes first so that switching to WAL waits instead of
+/// failing when another connection holds the lock.
+fn connection_pragmas(busy_timeout_ms: u128) -> String {
     format!(
-        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+        "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
     )
 }
@@ -88,21 +89,44 @@ pub(crate) fn prepare_path(path: &std::path::Path) -> Result<(), RepoError> {
 }
 
 /// Opens one pooled connection and applies [`connection_pragmas`].
-fn setup_connection(path: &str) -> BoxFuture<'_, ConnectionResult<Conn>> {
+///
+/// The connection runs its blocking work on the runtime it was opened on. A
+/// pool is shared by every runtime of the process (actix runs one per HTTP
+/// worker thread, and stops them first at shutdown), so connections are
+/// opened on `home`, the runtime that built the pool and outlives the others:
+/// a connection opened by an HTTP handler would otherwise fail every later
+/// call ("task N was cancelled") once the HTTP server has stopped, while the
+/// workers still finish their steps.
+fn setup_connection(
+    path: &str,
+    busy_timeout_ms: u128,
+    home: Option<tokio::runtime::Handle>,
+) -> BoxFuture<'_, ConnectionResult<Conn>> {
     let path = path.to_owned();
     Box::pin(async move {
-        let mut conn = <Conn as AsyncConnection>::establish(&path).await?;
-        conn.batch_execute(&connection_pragmas())
-            .await
-            .map_err(ConnectionError::CouldntSetupConfiguration)?;
-        Ok(conn)
+        let open = async move {
+            let mut conn = <Conn as AsyncConnection>::establish(&path).await?;
+            conn.batch_execute(&connection_pragmas(busy_timeout_ms))
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        };
+        match home {
+            Some(home) => home.spawn(open).await.map_err(|e| {
+                ConnectionError::BadConnection(format!("cannot open the database: {e}"))
+            })?,
+            None => open.await,
+        }
     })
 }
 
 /// A deadpool of SQLite connections to the file at `path`.
 pub(crate) fn build_pool(path: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
     let mut config = ManagerConfig::<Conn>::default();
-    config.custom_setup = Box::new(setup_connection);
+    let busy_timeout_ms = options.statement_timeout.as_millis().max(1);
+    let home = tokio::runtime::Handle::try_current().ok();
+    config.custom_setup =
+        Box::new(move |path| setup_connection(path, busy_timeout_ms, home.clone()));
     // A file connection does not drop like a socket; the ping per checkout would
     // cost a blocking-thread round trip for nothing.
     config.recycling_method = RecyclingMethod::Fast;
@@ -120,7 +144,7 @@ pub(crate) fn build_pool(path: &str, options: &PoolOptions) -> Result<Pool<Conn>
 fn migration_connection(path: &str) -> Result<SqliteConnection, RepoError> {
     let mut conn = SqliteConnection::establish(path)
         .map_err(|e| RepoError::Unavailable(format!("cannot open {path}: {e}")))?;
-    conn.batch_execute(&connection_pragmas())?;
+    conn.batch_execute(&connection_pragmas(MIGRATION_BUSY_TIMEOUT_MS))?;
     Ok(conn)
 }
 
@@ -189,6 +213,22 @@ pub(crate) async fn due_task_ids(
     due_tasks!(now)
         .select(t::task_id)
         .order(crate::db::claim_order!())
+        .limit(limit)
+        .load(conn)
+        .await
+}
+
+/// Ids of up to `limit` tasks due for input deletion, longest ended first; the caller's
+/// immediate transaction keeps other claimers out until it commits.
+pub(crate) async fn due_purge_ids(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+    ended_before: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    due_purges!(now, ended_before)
+        .select(t::task_id)
+        .order((t::completed_at.asc(), t::task_id.asc()))
         .limit(limit)
         .load(conn)
         .await

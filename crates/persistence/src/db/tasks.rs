@@ -359,11 +359,21 @@ impl TaskRepository for Database {
                     row.status
                 )));
             }
+            let now_db = to_db(now);
+            if row.lease_owner.is_some() && row.lease_expires_at.is_some_and(|exp| exp > now_db) {
+                // A failed task holds a lease only while the input retention
+                // cleanup works on it.
+                return Err(RepoError::Conflict(
+                    "the task's input images are being deleted right now".into(),
+                ));
+            }
+            if let Some(purged_at) = row.clone().into_record()?.inputs_gone_since() {
+                return Err(RepoError::InputsPurged { purged_at });
+            }
             diesel::delete(c::table.filter(c::task_id.eq(&id)))
                 .execute(conn)
                 .await?;
             let stamp = to_db(next_update_stamp(rows::from_db(row.updated_at), now));
-            let now_db = to_db(now);
             let row = diesel::update(t::table.find(&id))
                 .set((
                     t::status.eq(TaskStatus::Submitted.as_str()),

@@ -54,6 +54,7 @@ async fn unreachable_postgres_is_unavailable() {
         max_connections: 1,
         acquire_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
+        ..PoolOptions::default()
     };
     // Port 1 on the loopback: nothing listens, the connection is refused.
     let result = Database::connect("postgresql://postgres@127.0.0.1:1/postgres", options).await;
@@ -68,5 +69,7 @@ fn pool_options_defaults_are_documented_values() {
     let options = PoolOptions::default();
     assert_eq!(options.max_connections, 10);
     assert_eq!(options.acquire_timeout, Duration::from_secs(5));
-    assert_eq!(options.connect_timeout, Duration::from_secs(5));
+    assert_eq!(options.connect_timeout, Duration::from_secs(2));
+    assert_eq!(options.statement_timeout, Duration::from_secs(3));
+    assert_eq!(options.call_timeout, Duration::from_secs(5));
 }

@@ -10,8 +10,10 @@ mod callbacks;
 mod claims;
 mod connect;
 mod properties;
+mod retention;
 mod support;
 mod tasks;
+mod timeouts;
 
 /// Declares each listed `async fn(Database)` case once per backend, as
 /// `sqlite::<case>` and `postgres::<case>`.
@@ -57,4 +59,9 @@ contract_tests!(
     callbacks::callback_lifecycle_claim_retry_dead_redeliver_deliver,
     callbacks::concurrent_callback_claimers_get_disjoint_rows,
     callbacks::redeliver_all_dead_and_not_found,
+    retention::input_purge_claims_take_ended_unprocessed_tasks_oldest_first,
+    retention::concurrent_input_purge_claims_are_disjoint,
+    retention::marking_inputs_purged_is_fenced_by_the_claim,
+    retention::retry_is_refused_once_uploaded_inputs_are_deleted,
+    retention::erasure_blanks_personal_data_keeps_accounting_and_is_idempotent,
 );
