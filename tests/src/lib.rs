@@ -186,6 +186,8 @@ struct ReceiverState {
     down: Mutex<bool>,
     /// Fraction of requests answered 500 when up.
     fail_rate: Mutex<f64>,
+    /// How long each answer is held back.
+    delay: Mutex<Duration>,
 }
 
 /// An HTTP server that records callbacks.
@@ -222,6 +224,11 @@ async fn receive(
             status,
             at: std::time::SystemTime::now(),
         });
+    }
+    // Recorded on arrival; answered only after the delay.
+    let delay = state.delay.lock().map(|d| *d).unwrap_or_default();
+    if !delay.is_zero() {
+        actix_web::rt::time::sleep(delay).await;
     }
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
 }
@@ -277,6 +284,13 @@ impl CallbackReceiver {
     pub fn set_fail_rate(&self, rate: f64) {
         if let Ok(mut r) = self.state.fail_rate.lock() {
             *r = rate;
+        }
+    }
+
+    /// Hold every answer back this long (a slow receiver).
+    pub fn set_delay(&self, delay: Duration) {
+        if let Ok(mut d) = self.state.delay.lock() {
+            *d = delay;
         }
     }
 
@@ -494,6 +508,17 @@ impl Api {
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = self
             .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// DELETE; returns (status, body).
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .request(reqwest::Method::DELETE, path)
             .send()
             .await
             .expect("request");

@@ -333,8 +333,10 @@ async fn metrics_appear_and_move_after_a_task_runs() {
     for (name, filters) in [
         ("tasks_created_total", &[("type", "default")][..]),
         ("tasks_finished_total", &[("status", "completed")][..]),
-        ("upstream_requests_total", &[("endpoint", "submit")][..]),
-        ("upstream_requests_total", &[("endpoint", "status")][..]),
+        ("upstream_calls_total", &[("endpoint", "submit")][..]),
+        ("upstream_calls_total", &[("endpoint", "status")][..]),
+        ("upstream_http_attempts_total", &[("endpoint", "submit")][..]),
+        ("upstream_http_attempts_total", &[("endpoint", "status")][..]),
         ("callback_deliveries_total", &[("outcome", "delivered")][..]),
         ("http_requests_total", &[][..]),
         ("http_requests_total", &[("method", "POST")][..]),
@@ -356,6 +358,51 @@ async fn metrics_appear_and_move_after_a_task_runs() {
         metric_sum(&after, "task_duration_seconds_bucket", &[("le", "+Inf")]) >= 1.0,
         "task_duration_seconds has no +Inf bucket"
     );
+
+    // An edit whose first submit and first poll answer 503: each is one
+    // logical call made of two HTTP attempts.
+    let (status, body) = ops
+        .http
+        .post(
+            "/models/edit",
+            &json!({"user_id": "u-metrics", "base_model_task_id": id,
+                    "edit_instructions": "shorter hair [[sim:submit-once=503,status-once=503]]"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let edit = body["data"]["task_id"].as_str().unwrap().to_string();
+    let task = ops.http.wait_terminal(&edit, DEADLINE).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let last = scrape(&ops.http).await;
+    let moved = |name: &str, filters: &[(&str, &str)]| {
+        metric_sum(&last, name, filters) - metric_sum(&after, name, filters)
+    };
+    assert_eq!(
+        moved("upstream_http_attempts_total", &[("endpoint", "submit"), ("status", "503")]),
+        1.0
+    );
+    assert_eq!(
+        moved("upstream_http_attempts_total", &[("endpoint", "submit"), ("status", "200")]),
+        1.0
+    );
+    assert_eq!(
+        moved("upstream_calls_total", &[("endpoint", "submit"), ("outcome", "ok")]),
+        1.0,
+        "one logical submit, whatever its attempts"
+    );
+    assert!(
+        moved("upstream_http_attempts_total", &[("endpoint", "status"), ("status", "503")]) >= 1.0
+    );
+    // Every HTTP attempt is either a call's first try or one of its retries.
+    for endpoint in ["submit", "status"] {
+        let e = &[("endpoint", endpoint)][..];
+        assert_eq!(
+            metric_sum(&last, "upstream_http_attempts_total", e),
+            metric_sum(&last, "upstream_calls_total", e)
+                + metric_sum(&last, "upstream_retries_total", e),
+            "{endpoint}: attempts != calls + retries"
+        );
+    }
     let _ = (&ops.sim, &ops.dir);
 }
 
@@ -1143,4 +1190,258 @@ async fn sigterm_exits_zero_and_releases_leases_postgres() {
         return;
     }
     sigterm(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------- 7. issue 11 holes
+
+/// `modelgen serve` with stdout and stderr on one pipe, as in
+/// `modelgen serve 2>&1 | …`, with the simulator built in.
+struct Piped {
+    child: std::process::Child,
+    reader: Option<std::process::ChildStdout>,
+    http: Http,
+    _dir: tempfile::TempDir,
+}
+
+impl Piped {
+    async fn start() -> Piped {
+        let dir = tempfile::tempdir().unwrap();
+        let port = modelgen_e2e::free_port();
+        let db = format!("sqlite://{}", dir.path().join("modelgen.db").display());
+        let storage = format!("file://{}", dir.path().join("images").display());
+        // `exec` keeps the PID: SIGTERM reaches modelgen itself.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" serve 2>&1")
+            .arg(modelgen_bin())
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(kv(&[
+                ("HOST", "127.0.0.1"),
+                ("PORT", &port.to_string()),
+                ("DATABASE_URL", &db),
+                ("STORAGE_URL", &storage),
+                ("SHUTDOWN_GRACE", &GRACE_SECS.to_string()),
+                ("RUST_LOG", "info"),
+            ]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let reader = child.stdout.take();
+        let http = Api::new(format!("http://127.0.0.1:{port}")).with_timeout(REQUEST_TIMEOUT);
+        let mut piped = Piped {
+            child,
+            reader,
+            http,
+            _dir: dir,
+        };
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                piped.child.try_wait().unwrap().is_none(),
+                "modelgen exited during start-up"
+            );
+            let client = reqwest::Client::new();
+            let up = client
+                .get(format!("{}/healthz", piped.http.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "modelgen did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        piped
+    }
+
+    /// SIGTERM, then the exit code, or `None` when it was still running
+    /// `SHUTDOWN_GRACE` + 10 s later (it is then killed).
+    fn terminate(&mut self) -> Option<Option<i32>> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = std::time::Instant::now() + Duration::from_secs(GRACE_SECS + 10);
+        while std::time::Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Requests that each write a log line; every one must be answered.
+async fn log_some_lines(http: &Http, n: usize) {
+    for i in 0..n {
+        let (status, body) = http.get("/healthz").await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn a_closed_log_pipe_loses_log_lines_never_the_process() {
+    let mut svc = Piped::start().await;
+    // Like `| head -3`: read three lines, then the reader goes away.
+    {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(svc.reader.take().unwrap()).lines();
+        for _ in 0..3 {
+            lines.next().unwrap().unwrap();
+        }
+    }
+    log_some_lines(&svc.http, 50).await;
+    let samples = scrape(&svc.http).await;
+    assert!(
+        metric_sum(&samples, "log_lines_dropped_total", &[("reason", "write_failed")]) >= 1.0,
+        "lost lines are counted"
+    );
+    assert_healthz_ok(&svc.http).await;
+    assert_eq!(svc.terminate(), Some(Some(0)), "SIGTERM must end it cleanly");
+}
+
+#[actix_web::test]
+async fn a_full_log_pipe_loses_log_lines_never_the_process() {
+    let mut svc = Piped::start().await;
+    // The reader stays, and never reads: the pipe (64 KiB) fills up.
+    let _reader = svc.reader.take();
+    log_some_lines(&svc.http, 1_500).await;
+    assert_healthz_ok(&svc.http).await;
+    let (status, _) = svc.http.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(svc.terminate(), Some(Some(0)), "SIGTERM must end it cleanly");
+}
+
+#[actix_web::test]
+async fn a_hung_database_answers_503_fast_and_the_service_recovers() {
+    if skip_pg() {
+        return;
+    }
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let server = reqwest::Url::parse(&db.url).unwrap();
+    let proxy = modelgen_persistence::testing::FreezableProxy::start(format!(
+        "{}:{}",
+        server.host_str().unwrap(),
+        server.port_or_known_default().unwrap()
+    ))
+    .await
+    .unwrap();
+    let through = proxy.url_through(&db.url).unwrap();
+    let ops = Ops::start_with(
+        db,
+        "ops-hung-key",
+        &[
+            ("DATABASE_URL", &through),
+            ("DATABASE_CONNECT_TIMEOUT", "0.5"),
+            ("DATABASE_STATEMENT_TIMEOUT", "0.5"),
+            ("DATABASE_CALL_TIMEOUT", "1"),
+            ("DATABASE_ACQUIRE_TIMEOUT", "1"),
+        ],
+    )
+    .await;
+    let id = create_default(&ops.http, "u-hung").await;
+
+    proxy.freeze();
+    // The configured bound is 1 s; allow for a loaded machine, but far below
+    // the ~10 s of the fixed pool timeouts (and the no-bound of a hung read).
+    let bound = Duration::from_secs(4);
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let r = reqwest::Client::new()
+            .get(format!("{}/tasks/{id}", ops.http.base))
+            .header("x-request-id", format!("hung-{i}"))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["code"].as_i64()), (503, Some(1004)), "{body}");
+        assert!(body["msg"].is_string() && body.get("data").is_some(), "{body}");
+        assert!(waited < bound, "request {i} took {waited:?}");
+    }
+    let started = std::time::Instant::now();
+    let (status, _) = ops.http.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() < bound, "/readyz took {:?}", started.elapsed());
+    assert_healthz_ok(&ops.http).await;
+    // Each 503's cause is logged once, in its request's span.
+    let log = ops.service.log_text();
+    for i in 0..3 {
+        let tag = format!("hung-{i}");
+        let causes = log
+            .lines()
+            .filter(|l| l.contains(&tag) && l.contains("database unavailable"))
+            .count();
+        assert_eq!(causes, 1, "cause of {tag} logged {causes} times:\n{log}");
+    }
+
+    proxy.thaw();
+    wait_for("the service serves again", DEADLINE, || async {
+        (ops.http.get(&format!("/tasks/{id}")).await.0 == 200).then_some(())
+    })
+    .await;
+    let _ = (&ops.sim, &ops.receiver, &ops.dir);
+}
+
+#[actix_web::test]
+async fn sigterm_with_callbacks_in_flight_exits_zero_without_error_lines() {
+    let mut ops = Ops::start(Backend::Sqlite, "ops-inflight-key", &[]).await;
+    // Callbacks take 3 s to be answered: SIGTERM comes while they are in flight.
+    ops.receiver.set_delay(Duration::from_secs(3));
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(create_default(&ops.http, &format!("u-inflight-{i}")).await);
+    }
+    for id in &ids {
+        let task = ops.http.wait_terminal(id, DEADLINE).await;
+        assert_eq!(task["status"], "completed", "{task}");
+    }
+    wait_for("callbacks in flight", DEADLINE, || async {
+        (ops.receiver.received().len() >= ids.len()).then_some(())
+    })
+    .await;
+    let (code, killed) = terminate_within(&mut ops.service, ops.dir.path());
+    let log = ops.service.log_text();
+    assert!(!killed, "did not exit within SHUTDOWN_GRACE:\n{log}");
+    assert_eq!(code, Some(0), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "ERROR lines at shutdown:\n{}", errors.join("\n"));
+    let _ = (&ops.sim, &ops.db);
+}
+
+#[actix_web::test]
+async fn task_log_lines_name_the_apimart_task_once() {
+    let ops = Ops::start(Backend::Sqlite, "ops-span-key", &[]).await;
+    let id = create_default(&ops.http, "u-span").await;
+    let task = ops.http.wait_terminal(&id, DEADLINE).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let log = ops.service.log_text();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("apimart.task_id"))
+        .collect();
+    assert!(
+        named.iter().any(|l| l.contains("submitted upstream")),
+        "no submit line:\n{log}"
+    );
+    for line in named {
+        assert_eq!(line.matches("apimart.task_id").count(), 1, "{line}");
+    }
+    let _ = (&ops.sim, &ops.receiver, &ops.db, &ops.dir);
 }

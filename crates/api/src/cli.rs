@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
@@ -10,7 +12,9 @@ use modelgen_persistence::{CallbackOutbox, CallbackStatus, ImageRepository, Task
 use crate::admin::{Admin, CallbackView};
 use crate::config::Config;
 use crate::service::task_view;
-use crate::startup::{Application, Role, open_database};
+use crate::ports::SystemClock;
+use crate::privacy::{Actor, Privacy};
+use crate::startup::{Application, Role, open_blob_store, open_database};
 use crate::telemetry;
 
 /// modelgen: digital-model image generation for e-commerce, over the Apimart API.
@@ -45,6 +49,25 @@ pub enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Users' personal data.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Erase a user's data: cancel their running tasks, delete their input
+    /// and result images (storage and image rows), blank their prompts and
+    /// body profiles. Ids, types, statuses, timestamps and counters stay for
+    /// accounting. Idempotent; prints what was deleted as JSON.
+    Purge {
+        /// The user id, as sent on task creation.
+        user_id: String,
+        /// Change nothing; print what would be cancelled and deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Options of `serve`.
@@ -108,8 +131,19 @@ pub enum ConfigCommand {
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    out(&serde_json::to_string_pretty(value)?)
+}
+
+/// Prints one line of a command's output on stdout. A reader that went away
+/// (`modelgen callbacks list | head`) ends the output quietly, as in other
+/// command-line tools, where the standard print macro would panic.
+fn out(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
 }
 
 /// Runs the parsed command line.
@@ -146,12 +180,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = open_database(&config).await?;
             let applied = db.migrate().await.context("running migrations")?;
-            println!(
+            out(&format!(
                 "applied {} migration(s): {}",
                 applied.len(),
                 applied.join(", ")
-            );
-            Ok(())
+            ))
         }
         Command::Tasks(TasksCommand::Show { task_id }) => {
             let db = open_database(&config).await?;
@@ -187,11 +220,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .retry_task(&id, chrono::Utc::now())
                 .await
                 .with_context(|| format!("task {task_id}"))?;
-            println!(
+            out(&format!(
                 "task {} is {} again; the workers will pick it up",
                 task.task_id, task.status
-            );
-            Ok(())
+            ))
         }
         Command::Callbacks(cmd) => {
             let db = open_database(&config).await?;
@@ -218,7 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 CallbacksCommand::Redeliver { event_id, all_dead } => {
                     if all_dead {
                         let n = admin.redeliver_all_dead().await?;
-                        println!("{n} dead callback(s) queued for redelivery");
+                        out(&format!("{n} dead callback(s) queued for redelivery"))?;
                     } else if let Some(id) = event_id {
                         let view = admin
                             .redeliver(&id)
@@ -230,6 +262,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Users(UsersCommand::Purge { user_id, dry_run }) => {
+            let db = std::sync::Arc::new(open_database(&config).await?);
+            let privacy = Privacy {
+                tasks: db.clone(),
+                images: db.clone(),
+                retention: db,
+                blobs: open_blob_store(&config)?,
+                clock: std::sync::Arc::new(SystemClock),
+                owner: format!("modelgen-cli-{}", std::process::id()),
+                callbacks_enabled: config.callback_url.is_some(),
+            };
+            let report = privacy
+                .purge_user(&user_id, dry_run, Actor::Cli)
+                .await
+                .context("users purge")?;
+            print_json(&report)
+        }
         Command::Config(ConfigCommand::Check) => Ok(()),
     }
 }
@@ -237,19 +286,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
     match Config::load(file) {
         Ok(config) => {
-            println!("{}", toml_like(&config)?);
+            out(toml_like(&config)?.trim_end())?;
             if config.apimart_api_key.is_none() {
-                println!("# note: APIMART_API_KEY is not set; the built-in simulator will be used");
+                out("# note: APIMART_API_KEY is not set; the built-in simulator will be used")?;
             }
             let notes = crate::legacy::notes_from_env(&config);
             if !notes.is_empty() {
-                println!("# settings of the earlier service:");
+                out("# settings of the earlier service:")?;
                 for note in notes {
-                    println!("# note: {}: {}", note.name, note.message);
+                    out(&format!("# note: {}: {}", note.name, note.message))?;
                 }
             }
-            println!("configuration OK");
-            Ok(())
+            out("configuration OK")
         }
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }

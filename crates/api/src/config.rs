@@ -194,6 +194,14 @@ pub struct Config {
     pub database_max_connections: usize,
     /// Seconds to wait for a pooled connection.
     pub database_acquire_timeout: f64,
+    /// Seconds to open a database connection (or check a pooled one).
+    pub database_connect_timeout: f64,
+    /// Server-side limit of one statement and one lock wait, seconds
+    /// (PostgreSQL `statement_timeout`/`lock_timeout`, SQLite busy timeout).
+    pub database_statement_timeout: f64,
+    /// Client-side bound of one database call, connection included, seconds;
+    /// past it the call fails (503 on the request path).
+    pub database_call_timeout: f64,
     /// Run pending migrations at startup.
     #[serde(deserialize_with = "bool_like")]
     pub auto_migrate: bool,
@@ -285,6 +293,11 @@ pub struct Config {
     pub sim_task_duration: f64,
     /// Seconds to finish in-flight work after SIGTERM.
     pub shutdown_grace: f64,
+    /// Seconds after a task ends before its uploaded input images are
+    /// deleted (default 7 days); 0 keeps them forever.
+    pub input_retention: f64,
+    /// Seconds between two sweeps of the input retention cleanup.
+    pub retention_sweep_interval: f64,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -298,6 +311,9 @@ impl Default for Config {
             database_url: "sqlite://data/modelgen.db".into(),
             database_max_connections: 10,
             database_acquire_timeout: 5.0,
+            database_connect_timeout: 2.0,
+            database_statement_timeout: 3.0,
+            database_call_timeout: 5.0,
             auto_migrate: true,
             storage_url: "file://data/images".into(),
             store_image_base64: false,
@@ -334,6 +350,8 @@ impl Default for Config {
             worker_idle_interval: 0.5,
             sim_task_duration: 3.0,
             shutdown_grace: 30.0,
+            input_retention: 7.0 * 24.0 * 3600.0,
+            retention_sweep_interval: 300.0,
             log_format: LogFormat::Text,
         }
     }
@@ -347,6 +365,9 @@ pub const ENV_KEYS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
     "DATABASE_ACQUIRE_TIMEOUT",
+    "DATABASE_CONNECT_TIMEOUT",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_CALL_TIMEOUT",
     "AUTO_MIGRATE",
     "STORAGE_URL",
     "STORE_IMAGE_BASE64",
@@ -383,6 +404,8 @@ pub const ENV_KEYS: &[&str] = &[
     "WORKER_IDLE_INTERVAL",
     "SIM_TASK_DURATION",
     "SHUTDOWN_GRACE",
+    "INPUT_RETENTION",
+    "RETENTION_SWEEP_INTERVAL",
     "LOG_FORMAT",
 ];
 
@@ -460,6 +483,10 @@ impl Config {
             ("TASK_POLL_MAX_INTERVAL", self.task_poll_max_interval),
             ("TASK_TIMEOUT", self.task_timeout),
             ("DATABASE_ACQUIRE_TIMEOUT", self.database_acquire_timeout),
+            ("DATABASE_CONNECT_TIMEOUT", self.database_connect_timeout),
+            ("DATABASE_STATEMENT_TIMEOUT", self.database_statement_timeout),
+            ("DATABASE_CALL_TIMEOUT", self.database_call_timeout),
+            ("RETENTION_SWEEP_INTERVAL", self.retention_sweep_interval),
             ("CALLBACK_HORIZON", self.callback_horizon),
             ("CALLBACK_BASE_DELAY", self.callback_base_delay),
             ("CALLBACK_MAX_DELAY", self.callback_max_delay),
@@ -475,6 +502,14 @@ impl Config {
             if !(value.is_finite() && value > 0.0 && value < 1e9) {
                 problems.push(format!("{name} must be a positive number of seconds"));
             }
+        }
+        if !(self.input_retention.is_finite()
+            && self.input_retention >= 0.0
+            && self.input_retention < 1e12)
+        {
+            problems.push(
+                "INPUT_RETENTION must be a number of seconds, 0 (keep forever) or more".into(),
+            );
         }
         if self.task_poll_interval > self.task_poll_max_interval {
             problems.push("TASK_POLL_INTERVAL must not exceed TASK_POLL_MAX_INTERVAL".into());
@@ -559,6 +594,12 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}:{}", self.host, bound_port),
         }
+    }
+
+    /// How long uploaded input images are kept after their task ends;
+    /// `None` when `INPUT_RETENTION` is 0 (kept forever).
+    pub fn input_retention(&self) -> Option<Duration> {
+        (self.input_retention > 0.0).then(|| Self::secs(self.input_retention))
     }
 
     /// Seconds as a [`Duration`]; values are checked finite and positive by [`Config::validate`].

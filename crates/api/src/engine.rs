@@ -105,6 +105,11 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Poked when a task is created or a callback enqueued, to skip the idle wait.
     pub wake: Arc<Notify>,
+    /// Cancelled when the process shuts down: failures of work cut off by
+    /// the shutdown are expected, and logged as such rather than as errors.
+    pub shutdown: CancellationToken,
+    /// Steps and callback attempts that failed during the shutdown.
+    pub interrupted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How a step ended, for logs and metrics.
@@ -142,6 +147,19 @@ impl Engine {
         Fence::Lease(self.settings.owner.clone())
     }
 
+    /// Logs a failed piece of work: an error, unless the process is shutting
+    /// down, when work cut off is expected (counted, logged at debug; the
+    /// total is logged once at exit).
+    fn work_failed(&self, error: &RepoError, what: &'static str) {
+        if self.shutdown.is_cancelled() {
+            self.interrupted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            debug!(%error, what, "work interrupted by the shutdown");
+        } else {
+            error!(%error, "{what}");
+        }
+    }
+
     /// Runs the task worker until `token` is cancelled, then lets in-flight
     /// steps finish (they are bounded by their own timeouts) and releases leases.
     pub async fn run_task_worker(self: Arc<Self>, token: CancellationToken) {
@@ -169,7 +187,7 @@ impl Engine {
             {
                 Ok(c) => c,
                 Err(e) => {
-                    error!(error = %e, "claiming tasks failed");
+                    self.work_failed(&e, "claiming tasks failed");
                     Vec::new()
                 }
             };
@@ -266,7 +284,7 @@ impl Engine {
                 result = engine.step(task) => match result {
                     Ok(Step::Done) => {}
                     Ok(Step::Superseded) => debug!("task changed under this worker; step dropped"),
-                    Err(e) => error!(error = %e, "task step failed; it resumes when the lease expires"),
+                    Err(e) => engine.work_failed(&e, "task step failed; it resumes when the lease expires"),
                 },
                 () = heartbeat => warn!("lease lost during step; another worker will resume the task"),
             }
@@ -425,8 +443,10 @@ impl Engine {
             .await;
         match result {
             Ok(resp) => {
+                // The task span carries the id from here on; repeating it as an
+                // event field would print it twice on this line.
                 tracing::Span::current().record("apimart.task_id", resp.task_id.as_str());
-                info!(apimart.task_id = %resp.task_id, replayed = resp.replayed, "submitted upstream");
+                info!(replayed = resp.replayed, "submitted upstream");
                 let first = resp
                     .estimated_time
                     .map(|e| e / 2)
@@ -610,7 +630,13 @@ impl Engine {
                 Ok(b) => b,
                 Err(FetchError::Transient(reason)) => {
                     warn!(%reason, "result download failed; retrying");
+                    self.discard_results(&rows).await;
+                    // Apimart has finished its run: show that (`processing` at
+                    // 100 %, the nearest status until our copy is stored) rather
+                    // than a stale `submitted` while the download is retried.
                     let change = TaskChange {
+                        event: Some(TaskEvent::Progressed(Progress::clamped(100))),
+                        count_poll: true,
                         next_run_at: Some(now + d(DOWNLOAD_RETRY_DELAY)),
                         release_lease: true,
                         ..TaskChange::default()
@@ -618,6 +644,7 @@ impl Engine {
                     return self.write_step(&task, change).await;
                 }
                 Err(e) => {
+                    self.discard_results(&rows).await;
                     return self
                         .fail(
                             &task,
@@ -629,7 +656,10 @@ impl Engine {
             };
             match self.store_result(&task, i, bytes, now).await {
                 Ok(row) => rows.push(row),
-                Err(StoreResult::Invalid(msg)) => return self.fail(&task, msg, "bad_image").await,
+                Err(StoreResult::Invalid(msg)) => {
+                    self.discard_results(&rows).await;
+                    return self.fail(&task, msg, "bad_image").await;
+                }
                 Err(StoreResult::Blob(e)) => {
                     error!(error = %e, "storing result image failed");
                     return Err(RepoError::Unavailable(format!("blob store: {e}")));
@@ -646,11 +676,15 @@ impl Engine {
             };
             match self.write(&task, change).await? {
                 Ok(t) => t,
-                Err(s) => return Ok(s),
+                Err(s) => {
+                    self.discard_results(&rows).await;
+                    return Ok(s);
+                }
             }
         } else {
             task
         };
+        let stored = rows.clone();
         let change = TaskChange {
             event: Some(TaskEvent::Completed),
             images: rows,
@@ -659,12 +693,28 @@ impl Engine {
             release_lease: true,
             ..TaskChange::default()
         };
-        match self.write(&task, change).await? {
-            Ok(done) => {
+        match self.write(&task, change).await {
+            Ok(Ok(done)) => {
                 self.finished(&done, "none");
                 Ok(Step::Done)
             }
-            Err(s) => Ok(s),
+            Ok(Err(s)) => {
+                // Cancelled (or its data erased) while we downloaded: the
+                // images belong to no task row and must not linger.
+                self.discard_results(&stored).await;
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes result blobs stored by a step that will not record them
+    /// (best effort: a failure is logged, the step goes on).
+    async fn discard_results(&self, rows: &[NewImage]) {
+        for row in rows {
+            if let Err(e) = self.blobs.delete(&row.storage_key).await {
+                warn!(error = %e, blob.key = %row.storage_key, "could not delete an unrecorded result image");
+            }
         }
     }
 
@@ -724,7 +774,7 @@ impl Engine {
             let n = match self.deliver_due_callbacks().await {
                 Ok(n) => n,
                 Err(e) => {
-                    error!(error = %e, "claiming callbacks failed");
+                    self.work_failed(&e, "claiming callbacks failed");
                     0
                 }
             };
@@ -767,8 +817,8 @@ impl Engine {
             set.spawn(async move {
                 let span =
                     info_span!("callback", event.id = %record.event_id, task.id = %record.task_id);
-                if let Err(e) = engine.deliver(&*sender, record).instrument(span).await {
-                    error!(error = %e, "callback attempt could not be recorded");
+                if let Err(e) = engine.deliver(&*sender, record).instrument(span.clone()).await {
+                    span.in_scope(|| engine.work_failed(&e, "callback attempt could not be recorded"));
                 }
             });
         }

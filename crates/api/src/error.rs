@@ -139,7 +139,12 @@ impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         match e {
             RepoError::NotFound => ApiError::NotFound("task not found".into()),
-            RepoError::Unavailable(_) => ApiError::Unavailable("database unavailable".into()),
+            RepoError::Unavailable(cause) => {
+                // The one place the cause of a 503 is logged (inside the
+                // request's span); the client gets a message without it.
+                tracing::warn!(error = %cause, "database unavailable; answering 503");
+                ApiError::Unavailable("database unavailable".into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -26,7 +26,7 @@ use crate::health::Readiness;
 use crate::service::TaskService;
 
 /// Blob-store prefix of result images, the only ones `/images/{key}` serves.
-pub const RESULTS_PREFIX: &str = "results/";
+pub const RESULTS_PREFIX: &str = modelgen_persistence::RESULTS_PREFIX;
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -45,6 +45,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// Admin operations on the callback outbox.
     pub admin: crate::admin::Admin,
+    /// Erasure of a user's data.
+    pub privacy: Arc<crate::privacy::Privacy>,
 }
 
 /// Registers every route on an actix `App`.
@@ -81,6 +83,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/admin/callbacks/{event_id}/redeliver",
         web::post().to(crate::admin::redeliver),
+    )
+    .route(
+        "/admin/users/{user_id}/data",
+        web::delete().to(crate::privacy::purge_user_data),
     )
     .default_service(web::to(not_found));
 }
@@ -557,6 +563,9 @@ pub async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
     metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
     metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
     metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
+    for (reason, n) in crate::telemetry::log_lines_dropped() {
+        metrics::counter!("log_lines_dropped_total", "reason" => reason).absolute(n);
+    }
     match db.count_active_tasks().await {
         Ok(counts) => {
             for status in [

@@ -19,6 +19,7 @@ pub mod legacy;
 pub mod openapi;
 pub mod pacing;
 pub mod ports;
+pub mod privacy;
 pub mod service;
 pub mod startup;
 pub mod telemetry;

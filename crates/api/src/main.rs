@@ -2,13 +2,18 @@
 
 use clap::Parser as _;
 
+use std::io::Write as _;
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     let cli = modelgen_api::cli::Cli::parse();
-    match modelgen_api::cli::run(cli).await {
+    let result = modelgen_api::cli::run(cli).await;
+    modelgen_api::telemetry::flush_logs();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

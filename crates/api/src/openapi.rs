@@ -16,6 +16,7 @@ use crate::dto::{
     ImageView, OneOrMany, TaskPage, TaskView,
 };
 use crate::error::{ErrorEnvelope, FieldErrorView, FieldErrors};
+use crate::privacy::{PurgeItem, PurgeReport};
 
 struct BearerAuth;
 
@@ -60,18 +61,19 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
         crate::admin::list_callbacks,
         crate::admin::redeliver,
         crate::admin::redeliver_all_dead,
+        crate::privacy::purge_user_data,
     ),
     components(schemas(
         CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, BodyProfileDto, OneOrMany,
         CreatedTask, TaskView, ImageView, TaskPage, CallbackView, ErrorEnvelope, FieldErrors,
-        FieldErrorView
+        FieldErrorView, PurgeReport, PurgeItem
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "models", description = "Create the three jobs"),
         (name = "tasks", description = "Follow, list and cancel tasks"),
         (name = "images", description = "Stored images"),
-        (name = "admin", description = "Callback outbox administration"),
+        (name = "admin", description = "Callback outbox administration and erasure of a user's data"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]

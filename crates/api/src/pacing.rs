@@ -67,21 +67,20 @@ impl PacedGenerator {
     }
 }
 
-/// Counts the call by endpoint and final status (HTTP status, or an error
-/// kind when there was none) and records its latency, measured after the
-/// pacing wait so that waiting for a token is not counted as Apimart's time
-/// (retries inside the call are).
+/// Counts the logical call as `upstream_calls_total{endpoint,outcome}`
+/// (`ok`, or the final error's kind: `server`, `timeout`, `rate_limited`…)
+/// and records its latency, measured after the pacing wait so that waiting
+/// for a token is not counted as Apimart's time (retries inside the call are).
+/// The HTTP attempts inside the call are counted by
+/// [`crate::telemetry::UpstreamMetrics`].
 fn record_call<T>(endpoint: &'static str, started: Instant, result: &Result<T, ApimartError>) {
     metrics::histogram!("upstream_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
-    let status = match result {
-        Ok(_) => "200".to_string(),
-        Err(e) => e.http_status().map_or_else(
-            || crate::engine::upstream_error_kind(e).to_string(),
-            |s| s.to_string(),
-        ),
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => crate::engine::upstream_error_kind(e),
     };
-    metrics::counter!("upstream_requests_total", "endpoint" => endpoint, "status" => status)
+    metrics::counter!("upstream_calls_total", "endpoint" => endpoint, "outcome" => outcome)
         .increment(1);
 }
 

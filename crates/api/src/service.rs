@@ -24,7 +24,7 @@ use crate::dto::{
 use crate::error::ApiError;
 
 /// Prefix of an input reference that points into the blob store.
-pub const BLOB_REF_PREFIX: &str = "blob:";
+pub const BLOB_REF_PREFIX: &str = modelgen_persistence::BLOB_REF_PREFIX;
 /// Largest page of `GET /tasks`.
 pub const MAX_PAGE_SIZE: i64 = 100;
 /// Page size of `GET /tasks` when `limit` is absent.
@@ -600,6 +600,12 @@ impl TaskService {
                 ),
             )]));
         }
+        if base.purged_at.is_some() {
+            return Err(ApiError::Invalid(vec![field_error(
+                "base_model_task_id",
+                format!("base model task {raw} has no image any more: its owner's data was erased"),
+            )]));
+        }
         let images = self.images.images_for_task(&id).await?;
         let first = images.first().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("completed task {id} has no image row"))
@@ -822,7 +828,11 @@ impl TaskService {
 
 /// Blob key of a task's `index`-th input image: `inputs/<task_id>/<index>.<ext>`.
 fn input_key(task_id: &TaskId, index: usize, mime: ImageMime) -> String {
-    format!("inputs/{task_id}/{index}.{}", mime.extension())
+    format!(
+        "{}{task_id}/{index}.{}",
+        modelgen_persistence::INPUTS_PREFIX,
+        mime.extension()
+    )
 }
 
 fn created(task: &TaskRecord) -> CreatedTask {

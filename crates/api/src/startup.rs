@@ -24,6 +24,7 @@ use crate::engine::{Engine, EngineSettings};
 use crate::health::Readiness;
 use crate::http::HttpState;
 use crate::ports::{HttpImageFetcher, SystemClock};
+use crate::privacy::Privacy;
 use crate::service::TaskService;
 use crate::telemetry;
 
@@ -45,6 +46,9 @@ pub struct Application {
     server: Option<actix_web::dev::Server>,
     token: CancellationToken,
     engine: Arc<Engine>,
+    privacy: Arc<Privacy>,
+    /// `INPUT_RETENTION` (`None`: kept forever) and the sweep interval.
+    retention: (Option<Duration>, Duration),
     role: Role,
     grace: Duration,
     sim: Option<SimHandle>,
@@ -59,6 +63,16 @@ fn worker_owner() -> String {
     format!("{host}-{}-{}", std::process::id(), &suffix[20..])
 }
 
+/// Opens the blob store named by `STORAGE_URL`.
+///
+/// # Errors
+/// An unsupported URL, or a store that cannot be set up.
+pub fn open_blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(Arc::new(
+        ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?,
+    ))
+}
+
 /// Opens the database named by the config (migrating when `auto_migrate`).
 ///
 /// # Errors
@@ -69,7 +83,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
         PoolOptions {
             max_connections: config.database_max_connections,
             acquire_timeout: Config::secs(config.database_acquire_timeout),
-            ..PoolOptions::default()
+            connect_timeout: Config::secs(config.database_connect_timeout),
+            statement_timeout: Config::secs(config.database_statement_timeout),
+            call_timeout: Config::secs(config.database_call_timeout),
         },
     )
     .await
@@ -94,8 +110,7 @@ impl Application {
                 info!(migrations = ?applied, "migrations applied");
             }
         }
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?);
+        let blobs = open_blob_store(&config)?;
         let prompts = Arc::new(match &config.prompt_templates_dir {
             Some(dir) => PromptTemplates::from_dir(std::path::Path::new(dir))
                 .context("PROMPT_TEMPLATES_DIR")?,
@@ -155,7 +170,7 @@ impl Application {
                 .with_timeout(Config::secs(config.http_timeout))
                 .with_retry(retry)
                 .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION")))
-                .with_observer(Arc::new(crate::telemetry::UpstreamRetryMetrics)),
+                .with_observer(Arc::new(crate::telemetry::UpstreamMetrics)),
         )
         .context("APIMART_BASE_URL: cannot build the Apimart client")?;
 
@@ -210,6 +225,17 @@ impl Application {
             std::num::NonZeroU32::new(config.upstream_max_rps).unwrap_or(std::num::NonZeroU32::MIN),
         ));
         let repo = Arc::new(db.clone());
+        let token = CancellationToken::new();
+        let owner = worker_owner();
+        let privacy = Arc::new(Privacy {
+            tasks: repo.clone(),
+            images: repo.clone(),
+            retention: repo.clone(),
+            blobs: blobs.clone(),
+            clock: Arc::new(SystemClock),
+            owner: owner.clone(),
+            callbacks_enabled: sender.is_some(),
+        });
         let engine = Arc::new(Engine {
             tasks: repo.clone(),
             images: repo.clone(),
@@ -224,7 +250,7 @@ impl Application {
             clock: Arc::new(SystemClock),
             alerts,
             settings: EngineSettings {
-                owner: worker_owner(),
+                owner,
                 lease: Config::secs(config.lease_seconds),
                 concurrency: config.worker_concurrency,
                 batch_size: config.worker_batch_size,
@@ -242,6 +268,8 @@ impl Application {
                 callback_max_delay: callback_cap,
             },
             wake: wake.clone(),
+            shutdown: token.clone(),
+            interrupted: Arc::default(),
         });
 
         let server = match listener {
@@ -271,6 +299,7 @@ impl Application {
                     },
                     max_body_bytes: config.max_body_bytes,
                     admin: Admin { outbox: repo },
+                    privacy: privacy.clone(),
                 });
                 Some(
                     HttpServer::new(move || {
@@ -290,8 +319,13 @@ impl Application {
         Ok(Application {
             port,
             server,
-            token: CancellationToken::new(),
+            token,
             engine,
+            privacy,
+            retention: (
+                config.input_retention(),
+                Config::secs(config.retention_sweep_interval),
+            ),
             role,
             grace: Config::secs(config.shutdown_grace),
             sim,
@@ -312,6 +346,11 @@ impl Application {
     /// The database.
     pub fn database(&self) -> Database {
         self.db.clone()
+    }
+
+    /// The personal-data operations (tests run retention sweeps themselves).
+    pub fn privacy(&self) -> Arc<Privacy> {
+        self.privacy.clone()
     }
 
     /// Cancelling this token stops the service gracefully.
@@ -350,6 +389,13 @@ impl Application {
             workers.push(tokio::spawn(
                 self.engine.clone().run_callback_worker(token.clone()),
             ));
+            if let (Some(retention), interval) = self.retention {
+                workers.push(tokio::spawn(self.privacy.clone().run_input_retention(
+                    retention,
+                    interval,
+                    token.clone(),
+                )));
+            }
         }
         // HTTP drain and worker drain run at the same time, both within one grace period.
         let cancelled_at = Arc::new(std::sync::OnceLock::new());
@@ -387,7 +433,15 @@ impl Application {
         if let Some(sim) = self.sim {
             sim.stop().await;
         }
-        info!("modelgen stopped");
+        // Work cut off by the shutdown is expected: its leases expire, or
+        // were released, and another run picks it up.
+        info!(
+            interrupted = self
+                .engine
+                .interrupted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "modelgen stopped"
+        );
         Ok(())
     }
 }

@@ -1,27 +1,123 @@
 //! Logging and metrics setup.
+//!
+//! Logs go to standard output through a non-blocking, lossy writer
+//! (`tracing-appender`): every log call only queues its line, and one
+//! background thread writes the queue out. When the reader of the output is
+//! slow or gone (`modelgen serve | head -3`, a stuck log shipper), lines are
+//! dropped and counted in `log_lines_dropped_total{reason}`; the service goes
+//! on and still stops on SIGTERM. A failed write is never reported on stderr
+//! either (stderr is often the same broken pipe).
 
-use std::sync::OnceLock;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Log lines queued for the writer thread before new ones are dropped: about
+/// 8 MiB of typical lines, several seconds of the busiest logging.
+pub const LOG_QUEUE_LINES: usize = 16_384;
+/// Longest wait, at exit, for queued log lines to be written out.
+pub const LOG_FLUSH_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// Lines the output refused (closed pipe, I/O error).
+static LINES_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Lines dropped because the queue was full (the output is not being read).
+static QUEUE_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
+/// Flushes and stops the writer thread when dropped.
+static LOG_GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Standard output for the writer thread: a line the output refuses (closed
+/// pipe, any I/O error) is counted and dropped, never returned as an error,
+/// so nothing above it reports it (on a stderr that is likely broken too) or
+/// retries it.
+struct LossyStdout;
+
+impl Write for LossyStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if io::stdout().lock().write_all(buf).is_err() {
+            LINES_FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stdout().lock().flush();
+        Ok(())
+    }
+}
+
 /// Installs the tracing subscriber once per process (`RUST_LOG` filters,
 /// default `info`). Later calls are no-ops, so tests can call it freely.
+/// Call [`flush_logs`] before the process exits.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,actix_web=warn"));
     // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = io::IsTerminal::is_terminal(&io::stdout());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("modelgen-log")
+        .finish(LossyStdout);
+    let counter = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi);
-    let _ = match format {
+        .with_ansi(ansi)
+        .with_writer(writer)
+        // Its own failure reports go to stderr with `eprintln!`, which panics
+        // when stderr is a closed pipe.
+        .log_internal_errors(false);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    if installed.is_ok() {
+        let _ = QUEUE_DROPS.set(counter);
+        if let Ok(mut slot) = LOG_GUARD.lock() {
+            *slot = Some(guard);
+        }
+    }
+}
+
+/// Writes out the queued log lines, waiting [`LOG_FLUSH_TIMEOUT`] at most:
+/// when the output is not being read the rest is dropped, and the process
+/// exits anyway.
+pub fn flush_logs() {
+    let Some(guard) = LOG_GUARD.lock().ok().and_then(|mut slot| slot.take()) else {
+        return;
+    };
+    // Dropping the guard waits for the writer thread, and may itself write
+    // to a blocked stdout: do it on a thread that the exit does not wait for.
+    let (done, wait) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("modelgen-log-flush".into())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = wait.recv_timeout(LOG_FLUSH_TIMEOUT);
+    }
+}
+
+/// Log lines lost so far, by reason: `queue_full` (the output is not read
+/// fast enough) and `write_failed` (the output refused them, e.g. a closed
+/// pipe). Exported as `log_lines_dropped_total{reason}`.
+pub fn log_lines_dropped() -> [(&'static str, u64); 2] {
+    let queued = QUEUE_DROPS
+        .get()
+        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX));
+    [
+        ("queue_full", queued),
+        ("write_failed", LINES_FAILED.load(Ordering::Relaxed)),
+    ]
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -63,13 +159,17 @@ fn describe_metrics() {
         "Non-terminal tasks by status (read at scrape time)"
     );
     describe_counter!(
-        "upstream_requests_total",
-        "Apimart calls by endpoint and final status"
+        "upstream_calls_total",
+        "Logical Apimart calls (a submit or a status read, retries included) by endpoint and outcome"
+    );
+    describe_counter!(
+        "upstream_http_attempts_total",
+        "HTTP requests sent to Apimart (every attempt of every call) by endpoint and HTTP status"
     );
     describe_histogram!(
         "upstream_request_duration_seconds",
         Unit::Seconds,
-        "Apimart call latency, retries included"
+        "Apimart call latency per logical call, retries included"
     );
     describe_counter!(
         "upstream_retries_total",
@@ -95,6 +195,10 @@ fn describe_metrics() {
         "Callers waiting for a database connection"
     );
     describe_counter!("alerts_total", "Alerts raised, by kind");
+    describe_counter!(
+        "log_lines_dropped_total",
+        "Log lines lost because the log output was full (queue_full) or refused them (write_failed)"
+    );
     metrics::counter!("upstream_submit_unknown_total").increment(0);
     metrics::counter!("callbacks_dead_total").increment(0);
     for kind in ["unauthorized", "insufficient_balance", "callback_dead"] {
@@ -121,10 +225,14 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Counts the Apimart client's in-call retries as `upstream_retries_total{endpoint}`.
-pub struct UpstreamRetryMetrics;
+/// Counts what the Apimart client reports: every HTTP attempt as
+/// `upstream_http_attempts_total{endpoint,status}` (the HTTP status, or
+/// `timeout`/`connect`/`transport`/… when no response arrived), and the
+/// retries inside each call as `upstream_retries_total{endpoint}`. Logical
+/// calls are counted by [`crate::pacing`] as `upstream_calls_total`.
+pub struct UpstreamMetrics;
 
-impl apimart_client::CallObserver for UpstreamRetryMetrics {
+impl apimart_client::CallObserver for UpstreamMetrics {
     fn call_finished(
         &self,
         endpoint: apimart_client::Endpoint,
@@ -135,5 +243,20 @@ impl apimart_client::CallObserver for UpstreamRetryMetrics {
             metrics::counter!("upstream_retries_total", "endpoint" => endpoint.as_str())
                 .increment(u64::from(attempts - 1));
         }
+    }
+
+    fn attempt_finished(
+        &self,
+        endpoint: apimart_client::Endpoint,
+        status: Option<u16>,
+        error: Option<&apimart_client::ApimartError>,
+    ) {
+        let status = match (status, error) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(e)) => crate::engine::upstream_error_kind(e).to_string(),
+            (None, None) => "unknown".to_string(),
+        };
+        metrics::counter!("upstream_http_attempts_total", "endpoint" => endpoint.as_str(), "status" => status)
+            .increment(1);
     }
 }

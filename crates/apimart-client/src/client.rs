@@ -196,15 +196,17 @@ impl ApimartClient {
                     request = request.header(IDEMPOTENCY_KEY, key);
                 }
                 async move {
-                    let raw = self.execute(request).await?;
-                    let submitted =
-                        parse::parse_submit(&raw.body).map_err(|p| self.body_error(p, &raw))?;
-                    Ok(SubmitResponse {
-                        task_id: submitted.task_id,
-                        status: submitted.status,
-                        estimated_time: submitted.estimated_time,
-                        replayed: header_is_true(&raw.headers, IDEMPOTENCY_REPLAYED),
-                    })
+                    let raw = self.attempt(crate::config::Endpoint::Submit, request).await?;
+                    let result = parse::parse_submit(&raw.body)
+                        .map_err(|p| self.body_error(p, &raw))
+                        .map(|submitted| SubmitResponse {
+                            task_id: submitted.task_id,
+                            status: submitted.status,
+                            estimated_time: submitted.estimated_time,
+                            replayed: header_is_true(&raw.headers, IDEMPOTENCY_REPLAYED),
+                        });
+                    self.attempt_answered(crate::config::Endpoint::Submit, &raw, &result);
+                    result
                 }
             })
             .await;
@@ -253,9 +255,12 @@ impl ApimartClient {
                 retry::run(&self.inner.retry, ApimartError::is_retryable, |_| {
                     let request = self.inner.http.get(&url);
                     async move {
-                        let raw = self.execute(request).await?;
-                        parse::parse_status(&raw.body, task_id)
-                            .map_err(|p| self.body_error(p, &raw))
+                        let endpoint = crate::config::Endpoint::TaskStatus;
+                        let raw = self.attempt(endpoint, request).await?;
+                        let result = parse::parse_status(&raw.body, task_id)
+                            .map_err(|p| self.body_error(p, &raw));
+                        self.attempt_answered(endpoint, &raw, &result);
+                        result
                     }
                 })
                 .await;
@@ -281,6 +286,33 @@ impl ApimartClient {
             result
         };
         call.instrument(span).await
+    }
+
+    /// One HTTP attempt: [`Self::execute`], reporting a failed attempt to the
+    /// observer. A 2xx is reported by the caller through
+    /// [`Self::attempt_answered`] once its body has been read.
+    async fn attempt(
+        &self,
+        endpoint: crate::config::Endpoint,
+        request: RequestBuilder,
+    ) -> Result<RawResponse, ApimartError> {
+        let result = self.execute(request).await;
+        if let (Err(e), Some(observer)) = (&result, &self.inner.observer) {
+            observer.attempt_finished(endpoint, e.http_status(), Some(e));
+        }
+        result
+    }
+
+    /// Reports an attempt that got a 2xx, with the outcome of reading its body.
+    fn attempt_answered<T>(
+        &self,
+        endpoint: crate::config::Endpoint,
+        raw: &RawResponse,
+        result: &Result<T, ApimartError>,
+    ) {
+        if let Some(observer) = &self.inner.observer {
+            observer.attempt_finished(endpoint, Some(raw.status.as_u16()), result.as_ref().err());
+        }
     }
 
     /// Sends one request and reads the answer; non-2xx statuses become errors here.

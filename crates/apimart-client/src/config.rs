@@ -56,11 +56,31 @@ impl Endpoint {
     }
 }
 
-/// Hears about every finished call, e.g. to count retries in metrics.
-/// `attempts` includes the first try, so `attempts - 1` retries were made.
+/// Hears about every finished call and every HTTP attempt inside it, e.g. to
+/// count calls, attempts and retries in metrics. A call (`submit_generation`,
+/// `get_task_status`) makes one or more attempts (the first try plus retries).
 pub trait CallObserver: Send + Sync {
-    /// Called once per `submit_generation` / `get_task_status`, after the last attempt.
+    /// Called once per `submit_generation` / `get_task_status`, after the last
+    /// attempt. `attempts` includes the first try, so `attempts - 1` retries
+    /// were made; `error` is the call's final error, if it failed.
     fn call_finished(&self, endpoint: Endpoint, attempts: u32, error: Option<&crate::ApimartError>);
+
+    /// Called after each HTTP attempt of a call, before any retry wait.
+    /// `status` is the HTTP status when a response arrived (also for a 2xx
+    /// whose body could not be used), `None` when none did (connect error,
+    /// timeout, transport error); `error` is the attempt's error, if any.
+    /// Requests refused before sending (invalid input) make no attempt.
+    ///
+    /// The default does nothing, so observers written for `call_finished`
+    /// alone keep compiling.
+    fn attempt_finished(
+        &self,
+        endpoint: Endpoint,
+        status: Option<u16>,
+        error: Option<&crate::ApimartError>,
+    ) {
+        let _ = (endpoint, status, error);
+    }
 }
 
 /// Everything [`crate::ApimartClient::new`] needs. Build it with [`ApimartConfig::new`] and

@@ -928,9 +928,12 @@ async fn user_agent_is_sent() {
     client.get_task_status("t").await.expect("status read");
 }
 
-/// Records what the client reports after each call.
+/// Records what the client reports after each call, and after each attempt.
 #[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<(apimart_client::Endpoint, u32, bool)>>);
+struct Recorder(
+    std::sync::Mutex<Vec<(apimart_client::Endpoint, u32, bool)>>,
+    std::sync::Mutex<Vec<(apimart_client::Endpoint, Option<u16>, bool)>>,
+);
 
 impl apimart_client::CallObserver for Recorder {
     #[expect(
@@ -947,6 +950,22 @@ impl apimart_client::CallObserver for Recorder {
             .lock()
             .unwrap()
             .push((endpoint, attempts, error.is_some()));
+    }
+
+    #[expect(
+        clippy::unwrap_used,
+        reason = "test recorder; a poisoned lock should fail the test"
+    )]
+    fn attempt_finished(
+        &self,
+        endpoint: apimart_client::Endpoint,
+        status: Option<u16>,
+        error: Option<&ApimartError>,
+    ) {
+        self.1
+            .lock()
+            .unwrap()
+            .push((endpoint, status, error.is_some()));
     }
 }
 
@@ -989,5 +1008,52 @@ async fn observer_hears_every_call_with_its_attempt_count() {
             (apimart_client::Endpoint::TaskStatus, 3, false),
             (apimart_client::Endpoint::Submit, 1, true)
         ]
+    );
+    // Every HTTP attempt is heard on its own: two 503s and a 200 make one
+    // status call; the 400 is one attempt of one submit.
+    let attempts = recorder.1.lock().unwrap().clone();
+    assert_eq!(
+        attempts,
+        vec![
+            (apimart_client::Endpoint::TaskStatus, Some(503), true),
+            (apimart_client::Endpoint::TaskStatus, Some(503), true),
+            (apimart_client::Endpoint::TaskStatus, Some(200), false),
+            (apimart_client::Endpoint::Submit, Some(400), true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn observer_hears_attempts_without_a_response_and_unusable_2xx_bodies() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/tasks/t2"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("not json"))
+        .mount(&server)
+        .await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let client =
+        ApimartClient::new(config(format!("{}/v1", server.uri())).with_observer(recorder.clone()))
+            .unwrap();
+    assert!(client.get_task_status("t2").await.is_err());
+    // Nothing listens on port 1 of the loopback: the connection is refused.
+    let refused = ApimartClient::new(
+        config("http://127.0.0.1:1/v1".to_string()).with_observer(recorder.clone()),
+    )
+    .unwrap();
+    assert!(refused.get_task_status("t3").await.is_err());
+    let attempts = recorder.1.lock().unwrap().clone();
+    assert_eq!(
+        attempts.first(),
+        Some(&(apimart_client::Endpoint::TaskStatus, Some(200), true)),
+        "{attempts:?}"
+    );
+    let calls = recorder.0.lock().unwrap().clone();
+    let refused_attempts = calls.last().map_or(0, |c| c.1) as usize;
+    assert!(refused_attempts >= 1, "{calls:?}");
+    assert_eq!(
+        &attempts[attempts.len() - refused_attempts..],
+        vec![(apimart_client::Endpoint::TaskStatus, None, true); refused_attempts].as_slice(),
+        "{attempts:?}"
     );
 }

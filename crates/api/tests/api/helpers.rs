@@ -54,6 +54,8 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     /// The database.
     pub db: Database,
+    /// The personal-data operations (retention sweeps, erasure).
+    pub privacy: Arc<modelgen_api::privacy::Privacy>,
     /// The simulator.
     pub sim: SimHandle,
     token: CancellationToken,
@@ -110,6 +112,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
     let base = format!("http://127.0.0.1:{}", app.port());
     let engine = app.engine();
     let database = app.database();
+    let privacy = app.privacy();
     let token = app.shutdown_token();
     tokio::spawn(app.run_http_only());
     TestApp {
@@ -118,6 +121,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
         client: reqwest::Client::new(),
         engine,
         db: database,
+        privacy,
         sim,
         token,
         _dir: dir,
@@ -156,6 +160,11 @@ impl TestApp {
         count(&self._dir.path().join("images").join("inputs"))
     }
 
+    /// The blob store directory of this app (local storage).
+    pub fn storage_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("images")
+    }
+
     /// POST JSON → (status, body).
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         self.api.post(path, body).await
@@ -164,6 +173,11 @@ impl TestApp {
     /// POST raw bytes declared as JSON → (status, body).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
         self.api.post_raw(path, body).await
+    }
+
+    /// DELETE → (status, body).
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.api.delete(path).await
     }
 
     /// GET → (status, body).

@@ -5,4 +5,5 @@
 mod helpers;
 mod http_contract;
 mod legacy_contract;
+mod personal_data;
 mod seed_properties;
