@@ -1445,3 +1445,114 @@ async fn task_log_lines_name_the_apimart_task_once() {
     }
     let _ = (&ops.sim, &ops.receiver, &ops.db, &ops.dir);
 }
+
+/// Input retention running by itself in the real binary, then
+/// `modelgen users purge` (dry run, real, again) and `tasks retry` of an
+/// erased task.
+async fn personal_data(backend: Backend) {
+    let ops = Ops::start(
+        backend,
+        "ops-purge-key",
+        &[("INPUT_RETENTION", "1"), ("RETENTION_SWEEP_INTERVAL", "0.2")],
+    )
+    .await;
+    let storage = format!("file://{}", ops.dir.path().join("images").display());
+    let mut env = ops.cli_env();
+    env.extend(kv(&[("STORAGE_URL", &storage)]));
+    let images = ops.dir.path().join("images");
+
+    let base = create_default(&ops.http, "u-purge").await;
+    let task = ops.http.wait_terminal(&base, DEADLINE).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let (status, body) = ops
+        .http
+        .post(
+            "/models/edit",
+            &json!({"user_id": "u-purge", "base_model_task_id": base,
+                    "edit_instructions": "shorter hair [[sim:fail]]"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let failed = body["data"]["task_id"].as_str().unwrap().to_string();
+    let task = ops.http.wait_terminal(&failed, DEADLINE).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let other = create_default(&ops.http, "u-other").await;
+    ops.http.wait_terminal(&other, DEADLINE).await;
+
+    // The cleanup runs by itself: the uploaded photo goes, the result stays.
+    wait_for("input retention", DEADLINE, || async {
+        let shown = json_stdout(&modelgen(ops.dir.path(), &env, &["tasks", "show", &base]).await);
+        shown["inputs_purged_at"].is_string().then_some(())
+    })
+    .await;
+    assert!(!images.join("inputs").join(&base).exists(), "input photo kept");
+    let result = images.join("results").join(&base).join("0.png");
+    assert!(result.is_file(), "result deleted by the input retention");
+
+    let dry = json_stdout(
+        &modelgen(ops.dir.path(), &env, &["users", "purge", "u-purge", "--dry-run"]).await,
+    );
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["tasks"], 2, "{dry}");
+    assert_eq!(dry["result_images"], 1, "{dry}");
+    assert_eq!(dry["items"].as_array().map(Vec::len), Some(2), "{dry}");
+    assert!(result.is_file(), "the dry run deleted the result");
+
+    let purge = modelgen(ops.dir.path(), &env, &["users", "purge", "u-purge"]).await;
+    let done = json_stdout(&purge);
+    // The audit event goes to stderr (stdout is the result): the user id and
+    // counts, never the prompt or body profile.
+    let stderr = String::from_utf8_lossy(&purge.stderr);
+    let audit = stderr
+        .lines()
+        .find(|l| l.contains("modelgen.audit") && l.contains("user_purge"))
+        .unwrap_or_else(|| panic!("no audit event:\n{}", show(&purge)));
+    assert!(audit.contains("u-purge") && audit.contains("actor=\"cli\""), "{audit}");
+    assert!(!audit.contains("168") && !audit.contains("female"), "{audit}");
+    assert_eq!(
+        (&done["dry_run"], &done["tasks"], &done["result_images"], &done["image_rows"]),
+        (&json!(false), &json!(2), &json!(1), &json!(1)),
+        "{done}"
+    );
+    assert!(!result.exists(), "result kept after the purge");
+    assert!(
+        images.join("results").join(&other).join("0.png").is_file(),
+        "another user's result deleted"
+    );
+    let (status, view) = ops.http.get(&format!("/tasks/{base}")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["data"]["images"], json!([]), "{view}");
+    assert_eq!(view["data"]["status"], "completed", "{view}");
+    let shown = json_stdout(&modelgen(ops.dir.path(), &env, &["tasks", "show", &base]).await);
+    assert!(shown["purged_at"].is_string(), "{shown}");
+
+    let again = json_stdout(&modelgen(ops.dir.path(), &env, &["users", "purge", "u-purge"]).await);
+    assert_eq!((&again["image_rows"], &again["already_erased"]), (&json!(0), &json!(2)), "{again}");
+
+    // A retry of an erased task is refused with a clear message, not run.
+    let out = modelgen(ops.dir.path(), &env, &["tasks", "retry", &failed]).await;
+    assert!(!out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("input images were deleted"), "{}", show(&out));
+    let shown = json_stdout(&modelgen(ops.dir.path(), &env, &["tasks", "show", &failed]).await);
+    assert_eq!(shown["task"]["status"], "failed", "{shown}");
+
+    // Audit events: the user id and counts, nothing else about the person.
+    let log = ops.service.log_text();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("modelgen.audit")).collect();
+    assert!(audit.iter().any(|l| l.contains("input_retention")), "{log}");
+    let _ = (&ops.sim, &ops.receiver, &ops.db);
+}
+
+#[actix_web::test]
+async fn personal_data_retention_and_purge_sqlite() {
+    personal_data(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn personal_data_retention_and_purge_postgres() {
+    if skip_pg() {
+        return;
+    }
+    personal_data(Backend::Postgres).await;
+}

@@ -156,7 +156,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return config_check(cli.config.as_deref());
     }
     let config = Config::load(cli.config.as_deref())?;
-    telemetry::init_logging(config.log_format);
+    // The service logs to stdout; other commands print their result there,
+    // so their logs (e.g. the purge's audit event) go to stderr.
+    let output = if matches!(command, Command::Serve(_)) {
+        telemetry::LogOutput::Stdout
+    } else {
+        telemetry::LogOutput::Stderr
+    };
+    telemetry::init_logging_to(config.log_format, output);
     match command {
         Command::Serve(args) => {
             let role = if args.api_only {
@@ -208,6 +215,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "submit_attempts": task.submit_attempts,
                 "poll_count": task.poll_count,
                 "lease_owner": task.lease_owner,
+                "inputs_purged_at": task.inputs_purged_at.map(modelgen_domain::format_timestamp),
+                "purged_at": task.purged_at.map(modelgen_domain::format_timestamp),
                 "callbacks": callbacks,
             }))
         }

@@ -32,39 +32,63 @@ static QUEUE_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
 /// Flushes and stops the writer thread when dropped.
 static LOG_GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
-/// Standard output for the writer thread: a line the output refuses (closed
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard output (the service).
+    Stdout,
+    /// Standard error (commands whose standard output is their result).
+    Stderr,
+}
+
+/// The output for the writer thread: a line the output refuses (closed
 /// pipe, any I/O error) is counted and dropped, never returned as an error,
 /// so nothing above it reports it (on a stderr that is likely broken too) or
 /// retries it.
-struct LossyStdout;
+struct Lossy(LogOutput);
 
-impl Write for LossyStdout {
+impl Write for Lossy {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if io::stdout().lock().write_all(buf).is_err() {
+        let written = match self.0 {
+            LogOutput::Stdout => io::stdout().lock().write_all(buf),
+            LogOutput::Stderr => io::stderr().lock().write_all(buf),
+        };
+        if written.is_err() {
             LINES_FAILED.fetch_add(1, Ordering::Relaxed);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let _ = io::stdout().lock().flush();
+        let _ = match self.0 {
+            LogOutput::Stdout => io::stdout().lock().flush(),
+            LogOutput::Stderr => io::stderr().lock().flush(),
+        };
         Ok(())
     }
 }
 
-/// Installs the tracing subscriber once per process (`RUST_LOG` filters,
-/// default `info`). Later calls are no-ops, so tests can call it freely.
-/// Call [`flush_logs`] before the process exits.
+/// Installs the tracing subscriber once per process, logging to standard
+/// output (`RUST_LOG` filters, default `info`). Later calls are no-ops, so
+/// tests can call it freely. Call [`flush_logs`] before the process exits.
 pub fn init_logging(format: LogFormat) {
+    init_logging_to(format, LogOutput::Stdout);
+}
+
+/// [`init_logging`] with the output chosen.
+pub fn init_logging_to(format: LogFormat, output: LogOutput) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn,actix_web=warn"));
     // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = io::IsTerminal::is_terminal(&io::stdout());
+    let ansi = match output {
+        LogOutput::Stdout => io::IsTerminal::is_terminal(&io::stdout()),
+        LogOutput::Stderr => io::IsTerminal::is_terminal(&io::stderr()),
+    };
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("modelgen-log")
-        .finish(LossyStdout);
+        .finish(Lossy(output));
     let counter = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

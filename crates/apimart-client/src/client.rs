@@ -173,6 +173,7 @@ impl ApimartClient {
             attempts = Empty,
             elapsed_ms = Empty,
         );
+        let call_span = span.clone();
         let call = async {
             let started = Instant::now();
             // Serialised once: every attempt must carry the same bytes as the first.
@@ -217,7 +218,10 @@ impl ApimartClient {
                     result.as_ref().err(),
                 );
             }
-            let span = tracing::Span::current();
+            // This call's own span, not `Span::current()`: when the span is
+            // filtered out, the current span is the caller's, which may have
+            // fields of the same name (the recorded id would print twice there).
+            let span = &call_span;
             span.record("attempts", attempts);
             span.record("elapsed_ms", elapsed_ms(started));
             match &result {
@@ -248,6 +252,7 @@ impl ApimartClient {
             attempts = Empty,
             elapsed_ms = Empty,
         );
+        let call_span = span.clone();
         let call = async {
             let started = Instant::now();
             let url = format!("{}/tasks/{segment}", self.inner.base_url);
@@ -271,7 +276,10 @@ impl ApimartClient {
                     result.as_ref().err(),
                 );
             }
-            let span = tracing::Span::current();
+            // This call's own span, not `Span::current()`: when the span is
+            // filtered out, the current span is the caller's, which may have
+            // fields of the same name (the recorded id would print twice there).
+            let span = &call_span;
             span.record("attempts", attempts);
             span.record("elapsed_ms", elapsed_ms(started));
             match &result {
