@@ -11,9 +11,9 @@ use modelgen_persistence::{CallbackOutbox, CallbackStatus, ImageRepository, Task
 
 use crate::admin::{Admin, CallbackView};
 use crate::config::Config;
-use crate::service::task_view;
 use crate::ports::SystemClock;
 use crate::privacy::{Actor, Privacy};
+use crate::service::task_view;
 use crate::startup::{Application, Role, open_blob_store, open_database};
 use crate::telemetry;
 

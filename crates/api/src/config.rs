@@ -484,7 +484,10 @@ impl Config {
             ("TASK_TIMEOUT", self.task_timeout),
             ("DATABASE_ACQUIRE_TIMEOUT", self.database_acquire_timeout),
             ("DATABASE_CONNECT_TIMEOUT", self.database_connect_timeout),
-            ("DATABASE_STATEMENT_TIMEOUT", self.database_statement_timeout),
+            (
+                "DATABASE_STATEMENT_TIMEOUT",
+                self.database_statement_timeout,
+            ),
             ("DATABASE_CALL_TIMEOUT", self.database_call_timeout),
             ("RETENTION_SWEEP_INTERVAL", self.retention_sweep_interval),
             ("CALLBACK_HORIZON", self.callback_horizon),

@@ -817,8 +817,14 @@ impl Engine {
             set.spawn(async move {
                 let span =
                     info_span!("callback", event.id = %record.event_id, task.id = %record.task_id);
-                if let Err(e) = engine.deliver(&*sender, record).instrument(span.clone()).await {
-                    span.in_scope(|| engine.work_failed(&e, "callback attempt could not be recorded"));
+                if let Err(e) = engine
+                    .deliver(&*sender, record)
+                    .instrument(span.clone())
+                    .await
+                {
+                    span.in_scope(|| {
+                        engine.work_failed(&e, "callback attempt could not be recorded")
+                    });
                 }
             });
         }

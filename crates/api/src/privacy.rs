@@ -35,8 +35,8 @@ use tracing::{info, warn};
 
 use modelgen_domain::{TaskEvent, TaskId, TransitionError};
 use modelgen_persistence::{
-    BlobError, BlobStore, DataRetention, Fence, ImageRepository, RepoError, TaskChange,
-    TaskQuery, TaskRecord, TaskRepository,
+    BlobError, BlobStore, DataRetention, Fence, ImageRepository, RepoError, TaskChange, TaskQuery,
+    TaskRecord, TaskRepository,
 };
 
 use crate::error::{ApiError, Envelope};
@@ -422,7 +422,6 @@ impl Privacy {
             Err(e) => Err(e),
         }
     }
-
 }
 
 /// Query of `DELETE /admin/users/{user_id}/data`.

@@ -197,7 +197,9 @@ impl ApimartClient {
                     request = request.header(IDEMPOTENCY_KEY, key);
                 }
                 async move {
-                    let raw = self.attempt(crate::config::Endpoint::Submit, request).await?;
+                    let raw = self
+                        .attempt(crate::config::Endpoint::Submit, request)
+                        .await?;
                     let result = parse::parse_submit(&raw.body)
                         .map_err(|p| self.body_error(p, &raw))
                         .map(|submitted| SubmitResponse {

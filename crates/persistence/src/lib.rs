@@ -29,6 +29,4 @@ pub use error::RepoError;
 pub use models::*;
 pub use repo::{CallbackOutbox, DataRetention, ImageRepository, TaskRepository};
 #[cfg(feature = "mock")]
-pub use repo::{
-    MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskRepository,
-};
+pub use repo::{MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskRepository};

@@ -11,8 +11,8 @@ use modelgen_domain::TaskId;
 
 use crate::error::RepoError;
 use crate::models::{
-    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord,
-    InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
+    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord, InsertOutcome,
+    NewTask, TaskChange, TaskQuery, TaskRecord,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -208,6 +208,9 @@ pub trait DataRetention: Send + Sync {
     /// Idempotent: a second call deletes nothing and changes nothing.
     /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task
     /// is not terminal (cancel it first).
-    async fn erase_task_data(&self, id: &TaskId, now: DateTime<Utc>)
-    -> Result<ErasedTask, RepoError>;
+    async fn erase_task_data(
+        &self,
+        id: &TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<ErasedTask, RepoError>;
 }

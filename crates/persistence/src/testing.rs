@@ -268,8 +268,7 @@ impl FreezableProxy {
     /// From now on nothing more is forwarded in either direction, and new
     /// connections are accepted and held without an answer.
     pub fn freeze(&self) {
-        self.frozen
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// New connections are forwarded again (those frozen stay silent).

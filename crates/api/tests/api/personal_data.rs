@@ -7,7 +7,7 @@
 //! Also here: a task whose upstream run completed shows it while its result
 //! download is retried.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +22,9 @@ use modelgen_persistence::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png};
+use crate::helpers::{
+    AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png,
+};
 
 fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Sqlite];
@@ -96,7 +98,10 @@ async fn a_users_tasks(app: &TestApp, user: &str) -> (String, String, String) {
                "outfit_images": [tiny_png(), tiny_png()]}),
     )
     .await;
-    assert_eq!(app.drive_until_terminal(&outfit).await["status"], "completed");
+    assert_eq!(
+        app.drive_until_terminal(&outfit).await["status"],
+        "completed"
+    );
     let running = create(
         app,
         "/models/edit",
@@ -143,7 +148,10 @@ async fn erasing_a_users_data_deletes_images_blanks_profiles_and_keeps_accountin
         assert_eq!(task(&app, &running).await.status.as_str(), "processing");
         for (name, store) in &stores {
             for key in inputs.iter().chain(&results) {
-                assert!(exists(&**store, key).await, "{backend:?}/{name}: dry run deleted {key}");
+                assert!(
+                    exists(&**store, key).await,
+                    "{backend:?}/{name}: dry run deleted {key}"
+                );
             }
         }
 
@@ -166,10 +174,16 @@ async fn erasing_a_users_data_deletes_images_blanks_profiles_and_keeps_accountin
 
         for (name, store) in &stores {
             for key in inputs.iter().chain(&results) {
-                assert!(!exists(&**store, key).await, "{backend:?}/{name}: {key} kept");
+                assert!(
+                    !exists(&**store, key).await,
+                    "{backend:?}/{name}: {key} kept"
+                );
             }
             for key in other_inputs.iter().chain(&other_results) {
-                assert!(exists(&**store, key).await, "{backend:?}/{name}: another user's {key} deleted");
+                assert!(
+                    exists(&**store, key).await,
+                    "{backend:?}/{name}: another user's {key} deleted"
+                );
             }
         }
         for id in [&base, &outfit, &running] {
@@ -260,7 +274,10 @@ async fn input_retention_deletes_uploads_of_ended_tasks_only_and_retry_then_refu
             )
             .await
             .unwrap();
-        assert_eq!(app.drive_until_terminal(&failed_edit).await["status"], "failed");
+        assert_eq!(
+            app.drive_until_terminal(&failed_edit).await["status"],
+            "failed"
+        );
         let store = &stores_under_test(&app)[0].1;
         let (base_inputs, base_results) = keys(&app, &base).await;
         let (outfit_inputs, _) = keys(&app, &outfit).await;
@@ -268,7 +285,11 @@ async fn input_retention_deletes_uploads_of_ended_tasks_only_and_retry_then_refu
         assert!(running_inputs.is_empty(), "an edit uploads nothing");
 
         // Within the retention nothing is due.
-        let report = app.privacy.sweep_inputs(Duration::from_secs(3600)).await.unwrap();
+        let report = app
+            .privacy
+            .sweep_inputs(Duration::from_secs(3600))
+            .await
+            .unwrap();
         assert_eq!(report.tasks, 0, "{backend:?}");
         for key in base_inputs.iter().chain(&outfit_inputs) {
             assert!(exists(&**store, key).await, "{backend:?}: {key}");
@@ -277,16 +298,25 @@ async fn input_retention_deletes_uploads_of_ended_tasks_only_and_retry_then_refu
         // Past it: every ended task is processed once, uploads deleted.
         let report = app.privacy.sweep_inputs(Duration::ZERO).await.unwrap();
         assert_eq!(report.tasks, 4, "{backend:?}: {report:?}");
-        assert_eq!(report.input_images, 4, "{backend:?}: photo, 2 garments, failed photo");
+        assert_eq!(
+            report.input_images, 4,
+            "{backend:?}: photo, 2 garments, failed photo"
+        );
         assert_eq!(report.failed, 0);
         for key in base_inputs.iter().chain(&outfit_inputs) {
             assert!(!exists(&**store, key).await, "{backend:?}: {key} kept");
         }
         // Results stay: the base model is still an input of new tasks.
         for key in &base_results {
-            assert!(exists(&**store, key).await, "{backend:?}: result {key} deleted");
+            assert!(
+                exists(&**store, key).await,
+                "{backend:?}: result {key} deleted"
+            );
         }
-        assert!(task(&app, &running).await.inputs_purged_at.is_none(), "running task touched");
+        assert!(
+            task(&app, &running).await.inputs_purged_at.is_none(),
+            "running task touched"
+        );
         let again = app.privacy.sweep_inputs(Duration::ZERO).await.unwrap();
         assert_eq!(again.tasks, 0, "{backend:?}: processed twice");
         let outfit2 = create(
@@ -296,7 +326,10 @@ async fn input_retention_deletes_uploads_of_ended_tasks_only_and_retry_then_refu
                    "outfit_images": [tiny_png()]}),
         )
         .await;
-        assert_eq!(app.drive_until_terminal(&outfit2).await["status"], "completed");
+        assert_eq!(
+            app.drive_until_terminal(&outfit2).await["status"],
+            "completed"
+        );
 
         // Retry: refused when its uploads are gone, allowed when it had none.
         let before = task(&app, &failed).await;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use modelgen_domain::{Progress, TaskEvent, TaskId, TaskStatus};
 use modelgen_persistence::{
-    DataRetention, Database, Fence, ImageRepository, NewImage, RepoError, TaskChange,
-    TaskRecord, TaskRepository,
+    DataRetention, Database, Fence, ImageRepository, NewImage, RepoError, TaskChange, TaskRecord,
+    TaskRepository,
 };
 
 use crate::support::{at, create, new_task, t0};
@@ -299,15 +299,33 @@ pub async fn erasure_blanks_personal_data_keeps_accounting_and_is_idempotent(db:
     // What accounting needs stays.
     assert_eq!(
         (&e.task_id, &e.request_id, &e.user_id, e.task_type, e.status),
-        (&done.task_id, &done.request_id, &done.user_id, done.task_type, done.status)
+        (
+            &done.task_id,
+            &done.request_id,
+            &done.user_id,
+            done.task_type,
+            done.status
+        )
     );
     assert_eq!(
         (e.created_at, e.updated_at, e.completed_at),
         (done.created_at, done.updated_at, done.completed_at)
     );
     assert_eq!(
-        (&e.external_task_id, e.submit_attempts, e.poll_count, &e.model, &e.size),
-        (&done.external_task_id, done.submit_attempts, done.poll_count, &done.model, &done.size)
+        (
+            &e.external_task_id,
+            e.submit_attempts,
+            e.poll_count,
+            &e.model,
+            &e.size
+        ),
+        (
+            &done.external_task_id,
+            done.submit_attempts,
+            done.poll_count,
+            &done.model,
+            &done.size
+        )
     );
     assert_eq!(db.get_task(&t.task_id).await.unwrap(), erased.task);
     assert!(db.images_for_task(&t.task_id).await.unwrap().is_empty());
@@ -329,7 +347,9 @@ pub async fn erasure_blanks_personal_data_keeps_accounting_and_is_idempotent(db:
     // An erased failed task cannot be retried.
     let failed = create(&db, new_task("erase", None, t0())).await;
     end(&db, &failed, TaskStatus::Failed, 3_000).await;
-    db.erase_task_data(&failed.task_id, at(9_500)).await.unwrap();
+    db.erase_task_data(&failed.task_id, at(9_500))
+        .await
+        .unwrap();
     assert!(matches!(
         db.retry_task(&failed.task_id, at(10_000)).await,
         Err(RepoError::InputsPurged { .. })

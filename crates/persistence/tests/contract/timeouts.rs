@@ -35,7 +35,7 @@ const BOUND: Duration = Duration::from_secs(4);
 #[expect(dead_code, reason = "the connection is only held, to keep its lock")]
 enum TableLock {
     Sqlite(diesel::SqliteConnection),
-    Postgres(diesel_async::AsyncPgConnection),
+    Postgres(Box<diesel_async::AsyncPgConnection>),
 }
 
 async fn lock_task_table(backend: Backend, url: &str) -> TableLock {
@@ -51,11 +51,13 @@ async fn lock_task_table(backend: Backend, url: &str) -> TableLock {
         }
         Backend::Postgres => {
             use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
-            let mut conn = diesel_async::AsyncPgConnection::establish(url).await.unwrap();
+            let mut conn = diesel_async::AsyncPgConnection::establish(url)
+                .await
+                .unwrap();
             conn.batch_execute("BEGIN; LOCK TABLE ai_generation_task IN ACCESS EXCLUSIVE MODE;")
                 .await
                 .unwrap();
-            TableLock::Postgres(conn)
+            TableLock::Postgres(Box::new(conn))
         }
     }
 }
