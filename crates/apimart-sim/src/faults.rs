@@ -9,6 +9,7 @@
 //! | `submit=<status>` | every submit of this body answers `<status>` (no task) |
 //! | `submit-once=<status>` | the first submit per idempotency key (or body) answers `<status>`, retries succeed |
 //! | `lost=<status>` | the first submit creates the task but answers `<status>` (a reply lost after acceptance) |
+//! | `garbled` | the first submit creates the task but answers `200` with a body cut off mid-JSON (an undecodable success) |
 //! | `fail` | the task ends `failed` |
 //! | `cancel` | the task ends `cancelled` |
 //! | `never` | the task stays `processing` forever |
@@ -17,7 +18,9 @@
 //! | `slow=<ms>` | every answer about the task (submit, poll, download) is delayed |
 //! | `duration=<ms>` | this task's duration (also its `estimated_time`) |
 //! | `no-estimate` | omit `estimated_time` |
-//! | `body=<openai\|success\|codemsg\|text>` | style of injected error bodies (APIMART.md lists all four) |
+//! | `body=<openai\|success\|codemsg\|text\|html>` | style of injected error bodies (docs/apimart.md lists the first four; `html` is a proxy's error page) |
+//! | `balance=<status>` | `GET /v1/balance` answers `<status>` (header only: that call has no prompt) |
+//! | `balance=zero` | `GET /v1/balance` reports nothing left (header only) |
 
 use std::time::Duration;
 
@@ -38,6 +41,15 @@ pub const MIN_FAULT_STATUS: u16 = 400;
 /// Highest status accepted in `submit=`/`status=` items.
 pub const MAX_FAULT_STATUS: u16 = 599;
 
+/// What a `balance=` item does to `GET /v1/balance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BalanceFault {
+    /// Answer this error status.
+    Status(u16),
+    /// Answer normally, with nothing left.
+    Zero,
+}
+
 /// Parsed fault items; `Default` means "no fault".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FaultSpec {
@@ -47,6 +59,8 @@ pub struct FaultSpec {
     pub submit_once: Option<u16>,
     /// `lost=<status>`.
     pub lost: Option<u16>,
+    /// `garbled`.
+    pub garbled: bool,
     /// `fail`.
     pub fail: bool,
     /// `cancel`.
@@ -65,6 +79,8 @@ pub struct FaultSpec {
     pub no_estimate: bool,
     /// `body=<style>`.
     pub body: Option<ErrorStyle>,
+    /// `balance=<status>` or `balance=zero`.
+    pub balance: Option<BalanceFault>,
 }
 
 impl FaultSpec {
@@ -87,6 +103,13 @@ impl FaultSpec {
                 ("slow", Some(v)) => set(&mut out.slow, parse_ms(v, MAX_SLOW)),
                 ("duration", Some(v)) => set(&mut out.duration, parse_ms(v, MAX_TASK_DURATION)),
                 ("body", Some(v)) => set(&mut out.body, v.parse().ok()),
+                ("balance", Some(v)) if v.eq_ignore_ascii_case("zero") => {
+                    out.balance = Some(BalanceFault::Zero);
+                }
+                ("balance", Some(v)) => {
+                    set(&mut out.balance, parse_status(v).map(BalanceFault::Status));
+                }
+                ("garbled", None) => out.garbled = true,
                 ("fail", None) => out.fail = true,
                 ("cancel", None) => out.cancel = true,
                 ("never", None) => out.never = true,
@@ -122,6 +145,8 @@ impl FaultSpec {
         over(&mut self.slow, other.slow);
         over(&mut self.duration, other.duration);
         over(&mut self.body, other.body);
+        over(&mut self.balance, other.balance);
+        self.garbled |= other.garbled;
         self.fail |= other.fail;
         self.cancel |= other.cancel;
         self.never |= other.never;
@@ -190,7 +215,7 @@ mod tests {
     fn parses_every_item() {
         let s = FaultSpec::parse(
             " submit=503 ,submit-once=429,lost=502,fail,cancel,never,status=500,status-once=504,\
-             slow=250,duration=1500,no-estimate,body=text",
+             slow=250,duration=1500,no-estimate,body=text,garbled,balance=503",
         );
         assert_eq!(
             s,
@@ -198,6 +223,7 @@ mod tests {
                 submit: Some(503),
                 submit_once: Some(429),
                 lost: Some(502),
+                garbled: true,
                 fail: true,
                 cancel: true,
                 never: true,
@@ -207,13 +233,19 @@ mod tests {
                 duration: Some(Duration::from_millis(1500)),
                 no_estimate: true,
                 body: Some(ErrorStyle::Text),
+                balance: Some(BalanceFault::Status(503)),
             }
         );
+        let s = FaultSpec::parse("balance=ZERO,body=html");
+        assert_eq!(s.balance, Some(BalanceFault::Zero));
+        assert_eq!(s.body, Some(ErrorStyle::Html));
     }
 
     #[test]
     fn ignores_unknown_and_malformed_items() {
-        let s = FaultSpec::parse("bogus,submit=200,status=abc,slow=-1,fail=yes,=,,body=xml");
+        let s = FaultSpec::parse(
+            "bogus,submit=200,status=abc,slow=-1,fail=yes,=,,body=xml,balance=200,garbled=1",
+        );
         assert_eq!(s, FaultSpec::default());
     }
 

@@ -1,6 +1,6 @@
 //! The timed task lifecycle, as a pure function of the time since submit:
 //! `pending` → `processing` (progress grows 1..=99) → a terminal state
-//! (APIMART.md "Status": `pending`, `processing`, `completed`, `failed`, `cancelled`).
+//! (docs/apimart.md "Status": `pending`, `processing`, `completed`, `failed`, `cancelled`).
 
 use std::time::Duration;
 
@@ -8,8 +8,9 @@ use std::time::Duration;
 /// queues a task briefly before work starts).
 pub const PENDING_PERCENT: u128 = 10;
 
-/// How a task ends once its duration has passed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a task ends once its duration has passed (persisted with the task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Outcome {
     Complete,
     Fail,
@@ -18,7 +19,7 @@ pub(crate) enum Outcome {
     Never,
 }
 
-/// Upstream task status (APIMART.md).
+/// Upstream task status (docs/apimart.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
     Pending,

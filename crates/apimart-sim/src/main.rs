@@ -1,9 +1,12 @@
 //! `apimart-sim`: runs the Apimart simulator as a standalone server until Ctrl-C.
 //!
 //! Prints `apimart-sim listening on http://127.0.0.1:PORT/v1` on stdout once bound, so
-//! scripts can read the base URL (use it as `APIMART_BASE_URL`).
+//! scripts can read the base URL (use it as `APIMART_BASE_URL`). With `--state-dir` its
+//! tasks survive a restart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -45,6 +48,34 @@ struct Args {
     #[arg(long, env = "APIMART_SIM_IMAGE_LONG_SIDE", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(16..=4096))]
     image_long_side: u32,
+    /// Most API requests per second (submits, polls, balance reads); beyond it 429 with
+    /// `Retry-After`. 0: no limit.
+    #[arg(long, env = "APIMART_SIM_RATE_LIMIT", default_value_t = 0)]
+    rate_limit: u32,
+    /// Cost of one result image, in balance units (reported as `cost`; paid from the balance).
+    #[arg(long, env = "APIMART_SIM_COST_PER_IMAGE", default_value_t = apimart_sim::DEFAULT_COST_PER_IMAGE,
+          value_parser = money)]
+    cost_per_image: f64,
+    /// Starting balance of the simulated account, in balance units.
+    #[arg(long, env = "APIMART_SIM_BALANCE", default_value_t = apimart_sim::DEFAULT_BALANCE,
+          value_parser = money)]
+    balance: f64,
+    /// An unlimited quota instead of `--balance`.
+    #[arg(long, env = "APIMART_SIM_UNLIMITED_QUOTA")]
+    unlimited_quota: bool,
+    /// Keep tasks, idempotency keys and results in this directory (SQLite file
+    /// `apimart-sim.db`), so they survive a restart. Default: in memory only.
+    #[arg(long, env = "APIMART_SIM_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn money(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=apimart_sim::MAX_MONEY).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not within 0..={}", apimart_sim::MAX_MONEY))
+    }
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -78,11 +109,20 @@ async fn main() -> anyhow::Result<()> {
         api_key: args.api_key,
         response_shape: args.shape,
         image_long_side: args.image_long_side,
+        rate_limit: NonZeroU32::new(args.rate_limit),
+        cost_per_image: args.cost_per_image,
+        balance: (!args.unlimited_quota).then_some(args.balance),
+        balance_status: None,
     };
     let addr = SocketAddr::new(args.host, args.port);
-    let sim = Simulator::start_on(config, addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let sim = match &args.state_dir {
+        Some(dir) => Simulator::start_persistent(config, addr, dir)
+            .await
+            .with_context(|| format!("starting on {addr} with state in {}", dir.display()))?,
+        None => Simulator::start_on(config, addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?,
+    };
     println!("apimart-sim listening on {}", sim.base_url());
     tokio::signal::ctrl_c()
         .await

@@ -1,5 +1,6 @@
-//! HTTP handlers: Apimart's routes (APIMART.md), the result files and the `/_sim` control
-//! routes. Handlers decide under the state lock, then sleep (`slow=`) and answer outside it.
+//! HTTP handlers: Apimart's routes (docs/apimart.md), the result files and the `/_sim`
+//! control routes. Handlers decide under the state lock, then sleep (`slow=`) and answer
+//! outside it.
 
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::config::{ConfigPatch, SimConfig};
-use crate::faults::{FAULT_HEADER, FaultSpec, strip_markers};
+use crate::config::{CREDITS_PER_UNIT, ConfigPatch, SimConfig};
+use crate::faults::{BalanceFault, FAULT_HEADER, FaultSpec, strip_markers};
 use crate::render::{InputImage, banner_label, render_all};
 use crate::state::{
     FileDecision, Language, NewTask, Shared, StatusDecision, SubmitDecision, canonical_hash,
@@ -20,15 +21,16 @@ use crate::wire::{ApiError, ErrorStyle};
 /// Largest accepted submit body, in bytes: 16 references as base64 data URIs of a few MB
 /// each must fit (upstream's own limit is undocumented).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Longest accepted `Idempotency-Key` (APIMART.md: 1–191 visible ASCII characters).
+/// Longest accepted `Idempotency-Key` (docs/apimart.md: 1–191 visible ASCII characters).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 191;
-/// Header naming the idempotency key on submit (APIMART.md "Authentication").
+/// Header naming the idempotency key on submit (docs/apimart.md "Authentication").
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Header set to `true` on a replayed submit (APIMART.md "Authentication").
+/// Header set to `true` on a replayed submit (docs/apimart.md "Authentication").
 pub const IDEMPOTENCY_REPLAYED: &str = "idempotency-replayed";
 /// API key that makes every API call answer 401 (alert tests).
 pub const KEY_FORCE_401: &str = "sim-401";
-/// API key that makes every API call answer 402 (alert tests).
+/// API key of an empty account: submits and polls answer 402, the balance reads zero
+/// (alert tests).
 pub const KEY_FORCE_402: &str = "sim-402";
 /// Statuses drawn by the random `error_rate` faults.
 const RANDOM_FAULTS: [u16; 4] = [500, 502, 503, 429];
@@ -36,6 +38,8 @@ const RANDOM_FAULTS: [u16; 4] = [500, 502, 503, 429];
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/images/generations", web::post().to(submit))
         .route("/v1/tasks/{id}", web::get().to(task_status))
+        .route("/v1/balance", web::get().to(balance))
+        .route("/v1/user/balance", web::get().to(balance))
         .route("/files/{id}/{file}", web::get().to(download))
         .route("/_sim/stats", web::get().to(sim_stats))
         .route("/_sim/config", web::get().to(sim_config_get))
@@ -76,6 +80,33 @@ fn check_auth(req: &HttpRequest, cfg: &SimConfig) -> Result<(), ApiError> {
             _ => Ok(()),
         },
     }
+}
+
+/// Which bearer token a request carries, once accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// A key of a working account.
+    Paying,
+    /// [`KEY_FORCE_402`]: an account with nothing left.
+    Empty,
+}
+
+/// [`check_auth`] for the balance route: the empty account may read its (zero) balance.
+fn check_balance_auth(req: &HttpRequest, cfg: &SimConfig) -> Result<Caller, ApiError> {
+    match check_auth(req, cfg) {
+        Ok(()) => Ok(Caller::Paying),
+        Err(e) if e.status() == 402 => Ok(Caller::Empty),
+        Err(e) => Err(e),
+    }
+}
+
+/// The rate limit ([`SimConfig::rate_limit`]): a 429 with the wait in `Retry-After`
+/// (whole seconds, at least 1) when this request is beyond it.
+fn rate_limit(shared: &Shared, cfg: &SimConfig) -> Result<(), ApiError> {
+    shared.admit(cfg).map_err(|wait| {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::rate_limited(secs.max(1))
+    })
 }
 
 /// A global random fault (`error_rate`), already counted.
@@ -149,7 +180,7 @@ async fn submit(
     });
     let cfg = shared.config();
     let header_faults = header_spec(&req);
-    if let Err(e) = check_auth(&req, &cfg) {
+    if let Err(e) = check_auth(&req, &cfg).and_then(|()| rate_limit(&shared, &cfg)) {
         return e.into_response();
     }
     if let Some(e) = random_fault(&shared, &cfg, &header_faults) {
@@ -212,6 +243,7 @@ async fn submit(
             body,
             task_id,
             lost,
+            garbled,
         } => {
             delay(spec.slow).await;
             match lost {
@@ -220,6 +252,12 @@ async fn submit(
                     ApiError::injected(status)
                         .with_style(spec.body)
                         .into_response()
+                }
+                None if garbled => {
+                    tracing::debug!(apimart.task_id = %task_id, "sim submit reply garbled");
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(garble(&body))
                 }
                 None => HttpResponse::Ok().json(body),
             }
@@ -243,14 +281,74 @@ async fn submit(
                 .with_style(spec.body)
                 .into_response()
         }
+        SubmitDecision::InsufficientBalance => ApiError::insufficient_balance().into_response(),
+        SubmitDecision::StoreFailed => ApiError::injected(500).into_response(),
     }
+}
+
+/// A success body cut off in the middle (an undecodable 2xx, e.g. a connection closed by a
+/// proxy mid-body): the first half of the JSON text, never valid JSON.
+fn garble(body: &Value) -> String {
+    let text = body.to_string();
+    let mut cut = text.len() / 2;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].to_owned()
+}
+
+/// `GET /v1/balance` and `/v1/user/balance`: `{"success":true,"remain_balance",
+/// "remain_credits","used_balance","used_credits","unlimited_quota"}` (docs/apimart.md
+/// "Balance"). The balance decreases by the `cost` of each completed task. With an
+/// unlimited quota the remaining figures are -1.
+async fn balance(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    shared.count(|s| s.balance_requests += 1);
+    let cfg = shared.config();
+    let spec = header_spec(&req);
+    let caller = match check_balance_auth(&req, &cfg) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = rate_limit(&shared, &cfg) {
+        return e.into_response();
+    }
+    let status = match spec.balance {
+        Some(BalanceFault::Status(s)) => Some(s),
+        _ => cfg.balance_status,
+    };
+    if let Some(status) = status {
+        shared.count(|s| s.faults_injected += 1);
+        return ApiError::injected(status)
+            .with_style(spec.body)
+            .into_response();
+    }
+    let mut account = shared.account(&cfg);
+    if caller == Caller::Empty || spec.balance == Some(BalanceFault::Zero) {
+        account.remain = 0.0;
+        account.unlimited = false;
+    }
+    let credits = |units: f64| {
+        if units < 0.0 {
+            units
+        } else {
+            units * CREDITS_PER_UNIT
+        }
+    };
+    HttpResponse::Ok().json(serde_json::json!({
+        "success": true,
+        "remain_balance": account.remain,
+        "remain_credits": credits(account.remain),
+        "used_balance": account.used,
+        "used_credits": credits(account.used),
+        "unlimited_quota": account.unlimited,
+    }))
 }
 
 async fn task_status(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     shared.count(|s| s.status_requests += 1);
     let cfg = shared.config();
     let extra = header_spec(&req);
-    if let Err(e) = check_auth(&req, &cfg) {
+    if let Err(e) = check_auth(&req, &cfg).and_then(|()| rate_limit(&shared, &cfg)) {
         return e.into_response();
     }
     if let Some(e) = random_fault(&shared, &cfg, &extra) {

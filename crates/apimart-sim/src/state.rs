@@ -1,21 +1,66 @@
-//! Shared simulator state: task records, idempotency keys and counters, behind one mutex
-//! that is never held across an `.await` (every method here is synchronous).
+//! Shared simulator state: task records, idempotency keys, the account and counters, behind
+//! one mutex that is never held across an `.await` (every method here is synchronous).
+//!
+//! With a state directory, every change is mirrored into the [`Store`] inside the same
+//! critical section, so memory and disk never disagree about order; a restart reloads it
+//! ([`Shared::restore`]). Task clocks are wall-clock unix milliseconds ([`SimClock`]), so a
+//! task keeps running while the simulator is down and is terminal on its first poll after
+//! a restart if its time has passed.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::web::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::SimStats;
-use crate::config::{ShapeMode, SimConfig};
+use crate::config::{CREDITS_PER_UNIT, ShapeMode, SimConfig};
 use crate::faults::FaultSpec;
 use crate::lifecycle::{Outcome, Status, phase_at};
 use crate::render::{InputImage, RenderJob};
-use crate::wire::ErrorStyle;
+use crate::store::{KeyRecord, Loaded, Store, StoreError, SubmitWrite, TaskFaults, TaskRecord};
+
+/// Most bytes of drawn result PNGs kept in memory (256 MiB): enough for about a thousand
+/// tasks at the default size, so long load runs cannot exhaust memory through the cache.
+pub const MAX_CACHED_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
+/// Most bytes of input images and result PNGs kept in the state directory (1 GiB, a few
+/// thousand tasks at the default size). Beyond it the oldest tasks' blobs are dropped first:
+/// their results were downloaded long ago in any realistic run, and a dropped one answers
+/// 410 like an expired URL.
+pub const MAX_STORED_BLOB_BYTES: u64 = 1024 * 1024 * 1024;
+/// Money is counted in millionths of the balance unit, so sums are exact.
+const MICROS_PER_UNIT: f64 = 1_000_000.0;
+
+/// Wall-clock milliseconds that never go backwards within one process: the wall clock read
+/// once at start, advanced by the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SimClock {
+    started: Instant,
+    started_unix_ms: u64,
+}
+
+impl SimClock {
+    pub(crate) fn new() -> Self {
+        let started_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| ms(d))
+            .unwrap_or(0);
+        Self {
+            started: Instant::now(),
+            started_unix_ms,
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started_unix_ms
+            .saturating_add(ms(self.started.elapsed()))
+    }
+}
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -26,6 +71,11 @@ pub(crate) struct Shared {
     pub(crate) port: u16,
     /// [`MAX_CACHED_IMAGE_BYTES`], lowered in tests.
     cache_budget: u64,
+    /// [`MAX_STORED_BLOB_BYTES`], lowered in tests.
+    store_budget: u64,
+    clock: SimClock,
+    /// The bucket of [`SimConfig::rate_limit`], rebuilt when the rate changes.
+    limiter: Mutex<Option<(NonZeroU32, Arc<DefaultDirectRateLimiter>)>>,
 }
 
 #[derive(Debug, Default)]
@@ -35,21 +85,53 @@ struct State {
     keys: HashMap<String, KeyEntry>,
     /// Tasks created per canonical body hash (feeds `max_tasks_per_body`).
     body_tasks: HashMap<u64, u64>,
-    /// Which `submit-once`/`lost` faults already fired, by key or body.
+    /// Which one-shot faults (`submit-once`, `lost`, `garbled`) already fired, by key or body.
     once_fired: HashSet<(&'static str, OnceKey)>,
     next_seq: u64,
     /// Bytes of result PNGs held in task records.
     cached_bytes: u64,
+    /// The durable mirror; `None` without a state directory (or after `close`).
+    store: Option<Store>,
+    /// Bytes of blobs in the store, and which tasks hold them by creation order (oldest
+    /// dropped first beyond [`MAX_STORED_BLOB_BYTES`]).
+    stored_bytes: u64,
+    stored_by_seq: BTreeMap<u64, String>,
+    /// Completed-task charges not yet taken from the balance: `(done_ms, cost_micros)`.
+    pending_charges: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Cost of the tasks completed so far, in millionths.
+    used_micros: u64,
 }
-
-/// Most bytes of drawn result PNGs kept in memory (256 MiB): enough for about a thousand
-/// tasks at the default size, so long load runs cannot exhaust memory through the cache.
-pub const MAX_CACHED_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum OnceKey {
     Key(String),
     Body(u64),
+}
+
+impl OnceKey {
+    fn scope(&self) -> String {
+        match self {
+            Self::Key(k) => format!("key:{k}"),
+            Self::Body(h) => format!("body:{h:016x}"),
+        }
+    }
+
+    fn from_scope(s: &str) -> Option<Self> {
+        if let Some(k) = s.strip_prefix("key:") {
+            Some(Self::Key(k.to_owned()))
+        } else {
+            s.strip_prefix("body:")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .map(Self::Body)
+        }
+    }
+}
+
+/// The one-shot fault kinds, as stored.
+fn once_kind(kind: &str) -> Option<&'static str> {
+    ["submit-once", "lost", "garbled"]
+        .into_iter()
+        .find(|k| *k == kind)
 }
 
 #[derive(Debug)]
@@ -59,37 +141,43 @@ struct KeyEntry {
     tasks_created: u64,
 }
 
-/// Per-task faults that act after submit.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TaskFaults {
-    pub(crate) status: Option<u16>,
-    pub(crate) status_once: Option<u16>,
-    pub(crate) slow: Option<Duration>,
-    pub(crate) body: Option<ErrorStyle>,
-}
-
 #[derive(Debug)]
 struct Task {
-    seq: u64,
-    created: Instant,
-    created_unix_ms: u64,
-    duration: Duration,
-    /// `None` with the `no-estimate` fault.
-    estimated_secs: Option<u64>,
-    outcome: Outcome,
-    object_shape: bool,
-    url_array: bool,
-    n: u8,
-    ratio: (u32, u32),
-    long_side: u32,
-    prompt_label: String,
-    image_ttl: Duration,
-    faults: TaskFaults,
+    rec: TaskRecord,
     polls: u64,
-    /// Kept until the results are drawn, then dropped.
+    /// Kept in memory until the results are drawn, then dropped. After a restart they
+    /// are read back from the store when needed.
     inputs: Option<Arc<[InputImage]>>,
     /// Drawn at the first download, then served from here until the URL expires.
     images: Option<Arc<Vec<Bytes>>>,
+    /// Bytes this task holds in the store (inputs or results).
+    stored_bytes: u64,
+}
+
+impl Task {
+    fn duration(&self) -> Duration {
+        Duration::from_millis(self.rec.duration_ms)
+    }
+
+    fn elapsed(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.rec.created_unix_ms))
+    }
+
+    fn done_ms(&self) -> u64 {
+        self.rec.created_unix_ms.saturating_add(self.rec.duration_ms)
+    }
+
+    fn expires_ms(&self) -> u64 {
+        self.done_ms().saturating_add(self.rec.image_ttl_ms)
+    }
+
+    fn phase(&self, now_ms: u64) -> (Status, u8) {
+        phase_at(self.elapsed(now_ms), self.duration(), self.rec.outcome)
+    }
+
+    fn slow(&self) -> Option<Duration> {
+        self.rec.faults.slow_ms.map(Duration::from_millis)
+    }
 }
 
 /// What a new task is made of (validated request plus faults, decided outside the lock).
@@ -107,11 +195,13 @@ pub(crate) struct NewTask {
 /// The outcome of a submit, decided atomically.
 #[derive(Debug)]
 pub(crate) enum SubmitDecision {
-    /// A task was created; `lost` is the status to answer instead of success.
+    /// A task was created; `lost` is the status to answer instead of success, `garbled`
+    /// asks for a success whose body cannot be decoded.
     Created {
         body: Value,
         task_id: String,
         lost: Option<u16>,
+        garbled: bool,
     },
     /// Same key and body as an earlier submit: its answer again.
     Replay { body: Value, slow: Option<Duration> },
@@ -119,6 +209,10 @@ pub(crate) enum SubmitDecision {
     Conflict,
     /// An injected submit fault.
     Fault(u16),
+    /// The account cannot pay for the images.
+    InsufficientBalance,
+    /// The task could not be made durable; nothing was created.
+    StoreFailed,
 }
 
 /// The outcome of a status poll.
@@ -127,7 +221,7 @@ pub(crate) enum StatusDecision {
     Unknown,
     Fault {
         status: u16,
-        style: Option<ErrorStyle>,
+        style: Option<crate::wire::ErrorStyle>,
         slow: Option<Duration>,
     },
     Ok {
@@ -151,7 +245,15 @@ pub(crate) enum FileDecision {
     },
 }
 
-/// Language of failure messages (`?language=zh|en|ko|ja`, APIMART.md "Status").
+/// The account as `GET /v1/balance` reports it, in balance units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Account {
+    pub(crate) remain: f64,
+    pub(crate) used: f64,
+    pub(crate) unlimited: bool,
+}
+
+/// Language of failure messages (`?language=zh|en|ko|ja`, docs/apimart.md "Status").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Language {
     #[default]
@@ -181,13 +283,6 @@ impl Language {
     }
 }
 
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -197,43 +292,149 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Money in balance units to millionths (the value is already clamped to `MAX_MONEY`).
+fn to_micros(units: f64) -> u64 {
+    // Rounded and non-negative after the clamp; 1e12 units is 1e18 micros, within u64.
+    (units.max(0.0) * MICROS_PER_UNIT).round() as u64
+}
+
+fn to_units(micros: u64) -> f64 {
+    micros as f64 / MICROS_PER_UNIT
+}
+
 /// A hash of a JSON value that ignores object key order and whitespace, so that the same
-/// logical body always matches its idempotency key.
+/// logical body always matches its idempotency key. SHA-256 (truncated to 64 bits), so the
+/// value is stable across builds and can be kept in the state directory.
 pub(crate) fn canonical_hash(v: &Value) -> u64 {
-    fn walk(v: &Value, h: &mut DefaultHasher) {
+    fn tag(h: &mut Sha256, t: u8, len: usize) {
+        h.update([t]);
+        h.update((len as u64).to_le_bytes());
+    }
+    fn walk(v: &Value, h: &mut Sha256) {
         match v {
-            Value::Null => 0u8.hash(h),
-            Value::Bool(b) => (1u8, b).hash(h),
-            Value::Number(n) => (2u8, n.to_string()).hash(h),
-            Value::String(s) => (3u8, s).hash(h),
+            Value::Null => tag(h, 0, 0),
+            Value::Bool(b) => tag(h, 1, usize::from(*b)),
+            Value::Number(n) => {
+                let s = n.to_string();
+                tag(h, 2, s.len());
+                h.update(s.as_bytes());
+            }
+            Value::String(s) => {
+                tag(h, 3, s.len());
+                h.update(s.as_bytes());
+            }
             Value::Array(a) => {
-                (4u8, a.len()).hash(h);
+                tag(h, 4, a.len());
                 a.iter().for_each(|x| walk(x, h));
             }
             Value::Object(m) => {
-                (5u8, m.len()).hash(h);
+                tag(h, 5, m.len());
                 let mut entries: Vec<_> = m.iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(b.0));
                 for (k, x) in entries {
-                    k.hash(h);
+                    tag(h, 6, k.len());
+                    h.update(k.as_bytes());
                     walk(x, h);
                 }
             }
         }
     }
-    let mut h = DefaultHasher::new();
+    let mut h = Sha256::new();
     walk(v, &mut h);
-    h.finish()
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn input_bytes(inputs: &[InputImage]) -> u64 {
+    inputs
+        .iter()
+        .map(|i| match i {
+            InputImage::Encoded(b) => b.len() as u64,
+            InputImage::Url { host } => host.len() as u64,
+            InputImage::Undecodable => 0,
+        })
+        .sum()
 }
 
 impl Shared {
+    /// A fresh simulator without a state directory.
     pub(crate) fn new(config: SimConfig, port: u16) -> Self {
         Self {
             config: RwLock::new(config.sanitized()),
             state: Mutex::new(State::default()),
             port,
             cache_budget: MAX_CACHED_IMAGE_BYTES,
+            store_budget: MAX_STORED_BLOB_BYTES,
+            clock: SimClock::new(),
+            limiter: Mutex::new(None),
         }
+    }
+
+    /// A simulator continuing from `loaded`, mirroring every change into `store`. Drops
+    /// the blobs that can no longer be served (expired URLs, tasks that ended without
+    /// images) and rebuilds the counters the state implies.
+    pub(crate) fn restore(
+        config: SimConfig,
+        port: u16,
+        mut store: Store,
+        loaded: Loaded,
+    ) -> Result<Self, StoreError> {
+        let stored_sizes = loaded.stored_sizes;
+        let shared = Self::new(config, port);
+        let now = shared.clock.now_ms();
+        {
+            let mut st = shared.lock();
+            let st = &mut *st;
+            for (id, rec) in loaded.tasks {
+                st.next_seq = st.next_seq.max(rec.seq.saturating_add(1));
+                *st.body_tasks.entry(rec.body_hash).or_insert(0) += 1;
+                let mut task = Task {
+                    polls: u64::from(rec.polled),
+                    rec,
+                    inputs: None,
+                    images: None,
+                    stored_bytes: stored_sizes.get(&id).copied().unwrap_or(0),
+                };
+                if task.rec.outcome == Outcome::Complete && task.rec.cost_micros > 0 {
+                    st.pending_charges
+                        .push(Reverse((task.done_ms(), task.rec.cost_micros)));
+                }
+                let (status, _) = task.phase(now);
+                let dead = (status.is_terminal() && status != Status::Completed)
+                    || (status == Status::Completed && now >= task.expires_ms());
+                if dead && task.stored_bytes > 0 {
+                    store.drop_blobs(&id)?;
+                    task.stored_bytes = 0;
+                }
+                if task.stored_bytes > 0 {
+                    st.stored_bytes += task.stored_bytes;
+                    st.stored_by_seq.insert(task.rec.seq, id.clone());
+                }
+                st.tasks.insert(id, task);
+            }
+            st.stats.max_tasks_per_body = st.body_tasks.values().copied().max().unwrap_or(0);
+            for k in loaded.keys {
+                st.stats.max_tasks_per_key = st.stats.max_tasks_per_key.max(k.tasks_created);
+                st.keys.insert(
+                    k.key,
+                    KeyEntry {
+                        body_hash: k.body_hash,
+                        task_id: k.task_id,
+                        tasks_created: k.tasks_created,
+                    },
+                );
+            }
+            for (kind, scope) in loaded.once_fired {
+                if let (Some(kind), Some(key)) = (once_kind(&kind), OnceKey::from_scope(&scope)) {
+                    st.once_fired.insert((kind, key));
+                }
+            }
+            st.store = Some(store);
+            settle(st, now);
+        }
+        Ok(shared)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -266,10 +467,59 @@ impl Shared {
         f(&mut self.lock().stats);
     }
 
-    /// Idempotency, submit faults and task creation as one atomic step.
+    /// Remembers the listening port in the store (no-op without one).
+    pub(crate) fn remember_port(&self) -> Result<(), StoreError> {
+        match self.lock().store.as_mut() {
+            Some(store) => store.set_port(self.port),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the store, releasing its lock so that another simulator may open it.
+    pub(crate) fn close_store(&self) {
+        self.lock().store = None;
+    }
+
+    /// The rate limit: `Err(wait)` when this request is beyond [`SimConfig::rate_limit`]
+    /// (counted in `rate_limited`), with the time until one would fit.
+    pub(crate) fn admit(&self, cfg: &SimConfig) -> Result<(), Duration> {
+        let Some(rate) = cfg.rate_limit else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut slot = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*slot {
+                Some((r, l)) if *r == rate => Arc::clone(l),
+                _ => {
+                    let l = Arc::new(RateLimiter::direct(Quota::per_second(rate)));
+                    *slot = Some((rate, Arc::clone(&l)));
+                    l
+                }
+            }
+        };
+        match limiter.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                self.count(|s| s.rate_limited += 1);
+                use governor::clock::Clock as _;
+                Err(not_until.wait_time_from(limiter.clock().now()))
+            }
+        }
+    }
+
+    /// The account at this instant.
+    pub(crate) fn account(&self, cfg: &SimConfig) -> Account {
+        let mut st = self.lock();
+        let now = self.clock.now_ms();
+        settle(&mut st, now);
+        account_of(&st, cfg)
+    }
+
+    /// Idempotency, submit faults, the balance and task creation as one atomic step.
     pub(crate) fn submit(&self, new: NewTask, cfg: &SimConfig) -> SubmitDecision {
         let mut st = self.lock();
         let st = &mut *st;
+        let now = self.clock.now_ms();
         if let Some(key) = &new.idempotency_key
             && let Some(entry) = st.keys.get(key)
         {
@@ -281,7 +531,7 @@ impl Shared {
                 st.stats.idempotent_replays += 1;
                 return SubmitDecision::Replay {
                     body: submit_body(&entry.task_id, task),
-                    slow: task.faults.slow,
+                    slow: task.slow(),
                 };
             }
         }
@@ -293,27 +543,37 @@ impl Shared {
             st.stats.faults_injected += 1;
             return SubmitDecision::Fault(status);
         }
+        let mut fired: Vec<(&'static str, OnceKey)> = Vec::new();
         if let Some(status) = new.spec.submit_once
-            && st.once_fired.insert(("submit-once", once_key.clone()))
+            && !st.once_fired.contains(&("submit-once", once_key.clone()))
         {
+            fired.push(("submit-once", once_key));
+            if !persist_once(st, &fired) {
+                return SubmitDecision::StoreFailed;
+            }
+            st.once_fired.extend(fired);
             st.stats.faults_injected += 1;
             return SubmitDecision::Fault(status);
         }
+        let cost_micros = to_micros(cfg.cost_per_image).saturating_mul(u64::from(new.n));
+        settle(st, now);
+        let account = account_of(st, cfg);
+        if !account.unlimited && to_micros(account.remain) < cost_micros {
+            return SubmitDecision::InsufficientBalance;
+        }
 
         let seq = st.next_seq;
-        st.next_seq += 1;
         let (object_shape, url_array, legacy_id) = match cfg.response_shape {
             ShapeMode::Array => (false, true, false),
             ShapeMode::Object => (true, false, false),
             ShapeMode::Alternate => (seq % 2 == 1, (seq / 2) % 2 == 0, seq % 4 == 3),
         };
-        let created_unix_ms = unix_ms_now();
         let task_id = loop {
             let id = if legacy_id {
                 let suffix: String = (0..8)
                     .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
                     .collect();
-                format!("task-unified-{}-{suffix}", created_unix_ms / 1000)
+                format!("task-unified-{}-{suffix}", now / 1000)
             } else {
                 format!("task_{}", ulid::Ulid::generate())
             };
@@ -335,11 +595,10 @@ impl Shared {
         };
         let duration = spec.duration.unwrap_or(cfg.task_duration);
         let estimated = spec.duration.unwrap_or(cfg.estimated_time);
-        let task = Task {
+        let rec = TaskRecord {
             seq,
-            created: Instant::now(),
-            created_unix_ms,
-            duration,
+            created_unix_ms: now,
+            duration_ms: ms(duration),
             estimated_secs: (!spec.no_estimate).then(|| ceil_secs(estimated)),
             outcome,
             object_shape,
@@ -348,48 +607,97 @@ impl Shared {
             ratio: new.ratio,
             long_side: cfg.image_long_side,
             prompt_label: new.prompt_label,
-            image_ttl: cfg.image_ttl,
+            image_ttl_ms: ms(cfg.image_ttl),
             faults: TaskFaults {
                 status: spec.status,
                 status_once: spec.status_once,
-                slow: spec.slow,
+                slow_ms: spec.slow.map(ms),
                 body: spec.body,
             },
+            polled: false,
+            body_hash: new.body_hash,
+            cost_micros: if outcome == Outcome::Complete {
+                cost_micros
+            } else {
+                0
+            },
+        };
+        let key_record = new.idempotency_key.as_ref().map(|key| {
+            let created = st.keys.get(key).map_or(0, |e| e.tasks_created);
+            KeyRecord {
+                key: key.clone(),
+                body_hash: new.body_hash,
+                task_id: task_id.clone(),
+                tasks_created: created + 1,
+            }
+        });
+        for (kind, on) in [("lost", spec.lost.is_some()), ("garbled", spec.garbled)] {
+            if on && !st.once_fired.contains(&(kind, once_key.clone())) {
+                fired.push((kind, once_key.clone()));
+            }
+        }
+        let lost = spec
+            .lost
+            .filter(|_| fired.iter().any(|(k, _)| *k == "lost"));
+        let garbled = fired.iter().any(|(k, _)| *k == "garbled");
+        let inputs: Arc<[InputImage]> = Arc::from(new.inputs);
+        let mut stored_bytes = 0;
+        if let Some(store) = st.store.as_mut() {
+            let write = SubmitWrite {
+                task: Some((&task_id, &rec, &inputs)),
+                key: key_record.clone(),
+                once_fired: fired.iter().map(|(k, o)| (*k, o.scope())).collect(),
+            };
+            if let Err(e) = store.write_submit(&write) {
+                tracing::error!(error = %e, "sim could not persist a new task; answering 500");
+                return SubmitDecision::StoreFailed;
+            }
+            stored_bytes = input_bytes(&inputs);
+        }
+
+        let task = Task {
+            rec,
             polls: 0,
-            inputs: Some(Arc::from(new.inputs)),
+            inputs: Some(inputs),
             images: None,
+            stored_bytes,
         };
         let body = submit_body(&task_id, &task);
-        tracing::debug!(apimart.task_id = %task_id, task.seq = task.seq, outcome = ?outcome, duration_ms = ms(duration), "sim task created");
+        tracing::debug!(apimart.task_id = %task_id, task.seq = seq, outcome = ?outcome, duration_ms = ms(duration), "sim task created");
+        if task.rec.cost_micros > 0 {
+            st.pending_charges
+                .push(Reverse((task.done_ms(), task.rec.cost_micros)));
+        }
         st.tasks.insert(task_id.clone(), task);
+        st.next_seq += 1;
+        if stored_bytes > 0 {
+            st.stored_bytes += stored_bytes;
+            st.stored_by_seq.insert(seq, task_id.clone());
+            self.enforce_store_budget(st);
+        }
 
         st.stats.tasks_created += 1;
         let per_body = st.body_tasks.entry(new.body_hash).or_insert(0);
         *per_body += 1;
         st.stats.max_tasks_per_body = st.stats.max_tasks_per_body.max(*per_body);
-        if let Some(key) = new.idempotency_key {
-            let entry = st.keys.entry(key).or_insert(KeyEntry {
-                body_hash: new.body_hash,
-                task_id: task_id.clone(),
-                tasks_created: 0,
-            });
-            entry.task_id.clone_from(&task_id);
-            entry.body_hash = new.body_hash;
-            entry.tasks_created += 1;
-            st.stats.max_tasks_per_key = st.stats.max_tasks_per_key.max(entry.tasks_created);
+        if let Some(k) = key_record {
+            st.stats.max_tasks_per_key = st.stats.max_tasks_per_key.max(k.tasks_created);
+            st.keys.insert(
+                k.key,
+                KeyEntry {
+                    body_hash: k.body_hash,
+                    task_id: k.task_id,
+                    tasks_created: k.tasks_created,
+                },
+            );
         }
-
-        let lost = new
-            .spec
-            .lost
-            .filter(|_| st.once_fired.insert(("lost", once_key)));
-        if lost.is_some() {
-            st.stats.faults_injected += 1;
-        }
+        st.stats.faults_injected += fired.len() as u64;
+        st.once_fired.extend(fired);
         SubmitDecision::Created {
             body,
             task_id,
             lost,
+            garbled,
         }
     }
 
@@ -403,19 +711,29 @@ impl Shared {
     ) -> StatusDecision {
         let mut st = self.lock();
         let st = &mut *st;
+        let now = self.clock.now_ms();
         let Some(task) = st.tasks.get_mut(id) else {
             return StatusDecision::Unknown;
         };
         task.polls += 1;
-        let slow = extra.slow.or(task.faults.slow);
         let first = task.polls == 1;
+        if first && task.rec.faults.status_once.is_some() {
+            // `status-once` must not fire again after a restart.
+            task.rec.polled = true;
+            if let Some(store) = st.store.as_mut()
+                && let Err(e) = store.update_task(id, &task.rec)
+            {
+                tracing::warn!(apimart.task_id = %id, error = %e, "sim could not persist a first poll");
+            }
+        }
+        let slow = extra.slow.or(task.slow());
         let fault = extra
             .status
             .or(extra.status_once)
-            .or(task.faults.status)
-            .or(task.faults.status_once.filter(|_| first));
+            .or(task.rec.faults.status)
+            .or(task.rec.faults.status_once.filter(|_| first));
         if let Some(status) = fault {
-            let style = extra.body.or(task.faults.body);
+            let style = extra.body.or(task.rec.faults.body);
             st.stats.faults_injected += 1;
             return StatusDecision::Fault {
                 status,
@@ -423,13 +741,18 @@ impl Shared {
                 slow,
             };
         }
-        let body = status_body(id, task, lang, file_base);
+        let body = status_body(id, task, lang, file_base, now);
         if matches!(
             body["data"]["status"].as_str(),
             Some("failed" | "cancelled")
         ) {
             // Such a task has no images to draw.
             task.inputs = None;
+            if task.stored_bytes > 0 {
+                let seq = task.rec.seq;
+                let bytes = std::mem::take(&mut task.stored_bytes);
+                forget_stored(st, id, seq, bytes);
+            }
         }
         StatusDecision::Ok { body, slow }
     }
@@ -438,37 +761,75 @@ impl Shared {
     pub(crate) fn file(&self, id: &str, index: usize, extra: &FaultSpec) -> FileDecision {
         let mut st = self.lock();
         let st = &mut *st;
+        let now = self.clock.now_ms();
         let Some(task) = st.tasks.get_mut(id) else {
             return FileDecision::NotFound;
         };
-        let elapsed = task.created.elapsed();
-        let (status, _) = phase_at(elapsed, task.duration, task.outcome);
-        if status != Status::Completed || index >= usize::from(task.n) {
+        let (status, _) = task.phase(now);
+        if status != Status::Completed || index >= usize::from(task.rec.n) {
             return FileDecision::NotFound;
         }
-        if elapsed >= task.duration.saturating_add(task.image_ttl) {
-            // The URL is dead for good: free the memory it held.
+        if now >= task.expires_ms() {
+            // The URL is dead for good: free the memory and disk it held.
             task.inputs = None;
             if let Some(images) = task.images.take() {
                 let size: u64 = images.iter().map(|p| p.len() as u64).sum();
                 st.cached_bytes = st.cached_bytes.saturating_sub(size);
             }
+            let (seq, bytes) = (task.rec.seq, std::mem::take(&mut task.stored_bytes));
+            if bytes > 0 {
+                forget_stored(st, id, seq, bytes);
+            }
             return FileDecision::Expired;
         }
-        let slow = extra.slow.or(task.faults.slow);
+        let slow = extra.slow.or(task.slow());
         if let Some(png) = task.images.as_ref().and_then(|imgs| imgs.get(index)) {
             return FileDecision::Ready {
                 png: png.clone(),
                 slow,
             };
         }
+        // Not in memory (a restart, or the cache was full): the store may hold the drawn
+        // results or the inputs to draw them from.
+        if task.inputs.is_none()
+            && task.stored_bytes > 0
+            && let Some(store) = st.store.as_mut()
+        {
+            match store.images(id) {
+                Ok(pngs) if pngs.len() == usize::from(task.rec.n) => {
+                    let pngs: Vec<Bytes> = pngs.into_iter().map(Bytes::from).collect();
+                    let png = pngs.get(index).cloned().unwrap_or_default();
+                    let size: u64 = pngs.iter().map(|p| p.len() as u64).sum();
+                    if st.cached_bytes.saturating_add(size) <= self.cache_budget {
+                        st.cached_bytes += size;
+                        task.images = Some(Arc::new(pngs));
+                    }
+                    return FileDecision::Ready { png, slow };
+                }
+                Ok(_) => match store.inputs(id) {
+                    Ok(inputs) if !inputs.is_empty() => task.inputs = Some(Arc::from(inputs)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(apimart.task_id = %id, error = %e, "sim could not read stored inputs");
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(apimart.task_id = %id, error = %e, "sim could not read stored results");
+                }
+            }
+        }
+        let Some(inputs) = task.inputs.clone() else {
+            // Neither results nor inputs are left (dropped beyond the state budget): the
+            // URL is as good as expired.
+            return FileDecision::Expired;
+        };
         FileDecision::Render {
             job: RenderJob {
-                ratio: task.ratio,
-                long_side: task.long_side,
-                prompt_label: task.prompt_label.clone(),
-                count: usize::from(task.n),
-                inputs: task.inputs.clone().unwrap_or_else(|| Arc::from(Vec::new())),
+                ratio: task.rec.ratio,
+                long_side: task.rec.long_side,
+                prompt_label: task.rec.prompt_label.clone(),
+                count: usize::from(task.rec.n),
+                inputs,
             },
             slow,
         }
@@ -476,7 +837,8 @@ impl Shared {
 
     /// Caches drawn results (the first render wins if two raced) and drops the inputs,
     /// unless the cache is full: then the inputs stay and the next download draws again
-    /// (drawing is deterministic, so the bytes are the same).
+    /// (drawing is deterministic, so the bytes are the same). With a store, the results
+    /// replace the inputs there, whatever the memory cache does.
     pub(crate) fn store_images(&self, id: &str, pngs: Vec<Vec<u8>>) -> Arc<Vec<Bytes>> {
         let size: u64 = pngs.iter().map(|p| p.len() as u64).sum();
         let fresh = Arc::new(pngs.into_iter().map(Bytes::from).collect::<Vec<_>>());
@@ -488,20 +850,120 @@ impl Shared {
         if let Some(cached) = &task.images {
             return Arc::clone(cached);
         }
+        let mut persisted = false;
+        if task.stored_bytes > 0
+            && let Some(store) = st.store.as_mut()
+        {
+            let slices: Vec<&[u8]> = fresh.iter().map(|b| b.as_ref()).collect();
+            match store.put_images(id, &slices) {
+                Ok(()) => {
+                    st.stored_bytes = st.stored_bytes.saturating_sub(task.stored_bytes) + size;
+                    task.stored_bytes = size;
+                    persisted = true;
+                }
+                Err(e) => {
+                    tracing::warn!(apimart.task_id = %id, error = %e, "sim could not persist drawn results");
+                }
+            }
+        }
         if st.cached_bytes.saturating_add(size) <= self.cache_budget {
             st.cached_bytes += size;
             task.inputs = None;
             task.images = Some(Arc::clone(&fresh));
+        } else if persisted {
+            // The store can draw them again: no need to hold the inputs in memory.
+            task.inputs = None;
+        }
+        if persisted {
+            self.enforce_store_budget(st);
         }
         fresh
     }
+
+    /// Drops the oldest tasks' blobs from the store until it fits its budget.
+    fn enforce_store_budget(&self, st: &mut State) {
+        while st.stored_bytes > self.store_budget {
+            let Some((seq, id)) = st.stored_by_seq.pop_first() else {
+                break;
+            };
+            let bytes = st
+                .tasks
+                .get_mut(&id)
+                .map_or(0, |t| std::mem::take(&mut t.stored_bytes));
+            st.stored_bytes = st.stored_bytes.saturating_sub(bytes);
+            if let Some(store) = st.store.as_mut()
+                && let Err(e) = store.drop_blobs(&id)
+            {
+                tracing::warn!(apimart.task_id = %id, error = %e, "sim could not drop stored blobs");
+            }
+            tracing::debug!(apimart.task_id = %id, task.seq = seq, bytes, "sim state budget: dropped the oldest task's blobs");
+        }
+    }
 }
 
-/// `POST /v1/images/generations` success body in the task's shape (APIMART.md "Submit").
+/// Forgets the stored blobs of one task (expired, or ended without results).
+fn forget_stored(st: &mut State, id: &str, seq: u64, bytes: u64) {
+    st.stored_bytes = st.stored_bytes.saturating_sub(bytes);
+    st.stored_by_seq.remove(&seq);
+    if let Some(store) = st.store.as_mut()
+        && let Err(e) = store.drop_blobs(id)
+    {
+        tracing::warn!(apimart.task_id = %id, error = %e, "sim could not drop stored blobs");
+    }
+}
+
+/// Persists one-shot faults that fire without creating a task; `false` when that failed.
+fn persist_once(st: &mut State, fired: &[(&'static str, OnceKey)]) -> bool {
+    let Some(store) = st.store.as_mut() else {
+        return true;
+    };
+    let write = SubmitWrite {
+        task: None,
+        key: None,
+        once_fired: fired.iter().map(|(k, o)| (*k, o.scope())).collect(),
+    };
+    match store.write_submit(&write) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "sim could not persist a fired fault; answering 500");
+            false
+        }
+    }
+}
+
+/// Takes the charges of tasks completed by `now` from the balance.
+fn settle(st: &mut State, now: u64) {
+    while let Some(Reverse((done, cost))) = st.pending_charges.peek().copied() {
+        if done > now {
+            break;
+        }
+        st.pending_charges.pop();
+        st.used_micros = st.used_micros.saturating_add(cost);
+    }
+}
+
+fn account_of(st: &State, cfg: &SimConfig) -> Account {
+    let used = to_units(st.used_micros);
+    match cfg.balance {
+        None => Account {
+            remain: -1.0,
+            used,
+            unlimited: true,
+        },
+        Some(balance) => Account {
+            remain: to_units(to_micros(balance).saturating_sub(st.used_micros)),
+            used,
+            unlimited: false,
+        },
+    }
+}
+
+/// `POST /v1/images/generations` success body in the task's shape (docs/apimart.md
+/// "Submit").
 fn submit_body(id: &str, task: &Task) -> Value {
-    if task.object_shape {
+    if task.rec.object_shape {
         let mut info = json!({"can_cancel": true});
-        if let Some(secs) = task.estimated_secs {
+        if let Some(secs) = task.rec.estimated_secs {
             info["estimated_time"] = json!(secs);
         }
         json!({"code": 200, "data": {
@@ -509,7 +971,7 @@ fn submit_body(id: &str, task: &Task) -> Value {
             "object": "image.generation.task",
             "status": "pending",
             "progress": 0,
-            "created": task.created_unix_ms / 1000,
+            "created": task.rec.created_unix_ms / 1000,
             "task_info": info,
         }})
     } else {
@@ -517,31 +979,29 @@ fn submit_body(id: &str, task: &Task) -> Value {
     }
 }
 
-/// `GET /v1/tasks/{id}` body at this instant (APIMART.md "Status").
-fn status_body(id: &str, task: &Task, lang: Language, file_base: &str) -> Value {
-    let (status, progress) = phase_at(task.created.elapsed(), task.duration, task.outcome);
+/// `GET /v1/tasks/{id}` body at `now` (docs/apimart.md "Status").
+fn status_body(id: &str, task: &Task, lang: Language, file_base: &str, now: u64) -> Value {
+    let (status, progress) = task.phase(now);
     let mut data = json!({
         "id": id,
         "status": status.as_str(),
         "progress": progress,
-        "created": task.created_unix_ms / 1000,
+        "created": task.rec.created_unix_ms / 1000,
     });
-    if let Some(secs) = task.estimated_secs {
+    if let Some(secs) = task.rec.estimated_secs {
         data["estimated_time"] = json!(secs);
     }
     if status.is_terminal() {
-        let done_ms = task.created_unix_ms.saturating_add(ms(task.duration));
-        data["completed"] = json!(done_ms / 1000);
-        data["actual_time"] = json!(ceil_secs(task.duration));
+        data["completed"] = json!(task.done_ms() / 1000);
+        data["actual_time"] = json!(ceil_secs(task.duration()));
     }
     match status {
         Status::Completed => {
-            let done_ms = task.created_unix_ms.saturating_add(ms(task.duration));
-            let expires_at = done_ms.saturating_add(ms(task.image_ttl)) / 1000;
-            let urls: Vec<String> = (0..task.n)
+            let expires_at = task.expires_ms() / 1000;
+            let urls: Vec<String> = (0..task.rec.n)
                 .map(|i| format!("{file_base}/files/{id}/{i}.png"))
                 .collect();
-            let images: Vec<Value> = if task.url_array {
+            let images: Vec<Value> = if task.rec.url_array {
                 vec![json!({"url": urls, "expires_at": expires_at})]
             } else {
                 urls.into_iter()
@@ -549,6 +1009,8 @@ fn status_body(id: &str, task: &Task, lang: Language, file_base: &str) -> Value 
                     .collect()
             };
             data["result"] = json!({"images": images});
+            data["cost"] = json!(to_units(task.rec.cost_micros));
+            data["credits_cost"] = json!(to_units(task.rec.cost_micros) * CREDITS_PER_UNIT);
         }
         Status::Failed => {
             data["error"] = json!({
@@ -574,6 +1036,9 @@ mod tests {
         let c: Value = serde_json::from_str(r#"{"a":2,"b":[1,{"x":"y","z":null}]}"#).unwrap();
         assert_eq!(canonical_hash(&a), canonical_hash(&b));
         assert_ne!(canonical_hash(&a), canonical_hash(&c));
+        // Stable across builds: the value is kept in state directories.
+        assert_eq!(canonical_hash(&json!({})), canonical_hash(&json!({})));
+        assert_ne!(canonical_hash(&json!(["ab"])), canonical_hash(&json!(["a", "b"])));
     }
 
     fn new_task(prompt: &str) -> NewTask {
@@ -635,6 +1100,78 @@ mod tests {
         assert_eq!(shared.lock().cached_bytes, 12);
         assert!(matches!(shared.file(&c, 0, &none), FileDecision::Expired));
         assert_eq!(shared.lock().cached_bytes, 8);
+    }
+
+    #[test]
+    fn the_state_budget_drops_the_oldest_blobs_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        let cfg = SimConfig {
+            task_duration: Duration::ZERO,
+            ..SimConfig::default()
+        };
+        let mut shared = Shared::restore(cfg.clone(), 1, store, loaded).unwrap();
+        shared.store_budget = 20;
+        shared.cache_budget = 0;
+        let with_input = |p: &str| NewTask {
+            inputs: vec![InputImage::Encoded(vec![7; 8])],
+            ..new_task(p)
+        };
+        let a = created(shared.submit(with_input("a"), &cfg));
+        let b = created(shared.submit(with_input("b"), &cfg));
+        assert_eq!(shared.lock().stored_bytes, 16);
+        let c = created(shared.submit(with_input("c"), &cfg));
+        // 24 > 20: the oldest task's inputs went.
+        assert_eq!(shared.lock().stored_bytes, 16);
+        let none = FaultSpec::default();
+        shared.close_store();
+        // Memory still has everything until a restart.
+        for id in [&a, &b, &c] {
+            assert!(matches!(
+                shared.file(id, 0, &none),
+                FileDecision::Render { .. }
+            ));
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(store.inputs(&a).unwrap().is_empty());
+        assert_eq!(store.inputs(&b).unwrap().len(), 1);
+        assert_eq!(store.inputs(&c).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_balance_pays_for_completed_tasks_only_and_refuses_beyond_it() {
+        let cfg = SimConfig {
+            task_duration: Duration::ZERO,
+            cost_per_image: 0.4,
+            balance: Some(1.0),
+            ..SimConfig::default()
+        };
+        let shared = Shared::new(cfg.clone(), 1);
+        let failing = NewTask {
+            spec: FaultSpec::parse("fail"),
+            ..new_task("fail")
+        };
+        created(shared.submit(failing, &cfg));
+        let two = NewTask {
+            n: 2,
+            ..new_task("two")
+        };
+        created(shared.submit(two, &cfg));
+        let account = shared.account(&cfg);
+        assert!((account.used - 0.8).abs() < 1e-9, "{account:?}");
+        assert!((account.remain - 0.2).abs() < 1e-9, "{account:?}");
+        assert!(!account.unlimited);
+        assert!(matches!(
+            shared.submit(new_task("broke"), &cfg),
+            SubmitDecision::InsufficientBalance
+        ));
+        let unlimited = SimConfig {
+            balance: None,
+            ..cfg
+        };
+        created(shared.submit(new_task("free"), &unlimited));
+        assert!(shared.account(&unlimited).unlimited);
     }
 
     #[test]

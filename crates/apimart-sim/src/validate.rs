@@ -1,19 +1,19 @@
 //! Validation of `POST /v1/images/generations` bodies, as strict as upstream is documented
-//! to be (APIMART.md "Submit"): a bad field is a 400 naming it in `param`.
+//! to be (docs/apimart.md "Submit"): a bad field is a 400 naming it in `param`.
 
 use serde_json::{Map, Value};
 
 use crate::wire::ApiError;
 
-/// Longest accepted prompt, in characters (Unicode scalar values). APIMART.md gives 1000
+/// Longest accepted prompt, in characters (Unicode scalar values). docs/apimart.md gives 1000
 /// on several models; the simulator accepts the widest model's limit so that it never
 /// rejects what some upstream model accepts.
 pub const MAX_PROMPT_CHARS: usize = 4000;
-/// Largest `n` (images per task): "1–4 on most models" (APIMART.md).
+/// Largest `n` (images per task): "1–4 on most models" (docs/apimart.md).
 pub const MAX_N: u64 = 4;
 /// Most reference images per request: "up to 14–16 references depending on the model".
 pub const MAX_IMAGE_URLS: usize = 16;
-/// The documented aspect ratios accepted in `size` (APIMART.md), as (width, height).
+/// The documented aspect ratios accepted in `size` (docs/apimart.md), as (width, height).
 pub const ASPECT_RATIOS: [(u32, u32); 10] = [
     (1, 1),
     (2, 3),

@@ -1,6 +1,7 @@
-//! Error bodies in the shapes Apimart is seen to use (APIMART.md "Errors"): OpenAI-style
+//! Error bodies in the shapes Apimart is seen to use (docs/apimart.md "Errors"): OpenAI-style
 //! `{"error":{"message","type","code","param"}}` (the common one), `{"success":false,
-//! "message"}`, `{"code","msg"}` and plain text.
+//! "message"}`, `{"code","msg"}`, plain text, and the HTML error page of a proxy in front of
+//! the API.
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -8,7 +9,8 @@ use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// Seconds sent in `Retry-After` on every simulated 429 (APIMART.md: 429 may carry it).
+/// Seconds sent in `Retry-After` on every injected 429 (docs/apimart.md: 429 may carry it);
+/// a 429 of the rate limit carries the actual wait instead.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// The shape of an error body.
@@ -24,6 +26,8 @@ pub enum ErrorStyle {
     CodeMsg,
     /// `text/plain` such as `502 Bad Gateway`, as a proxy in front of the API would send.
     Text,
+    /// `text/html`: the error page of a reverse proxy (`<html>…<h1>502 Bad Gateway</h1>…`).
+    Html,
 }
 
 impl std::str::FromStr for ErrorStyle {
@@ -35,6 +39,7 @@ impl std::str::FromStr for ErrorStyle {
             "success" => Ok(Self::Success),
             "codemsg" => Ok(Self::CodeMsg),
             "text" => Ok(Self::Text),
+            "html" => Ok(Self::Html),
             _ => Err(()),
         }
     }
@@ -49,6 +54,8 @@ pub(crate) struct ApiError {
     message: String,
     param: Option<String>,
     style: ErrorStyle,
+    /// `Retry-After` seconds of a 429; [`RETRY_AFTER_SECS`] when `None`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -65,6 +72,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             style: ErrorStyle::OpenAi,
+            retry_after: None,
         }
     }
 
@@ -156,6 +164,18 @@ impl ApiError {
         Self::new(status, kind, code, message)
     }
 
+    /// 429 of the rate limit, asking to come back after `retry_after_secs`.
+    pub(crate) fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Too many requests: rate limit exceeded, retry later (simulated)",
+        );
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
     pub(crate) fn with_style(mut self, style: Option<ErrorStyle>) -> Self {
         if let Some(style) = style {
             self.style = style;
@@ -163,7 +183,6 @@ impl ApiError {
         self
     }
 
-    #[cfg(test)]
     pub(crate) fn status(&self) -> u16 {
         self.status
     }
@@ -177,8 +196,10 @@ impl ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut builder = HttpResponse::build(status);
         if status == StatusCode::TOO_MANY_REQUESTS {
-            builder.insert_header((RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+            let secs = self.retry_after.unwrap_or(RETRY_AFTER_SECS);
+            builder.insert_header((RETRY_AFTER, secs.to_string()));
         }
+        let reason = status.canonical_reason().unwrap_or("Error");
         match self.style {
             ErrorStyle::OpenAi => builder.json(json!({
                 "error": {
@@ -192,10 +213,14 @@ impl ApiError {
             ErrorStyle::CodeMsg => builder.json(json!({"code": self.status, "msg": self.message})),
             ErrorStyle::Text => builder
                 .insert_header((CONTENT_TYPE, "text/plain; charset=utf-8"))
+                .body(format!("{} {reason}", status.as_u16())),
+            ErrorStyle::Html => builder
+                .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
                 .body(format!(
-                    "{} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("Error")
+                    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n\
+                     <center><h1>{code} {reason}</h1></center>\r\n<hr><center>apimart-sim proxy</center>\r\n\
+                     </body>\r\n</html>\r\n",
+                    code = status.as_u16()
                 )),
         }
     }

@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use apimart_sim::{ShapeMode, SimConfig, SimHandle, SimStats, Simulator};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use apimart_sim::{ShapeMode, SimConfig, SimError, SimHandle, SimStats, Simulator, StoreError};
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -30,7 +34,16 @@ fn config(duration_ms: u64) -> SimConfig {
 }
 
 async fn spawn(config: SimConfig) -> TestSim {
-    let handle = Simulator::start(config, 0).await.unwrap();
+    wrap(Simulator::start(config, 0).await.unwrap())
+}
+
+/// A simulator keeping its state in `dir` (on its remembered port when free).
+async fn spawn_in(config: SimConfig, dir: &Path) -> TestSim {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    wrap(Simulator::start_persistent(config, any, dir).await.unwrap())
+}
+
+fn wrap(handle: SimHandle) -> TestSim {
     let base = handle.base_url();
     assert_eq!(base, format!("http://127.0.0.1:{}/v1", handle.port()));
     TestSim {
@@ -146,6 +159,27 @@ impl TestSim {
             })
             .await;
         seen.last().unwrap().clone()
+    }
+
+    async fn png(&self, url: &str) -> Vec<u8> {
+        let resp = self.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
+        let bytes = resp.bytes().await.unwrap().to_vec();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+        bytes
+    }
+
+    async fn balance(&self, path: &str, key: &str, fault: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .get(self.base.replace("/v1", path))
+            .bearer_auth(key);
+        if let Some(f) = fault {
+            req = req.header("X-Sim-Fault", f);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap())
     }
 
     async fn stats_json(&self) -> SimStats {
@@ -379,6 +413,8 @@ async fn idempotency_key_replays_and_conflicts() {
             status_requests: 0,
             image_downloads: 0,
             faults_injected: 0,
+            rate_limited: 0,
+            balance_requests: 0,
         }
     );
     assert_eq!(sim.stats_json().await, stats);
@@ -994,4 +1030,367 @@ async fn runs_under_the_actix_runtime_too() {
     let id = sim.submit(&body("actix")).await;
     assert_eq!(sim.wait_terminal(&id).await["status"], "completed");
     sim.handle.stop().await;
+}
+
+// ---------------------------------------------------------------- durable state
+
+/// The PNG's distinct colours: a drawn photo has hundreds, a placeholder a handful.
+fn colours(png: &[u8]) -> usize {
+    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8();
+    img.pixels()
+        .map(|p| p.0)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+#[tokio::test]
+async fn a_restarted_simulator_keeps_its_tasks_keys_faults_and_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn_in(config(0), dir.path()).await;
+    assert_eq!(sim.handle.state_dir(), Some(dir.path()));
+    let port = sim.handle.port();
+
+    // A long task with a photo, under an idempotency key.
+    let long = json!({"model": "m", "prompt": "long one [[sim:duration=1500]]", "size": "3:4",
+                      "n": 1, "image_urls": [data_uri("image/jpeg", PERSON)]});
+    let resp = sim
+        .post(&long)
+        .header("Idempotency-Key", "keep-1")
+        .send()
+        .await
+        .unwrap();
+    let long_id = task_id(&resp.json().await.unwrap());
+    assert_ne!(sim.poll(&long_id).await["status"], "completed");
+    // A finished task whose result was downloaded before the restart.
+    let done_req = json!({"model": "m", "prompt": "done", "size": "1:1", "n": 1,
+                          "image_urls": [data_uri("image/jpeg", GARMENT)]});
+    let done_id = sim.submit(&done_req).await;
+    let done_urls = urls(&sim.wait_terminal(&done_id).await);
+    let before = sim.png(&done_urls[0]).await;
+    // One-shot faults that already fired.
+    let once_id = sim.submit(&body("x [[sim:status-once=503]]")).await;
+    assert_eq!(sim.get_task(&once_id).send().await.unwrap().status(), 503);
+    let lost = body("y [[sim:lost=502]]");
+    let r = sim
+        .post(&lost)
+        .header("Idempotency-Key", "lost-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    sim.handle.stop().await;
+    assert!(dir.path().join(apimart_sim::STATE_FILE).exists());
+
+    let sim = spawn_in(config(0), dir.path()).await;
+    assert_eq!(sim.handle.port(), port, "the remembered port was free");
+    // The long task is still there and completes, its result drawn from the stored photo.
+    let finished = sim.wait_terminal(&long_id).await;
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["cost"], 0.05);
+    let png = sim.png(&urls(&finished)[0]).await;
+    assert!(colours(&png) > 500, "the stored photo was lost");
+    // The downloaded result is served again, byte for byte.
+    assert_eq!(sim.png(&done_urls[0]).await, before);
+    // `status-once` does not fire again; `lost` does not either, and the key replays.
+    assert_eq!(sim.poll(&once_id).await["status"], "completed");
+    let replay = sim
+        .post(&lost)
+        .header("Idempotency-Key", "lost-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    let again = sim
+        .post(&long)
+        .header("Idempotency-Key", "keep-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(task_id(&again.json().await.unwrap()), long_id);
+    let conflict = sim
+        .post(&body("other"))
+        .header("Idempotency-Key", "keep-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let stats = sim.handle.stats();
+    assert_eq!(
+        (
+            stats.tasks_created,
+            stats.idempotent_replays,
+            stats.max_tasks_per_key
+        ),
+        (0, 2, 1),
+        "counters are per process, max_tasks_per_key spans the restart"
+    );
+    // New tasks keep the alternating shapes going where they stopped (4 tasks so far).
+    let fifth = sim.post(&body("fifth")).send().await.unwrap();
+    assert!(fifth.json::<Value>().await.unwrap()["data"].is_array());
+    sim.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_due_while_the_simulator_was_down_is_completed_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn_in(config(700), dir.path()).await;
+    let id = sim.submit(&body("runs while down")).await;
+    let first = sim.poll(&id).await;
+    assert!(
+        matches!(first["status"].as_str(), Some("pending" | "processing")),
+        "{first}"
+    );
+    sim.handle.stop().await;
+    // The behaviour under test is wall-clock time passing while nothing runs.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let sim = spawn_in(config(700), dir.path()).await;
+    let data = sim.poll(&id).await;
+    assert_eq!(data["status"], "completed", "{data}");
+    assert_eq!(data["progress"], 100);
+    assert!(data["completed"].as_u64().unwrap() >= data["created"].as_u64().unwrap());
+    sim.handle.stop().await;
+}
+
+#[tokio::test]
+async fn one_state_dir_serves_one_simulator_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spawn_in(config(0), dir.path()).await;
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let second = Simulator::start_persistent(config(0), any, dir.path()).await;
+    assert!(
+        matches!(second, Err(SimError::State(StoreError::Locked(_)))),
+        "{second:?}"
+    );
+    first.handle.stop().await;
+    let third = spawn_in(config(0), dir.path()).await;
+    third.handle.stop().await;
+    // A path that cannot be a directory is a clear error, not a panic.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = Simulator::start_persistent(config(0), any, &file).await;
+    assert!(matches!(bad, Err(SimError::State(_))), "{bad:?}");
+}
+
+// ---------------------------------------------------------------- rate limit
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after_and_counts_them() {
+    let sim = spawn(SimConfig {
+        rate_limit: NonZeroU32::new(5),
+        ..config(0)
+    })
+    .await;
+    let id = sim.submit(&body("x")).await;
+    // Sent together, so that even a slow machine delivers them within a second or two.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let req = sim.get_task(&id);
+        requests.spawn(async move { req.send().await.unwrap() });
+    }
+    let mut limited = 0;
+    let mut retry_after = 0;
+    while let Some(r) = requests.join_next().await {
+        let r = r.unwrap();
+        match r.status() {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                retry_after = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+                let (_, err) = error_of(r).await;
+                assert_eq!(err["type"], "rate_limit_error");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 31 requests (with the submit) against a bucket of 5 per second: most are refused
+    // even on a slow machine, and each refusal says when to come back.
+    assert!(limited >= 10, "only {limited} of 30 limited");
+    assert_eq!(retry_after, 1);
+    let stats = sim.handle.stats();
+    assert_eq!(stats.rate_limited, limited);
+    assert_eq!(stats.faults_injected, 0, "the limit is not a fault");
+    // Downloads (a CDN) are never limited.
+    let done = loop {
+        let r = sim.get_task(&id).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.json::<Value>().await.unwrap()["data"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for url in urls(&done).iter().cycle().take(10) {
+        sim.png(url).await;
+    }
+    // Lifted at runtime through the control route.
+    let patched = sim
+        .http
+        .post(sim.base.replace("/v1", "/_sim/config"))
+        .json(&json!({"rate_limit_rps": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.json::<Value>().await.unwrap()["rate_limit_rps"], Value::Null);
+    for _ in 0..20 {
+        assert_eq!(sim.get_task(&id).send().await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_client_pacing_below_the_limit_is_never_refused() {
+    let sim = spawn(SimConfig {
+        rate_limit: NonZeroU32::new(10),
+        ..config(0)
+    })
+    .await;
+    let id = sim.submit(&body("x")).await;
+    // 4 requests per second against 10: far enough below that scheduling jitter on a busy
+    // machine cannot push a request over.
+    for _ in 0..8 {
+        assert_eq!(sim.get_task(&id).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(sim.handle.stats().rate_limited, 0);
+}
+
+// ---------------------------------------------------------------- cost and balance
+
+#[tokio::test]
+async fn completed_tasks_report_their_cost_and_pay_from_the_balance() {
+    let sim = spawn(SimConfig {
+        cost_per_image: 0.25,
+        balance: Some(1.0),
+        ..config(0)
+    })
+    .await;
+    let (status, fresh) = sim.balance("/v1/balance", KEY, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        fresh,
+        json!({"success": true, "remain_balance": 1.0, "remain_credits": 10.0,
+               "used_balance": 0.0, "used_credits": 0.0, "unlimited_quota": false})
+    );
+    let mut two = body("two images");
+    two["n"] = json!(2);
+    let id = sim.submit(&two).await;
+    let done = sim.wait_terminal(&id).await;
+    assert_eq!((done["cost"].as_f64(), done["credits_cost"].as_f64()), (Some(0.5), Some(5.0)));
+    // Failed and cancelled tasks cost nothing and report no cost.
+    let failed = sim.wait_terminal(&sim.submit(&body("x [[sim:fail]]")).await).await;
+    assert!(failed.get("cost").is_none(), "{failed}");
+    // Pending tasks report no cost yet.
+    let pending = sim.submit(&body("x [[sim:duration=60000]]")).await;
+    assert!(sim.poll(&pending).await.get("cost").is_none());
+    for path in ["/v1/balance", "/v1/user/balance"] {
+        let (status, b) = sim.balance(path, KEY, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(b["remain_balance"], 0.5, "{path}: {b}");
+        assert_eq!(b["used_balance"], 0.5);
+        assert_eq!(b["remain_credits"], 5.0);
+        assert_eq!(b["used_credits"], 5.0);
+    }
+    // The pending task (0.25) fits; three more images (0.75) do not: 402.
+    let mut three = body("three");
+    three["n"] = json!(3);
+    let (status, err) = error_of(sim.post(&three).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(err["code"], "insufficient_balance");
+    assert_eq!(sim.handle.stats().balance_requests, 3);
+}
+
+#[tokio::test]
+async fn balance_faults_auth_and_unlimited_quota() {
+    let sim = spawn(config(0)).await;
+    let (status, _) = sim.balance("/v1/balance", KEY, Some("balance=503")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, b) = sim.balance("/v1/balance", KEY, Some("balance=zero")).await;
+    assert_eq!(status, 200);
+    assert_eq!((b["remain_balance"].as_f64(), b["success"].as_bool()), (Some(0.0), Some(true)));
+    // The empty account reads a zero balance; a bad key is 401; no key is 401.
+    let (status, b) = sim.balance("/v1/user/balance", "sim-402", None).await;
+    assert_eq!((status.as_u16(), b["remain_balance"].as_f64()), (200, Some(0.0)));
+    let (status, _) = sim.balance("/v1/balance", "sim-401", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let anonymous = sim
+        .http
+        .get(sim.base.replace("/v1", "/v1/balance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // Configured to fail for every caller (a readiness check cannot send headers).
+    sim.handle.set_config(SimConfig {
+        balance_status: Some(502),
+        ..config(0)
+    });
+    let (status, _) = sim.balance("/v1/balance", KEY, None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    sim.handle.set_config(SimConfig {
+        balance: None,
+        ..config(0)
+    });
+    let (_, b) = sim.balance("/v1/balance", KEY, None).await;
+    assert_eq!(b["unlimited_quota"], true);
+    assert_eq!(b["remain_balance"], -1.0);
+}
+
+// ---------------------------------------------------------------- undecodable answers
+
+#[tokio::test]
+async fn garbled_submit_creates_the_task_and_a_keyed_retry_recovers_it() {
+    let sim = spawn(config(0)).await;
+    let b = body("x [[sim:garbled]]");
+    let first = sim
+        .post(&b)
+        .header("Idempotency-Key", "garbled-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let text = first.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    assert!(text.starts_with("{\"code\":200"), "{text}");
+    assert_eq!(sim.handle.stats().tasks_created, 1, "created despite the answer");
+    let replay = sim
+        .post(&b)
+        .header("Idempotency-Key", "garbled-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    let id = task_id(&replay.json().await.unwrap());
+    assert_eq!(sim.wait_terminal(&id).await["status"], "completed");
+    let stats = sim.handle.stats();
+    assert_eq!((stats.tasks_created, stats.max_tasks_per_key, stats.faults_injected), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn status_can_answer_a_proxy_html_502_page() {
+    let sim = spawn(config(0)).await;
+    let id = sim.submit(&body("x [[sim:status-once=502,body=html]]")).await;
+    let r = sim.get_task(&id).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<h1>502 Bad Gateway</h1>"), "{page}");
+    assert_eq!(sim.poll(&id).await["status"], "completed");
+    // Also from the poll's own header.
+    let r = sim
+        .get_task(&id)
+        .header("X-Sim-Fault", "status=502,body=html")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().starts_with("<html>"));
 }
