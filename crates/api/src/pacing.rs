@@ -115,17 +115,9 @@ mod tests {
     use crate::ports::MockImageGenerator;
 
     fn status_ok() -> TaskStatusResponse {
-        TaskStatusResponse {
-            id: "t".into(),
-            status: apimart_client::UpstreamStatus::Processing,
-            progress: 10,
-            images: vec![],
-            error: None,
-            estimated_time: None,
-            actual_time: None,
-            created: None,
-            completed: None,
-        }
+        let mut status = TaskStatusResponse::new("t", apimart_client::UpstreamStatus::Processing);
+        status.progress = 10;
+        status
     }
 
     #[tokio::test]

@@ -12,18 +12,18 @@ use tracing::field::Empty;
 
 use crate::config::{ApiKey, ApimartConfig};
 use crate::error::{self, ApimartError, MAX_KEPT_BODY_BYTES};
-use crate::model::{GenerationRequest, SubmitResponse, TaskStatusResponse};
+use crate::model::{Balance, GenerationRequest, SubmitResponse, TaskStatusResponse};
 use crate::parse::{self, BodyProblem};
 use crate::policy::RetryPolicy;
 use crate::retry;
 
-/// Request header carrying the idempotency key (APIMART.md, "Authentication").
+/// Request header carrying the idempotency key (docs/apimart.md, "Authentication").
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// Response header set to `true` when upstream replays an earlier result for the key.
 const IDEMPOTENCY_REPLAYED: &str = "Idempotency-Replayed";
 
-/// Longest idempotency key upstream accepts, in characters (APIMART.md: 1–191 visible ASCII).
+/// Longest idempotency key upstream accepts, in characters (docs/apimart.md: 1–191 visible ASCII).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 191;
 
 /// Longest task id we put in a URL, in bytes. Real ids are about 31 characters; the bound keeps
@@ -144,7 +144,7 @@ impl ApimartClient {
     }
 
     /// Submits an image generation: `POST {base}/images/generations` with `req` as JSON
-    /// (APIMART.md, "Submit"). Success is any 2xx whose body has `code: 200` and a task id,
+    /// (docs/apimart.md, "Submit"). Success is any 2xx whose body has `code: 200` and a task id,
     /// in either documented shape.
     ///
     /// `idempotency_key` is sent as `Idempotency-Key` when `Some`; it must be 1–191 visible
@@ -238,7 +238,7 @@ impl ApimartClient {
         call.instrument(span).await
     }
 
-    /// Reads a task: `GET {base}/tasks/{task_id}` (APIMART.md, "Status"), the id
+    /// Reads a task: `GET {base}/tasks/{task_id}` (docs/apimart.md, "Status"), the id
     /// percent-encoded as one path segment. Retries follow the [`RetryPolicy`] on 408, 429
     /// (honouring `Retry-After`), 500, 502, 503, 504, timeouts and connect errors.
     ///
@@ -323,6 +323,66 @@ impl ApimartClient {
         if let Some(observer) = &self.inner.observer {
             observer.attempt_finished(endpoint, Some(raw.status.as_u16()), result.as_ref().err());
         }
+    }
+
+    /// Reads the account's balance: `GET {base}/balance` (docs/apimart.md, "Balance"), and
+    /// `GET {base}/user/balance` when the first answers 404 (sources name both paths). For a
+    /// readiness check or an alert before submits start failing with 402; see
+    /// [`Balance::is_exhausted`]. Retries follow the [`RetryPolicy`] as for
+    /// [`Self::get_task_status`].
+    ///
+    /// Errors: the status mapping of [`ApimartError`] (a bad key is `Unauthorized`);
+    /// `Upstream` for a 2xx body whose `code` is not 200 or whose `success` is `false`;
+    /// `Decode` when a 2xx body holds no balance field.
+    pub async fn balance(&self) -> Result<Balance, ApimartError> {
+        let span = tracing::debug_span!("apimart.balance", attempts = Empty, elapsed_ms = Empty);
+        let call_span = span.clone();
+        let call = async {
+            let started = Instant::now();
+            let (mut result, mut attempts_total) = self.balance_at("balance").await;
+            if matches!(result, Err(ApimartError::NotFound { .. })) {
+                let (second, attempts) = self.balance_at("user/balance").await;
+                result = second;
+                attempts_total += attempts;
+            }
+            if let Some(observer) = &self.inner.observer {
+                observer.call_finished(
+                    crate::config::Endpoint::Balance,
+                    attempts_total,
+                    result.as_ref().err(),
+                );
+            }
+            let span = &call_span;
+            span.record("attempts", attempts_total);
+            span.record("elapsed_ms", elapsed_ms(started));
+            match &result {
+                Ok(b) => tracing::debug!(
+                    remain_balance = ?b.remain_balance,
+                    unlimited_quota = b.unlimited_quota,
+                    "balance read"
+                ),
+                Err(err) => tracing::debug!(error = %err, "balance read failed"),
+            }
+            result
+        };
+        call.instrument(span).await
+    }
+
+    /// One balance read at `{base}/{path}`, with retries; also returns the attempts made.
+    async fn balance_at(&self, path: &str) -> (Result<Balance, ApimartError>, u32) {
+        let url = format!("{}/{path}", self.inner.base_url);
+        retry::run(&self.inner.retry, ApimartError::is_retryable, |_| {
+            let request = self.inner.http.get(&url);
+            async move {
+                let endpoint = crate::config::Endpoint::Balance;
+                let raw = self.attempt(endpoint, request).await?;
+                let result = parse::parse_balance(&raw.body, raw.status.as_u16())
+                    .map_err(|p| self.body_error(p, &raw));
+                self.attempt_answered(endpoint, &raw, &result);
+                result
+            }
+        })
+        .await
     }
 
     /// Sends one request and reads the answer; non-2xx statuses become errors here.

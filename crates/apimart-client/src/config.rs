@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::policy::RetryPolicy;
 
-/// The Apimart API key, sent as `Authorization: Bearer <key>` (APIMART.md, "Authentication").
+/// The Apimart API key, sent as `Authorization: Bearer <key>` (docs/apimart.md, "Authentication").
 ///
 /// Its `Debug` and `Display` print `***`, so the key cannot leak through logs or error
 /// messages by accident; [`ApiKey::expose`] is the only way to read it.
@@ -37,21 +37,26 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// Which API call an [`CallObserver`] hears about.
+/// Which API call an [`CallObserver`] hears about. `#[non_exhaustive]`: new calls add
+/// variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `POST /images/generations`.
     Submit,
     /// `GET /tasks/{id}`.
     TaskStatus,
+    /// `GET /balance` (or `/user/balance`).
+    Balance,
 }
 
 impl Endpoint {
-    /// `submit` or `status`, for metric labels.
+    /// `submit`, `status` or `balance`, for metric labels.
     pub fn as_str(&self) -> &'static str {
         match self {
             Endpoint::Submit => "submit",
             Endpoint::TaskStatus => "status",
+            Endpoint::Balance => "balance",
         }
     }
 }
@@ -60,9 +65,10 @@ impl Endpoint {
 /// count calls, attempts and retries in metrics. A call (`submit_generation`,
 /// `get_task_status`) makes one or more attempts (the first try plus retries).
 pub trait CallObserver: Send + Sync {
-    /// Called once per `submit_generation` / `get_task_status`, after the last
-    /// attempt. `attempts` includes the first try, so `attempts - 1` retries
-    /// were made; `error` is the call's final error, if it failed.
+    /// Called once per `submit_generation` / `get_task_status` / `balance`, after the
+    /// last attempt. `attempts` includes the first try, so `attempts - 1` retries were
+    /// made (for `balance`, both paths count when the first answered 404); `error` is the
+    /// call's final error, if it failed.
     fn call_finished(&self, endpoint: Endpoint, attempts: u32, error: Option<&crate::ApimartError>);
 
     /// Called after each HTTP attempt of a call, before any retry wait.
@@ -103,7 +109,7 @@ impl fmt::Debug for dyn CallObserver {
 }
 
 impl ApimartConfig {
-    /// Apimart's public endpoint, version included (APIMART.md: the earlier service's
+    /// Apimart's public endpoint, version included (docs/apimart.md: the earlier service's
     /// `APIMART_BASE_URL` has the same meaning).
     pub const DEFAULT_BASE_URL: &str = "https://api.apimart.ai/v1";
 

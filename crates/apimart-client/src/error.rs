@@ -12,14 +12,14 @@ pub const MAX_KEPT_BODY_BYTES: usize = 2 * 1024;
 /// anything longer is an HTML page or a dump.
 const MAX_MESSAGE_BYTES: usize = 512;
 
-/// Statuses worth another try (APIMART.md: the official client retries 408, 429, 502, 503,
+/// Statuses worth another try (docs/apimart.md: the official client retries 408, 429, 502, 503,
 /// 504; we add 500, which Apimart also returns for transient failures).
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
 /// What went wrong in a call to Apimart. Variants follow what a caller does next: fix the
 /// request, fix the account, wait and retry, or find out whether a submit went through.
 ///
-/// Messages are taken from the upstream body (APIMART.md, "Errors") and never contain the API
+/// Messages are taken from the upstream body (docs/apimart.md, "Errors") and never contain the API
 /// key: an upstream echo of the key is replaced by `***`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApimartError {
@@ -96,10 +96,11 @@ pub enum ApimartError {
         /// What was wrong with it.
         reason: String,
     },
-    /// HTTP 2xx but the body's `code` is not 200 (APIMART.md: success carries `code: 200`).
+    /// HTTP 2xx but the body reports a failure: its `code` is not 200 (docs/apimart.md:
+    /// success carries `code: 200`), or, on a balance read, its `success` is `false`.
     #[error("apimart returned error code {code}: {message}")]
     Upstream {
-        /// The body's `code`.
+        /// The body's `code` (the HTTP status when the body has `success: false` only).
         code: i64,
         /// The body's `msg`/`message`/`error.message`.
         message: String,
@@ -295,7 +296,7 @@ fn default_message(status: u16) -> String {
     format!("HTTP {status} {reason}")
 }
 
-/// The best human message in an error body, in any of the shapes APIMART.md lists:
+/// The best human message in an error body, in any of the shapes docs/apimart.md lists:
 /// `{"error":{"message","type","code","param"}}`, `{"error":"…"}`, `{"success":false,
 /// "message"}`, `{"code","msg"}`, `{"code","message"}`, or plain text.
 pub(crate) fn error_message(body: &str) -> Option<String> {

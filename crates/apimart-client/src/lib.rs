@@ -12,7 +12,7 @@ pub use client::{ApimartClient, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_ID_LEN};
 pub use config::{ApiKey, ApimartConfig, CallObserver, Endpoint};
 pub use error::{ApimartError, MAX_KEPT_BODY_BYTES};
 pub use model::{
-    GenerationRequest, ResultImage, SubmitResponse, TaskStatusResponse, UpstreamStatus,
+    Balance, GenerationRequest, ResultImage, SubmitResponse, TaskStatusResponse, UpstreamStatus,
     UpstreamTaskError,
 };
 pub use policy::{RetryPolicy, backoff_delay};

@@ -1,11 +1,12 @@
-//! Request and response types of the two Apimart calls (APIMART.md, "Submit" and "Status").
+//! Request and response types of the Apimart calls (docs/apimart.md, "Submit", "Status" and
+//! "Balance").
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
-/// Body of `POST {base}/images/generations` (APIMART.md, "Submit").
+/// Body of `POST {base}/images/generations` (docs/apimart.md, "Submit").
 ///
 /// Its `Debug` shows the prompt's length and a summary of each image instead of the content:
 /// `image_urls` can hold megabytes of base64 data URIs, which must not reach logs.
@@ -77,7 +78,7 @@ pub struct SubmitResponse {
     pub replayed: bool,
 }
 
-/// Upstream task status (APIMART.md: `pending`, `processing`, `completed`, `failed`,
+/// Upstream task status (docs/apimart.md: `pending`, `processing`, `completed`, `failed`,
 /// `cancelled`; submit answers `submitted`). Parsing ignores case and surrounding space and
 /// accepts a few common synonyms (`canceled`, `succeeded`, `queued`, …) defensively.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,8 +139,12 @@ impl fmt::Display for UpstreamStatus {
     }
 }
 
-/// Answer of `GET {base}/tasks/{id}` (APIMART.md, "Status").
+/// Answer of `GET {base}/tasks/{id}` (docs/apimart.md, "Status").
+///
+/// `#[non_exhaustive]`: upstream adds fields over time and so will this type. Outside this
+/// crate, build one with [`TaskStatusResponse::new`] and set the public fields.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct TaskStatusResponse {
     /// Task id (`data.id`, else `data.task_id`, else the id asked for).
     pub id: String,
@@ -159,9 +164,89 @@ pub struct TaskStatusResponse {
     pub created: Option<i64>,
     /// Completion time, unix seconds.
     pub completed: Option<i64>,
+    /// What the task cost, in the account's balance unit (`data.cost`; docs/apimart.md
+    /// "Cost"). Reported on completed tasks; `None` when upstream omits it, sends `null` or
+    /// something that is not a finite number. A number sent as a string is accepted.
+    pub cost: Option<f64>,
+    /// What the task cost in credits (`data.credits_cost`; docs/apimart.md "Cost"); parsed
+    /// like [`Self::cost`].
+    pub credits_cost: Option<f64>,
 }
 
-/// One result image. Download it at once: its URLs expire (24–72 h, APIMART.md).
+impl TaskStatusResponse {
+    /// A response for task `id` in `status` with nothing else known: progress 100 when
+    /// completed (0 otherwise), no images, no error, no times, no cost. Set the public
+    /// fields for the rest, e.g. in tests:
+    ///
+    /// ```
+    /// use apimart_client::{TaskStatusResponse, UpstreamStatus};
+    /// let mut done = TaskStatusResponse::new("task_01", UpstreamStatus::Completed);
+    /// done.cost = Some(0.05);
+    /// assert_eq!(done.progress, 100);
+    /// ```
+    pub fn new(id: impl Into<String>, status: UpstreamStatus) -> Self {
+        let progress = if status == UpstreamStatus::Completed {
+            100
+        } else {
+            0
+        };
+        Self {
+            id: id.into(),
+            status,
+            progress,
+            images: Vec::new(),
+            error: None,
+            estimated_time: None,
+            actual_time: None,
+            created: None,
+            completed: None,
+            cost: None,
+            credits_cost: None,
+        }
+    }
+}
+
+/// Answer of `GET {base}/balance` (docs/apimart.md, "Balance"): the account's remaining and
+/// used money and credits. Every figure is optional because upstream's types are only known
+/// from client code (numbers, sometimes numeric strings); one that is missing, `null` or not
+/// a finite number is `None`.
+///
+/// `#[non_exhaustive]`; read it, or build one with [`Balance::new`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Balance {
+    /// Money left, in the account's balance unit. Meaningless when
+    /// [`Self::unlimited_quota`] (upstream may send a negative number then).
+    pub remain_balance: Option<f64>,
+    /// Credits left.
+    pub remain_credits: Option<f64>,
+    /// Money spent so far.
+    pub used_balance: Option<f64>,
+    /// Credits spent so far.
+    pub used_credits: Option<f64>,
+    /// The key has no spending limit; `false` when upstream omits it.
+    pub unlimited_quota: bool,
+}
+
+impl Balance {
+    /// A balance with nothing known (every figure `None`, limited quota).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the account can no longer pay: not unlimited, and the remaining balance (or,
+    /// when upstream omits it, the remaining credits) is zero or less. `false` when neither
+    /// figure is known: no evidence of an empty account.
+    pub fn is_exhausted(&self) -> bool {
+        !self.unlimited_quota
+            && self
+                .remain_balance
+                .or(self.remain_credits)
+                .is_some_and(|left| left <= 0.0)
+    }
+}
+
+/// One result image. Download it at once: its URLs expire (24–72 h, docs/apimart.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResultImage {
     /// Download URLs; upstream sends `url` as a string or as an array of strings.
@@ -243,5 +328,34 @@ mod tests {
         assert!(debug.contains("data:image/png (100022 bytes)"), "{debug}");
         assert!(debug.contains("https://x/y.png"));
         assert!(debug.contains("prompt_chars: 15"));
+    }
+
+    #[test]
+    fn new_status_response_defaults() {
+        let done = TaskStatusResponse::new("t", UpstreamStatus::Completed);
+        assert_eq!((done.progress, done.cost, done.images.len()), (100, None, 0));
+        let running = TaskStatusResponse::new(String::from("t"), UpstreamStatus::Processing);
+        assert_eq!(running.progress, 0);
+    }
+
+    #[test]
+    fn exhausted_balance() {
+        let mut b = Balance::new();
+        assert!(!b.is_exhausted(), "nothing known");
+        b.remain_balance = Some(0.0);
+        assert!(b.is_exhausted());
+        b.unlimited_quota = true;
+        assert!(!b.is_exhausted());
+        let credits_only = Balance {
+            remain_credits: Some(-1.0),
+            ..Balance::new()
+        };
+        assert!(credits_only.is_exhausted());
+        let funded = Balance {
+            remain_balance: Some(0.5),
+            remain_credits: Some(0.0),
+            ..Balance::new()
+        };
+        assert!(!funded.is_exhausted(), "the balance wins over credits");
     }
 }

@@ -1,7 +1,7 @@
 //! Lenient parsing of Apimart's 2xx bodies into typed responses.
 //!
 //! Works on `serde_json::Value` rather than derived structs because upstream varies
-//! (APIMART.md): `data` as an array or an object, ids under `task_id` or `id`, `url` as a
+//! (docs/apimart.md): `data` as an array or an object, ids under `task_id` or `id`, `url` as a
 //! string or an array, numbers sometimes sent as strings, fields missing. Nothing here panics,
 //! whatever the body.
 
@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::json_message;
-use crate::model::{ResultImage, TaskStatusResponse, UpstreamStatus, UpstreamTaskError};
+use crate::model::{Balance, ResultImage, TaskStatusResponse, UpstreamStatus, UpstreamTaskError};
 
-/// The success value of the body's `code` (APIMART.md: "`code: 200` in the body").
+/// The success value of the body's `code` (docs/apimart.md: "`code: 200` in the body").
 const SUCCESS_CODE: i64 = 200;
 
 /// Why a 2xx body is not a usable answer.
@@ -99,6 +99,57 @@ pub(crate) fn parse_status(body: &[u8], asked_id: &str) -> Result<TaskStatusResp
         actual_time: task.get("actual_time").and_then(seconds),
         created: task.get("created").and_then(integer),
         completed: task.get("completed").and_then(integer),
+        cost: task.get("cost").and_then(finite),
+        credits_cost: task.get("credits_cost").and_then(finite),
+    })
+}
+
+/// The balance fields (docs/apimart.md "Balance").
+const BALANCE_FIELDS: [&str; 5] = [
+    "remain_balance",
+    "remain_credits",
+    "used_balance",
+    "used_credits",
+    "unlimited_quota",
+];
+
+/// Parses the answer to `GET /balance`: `{"success":true,"remain_balance",…}` at the top
+/// level, or the same fields under `data` (an envelope some gateways add). `success: false`
+/// or a `code` other than 200 is an upstream error; a body without any balance field is
+/// invalid.
+pub(crate) fn parse_balance(body: &[u8], http_status: u16) -> Result<Balance, BodyProblem> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| BodyProblem::Invalid(format!("body is not JSON: {e}")))?;
+    let Value::Object(obj) = &json else {
+        return Err(invalid("body is not a JSON object"));
+    };
+    let refused = |code: i64| BodyProblem::Upstream {
+        code,
+        message: json_message(&json).unwrap_or_else(|| "no message in body".to_owned()),
+    };
+    if let Some(code) = obj.get("code").and_then(integer)
+        && code != SUCCESS_CODE
+    {
+        return Err(refused(code));
+    }
+    if obj.get("success").and_then(flag) == Some(false) {
+        return Err(refused(i64::from(http_status)));
+    }
+    let has_fields = |m: &Map<String, Value>| BALANCE_FIELDS.iter().any(|k| m.contains_key(*k));
+    let fields = match obj.get("data") {
+        Some(Value::Object(data)) if !has_fields(obj) && has_fields(data) => data,
+        _ if has_fields(obj) => obj,
+        _ => return Err(invalid("no balance field in body")),
+    };
+    Ok(Balance {
+        remain_balance: fields.get("remain_balance").and_then(finite),
+        remain_credits: fields.get("remain_credits").and_then(finite),
+        used_balance: fields.get("used_balance").and_then(finite),
+        used_credits: fields.get("used_credits").and_then(finite),
+        unlimited_quota: fields
+            .get("unlimited_quota")
+            .and_then(flag)
+            .unwrap_or(false),
     })
 }
 
@@ -165,6 +216,29 @@ fn number(v: &Value) -> Option<f64> {
         _ => None,
     }?;
     (!n.is_nan()).then_some(n)
+}
+
+/// A finite number, or a string holding one (money); infinities and NaN are dropped.
+fn finite(v: &Value) -> Option<f64> {
+    number(v).filter(|n| n.is_finite())
+}
+
+/// A boolean, or `"true"`/`"false"`/`1`/`0` as some gateways send them.
+fn flag(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().and_then(|i| match i {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// An integer (unix seconds, codes). Exact for JSON integers; fractions are dropped, values
@@ -379,6 +453,90 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn status_cost_is_tolerant() -> Result<(), String> {
+        let with = |extra: Value| -> Result<(Option<f64>, Option<f64>), String> {
+            let mut data = json!({"id":"t","status":"completed"});
+            if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
+                d.extend(e);
+            }
+            let s = parse_status(&bytes(&json!({"code":200,"data":data})), "t")
+                .map_err(|e| format!("{e:?}"))?;
+            Ok((s.cost, s.credits_cost))
+        };
+        assert_eq!(with(json!({}))?, (None, None), "missing");
+        assert_eq!(
+            with(json!({"cost":null,"credits_cost":null}))?,
+            (None, None),
+            "null"
+        );
+        assert_eq!(
+            with(json!({"cost":0.05,"credits_cost":5}))?,
+            (Some(0.05), Some(5.0)),
+            "numbers"
+        );
+        assert_eq!(
+            with(json!({"cost":" 0.12 ","credits_cost":"12"}))?,
+            (Some(0.12), Some(12.0)),
+            "numeric strings"
+        );
+        assert_eq!(
+            with(json!({"cost":"free","credits_cost":"inf"}))?,
+            (None, None),
+            "not a finite number"
+        );
+        assert_eq!(
+            with(json!({"cost":[1],"credits_cost":{"a":1}}))?,
+            (None, None),
+            "wrong types"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn balance_shapes() -> Result<(), String> {
+        let parse = |v: Value| parse_balance(&bytes(&v), 200).map_err(|e| format!("{e:?}"));
+        let b = parse(json!({"success":true,"remain_balance":9.15,"remain_credits":"91.5",
+            "used_balance":"1.2","used_credits":12,"unlimited_quota":false}))?;
+        assert_eq!(
+            b,
+            Balance {
+                remain_balance: Some(9.15),
+                remain_credits: Some(91.5),
+                used_balance: Some(1.2),
+                used_credits: Some(12.0),
+                unlimited_quota: false,
+            }
+        );
+        let wrapped = parse(json!({"code":200,"data":{"remain_balance":"3","unlimited_quota":"true"}}))?;
+        assert_eq!(wrapped.remain_balance, Some(3.0));
+        assert!(wrapped.unlimited_quota);
+        let sparse = parse(json!({"remain_credits":null,"used_balance":"n/a"}))?;
+        assert_eq!(sparse, Balance::new());
+        assert_eq!(
+            parse_balance(&bytes(&json!({"success":false,"message":"invalid token"})), 200),
+            Err(BodyProblem::Upstream {
+                code: 200,
+                message: "invalid token".into()
+            })
+        );
+        assert!(matches!(
+            parse_balance(&bytes(&json!({"code":401,"msg":"no"})), 200),
+            Err(BodyProblem::Upstream { code: 401, .. })
+        ));
+        for body in [json!({}), json!({"success":true}), json!([1]), json!({"data":{}})] {
+            assert!(
+                matches!(parse_balance(&bytes(&body), 200), Err(BodyProblem::Invalid(_))),
+                "{body}"
+            );
+        }
+        assert!(matches!(
+            parse_balance(b"<html>502</html>", 200),
+            Err(BodyProblem::Invalid(_))
+        ));
+        Ok(())
+    }
+
     fn status_with_progress(progress: Value) -> Result<u8, String> {
         let body = json!({"code":200,"data":{"id":"t","status":"processing","progress":progress}});
         parse_status(&bytes(&body), "t")
@@ -409,6 +567,11 @@ mod tests {
                 "actual_time",
                 "created",
                 "completed",
+                "cost",
+                "credits_cost",
+                "success",
+                "remain_balance",
+                "unlimited_quota",
             ])
             .prop_map(str::to_owned),
             "[a-z]{0,6}",
@@ -463,18 +626,25 @@ mod tests {
             let raw = bytes(&v);
             let _ = parse_submit(&raw);
             let _ = parse_status(&raw, "asked");
+            let _ = parse_balance(&raw, 200);
             let wrapped = bytes(&json!({"code":200,"data":v}));
             if let Ok(s) = parse_status(&wrapped, "asked") {
                 prop_assert!(s.progress <= 100);
                 prop_assert!(s.images.iter().all(|i| !i.urls.is_empty()));
+                prop_assert!(s.cost.is_none_or(f64::is_finite));
+                prop_assert!(s.credits_cost.is_none_or(f64::is_finite));
             }
             let _ = parse_submit(&wrapped);
+            if let Ok(b) = parse_balance(&wrapped, 200) {
+                prop_assert!(b.remain_balance.is_none_or(f64::is_finite));
+            }
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = parse_submit(&raw);
             let _ = parse_status(&raw, "asked");
+            let _ = parse_balance(&raw, 200);
             let _ = crate::error::error_message(&String::from_utf8_lossy(&raw));
         }
     }

@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use apimart_client::{
-    ApiKey, ApimartClient, ApimartConfig, ApimartError, GenerationRequest, ResultImage,
+    ApiKey, ApimartClient, ApimartConfig, ApimartError, Balance, GenerationRequest, ResultImage,
     RetryPolicy, SubmitResponse, UpstreamStatus,
 };
 use serde_json::{Value, json};
@@ -379,6 +379,132 @@ async fn status_with_url_array() {
     assert_eq!(got.estimated_time, Some(Duration::from_secs(60)));
     assert_eq!(got.created, Some(1_700_000_000));
     assert_eq!(got.completed, Some(1_700_000_019));
+    assert_eq!((got.cost, got.credits_cost), (None, None), "not reported");
+}
+
+#[tokio::test]
+async fn status_reads_cost_as_number_or_string() {
+    let server = MockServer::start().await;
+    for (id, cost, credits) in [
+        ("t-num", json!(0.05), json!(5)),
+        ("t-str", json!("0.05"), json!("5.0")),
+        ("t-null", Value::Null, json!("n/a")),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/tasks/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"code":200,"data":{
+                "id":id,"status":"completed","cost":cost,"credits_cost":credits}})))
+            .mount(&server)
+            .await;
+    }
+    let client = client_for(&server);
+    for (id, want) in [
+        ("t-num", (Some(0.05), Some(5.0))),
+        ("t-str", (Some(0.05), Some(5.0))),
+        ("t-null", (None, None)),
+    ] {
+        let got = client.get_task_status(id).await.expect("status read");
+        assert_eq!((got.cost, got.credits_cost), want, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn balance_reads_the_documented_fields() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/balance"))
+        .and(bearer_token(KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
+            "remain_balance":9.15,"remain_credits":"91.5","used_balance":1.2,
+            "used_credits":12,"unlimited_quota":false})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let got = client_for(&server).balance().await.expect("balance read");
+    let mut want = Balance::new();
+    want.remain_balance = Some(9.15);
+    want.remain_credits = Some(91.5);
+    want.used_balance = Some(1.2);
+    want.used_credits = Some(12.0);
+    assert_eq!(got, want);
+    assert!(!got.is_exhausted());
+}
+
+#[tokio::test]
+async fn balance_falls_back_to_the_user_path_on_404() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/balance"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error":{"message":"nope"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/user/balance"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
+            "remain_balance":"0","unlimited_quota":false})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let got = client_for(&server).balance().await.expect("balance read");
+    assert_eq!(got.remain_balance, Some(0.0));
+    assert!(got.is_exhausted());
+}
+
+#[tokio::test]
+async fn balance_errors_are_typed_and_retried_like_reads() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/balance"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("busy"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/balance"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
+            "remain_balance":-1,"unlimited_quota":true})))
+        .mount(&server)
+        .await;
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let client =
+        ApimartClient::new(config(format!("{}/v1", server.uri())).with_observer(recorder.clone()))
+            .expect("valid config");
+    let got = client.balance().await.expect("balance after retries");
+    assert!(got.unlimited_quota);
+    assert!(!got.is_exhausted(), "unlimited");
+    assert_eq!(
+        recorder.0.lock().map(|r| r.clone()).unwrap_or_default(),
+        vec![(apimart_client::Endpoint::Balance, 3, false)]
+    );
+
+    for (status, body, check) in [
+        (
+            401,
+            json!({"error":{"message":"bad key"}}),
+            (|e: &ApimartError| matches!(e, ApimartError::Unauthorized { .. }))
+                as fn(&ApimartError) -> bool,
+        ),
+        (200, json!({"success":false,"message":"token disabled"}), |e| {
+            matches!(e, ApimartError::Upstream { code: 200, message } if message == "token disabled")
+        }),
+        (200, json!({"hello":"world"}), |e| {
+            matches!(e, ApimartError::Decode { status: 200, .. })
+        }),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/balance"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client_for(&server)
+            .balance()
+            .await
+            .expect_err("an error answer");
+        assert!(check(&err), "{status} {body}: {err:?}");
+    }
 }
 
 #[tokio::test]
