@@ -335,3 +335,63 @@ async fn api_only_and_workers_only_processes_share_the_work() {
     let _ = workers.kill();
     let _ = workers.wait();
 }
+
+/// The built-in simulator (no `APIMART_API_KEY`) keeps its tasks beside the
+/// data: a long task survives a graceful restart and a kill -9 of the
+/// service that runs it, and completes, instead of failing with
+/// "apimart task not found".
+#[actix_web::test]
+async fn builtin_simulator_keeps_long_tasks_across_restarts() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = modelgen_e2e::fast_env(
+        &db,
+        dir.path(),
+        "http://127.0.0.1:9/v1",
+        "unused",
+        &[("SIM_TASK_DURATION", "6".into())],
+    );
+    env.retain(|(k, _)| k != "APIMART_API_KEY" && k != "APIMART_BASE_URL");
+    let mut service = Service::start(dir.path(), env).await;
+    let api = Api::new(service.base_url());
+    let state = std::path::Path::new(db.url.trim_start_matches("sqlite://"))
+        .parent()
+        .unwrap()
+        .join("apimart-sim")
+        .join(apimart_sim::STATE_FILE);
+
+    for (round, crash) in [("graceful", false), ("crash", true)] {
+        let (status, body) = api
+            .post(
+                "/models/default",
+                &json!({"user_id": format!("u-{round}"), "user_image": fixture_data_uri("person_front.jpg"),
+                        "body_profile": body_profile()}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["data"]["task_id"].as_str().unwrap().to_string();
+        // Running upstream (the built-in simulator), far from done.
+        api.wait_status(&id, "processing", DEADLINE).await;
+        assert!(state.exists(), "no simulator state at {}", state.display());
+        if crash {
+            service.restart().await;
+        } else {
+            assert_eq!(service.terminate(), Some(0), "{}", service.log_tail(30));
+            service.restart().await;
+        }
+        let task = api.wait_terminal(&id, DEADLINE).await;
+        assert_eq!(
+            task["status"],
+            "completed",
+            "{round}: {task}\n{}",
+            service.log_tail(40)
+        );
+        assert_completed_with_png(&api, &task).await;
+    }
+    assert!(
+        !service.log_text().contains("not found"),
+        "{}",
+        service.log_tail(40)
+    );
+    assert_eq!(service.terminate(), Some(0));
+}

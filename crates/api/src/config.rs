@@ -11,7 +11,7 @@
 //! Unknown keys in the file and bad values fail startup, naming the key.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -291,6 +291,12 @@ pub struct Config {
     pub worker_idle_interval: f64,
     /// Task duration of the built-in simulator, seconds.
     pub sim_task_duration: f64,
+    /// Where the built-in simulator keeps its tasks across restarts; default: see
+    /// [`Config::sim_state_path`].
+    #[serde(deserialize_with = "opt_scalar")]
+    pub sim_state_dir: Option<String>,
+    /// Requests per second the built-in simulator accepts before answering 429 (0: no limit).
+    pub sim_rate_limit: u32,
     /// Seconds to finish in-flight work after SIGTERM.
     pub shutdown_grace: f64,
     /// Seconds after a task ends before its uploaded input images are
@@ -349,6 +355,8 @@ impl Default for Config {
             lease_seconds: 60.0,
             worker_idle_interval: 0.5,
             sim_task_duration: 3.0,
+            sim_state_dir: None,
+            sim_rate_limit: 0,
             shutdown_grace: 30.0,
             input_retention: 7.0 * 24.0 * 3600.0,
             retention_sweep_interval: 300.0,
@@ -403,6 +411,8 @@ pub const ENV_KEYS: &[&str] = &[
     "LEASE_SECONDS",
     "WORKER_IDLE_INTERVAL",
     "SIM_TASK_DURATION",
+    "SIM_STATE_DIR",
+    "SIM_RATE_LIMIT",
     "SHUTDOWN_GRACE",
     "INPUT_RETENTION",
     "RETENTION_SWEEP_INTERVAL",
@@ -605,6 +615,34 @@ impl Config {
         (self.input_retention > 0.0).then(|| Self::secs(self.input_retention))
     }
 
+    /// The built-in simulator's state directory: `SIM_STATE_DIR` when set; else
+    /// `apimart-sim/` beside the SQLite database file (`data/apimart-sim` by default); else
+    /// beside the `file://` image directory; else `data/apimart-sim`. The simulator's tasks
+    /// thus live and go with the service's own data.
+    pub fn sim_state_path(&self) -> PathBuf {
+        const DIR: &str = "apimart-sim";
+        if let Some(dir) = &self.sim_state_dir {
+            return PathBuf::from(dir);
+        }
+        let beside = |path: &str| {
+            let path = path
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            (!path.is_empty()).then(|| {
+                Path::new(path)
+                    .parent()
+                    .map_or_else(|| PathBuf::from(DIR), |parent| parent.join(DIR))
+            })
+        };
+        self.database_url
+            .strip_prefix("sqlite://")
+            .and_then(beside)
+            .or_else(|| self.storage_url.strip_prefix("file://").and_then(beside))
+            .unwrap_or_else(|| Path::new("data").join(DIR))
+    }
+
     /// Seconds as a [`Duration`]; values are checked finite and positive by [`Config::validate`].
     pub fn secs(value: f64) -> Duration {
         Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(1))
@@ -629,6 +667,34 @@ mod tests {
         let c = with(&[]).unwrap();
         assert_eq!(c.port, 8000);
         assert_eq!(c.public_base_url(8000), "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn the_simulator_state_lives_beside_the_data() {
+        let path = |pairs: &[(&str, &str)]| with(pairs).unwrap().sim_state_path();
+        assert_eq!(path(&[]), Path::new("data/apimart-sim"));
+        assert_eq!(
+            path(&[("database_url", "\"sqlite:///srv/mg/modelgen.db\"")]),
+            Path::new("/srv/mg/apimart-sim")
+        );
+        assert_eq!(
+            path(&[("database_url", "\"sqlite://modelgen.db\"")]),
+            Path::new("apimart-sim")
+        );
+        assert_eq!(
+            path(&[
+                ("database_url", "\"postgres://db/modelgen\""),
+                ("storage_url", "\"file:///var/lib/mg/images/\"")
+            ]),
+            Path::new("/var/lib/mg/apimart-sim")
+        );
+        assert_eq!(
+            path(&[
+                ("database_url", "\"postgres://db/modelgen\""),
+                ("sim_state_dir", "\"/tmp/sim\"")
+            ]),
+            Path::new("/tmp/sim")
+        );
     }
 
     #[test]

@@ -147,18 +147,29 @@ impl Application {
                 (ApiKey::new("unused"), config.apimart_base_url.clone(), None)
             }
             None => {
-                let sim = Simulator::start(
+                // Its state lives beside the service's data, so a restart finds the tasks
+                // that the database says are running upstream.
+                let state_dir = config.sim_state_path();
+                let sim = Simulator::start_persistent(
                     SimConfig {
                         task_duration: Config::secs(config.sim_task_duration),
                         estimated_time: Config::secs(config.sim_task_duration),
+                        rate_limit: std::num::NonZeroU32::new(config.sim_rate_limit),
                         ..SimConfig::default()
                     },
-                    0,
+                    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+                    &state_dir,
                 )
                 .await
-                .context("starting the built-in Apimart simulator")?;
+                .with_context(|| {
+                    format!(
+                        "starting the built-in Apimart simulator (SIM_STATE_DIR={})",
+                        state_dir.display()
+                    )
+                })?;
                 warn!(
                     simulator.url = %sim.base_url(),
+                    simulator.state_dir = %state_dir.display(),
                     "APIMART_API_KEY is not set: using the BUILT-IN APIMART SIMULATOR; images are synthetic. Set APIMART_API_KEY to use the real Apimart."
                 );
                 (ApiKey::new("simulator"), sim.base_url(), Some(sim))
