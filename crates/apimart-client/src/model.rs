@@ -333,7 +333,10 @@ mod tests {
     #[test]
     fn new_status_response_defaults() {
         let done = TaskStatusResponse::new("t", UpstreamStatus::Completed);
-        assert_eq!((done.progress, done.cost, done.images.len()), (100, None, 0));
+        assert_eq!(
+            (done.progress, done.cost, done.images.len()),
+            (100, None, 0)
+        );
         let running = TaskStatusResponse::new(String::from("t"), UpstreamStatus::Processing);
         assert_eq!(running.progress, 0);
     }

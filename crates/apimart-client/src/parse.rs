@@ -496,8 +496,10 @@ mod tests {
     #[test]
     fn balance_shapes() -> Result<(), String> {
         let parse = |v: Value| parse_balance(&bytes(&v), 200).map_err(|e| format!("{e:?}"));
-        let b = parse(json!({"success":true,"remain_balance":9.15,"remain_credits":"91.5",
-            "used_balance":"1.2","used_credits":12,"unlimited_quota":false}))?;
+        let b = parse(
+            json!({"success":true,"remain_balance":9.15,"remain_credits":"91.5",
+            "used_balance":"1.2","used_credits":12,"unlimited_quota":false}),
+        )?;
         assert_eq!(
             b,
             Balance {
@@ -508,13 +510,17 @@ mod tests {
                 unlimited_quota: false,
             }
         );
-        let wrapped = parse(json!({"code":200,"data":{"remain_balance":"3","unlimited_quota":"true"}}))?;
+        let wrapped =
+            parse(json!({"code":200,"data":{"remain_balance":"3","unlimited_quota":"true"}}))?;
         assert_eq!(wrapped.remain_balance, Some(3.0));
         assert!(wrapped.unlimited_quota);
         let sparse = parse(json!({"remain_credits":null,"used_balance":"n/a"}))?;
         assert_eq!(sparse, Balance::new());
         assert_eq!(
-            parse_balance(&bytes(&json!({"success":false,"message":"invalid token"})), 200),
+            parse_balance(
+                &bytes(&json!({"success":false,"message":"invalid token"})),
+                200
+            ),
             Err(BodyProblem::Upstream {
                 code: 200,
                 message: "invalid token".into()
@@ -524,9 +530,17 @@ mod tests {
             parse_balance(&bytes(&json!({"code":401,"msg":"no"})), 200),
             Err(BodyProblem::Upstream { code: 401, .. })
         ));
-        for body in [json!({}), json!({"success":true}), json!([1]), json!({"data":{}})] {
+        for body in [
+            json!({}),
+            json!({"success":true}),
+            json!([1]),
+            json!({"data":{}}),
+        ] {
             assert!(
-                matches!(parse_balance(&bytes(&body), 200), Err(BodyProblem::Invalid(_))),
+                matches!(
+                    parse_balance(&bytes(&body), 200),
+                    Err(BodyProblem::Invalid(_))
+                ),
                 "{body}"
             );
         }

@@ -392,8 +392,10 @@ async fn status_reads_cost_as_number_or_string() {
     ] {
         Mock::given(method("GET"))
             .and(path(format!("/v1/tasks/{id}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"code":200,"data":{
-                "id":id,"status":"completed","cost":cost,"credits_cost":credits}})))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"code":200,"data":{
+                "id":id,"status":"completed","cost":cost,"credits_cost":credits}})),
+            )
             .mount(&server)
             .await;
     }
@@ -414,9 +416,11 @@ async fn balance_reads_the_documented_fields() {
     Mock::given(method("GET"))
         .and(path("/v1/balance"))
         .and(bearer_token(KEY))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"success":true,
             "remain_balance":9.15,"remain_credits":"91.5","used_balance":1.2,
-            "used_credits":12,"unlimited_quota":false})))
+            "used_credits":12,"unlimited_quota":false})),
+        )
         .expect(1)
         .mount(&server)
         .await;
@@ -441,8 +445,10 @@ async fn balance_falls_back_to_the_user_path_on_404() {
         .await;
     Mock::given(method("GET"))
         .and(path("/v1/user/balance"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
-            "remain_balance":"0","unlimited_quota":false})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"success":true,
+            "remain_balance":"0","unlimited_quota":false})),
+        )
         .expect(1)
         .mount(&server)
         .await;
@@ -462,8 +468,10 @@ async fn balance_errors_are_typed_and_retried_like_reads() {
         .await;
     Mock::given(method("GET"))
         .and(path("/v1/balance"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success":true,
-            "remain_balance":-1,"unlimited_quota":true})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"success":true,
+            "remain_balance":-1,"unlimited_quota":true})),
+        )
         .mount(&server)
         .await;
     let recorder = std::sync::Arc::new(Recorder::default());
@@ -485,9 +493,11 @@ async fn balance_errors_are_typed_and_retried_like_reads() {
             (|e: &ApimartError| matches!(e, ApimartError::Unauthorized { .. }))
                 as fn(&ApimartError) -> bool,
         ),
-        (200, json!({"success":false,"message":"token disabled"}), |e| {
-            matches!(e, ApimartError::Upstream { code: 200, message } if message == "token disabled")
-        }),
+        (
+            200,
+            json!({"success":false,"message":"token disabled"}),
+            |e| matches!(e, ApimartError::Upstream { code: 200, message } if message == "token disabled"),
+        ),
         (200, json!({"hello":"world"}), |e| {
             matches!(e, ApimartError::Decode { status: 200, .. })
         }),

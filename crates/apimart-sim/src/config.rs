@@ -257,7 +257,11 @@ const MIN_ERROR_STATUS: u16 = 400;
 const MAX_ERROR_STATUS: u16 = 599;
 
 fn clamp_money(v: f64) -> f64 {
-    if v.is_nan() { 0.0 } else { v.clamp(0.0, MAX_MONEY) }
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(0.0, MAX_MONEY)
+    }
 }
 
 fn clamp_rate(rate: f64) -> f64 {

@@ -48,7 +48,7 @@ impl SimClock {
     pub(crate) fn new() -> Self {
         let started_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| ms(d))
+            .map(ms)
             .unwrap_or(0);
         Self {
             started: Instant::now(),
@@ -164,7 +164,9 @@ impl Task {
     }
 
     fn done_ms(&self) -> u64 {
-        self.rec.created_unix_ms.saturating_add(self.rec.duration_ms)
+        self.rec
+            .created_unix_ms
+            .saturating_add(self.rec.duration_ms)
     }
 
     fn expires_ms(&self) -> u64 {
@@ -1038,7 +1040,10 @@ mod tests {
         assert_ne!(canonical_hash(&a), canonical_hash(&c));
         // Stable across builds: the value is kept in state directories.
         assert_eq!(canonical_hash(&json!({})), canonical_hash(&json!({})));
-        assert_ne!(canonical_hash(&json!(["ab"])), canonical_hash(&json!(["a", "b"])));
+        assert_ne!(
+            canonical_hash(&json!(["ab"])),
+            canonical_hash(&json!(["a", "b"]))
+        );
     }
 
     fn new_task(prompt: &str) -> NewTask {

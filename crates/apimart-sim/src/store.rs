@@ -54,7 +54,9 @@ pub enum StoreError {
     #[error("the simulator state {0} is in use by another simulator process")]
     Locked(PathBuf),
     /// The file was written by a newer simulator.
-    #[error("the simulator state {path} has schema version {found}; this build reads up to {SCHEMA_VERSION}")]
+    #[error(
+        "the simulator state {path} has schema version {found}; this build reads up to {SCHEMA_VERSION}"
+    )]
     NewerSchema {
         /// The file.
         path: PathBuf,
@@ -258,11 +260,10 @@ impl Store {
             .to_str()
             .ok_or_else(|| StoreError::NonUtf8Path(path.clone()))?
             .to_owned();
-        let mut conn =
-            SqliteConnection::establish(&url).map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let mut conn = SqliteConnection::establish(&url).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let locked = |e: diesel::result::Error| {
             if e.to_string().contains("locked") {
                 StoreError::Locked(path.clone())

@@ -1235,7 +1235,10 @@ async fn rate_limit_answers_429_with_retry_after_and_counts_them() {
         .send()
         .await
         .unwrap();
-    assert_eq!(patched.json::<Value>().await.unwrap()["rate_limit_rps"], Value::Null);
+    assert_eq!(
+        patched.json::<Value>().await.unwrap()["rate_limit_rps"],
+        Value::Null
+    );
     for _ in 0..20 {
         assert_eq!(sim.get_task(&id).send().await.unwrap().status(), 200);
     }
@@ -1279,9 +1282,14 @@ async fn completed_tasks_report_their_cost_and_pay_from_the_balance() {
     two["n"] = json!(2);
     let id = sim.submit(&two).await;
     let done = sim.wait_terminal(&id).await;
-    assert_eq!((done["cost"].as_f64(), done["credits_cost"].as_f64()), (Some(0.5), Some(5.0)));
+    assert_eq!(
+        (done["cost"].as_f64(), done["credits_cost"].as_f64()),
+        (Some(0.5), Some(5.0))
+    );
     // Failed and cancelled tasks cost nothing and report no cost.
-    let failed = sim.wait_terminal(&sim.submit(&body("x [[sim:fail]]")).await).await;
+    let failed = sim
+        .wait_terminal(&sim.submit(&body("x [[sim:fail]]")).await)
+        .await;
     assert!(failed.get("cost").is_none(), "{failed}");
     // Pending tasks report no cost yet.
     let pending = sim.submit(&body("x [[sim:duration=60000]]")).await;
@@ -1310,10 +1318,16 @@ async fn balance_faults_auth_and_unlimited_quota() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let (status, b) = sim.balance("/v1/balance", KEY, Some("balance=zero")).await;
     assert_eq!(status, 200);
-    assert_eq!((b["remain_balance"].as_f64(), b["success"].as_bool()), (Some(0.0), Some(true)));
+    assert_eq!(
+        (b["remain_balance"].as_f64(), b["success"].as_bool()),
+        (Some(0.0), Some(true))
+    );
     // The empty account reads a zero balance; a bad key is 401; no key is 401.
     let (status, b) = sim.balance("/v1/user/balance", "sim-402", None).await;
-    assert_eq!((status.as_u16(), b["remain_balance"].as_f64()), (200, Some(0.0)));
+    assert_eq!(
+        (status.as_u16(), b["remain_balance"].as_f64()),
+        (200, Some(0.0))
+    );
     let (status, _) = sim.balance("/v1/balance", "sim-401", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let anonymous = sim
@@ -1356,7 +1370,11 @@ async fn garbled_submit_creates_the_task_and_a_keyed_retry_recovers_it() {
     let text = first.text().await.unwrap();
     assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
     assert!(text.starts_with("{\"code\":200"), "{text}");
-    assert_eq!(sim.handle.stats().tasks_created, 1, "created despite the answer");
+    assert_eq!(
+        sim.handle.stats().tasks_created,
+        1,
+        "created despite the answer"
+    );
     let replay = sim
         .post(&b)
         .header("Idempotency-Key", "garbled-1")
@@ -1367,13 +1385,22 @@ async fn garbled_submit_creates_the_task_and_a_keyed_retry_recovers_it() {
     let id = task_id(&replay.json().await.unwrap());
     assert_eq!(sim.wait_terminal(&id).await["status"], "completed");
     let stats = sim.handle.stats();
-    assert_eq!((stats.tasks_created, stats.max_tasks_per_key, stats.faults_injected), (1, 1, 1));
+    assert_eq!(
+        (
+            stats.tasks_created,
+            stats.max_tasks_per_key,
+            stats.faults_injected
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]
 async fn status_can_answer_a_proxy_html_502_page() {
     let sim = spawn(config(0)).await;
-    let id = sim.submit(&body("x [[sim:status-once=502,body=html]]")).await;
+    let id = sim
+        .submit(&body("x [[sim:status-once=502,body=html]]"))
+        .await;
     let r = sim.get_task(&id).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(
