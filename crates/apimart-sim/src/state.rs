@@ -435,6 +435,7 @@ impl Shared {
             }
             st.store = Some(store);
             settle(st, now);
+            shared.enforce_store_budget(st);
         }
         Ok(shared)
     }
