@@ -297,7 +297,11 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
         Ok(config) => {
             out(toml_like(&config)?.trim_end())?;
             if config.apimart_api_key.is_none() {
-                out("# note: APIMART_API_KEY is not set; the built-in simulator will be used")?;
+                out(&format!(
+                    "# note: APIMART_API_KEY is not set; the built-in simulator will be used, \
+                     with its state in {}",
+                    config.sim_state_path().display()
+                ))?;
             }
             let notes = crate::legacy::notes_from_env(&config);
             if !notes.is_empty() {

@@ -1,8 +1,8 @@
 //! `apimart-sim`: runs the Apimart simulator as a standalone server until Ctrl-C.
 //!
 //! Prints `apimart-sim listening on http://127.0.0.1:PORT/v1` on stdout once bound, so
-//! scripts can read the base URL (use it as `APIMART_BASE_URL`). With `--state-dir` its
-//! tasks survive a restart.
+//! scripts can read the base URL (use it as `APIMART_BASE_URL`). Stops gracefully on
+//! Ctrl-C or SIGTERM. With `--state-dir` its tasks survive a restart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -124,10 +124,26 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?,
     };
     println!("apimart-sim listening on {}", sim.base_url());
+    stop_signal().await?;
+    sim.stop().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what container runtimes send).
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    tracing::info!("Ctrl-C received, stopping");
-    sim.stop().await;
+    tracing::info!("stop signal received, stopping");
     Ok(())
 }

@@ -402,6 +402,7 @@ async fn download(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
             )
             .into_response();
         }
+        FileDecision::Unavailable => return ApiError::injected(503).into_response(),
         FileDecision::Ready { png, slow } => (png, slow),
         FileDecision::Render { job, slow } => match web::block(move || render_all(&job)).await {
             Ok(Ok(pngs)) => {

@@ -237,6 +237,8 @@ pub(crate) enum StatusDecision {
 pub(crate) enum FileDecision {
     NotFound,
     Expired,
+    /// The state could not be read; worth another try.
+    Unavailable,
     Ready {
         png: Bytes,
         slow: Option<Duration>,
@@ -624,6 +626,7 @@ impl Shared {
             } else {
                 0
             },
+            blobs_dropped: false,
         };
         let key_record = new.idempotency_key.as_ref().map(|key| {
             let created = st.keys.get(key).map_or(0, |e| e.tasks_created);
@@ -792,38 +795,41 @@ impl Shared {
                 slow,
             };
         }
-        // Not in memory (a restart, or the cache was full): the store may hold the drawn
-        // results or the inputs to draw them from.
-        if task.inputs.is_none()
-            && task.stored_bytes > 0
-            && let Some(store) = st.store.as_mut()
-        {
-            match store.images(id) {
-                Ok(pngs) if pngs.len() == usize::from(task.rec.n) => {
-                    let pngs: Vec<Bytes> = pngs.into_iter().map(Bytes::from).collect();
-                    let png = pngs.get(index).cloned().unwrap_or_default();
-                    let size: u64 = pngs.iter().map(|p| p.len() as u64).sum();
-                    if st.cached_bytes.saturating_add(size) <= self.cache_budget {
-                        st.cached_bytes += size;
-                        task.images = Some(Arc::new(pngs));
+        // Not in memory (a restart, or the cache was full): the store holds the drawn
+        // results or the inputs to draw them from, unless the state budget dropped them.
+        if task.inputs.is_none() {
+            if task.rec.blobs_dropped {
+                return FileDecision::Expired;
+            }
+            if let Some(store) = st.store.as_mut() {
+                let n = usize::from(task.rec.n);
+                let loaded = store.images(id).and_then(|pngs| {
+                    if pngs.len() == n {
+                        Ok(Ok(pngs))
+                    } else {
+                        store.inputs(id).map(Err)
                     }
-                    return FileDecision::Ready { png, slow };
-                }
-                Ok(_) => match store.inputs(id) {
-                    Ok(inputs) if !inputs.is_empty() => task.inputs = Some(Arc::from(inputs)),
-                    Ok(_) => {}
+                });
+                match loaded {
+                    Ok(Ok(pngs)) => {
+                        let pngs: Vec<Bytes> = pngs.into_iter().map(Bytes::from).collect();
+                        let png = pngs.get(index).cloned().unwrap_or_default();
+                        let size: u64 = pngs.iter().map(|p| p.len() as u64).sum();
+                        if st.cached_bytes.saturating_add(size) <= self.cache_budget {
+                            st.cached_bytes += size;
+                            task.images = Some(Arc::new(pngs));
+                        }
+                        return FileDecision::Ready { png, slow };
+                    }
+                    Ok(Err(inputs)) => task.inputs = Some(Arc::from(inputs)),
                     Err(e) => {
-                        tracing::warn!(apimart.task_id = %id, error = %e, "sim could not read stored inputs");
+                        tracing::warn!(apimart.task_id = %id, error = %e, "sim could not read a stored task's results");
+                        return FileDecision::Unavailable;
                     }
-                },
-                Err(e) => {
-                    tracing::warn!(apimart.task_id = %id, error = %e, "sim could not read stored results");
                 }
             }
         }
         let Some(inputs) = task.inputs.clone() else {
-            // Neither results nor inputs are left (dropped beyond the state budget): the
-            // URL is as good as expired.
             return FileDecision::Expired;
         };
         FileDecision::Render {
@@ -854,7 +860,7 @@ impl Shared {
             return Arc::clone(cached);
         }
         let mut persisted = false;
-        if task.stored_bytes > 0
+        if !task.rec.blobs_dropped
             && let Some(store) = st.store.as_mut()
         {
             let slices: Vec<&[u8]> = fresh.iter().map(|b| b.as_ref()).collect();
@@ -862,6 +868,7 @@ impl Shared {
                 Ok(()) => {
                     st.stored_bytes = st.stored_bytes.saturating_sub(task.stored_bytes) + size;
                     task.stored_bytes = size;
+                    st.stored_by_seq.insert(task.rec.seq, id.to_owned());
                     persisted = true;
                 }
                 Err(e) => {
@@ -889,13 +896,14 @@ impl Shared {
             let Some((seq, id)) = st.stored_by_seq.pop_first() else {
                 break;
             };
-            let bytes = st
-                .tasks
-                .get_mut(&id)
-                .map_or(0, |t| std::mem::take(&mut t.stored_bytes));
+            let Some(task) = st.tasks.get_mut(&id) else {
+                continue;
+            };
+            let bytes = std::mem::take(&mut task.stored_bytes);
+            task.rec.blobs_dropped = true;
             st.stored_bytes = st.stored_bytes.saturating_sub(bytes);
             if let Some(store) = st.store.as_mut()
-                && let Err(e) = store.drop_blobs(&id)
+                && let Err(e) = store.drop_blobs_of(&id, &task.rec)
             {
                 tracing::warn!(apimart.task_id = %id, error = %e, "sim could not drop stored blobs");
             }
@@ -1143,6 +1151,32 @@ mod tests {
         assert!(store.inputs(&a).unwrap().is_empty());
         assert_eq!(store.inputs(&b).unwrap().len(), 1);
         assert_eq!(store.inputs(&c).unwrap().len(), 1);
+        // Restarted: the dropped task's URL is gone, the others draw from their inputs,
+        // and a task without any input image draws too.
+        let loaded = store.load().unwrap();
+        let shared = Shared::restore(cfg.clone(), 1, store, loaded).unwrap();
+        assert!(matches!(shared.file(&a, 0, &none), FileDecision::Expired));
+        for id in [&b, &c] {
+            match shared.file(id, 0, &none) {
+                FileDecision::Render { job, .. } => assert_eq!(job.inputs.len(), 1),
+                other => panic!("{other:?}"),
+            }
+        }
+        let bare = created(shared.submit(
+            NewTask {
+                inputs: Vec::new(),
+                ..new_task("bare")
+            },
+            &cfg,
+        ));
+        shared.close_store();
+        let mut store = Store::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        let shared = Shared::restore(cfg, 1, store, loaded).unwrap();
+        assert!(matches!(
+            shared.file(&bare, 0, &none),
+            FileDecision::Render { .. }
+        ));
     }
 
     #[test]

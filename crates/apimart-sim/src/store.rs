@@ -109,6 +109,10 @@ pub(crate) struct TaskRecord {
     pub(crate) body_hash: u64,
     /// What the task costs once completed, in millionths of the balance unit.
     pub(crate) cost_micros: u64,
+    /// Its inputs or results were dropped to keep the state within its budget: its result
+    /// URLs answer as expired from then on.
+    #[serde(default)]
+    pub(crate) blobs_dropped: bool,
 }
 
 /// Per-task faults that act after submit.
@@ -465,16 +469,27 @@ impl Store {
 
     /// Forgets a task's blobs (its URLs expired, or it ended without images).
     pub(crate) fn drop_blobs(&mut self, id: &str) -> Result<(), StoreError> {
+        self.conn.immediate_transaction(|c| delete_blobs(c, id))?;
+        Ok(())
+    }
+
+    /// Forgets a task's blobs and rewrites its record (which says so), atomically.
+    pub(crate) fn drop_blobs_of(&mut self, id: &str, rec: &TaskRecord) -> Result<(), StoreError> {
         self.conn.immediate_transaction(|c| {
-            for table in ["inputs", "images"] {
-                diesel::sql_query(format!("DELETE FROM {table} WHERE task_id = ?"))
-                    .bind::<Text, _>(id)
-                    .execute(c)?;
-            }
-            Ok::<_, diesel::result::Error>(())
+            delete_blobs(c, id)?;
+            put_task(c, id, rec)
         })?;
         Ok(())
     }
+}
+
+fn delete_blobs(c: &mut SqliteConnection, id: &str) -> QueryResult<()> {
+    for table in ["inputs", "images"] {
+        diesel::sql_query(format!("DELETE FROM {table} WHERE task_id = ?"))
+            .bind::<Text, _>(id)
+            .execute(c)?;
+    }
+    Ok(())
 }
 
 fn put_task(c: &mut SqliteConnection, id: &str, rec: &TaskRecord) -> QueryResult<()> {
@@ -515,6 +530,7 @@ mod tests {
             polled: false,
             body_hash: u64::MAX - 7,
             cost_micros: 100_000,
+            blobs_dropped: false,
         }
     }
 

@@ -1421,3 +1421,126 @@ async fn status_can_answer_a_proxy_html_502_page() {
         .unwrap();
     assert!(r.text().await.unwrap().starts_with("<html>"));
 }
+
+// ---------------------------------------------------------------- the binary
+
+/// The `apimart-sim` binary with `--state-dir`: a task created before a SIGTERM, and one
+/// created before a kill -9, are both answered (and complete) by the next process.
+#[tokio::test]
+async fn the_binary_keeps_its_tasks_in_its_state_dir() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_apimart-sim"))
+            .args([
+                "--port",
+                "0",
+                "--duration-ms",
+                "1500",
+                "--image-long-side",
+                "64",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("apimart-sim listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        (child, base)
+    };
+    // No pooled connections: each process listens on the same port in turn.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let submit = |base: String, prompt: &str| {
+        let req = http
+            .post(format!("{base}/images/generations"))
+            .bearer_auth(KEY)
+            .json(&body(prompt));
+        async move { task_id(&req.send().await.unwrap().json().await.unwrap()) }
+    };
+
+    let (mut first, base) = start();
+    let graceful = submit(base.clone(), "before sigterm").await;
+    let term = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(first.wait().unwrap().success(), "SIGTERM is a clean stop");
+
+    let (mut second, again) = start();
+    assert_eq!(again, base, "the remembered port was free");
+    let crashed = submit(again.clone(), "before kill -9").await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let (mut third, base) = start();
+    let sim = wrap_url(base);
+    for id in [&graceful, &crashed] {
+        let done = sim.wait_terminal(id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        sim.png(&urls(&done)[0]).await;
+    }
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
+
+/// A [`TestSim`]-like client for a simulator in another process.
+fn wrap_url(base: String) -> RemoteSim {
+    RemoteSim {
+        http: reqwest::Client::new(),
+        base,
+    }
+}
+
+struct RemoteSim {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl RemoteSim {
+    async fn wait_terminal(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v: Value = self
+                .http
+                .get(format!("{}/tasks/{id}", self.base))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let data = v["data"].clone();
+            if matches!(
+                data["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return data;
+            }
+            assert!(start.elapsed() < DEADLINE, "not terminal: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn png(&self, url: &str) {
+        let resp = self.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
+        assert!(resp.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    }
+}
