@@ -1433,24 +1433,26 @@ async fn the_binary_keeps_its_tasks_in_its_state_dir() {
 
     let dir = tempfile::tempdir().unwrap();
     let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_apimart-sim"))
-            .args([
-                "--port",
-                "0",
-                "--duration-ms",
-                "1500",
-                "--image-long-side",
-                "64",
-            ])
-            .arg("--state-dir")
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_apimart-sim"))
+                .args([
+                    "--port",
+                    "0",
+                    "--duration-ms",
+                    "1500",
+                    "--image-long-side",
+                    "64",
+                ])
+                .arg("--state-dir")
+                .arg(dir.path())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         let base = line
@@ -1476,27 +1478,35 @@ async fn the_binary_keeps_its_tasks_in_its_state_dir() {
     let (mut first, base) = start();
     let graceful = submit(base.clone(), "before sigterm").await;
     let term = Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
+        .args(["-TERM", &first.0.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    assert!(first.wait().unwrap().success(), "SIGTERM is a clean stop");
+    assert!(first.0.wait().unwrap().success(), "SIGTERM is a clean stop");
 
-    let (mut second, again) = start();
+    let (second, again) = start();
     assert_eq!(again, base, "the remembered port was free");
     let crashed = submit(again.clone(), "before kill -9").await;
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 
-    let (mut third, base) = start();
+    let (_third, base) = start();
     let sim = wrap_url(base);
     for id in [&graceful, &crashed] {
         let done = sim.wait_terminal(id).await;
         assert_eq!(done["status"], "completed", "{done}");
         sim.png(&urls(&done)[0]).await;
     }
-    third.kill().unwrap();
-    third.wait().unwrap();
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, also when a test
+/// fails half-way.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A [`TestSim`]-like client for a simulator in another process.
