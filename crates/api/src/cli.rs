@@ -203,6 +203,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("task {task_id}"))?;
             let images = db.images_for_task(&id).await?;
+            let blobs = open_blob_store(&config)?;
+            let view = task_view(&*blobs, &task, &images, &[]).await?;
             let callbacks: Vec<CallbackView> = db
                 .callbacks_for_task(&id)
                 .await?
@@ -210,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(CallbackView::from)
                 .collect();
             print_json(&serde_json::json!({
-                "task": task_view(&task, &images),
+                "task": view,
                 "external_task_id": task.external_task_id,
                 "submit_attempts": task.submit_attempts,
                 "poll_count": task.poll_count,
@@ -308,6 +310,28 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
                 out("# settings of the earlier service:")?;
                 for note in notes {
                     out(&format!("# note: {}: {}", note.name, note.message))?;
+                }
+            }
+            if let Ok(storage) = crate::storage::resolve(&config) {
+                out(&format!("# storage: {}", storage.describe()))?;
+                if let Ok(mode) = crate::storage::url_mode(&config, &storage, config.port) {
+                    match mode {
+                        modelgen_persistence::UrlMode::Public { base } => {
+                            out(&format!("# image URLs: {base}/results/<task_id>/<n>.<ext>"))?;
+                        }
+                        modelgen_persistence::UrlMode::Presigned { expiry } => out(&format!(
+                            "# image URLs: presigned, valid {} s from each read or callback attempt",
+                            expiry.as_secs()
+                        ))?,
+                    }
+                }
+            }
+            for (role, label) in [
+                (Role::All, "serve"),
+                (Role::WorkersOnly, "serve --workers-only"),
+            ] {
+                for warning in crate::storage::warnings(&config, role) {
+                    out(&format!("# warning ({label}): {warning}"))?;
                 }
             }
             out("configuration OK")

@@ -184,7 +184,11 @@ pub struct Config {
     pub host: String,
     /// TCP port; 0 picks a free one.
     pub port: u16,
-    /// How image URLs are written (`{public_base_url}/images/{key}`); default `http://{host}:{port}`.
+    /// Where images are served from: modelgen's own address for `file://`
+    /// storage (URLs `{public_base_url}/images/{key}`; default
+    /// `http://{host}:{port}`), or the public address of the `STORAGE_URL`
+    /// location (bucket and prefix; a CDN or public bucket) for `s3://`
+    /// storage (URLs `{public_base_url}/{key}`; default the bucket's own URL).
     #[serde(deserialize_with = "opt_scalar")]
     pub public_base_url: Option<String>,
     /// `sqlite://path`, `postgres://…`. Printed with its password redacted.
@@ -205,11 +209,69 @@ pub struct Config {
     /// Run pending migrations at startup.
     #[serde(deserialize_with = "bool_like")]
     pub auto_migrate: bool,
-    /// `file://dir` (relative to the working directory) or `file:///abs/dir`.
-    pub storage_url: String,
+    /// `file://dir` (relative to the working directory), `file:///abs/dir` or
+    /// `s3://bucket/prefix`; default `file://data/images`, or the earlier
+    /// service's Aliyun OSS bucket when `OSS_ACCESS_KEY_ID` is set (see `storage`).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub storage_url: Option<String>,
     /// Also keep each result image inline as base64 in `ai_generation_image.image_base64`.
+    #[serde(deserialize_with = "opt_bool_like")]
+    pub store_image_base64: Option<bool>,
+    /// Alias of `store_image_base64`.
+    #[serde(deserialize_with = "opt_bool_like")]
+    pub image_base64: Option<bool>,
+    /// `public` (`PUBLIC_BASE_URL`-based URLs) or `presigned` (time-limited S3 URLs).
+    pub image_url_mode: crate::storage::ImageUrlMode,
+    /// Lifetime of a presigned URL, seconds (1 to 604800).
+    pub image_url_expiry: f64,
+    /// Endpoint clients reach the S3 store at, when it differs from the one
+    /// modelgen uses (written into presigned URLs and the default public base).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub s3_public_endpoint: Option<String>,
+    /// S3 endpoint (AWS SDK name); default AWS S3.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub aws_endpoint_url: Option<String>,
+    /// S3 endpoint (older spelling, as `object_store` reads it).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub aws_endpoint: Option<String>,
+    /// Signing region.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub aws_region: Option<String>,
+    /// Signing region when `AWS_REGION` is unset.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub aws_default_region: Option<String>,
+    /// S3 access key id.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub aws_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[serde(deserialize_with = "opt_secret")]
+    pub aws_secret_access_key: Option<Secret>,
+    /// Session token of temporary S3 credentials.
+    #[serde(deserialize_with = "opt_secret")]
+    pub aws_session_token: Option<Secret>,
+    /// `true`: `https://bucket.endpoint/key`; `false`: path style
+    /// `https://endpoint/bucket/key`. Default: virtual-hosted on AWS S3, path
+    /// style with a custom endpoint.
+    #[serde(deserialize_with = "opt_bool_like")]
+    pub aws_virtual_hosted_style_request: Option<bool>,
+    /// Allow a plain `http://` S3 endpoint.
     #[serde(deserialize_with = "bool_like")]
-    pub store_image_base64: bool,
+    pub aws_allow_http: bool,
+    /// The earlier service's Aliyun OSS endpoint (`oss-cn-shenzhen.aliyuncs.com`).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub oss_endpoint: Option<String>,
+    /// The earlier service's OSS bucket (default `suitme`, as there).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub oss_bucket: Option<String>,
+    /// The earlier service's OSS access key id; selects Aliyun OSS storage.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub oss_access_key_id: Option<String>,
+    /// The earlier service's OSS access key secret.
+    #[serde(deserialize_with = "opt_secret")]
+    pub oss_access_key_secret: Option<Secret>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    #[serde(deserialize_with = "opt_secret")]
+    pub metrics_auth_token: Option<Secret>,
     /// Apimart API key; when absent the built-in simulator is used.
     #[serde(deserialize_with = "opt_secret")]
     pub apimart_api_key: Option<Secret>,
@@ -321,8 +383,26 @@ impl Default for Config {
             database_statement_timeout: 3.0,
             database_call_timeout: 5.0,
             auto_migrate: true,
-            storage_url: "file://data/images".into(),
-            store_image_base64: false,
+            storage_url: None,
+            store_image_base64: None,
+            image_base64: None,
+            image_url_mode: crate::storage::ImageUrlMode::Public,
+            image_url_expiry: 3600.0,
+            s3_public_endpoint: None,
+            aws_endpoint_url: None,
+            aws_endpoint: None,
+            aws_region: None,
+            aws_default_region: None,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            aws_session_token: None,
+            aws_virtual_hosted_style_request: None,
+            aws_allow_http: false,
+            oss_endpoint: None,
+            oss_bucket: None,
+            oss_access_key_id: None,
+            oss_access_key_secret: None,
+            metrics_auth_token: None,
             apimart_api_key: None,
             apimart_base_url: "https://api.apimart.ai/v1".into(),
             apimart_model: "gemini-2.5-flash-image-preview".into(),
@@ -379,6 +459,24 @@ pub const ENV_KEYS: &[&str] = &[
     "AUTO_MIGRATE",
     "STORAGE_URL",
     "STORE_IMAGE_BASE64",
+    "IMAGE_BASE64",
+    "IMAGE_URL_MODE",
+    "IMAGE_URL_EXPIRY",
+    "S3_PUBLIC_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_ALLOW_HTTP",
+    "OSS_ENDPOINT",
+    "OSS_BUCKET",
+    "OSS_ACCESS_KEY_ID",
+    "OSS_ACCESS_KEY_SECRET",
+    "METRICS_AUTH_TOKEN",
     "APIMART_API_KEY",
     "APIMART_BASE_URL",
     "APIMART_MODEL",
@@ -576,9 +674,7 @@ impl Config {
                 "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
             );
         }
-        if !self.storage_url.starts_with("file://") {
-            problems.push("STORAGE_URL must be a file:// URL".into());
-        }
+        problems.extend(crate::storage::problems(self));
         if self.auth_required() && self.api_auth_token.is_none() {
             problems.push("API_AUTH_ENABLED is true but API_AUTH_TOKEN is not set".into());
         }
@@ -601,7 +697,16 @@ impl Config {
             .unwrap_or(self.api_auth_token.is_some())
     }
 
-    /// The base for image URLs, without a trailing slash.
+    /// Whether result images are also kept inline as base64
+    /// (`IMAGE_BASE64`, or its older name `STORE_IMAGE_BASE64`).
+    pub fn image_base64_enabled(&self) -> bool {
+        self.image_base64
+            .or(self.store_image_base64)
+            .unwrap_or(false)
+    }
+
+    /// modelgen's own base URL (for `file://` storage, images are under
+    /// `{this}/images/`), without a trailing slash.
     pub fn public_base_url(&self, bound_port: u16) -> String {
         match &self.public_base_url {
             Some(u) => u.trim_end_matches('/').to_string(),
@@ -728,7 +833,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(
                 (c.auto_migrate, c.store_image_base64),
-                (want, want),
+                (want, Some(want)),
                 "{text}"
             );
         }

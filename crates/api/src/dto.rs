@@ -326,14 +326,22 @@ pub struct CreatedTask {
 /// One image of a task view.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ImageView {
-    /// Public URL of the stored image.
+    /// Where to GET the image, rendered when the view is read: `{PUBLIC_BASE_URL}/…`
+    /// (local storage: `…/images/{key}`), a presigned URL valid for
+    /// `IMAGE_URL_EXPIRY` seconds (`IMAGE_URL_MODE=presigned`), or an imported
+    /// image's own URL.
     pub image_url: String,
-    /// Pixels.
-    pub width: i32,
-    /// Pixels.
-    pub height: i32,
-    /// `image/png`, `image/jpeg` or `image/webp`.
-    pub mime: String,
+    /// Pixels; null when unknown (an imported image).
+    pub width: Option<i32>,
+    /// Pixels; null when unknown.
+    pub height: Option<i32>,
+    /// `image/png`, `image/jpeg` or `image/webp`; null when unknown.
+    pub mime: Option<String>,
+    /// The image inline (standard base64, no `data:` prefix), only with
+    /// `GET /tasks/{task_id}?include=image_base64` and only when it was stored
+    /// (`IMAGE_BASE64=true` at completion); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_base64: Option<String>,
 }
 
 /// `GET /tasks/{task_id}` (DESIGN.md "Task view"); times are RFC 3339 UTC.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use apimart_client::{ApimartError, GenerationRequest, TaskStatusResponse, UpstreamStatus};
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -27,8 +28,8 @@ use modelgen_domain::{
     with_jitter,
 };
 use modelgen_persistence::{
-    AttemptOutcome, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageRepository, NewImage,
-    RepoError, TaskChange, TaskRecord, TaskRepository,
+    AttemptOutcome, BlobError, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageLocation,
+    ImageRepository, NewImage, RepoError, TaskChange, TaskRecord, TaskRepository,
 };
 
 use crate::alerts::Alerts;
@@ -40,6 +41,9 @@ use crate::service::BLOB_REF_PREFIX;
 pub const TIMEOUT_MESSAGE: &str = "timeout";
 /// Delay before retrying a result download that failed transiently.
 pub const DOWNLOAD_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Most bytes of a result image read before its type and pixel size must be
+/// known (a JPEG's size marker can follow large metadata segments).
+pub const MAX_RESULT_HEAD_BYTES: usize = 1024 * 1024;
 /// Longest wait before the first status poll, whatever Apimart estimates.
 pub const MAX_FIRST_POLL_DELAY: Duration = Duration::from_secs(60);
 
@@ -66,8 +70,6 @@ pub struct EngineSettings {
     pub model: String,
     /// Result image size cap, bytes.
     pub max_result_image_bytes: usize,
-    /// Public base URL for image links (no trailing slash).
-    pub public_base_url: String,
     /// Keep result images inline as base64 too.
     pub store_image_base64: bool,
     /// Whether terminal tasks enqueue callbacks.
@@ -622,13 +624,9 @@ impl Engine {
                     )
                     .await;
             }
-            let bytes = match self
-                .fetcher
-                .fetch(url, self.settings.max_result_image_bytes)
-                .await
-            {
-                Ok(b) => b,
-                Err(FetchError::Transient(reason)) => {
+            match self.store_result(&task, i, url, now).await {
+                Ok(row) => rows.push(row),
+                Err(StoreResult::Fetch(FetchError::Transient(reason))) => {
                     warn!(%reason, "result download failed; retrying");
                     self.discard_results(&rows).await;
                     // Apimart has finished its run: show that (`processing` at
@@ -643,7 +641,7 @@ impl Engine {
                     };
                     return self.write_step(&task, change).await;
                 }
-                Err(e) => {
+                Err(StoreResult::Fetch(e)) => {
                     self.discard_results(&rows).await;
                     return self
                         .fail(
@@ -653,9 +651,6 @@ impl Engine {
                         )
                         .await;
                 }
-            };
-            match self.store_result(&task, i, bytes, now).await {
-                Ok(row) => rows.push(row),
                 Err(StoreResult::Invalid(msg)) => {
                     self.discard_results(&rows).await;
                     return self.fail(&task, msg, "bad_image").await;
@@ -718,18 +713,44 @@ impl Engine {
         }
     }
 
+    /// Downloads result image `index` from `url` and streams it into the blob
+    /// store under `results/<task>/<index>.<ext>`: only the head (enough to
+    /// tell the type and the pixel size) is buffered, the rest goes up as it
+    /// arrives (the whole image is held only for an inline base64 copy).
     async fn store_result(
         &self,
         task: &TaskRecord,
         index: usize,
-        bytes: Bytes,
+        url: &str,
         now: DateTime<Utc>,
     ) -> Result<NewImage, StoreResult> {
-        let mime = ImageMime::sniff(&bytes).ok_or_else(|| {
-            StoreResult::Invalid("result image is not a PNG, JPEG or WebP".into())
-        })?;
-        let size = imagesize::blob_size(&bytes)
-            .map_err(|e| StoreResult::Invalid(format!("result image unreadable: {e}")))?;
+        let mut chunks = self
+            .fetcher
+            .open(url, self.settings.max_result_image_bytes)
+            .await
+            .map_err(StoreResult::Fetch)?;
+        let mut head = BytesMut::new();
+        let (mime, size) = loop {
+            let ended = match chunks.next().await {
+                Some(chunk) => {
+                    head.extend_from_slice(&chunk.map_err(StoreResult::Fetch)?);
+                    false
+                }
+                None => true,
+            };
+            let mime = ImageMime::sniff(&head);
+            if let Some(mime) = mime
+                && let Ok(size) = imagesize::blob_size(&head)
+            {
+                break (mime, size);
+            }
+            if ended || head.len() >= MAX_RESULT_HEAD_BYTES {
+                return Err(StoreResult::Invalid(match mime {
+                    None => "result image is not a PNG, JPEG or WebP".into(),
+                    Some(_) => "result image unreadable: no size in its header".into(),
+                }));
+            }
+        };
         let key = format!(
             "{}{}/{index}.{}",
             crate::http::RESULTS_PREFIX,
@@ -739,22 +760,44 @@ impl Engine {
         let inline = self
             .settings
             .store_image_base64
-            .then(|| base64::engine::general_purpose::STANDARD.encode(&bytes));
-        let len = bytes.len() as i64;
-        self.blobs
-            .put(&key, bytes)
-            .await
-            .map_err(StoreResult::Blob)?;
+            .then(|| Arc::new(std::sync::Mutex::new(BytesMut::new())));
+        let copy = inline.clone();
+        let body = futures_util::stream::once(futures_util::future::ready(Ok(head.freeze())))
+            .chain(chunks)
+            .map(move |chunk| {
+                if let (Ok(bytes), Some(copy)) = (&chunk, &copy)
+                    && let Ok(mut all) = copy.lock()
+                {
+                    all.extend_from_slice(bytes);
+                }
+                chunk.map_err(std::io::Error::other)
+            });
+        let len = match self.blobs.put_stream(&key, Box::pin(body)).await {
+            Ok(n) => n,
+            Err(BlobError::Source(e)) => {
+                let cause = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<FetchError>())
+                    .cloned()
+                    .unwrap_or_else(|| FetchError::Transient(e.to_string()));
+                return Err(StoreResult::Fetch(cause));
+            }
+            Err(e) => return Err(StoreResult::Blob(e)),
+        };
+        let image_base64 = inline.and_then(|all| {
+            all.lock()
+                .ok()
+                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(&bytes[..]))
+        });
         Ok(NewImage {
             task_id: task.task_id,
             angle: task.angle,
-            image_url: format!("{}/images/{key}", self.settings.public_base_url),
-            storage_key: key,
-            image_base64: inline,
-            mime: mime.as_str().into(),
-            width: i32::try_from(size.width).unwrap_or(i32::MAX),
-            height: i32::try_from(size.height).unwrap_or(i32::MAX),
-            bytes: len,
+            location: ImageLocation::Stored(key),
+            image_base64,
+            mime: Some(mime.as_str().into()),
+            width: Some(i32::try_from(size.width).unwrap_or(i32::MAX)),
+            height: Some(i32::try_from(size.height).unwrap_or(i32::MAX)),
+            bytes: Some(i64::try_from(len).unwrap_or(i64::MAX)),
             created_at: now,
         })
     }
@@ -841,16 +884,21 @@ impl Engine {
         task_id: &modelgen_domain::TaskId,
     ) -> Result<CallbackPayload, RepoError> {
         let task = self.tasks.get_task(task_id).await?;
-        let images = self.images.images_for_task(task_id).await?;
-        let images: Vec<CallbackImage> = images
-            .iter()
-            .map(|i| CallbackImage {
-                image_url: i.image.image_url.clone(),
-                width: i.image.width,
-                height: i.image.height,
-                mime: i.image.mime.clone(),
-            })
-            .collect();
+        let records = self.images.images_for_task(task_id).await?;
+        let mut images = Vec::with_capacity(records.len());
+        for i in &records {
+            // Rendered now, for this attempt: current PUBLIC_BASE_URL, or a
+            // presigned URL valid from now on.
+            let image_url = crate::service::image_url(&*self.blobs, i)
+                .await
+                .map_err(|e| RepoError::Unavailable(format!("rendering an image URL: {e}")))?;
+            images.push(CallbackImage {
+                image_url,
+                width: i.width,
+                height: i.height,
+                mime: i.mime.clone(),
+            });
+        }
         Ok(CallbackPayload {
             task_id: task.task_id.to_string(),
             request_id: task.request_id.clone(),
@@ -941,6 +989,10 @@ impl Engine {
 }
 
 enum StoreResult {
+    /// The download failed (before or while streaming).
+    Fetch(FetchError),
+    /// Not an image we accept.
     Invalid(String),
-    Blob(modelgen_persistence::BlobError),
+    /// The blob store failed.
+    Blob(BlobError),
 }

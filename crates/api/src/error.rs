@@ -153,8 +153,12 @@ impl From<RepoError> for ApiError {
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::NotFound | BlobError::InvalidKey(_) => {
+            BlobError::NotFound | BlobError::InvalidKey(_) | BlobError::NotPublic(_) => {
                 ApiError::NotFound("image not found".into())
+            }
+            BlobError::Store(reason) => {
+                tracing::error!(%reason, "blob store failed");
+                ApiError::Unavailable("image storage unavailable".into())
             }
             other => ApiError::Internal(other.into()),
         }

@@ -47,6 +47,28 @@ pub struct HttpState {
     pub admin: crate::admin::Admin,
     /// Erasure of a user's data.
     pub privacy: Arc<crate::privacy::Privacy>,
+    /// Whether `/images/{key}` serves results (`IMAGE_URL_MODE=public`); in
+    /// presigned mode it answers 404, so expiry cannot be bypassed.
+    pub serve_images: bool,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`METRICS_AUTH_TOKEN`).
+    pub metrics_token: Option<Secret>,
+}
+
+/// Whether the request carries exactly one `Authorization: Bearer <token>`
+/// header with this token (compared in constant time).
+fn bearer_matches(req: &HttpRequest, token: &Secret) -> bool {
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let first = values.next();
+    // Two Authorization headers are ambiguous: refuse rather than pick one.
+    if values.next().is_some() {
+        return false;
+    }
+    first
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, presented)| presented.trim())
+        .is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
 }
 
 /// Registers every route on an actix `App`.
@@ -131,21 +153,7 @@ pub async fn middleware(
 
     let state = req.app_data::<web::Data<HttpState>>().cloned();
     let denied = match state.as_ref().and_then(|s| s.auth_token.clone()) {
-        Some(token) if !is_public(req.path()) => {
-            let mut values = req.headers().get_all(header::AUTHORIZATION);
-            let first = values.next();
-            // Two Authorization headers are ambiguous: refuse rather than pick one.
-            let presented = if values.next().is_some() {
-                None
-            } else {
-                first
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split_once(' '))
-                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                    .map(|(_, token)| token.trim())
-            };
-            !presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())))
-        }
+        Some(token) if !is_public(req.path()) => !bearer_matches(req.request(), &token),
         _ => false,
     };
 
@@ -431,9 +439,22 @@ pub async fn create_outfit(
     ))
 }
 
+/// Query of `GET /tasks/{task_id}`.
+#[derive(Debug, Deserialize)]
+pub struct TaskQueryParams {
+    /// Comma-separated extras; only `image_base64`.
+    pub include: Option<String>,
+}
+
+/// What `include=` may name.
+const INCLUDE_IMAGE_BASE64: &str = "image_base64";
+
 /// `GET /tasks/{task_id}`: the task view.
 #[utoipa::path(get, path = "/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003.")),
+    params(
+        ("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003."),
+        ("include" = Option<String>, Query, description = "`image_base64`: add each image's inline base64 copy (`images[].image_base64`), when one was stored (`IMAGE_BASE64=true`). Never included by default."),
+    ),
     responses(
         (status = 200, description = "The task", body = Envelope<TaskView>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
@@ -443,9 +464,26 @@ pub async fn create_outfit(
 )]
 pub async fn get_task(
     path: web::Path<String>,
+    query: web::Query<TaskQueryParams>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.service.get(&path).await?;
+    let mut include_base64 = false;
+    for part in query.include.as_deref().unwrap_or("").split(',') {
+        match part.trim() {
+            "" => {}
+            INCLUDE_IMAGE_BASE64 => include_base64 = true,
+            other => {
+                return Err(ApiError::field(
+                    "include",
+                    format!(
+                        "unknown value `{}`; allowed: {INCLUDE_IMAGE_BASE64}",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+    let view = state.service.get(&path, include_base64).await?;
     Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
 }
 
@@ -525,8 +563,9 @@ pub async fn list_tasks(
     Ok(HttpResponse::Ok().json(Envelope::ok("success", page)))
 }
 
-/// `GET /images/{key}`: a stored image.
+/// `GET /images/{key}`: a stored result image.
 #[utoipa::path(get, path = "/images/{key}", tag = "images",
+    description = "Serves result images from the blob store (local directory or S3) when `IMAGE_URL_MODE=public`. Input photos are never served; in presigned mode nothing is (404), so URL expiry cannot be bypassed.",
     params(("key" = String, Path, description = "Storage key, e.g. `results/task_…/0.png`")),
     responses(
         (status = 200, description = "The image bytes", content_type = "image/png"),
@@ -539,7 +578,7 @@ pub async fn get_image(
 ) -> Result<HttpResponse, ApiError> {
     // Only results are public; users' input photos stay private (they are sent
     // to Apimart as data URIs and never need a URL).
-    if !path.starts_with(RESULTS_PREFIX) {
+    if !state.serve_images || !modelgen_persistence::is_public_key(&path) {
         return Err(ApiError::NotFound("image not found".into()));
     }
     let bytes = state.blobs.get(&path).await?;
@@ -552,9 +591,21 @@ pub async fn get_image(
 
 /// `GET /metrics`: Prometheus exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+    description = "Open unless `METRICS_AUTH_TOKEN` is set; then it needs `Authorization: Bearer <METRICS_AUTH_TOKEN>` (independent of `API_AUTH_TOKEN`).",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 401, description = "`METRICS_AUTH_TOKEN` is set and the request does not carry it (1005)", body = ErrorEnvelope),
+    )
 )]
-pub async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+pub async fn metrics_text(
+    req: HttpRequest,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.metrics_token
+        && !bearer_matches(&req, token)
+    {
+        return Err(ApiError::Unauthorized);
+    }
     // Gauges that describe shared state are read at scrape time.
     let db = &state.readiness.db;
     let pool = db.pool_status();
@@ -581,7 +632,7 @@ pub async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
         }
         Err(e) => tracing::warn!(error = %e, "could not count in-flight tasks for metrics"),
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(state.metrics.render()))
 }

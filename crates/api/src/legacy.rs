@@ -57,14 +57,11 @@ pub const LEGACY_VARIABLES: &[(&str, Fate)] = &[
     ("RETRY_MAX_ATTEMPTS", Fate::Kept),
     ("RETRY_BASE_DELAY", Fate::Kept),
     ("RETRY_MAX_DELAY", Fate::Kept),
-    ("OSS_ENDPOINT", Fate::Ignored(OSS_REASON)),
-    ("OSS_BUCKET", Fate::Ignored(OSS_REASON)),
-    ("OSS_ACCESS_KEY_ID", Fate::Ignored(OSS_REASON)),
-    ("OSS_ACCESS_KEY_SECRET", Fate::Ignored(OSS_REASON)),
+    ("OSS_ENDPOINT", Fate::Kept),
+    ("OSS_BUCKET", Fate::Kept),
+    ("OSS_ACCESS_KEY_ID", Fate::Kept),
+    ("OSS_ACCESS_KEY_SECRET", Fate::Kept),
 ];
-
-const OSS_REASON: &str = "this build stores images in the directory of STORAGE_URL and does not \
-                          write to Aliyun OSS; images already on OSS keep their URLs";
 
 /// One of the earlier service's variables found set, and what it means here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +121,24 @@ fn caveat(name: &str, config: &Config) -> Option<String> {
                     .to_owned(),
             )
         }
+        // One note for the four OSS variables: where images go (docs/storage.md).
+        "OSS_ACCESS_KEY_ID" => Some(match crate::storage::resolve(config) {
+            Ok(crate::storage::Storage::S3 {
+                settings, oss: true, ..
+            }) => format!(
+                "images are stored in Aliyun OSS bucket `{}` through its S3-compatible endpoint {} \
+                 (virtual-hosted style), as the earlier service stored them",
+                settings.bucket,
+                settings.endpoint.as_deref().unwrap_or_default()
+            ),
+            Ok(crate::storage::Storage::S3 { .. }) => "not used: STORAGE_URL and the AWS_* \
+                 settings name the image store"
+                .to_owned(),
+            Ok(crate::storage::Storage::Local { .. }) => {
+                "not used: STORAGE_URL names a local directory for images".to_owned()
+            }
+            Err(e) => format!("cannot be used: {e}"),
+        }),
         // The other kept variables mean what they meant.
         _ => None,
     }
@@ -198,16 +213,39 @@ mod tests {
             env(&[
                 ("database_echo", "True"),
                 ("OSS_ACCESS_KEY_SECRET", "oss-secret-value-123"),
-                ("OSS_BUCKET", "   "),
+                ("resume_polling_on_startup", "   "),
                 ("DATABASE_URL", "sqlite://x.db"),
                 ("UNRELATED", "1"),
             ]),
             &config,
         );
         let names: Vec<&str> = notes.iter().map(|n| n.name).collect();
-        assert_eq!(names, ["DATABASE_ECHO", "OSS_ACCESS_KEY_SECRET"]);
+        assert_eq!(names, ["DATABASE_ECHO"]);
         assert!(notes.iter().all(|n| n.message.starts_with("ignored: ")));
         assert!(!format!("{notes:?}").contains("oss-secret-value-123"));
+    }
+
+    #[test]
+    fn oss_variables_say_where_images_go() {
+        let oss = Config {
+            oss_access_key_id: Some("LTAIx".into()),
+            oss_access_key_secret: Some(crate::config::Secret::new("s")),
+            ..Config::default()
+        };
+        let vars = env(&[("OSS_ACCESS_KEY_ID", "LTAIx"), ("OSS_ACCESS_KEY_SECRET", "s")]);
+        let n = notes(vars.clone(), &oss);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(
+            n[0].message.contains("bucket `suitme`")
+                && n[0].message.contains("https://s3.oss-cn-shenzhen.aliyuncs.com"),
+            "{n:?}"
+        );
+        let local = Config {
+            storage_url: Some("file://data/images".into()),
+            ..oss
+        };
+        let n = notes(vars, &local);
+        assert!(n[0].message.contains("not used"), "{n:?}");
     }
 
     #[test]

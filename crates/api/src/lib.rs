@@ -22,6 +22,7 @@ pub mod ports;
 pub mod privacy;
 pub mod service;
 pub mod startup;
+pub mod storage;
 pub mod telemetry;
 
 pub use config::Config;

@@ -9,6 +9,8 @@ use apimart_client::{
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 use chrono::{DateTime, Utc};
 
 /// Apimart, or anything that speaks its task protocol.
@@ -61,12 +63,36 @@ pub enum FetchError {
     Permanent(String),
 }
 
+/// A result image arriving in chunks ([`ImageFetcher::open`]).
+pub type ImageChunks = BoxStream<'static, Result<Bytes, FetchError>>;
+
 /// Downloads result images.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait ImageFetcher: Send + Sync {
-    /// GETs `url`, reading at most `max_bytes`.
-    async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError>;
+    /// GETs `url` and, once the response is accepted (2xx, announced length
+    /// within `max_bytes`), hands back its body as it arrives, so a large
+    /// image is never held whole. The stream yields [`FetchError::TooLarge`]
+    /// as soon as more than `max_bytes` arrived, and [`FetchError::Transient`]
+    /// when reading fails.
+    async fn open(&self, url: &str, max_bytes: usize) -> Result<ImageChunks, FetchError>;
+}
+
+/// Reads a whole download into memory (tests and small images).
+///
+/// # Errors
+/// Whatever the download or its stream yields.
+pub async fn read_all(
+    fetcher: &dyn ImageFetcher,
+    url: &str,
+    max_bytes: usize,
+) -> Result<Bytes, FetchError> {
+    let mut chunks = fetcher.open(url, max_bytes).await?;
+    let mut body = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        body.extend_from_slice(&chunk?);
+    }
+    Ok(body.freeze())
 }
 
 /// [`ImageFetcher`] over reqwest, with a whole-request timeout and a streamed size cap.
@@ -88,11 +114,9 @@ impl HttpImageFetcher {
                 .build()?,
         })
     }
-}
 
-#[async_trait]
-impl ImageFetcher for HttpImageFetcher {
-    async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {
+    /// Sends the GET and checks the status and announced length.
+    async fn request(&self, url: &str, max_bytes: usize) -> Result<reqwest::Response, FetchError> {
         let parsed = url::Url::parse(url).map_err(|e| FetchError::Permanent(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(FetchError::Permanent(format!(
@@ -117,19 +141,29 @@ impl ImageFetcher for HttpImageFetcher {
         if resp.content_length().is_some_and(|l| l > max_bytes as u64) {
             return Err(FetchError::TooLarge { max: max_bytes });
         }
-        let mut resp = resp;
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Transient(e.without_url().to_string()))?
-        {
-            if body.len() + chunk.len() > max_bytes {
+        Ok(resp)
+    }
+}
+
+#[async_trait]
+impl ImageFetcher for HttpImageFetcher {
+    async fn open(&self, url: &str, max_bytes: usize) -> Result<ImageChunks, FetchError> {
+        let resp = self.request(url, max_bytes).await?;
+        let mut seen: usize = 0;
+        let mut over = false;
+        let chunks = resp.bytes_stream().map(move |chunk| {
+            if over {
                 return Err(FetchError::TooLarge { max: max_bytes });
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+            let chunk = chunk.map_err(|e| FetchError::Transient(e.without_url().to_string()))?;
+            seen = seen.saturating_add(chunk.len());
+            if seen > max_bytes {
+                over = true;
+                return Err(FetchError::TooLarge { max: max_bytes });
+            }
+            Ok(chunk)
+        });
+        Ok(Box::pin(chunks))
     }
 }
 

@@ -13,8 +13,8 @@ use modelgen_domain::{
     OutfitDescription, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType, format_timestamp,
 };
 use modelgen_persistence::{
-    BlobStore, Fence, ImageRecord, ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange,
-    TaskQuery, TaskRecord, TaskRepository,
+    BlobError, BlobStore, Fence, ImageLocation, ImageRecord, ImageRepository, InsertOutcome,
+    NewTask, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository,
 };
 
 use crate::dto::{
@@ -283,18 +283,43 @@ fn fingerprint(draft: &Draft) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
-/// The API view of a task and its images.
-pub fn task_view(task: &TaskRecord, images: &[ImageRecord]) -> TaskView {
-    let images: Vec<ImageView> = images
-        .iter()
-        .map(|i| ImageView {
-            image_url: i.image.image_url.clone(),
-            width: i.image.width,
-            height: i.image.height,
-            mime: i.image.mime.clone(),
-        })
-        .collect();
-    TaskView {
+/// The URL a client gets for `image`, rendered now from the store's URL mode:
+/// a stored image's key through [`BlobStore::url`], a remote image's own URL.
+///
+/// # Errors
+/// When the store cannot render the URL (e.g. presigning credentials unavailable).
+pub async fn image_url(blobs: &dyn BlobStore, image: &ImageRecord) -> Result<String, BlobError> {
+    match &image.location {
+        ImageLocation::Stored(key) => blobs.url(key).await,
+        ImageLocation::Remote(url) => Ok(url.clone()),
+    }
+}
+
+/// The API view of a task and its images, with URLs rendered now. `inline`
+/// holds `(image id, base64)` pairs to include (`?include=image_base64`).
+///
+/// # Errors
+/// As [`image_url`].
+pub async fn task_view(
+    blobs: &dyn BlobStore,
+    task: &TaskRecord,
+    images: &[ImageRecord],
+    inline: &[(i64, String)],
+) -> Result<TaskView, BlobError> {
+    let mut views = Vec::with_capacity(images.len());
+    for i in images {
+        views.push(ImageView {
+            image_url: image_url(blobs, i).await?,
+            width: i.width,
+            height: i.height,
+            mime: i.mime.clone(),
+            image_base64: inline
+                .iter()
+                .find(|(id, _)| *id == i.id)
+                .map(|(_, b64)| b64.clone()),
+        });
+    }
+    Ok(TaskView {
         task_id: task.task_id.to_string(),
         request_id: task.request_id.clone(),
         user_id: task.user_id.clone(),
@@ -303,14 +328,14 @@ pub fn task_view(task: &TaskRecord, images: &[ImageRecord]) -> TaskView {
         progress: task.progress.get(),
         angle: task.angle.map(|a| a.as_str().into()),
         base_model_task_id: task.base_model_task_id.map(|t| t.to_string()),
-        image: images.first().cloned(),
-        images,
+        image: views.first().cloned(),
+        images: views,
         error_code: task.error_code,
         error_message: task.error_message.clone(),
         created_at: format_timestamp(task.created_at),
         updated_at: format_timestamp(task.updated_at),
         completed_at: task.completed_at.map(format_timestamp),
-    }
+    })
 }
 
 impl TaskService {
@@ -610,7 +635,13 @@ impl TaskService {
         let first = images.first().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("completed task {id} has no image row"))
         })?;
-        Ok((id, format!("{BLOB_REF_PREFIX}{}", first.image.storage_key)))
+        // A stored base model goes upstream from our store; an imported one
+        // (remote URL) is passed to Apimart as its URL.
+        let reference = match &first.location {
+            ImageLocation::Stored(key) => format!("{BLOB_REF_PREFIX}{key}"),
+            ImageLocation::Remote(url) => url.clone(),
+        };
+        Ok((id, reference))
     }
 
     async fn insert(&self, draft: Draft) -> Result<Created, ApiError> {
@@ -692,11 +723,13 @@ impl TaskService {
         }
     }
 
-    /// `GET /tasks/{id}`: the task and its images. Unknown or malformed id → 404/1003.
+    /// `GET /tasks/{id}`: the task and its images, with URLs rendered now;
+    /// with `include_base64`, each image's inline copy when one was stored.
+    /// Unknown or malformed id → 404/1003.
     ///
     /// # Errors
-    /// 404/1003, or 500/503 on database failure.
-    pub async fn get(&self, raw_id: &str) -> Result<TaskView, ApiError> {
+    /// 404/1003, or 500/503 on database or storage failure.
+    pub async fn get(&self, raw_id: &str, include_base64: bool) -> Result<TaskView, ApiError> {
         let id: TaskId = raw_id
             .parse()
             .map_err(|_| ApiError::NotFound(format!("task {} not found", shown(raw_id))))?;
@@ -711,7 +744,12 @@ impl TaskService {
             Err(e) => return Err(e.into()),
         };
         let images = self.images.images_for_task(&id).await?;
-        Ok(task_view(&task, &images))
+        let inline = if include_base64 {
+            self.images.inline_images_for_task(&id).await?
+        } else {
+            Vec::new()
+        };
+        Ok(task_view(&*self.blobs, &task, &images, &inline).await?)
     }
 
     /// `GET /tasks`: newest first, keyset pagination with an opaque cursor.
@@ -766,17 +804,15 @@ impl TaskService {
         let page = &rows[..rows.len().min(limit as usize)];
         let ids: Vec<TaskId> = page.iter().map(|t| t.task_id).collect();
         let images = self.images.images_for_tasks(&ids).await?;
-        let items = page
-            .iter()
-            .map(|task| {
-                let own: Vec<ImageRecord> = images
-                    .iter()
-                    .filter(|i| i.image.task_id == task.task_id)
-                    .cloned()
-                    .collect();
-                task_view(task, &own)
-            })
-            .collect();
+        let mut items = Vec::with_capacity(page.len());
+        for task in page {
+            let own: Vec<ImageRecord> = images
+                .iter()
+                .filter(|i| i.task_id == task.task_id)
+                .cloned()
+                .collect();
+            items.push(task_view(&*self.blobs, task, &own, &[]).await?);
+        }
         let next_cursor = if has_more {
             rows.get(limit as usize - 1)
                 .map(|t| encode_cursor(&t.task_id))
@@ -808,7 +844,7 @@ impl TaskService {
             Ok(task) => {
                 metrics::counter!("tasks_finished_total", "type" => task.task_type.as_str(), "status" => "cancelled", "error_kind" => "none").increment(1);
                 let images = self.images.images_for_task(&id).await?;
-                Ok(task_view(&task, &images))
+                Ok(task_view(&*self.blobs, &task, &images, &[]).await?)
             }
             Err(RepoError::NotFound) => Err(ApiError::NotFound(format!(
                 "task {} not found",

@@ -63,14 +63,16 @@ fn worker_owner() -> String {
     format!("{host}-{}-{}", std::process::id(), &suffix[20..])
 }
 
-/// Opens the blob store named by `STORAGE_URL`.
+/// Opens the blob store named by the config (`STORAGE_URL`, the `AWS_*` or
+/// `OSS_*` settings), rendering local image URLs for the configured `PORT`
+/// (the CLI; a serving process uses [`open_blob_store_with`] and its bound port).
 ///
 /// # Errors
-/// An unsupported URL, or a store that cannot be set up.
+/// An unusable `STORAGE_URL`, S3 setting or URL mode, naming the variable.
 pub fn open_blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
-    Ok(Arc::new(
-        ObjectBlobStore::from_url(&config.storage_url).context("STORAGE_URL")?,
-    ))
+    let storage = crate::storage::resolve(config)
+        .map_err(|e| anyhow::anyhow!("storage configuration: {e}"))?;
+    open_blob_store_with(config, &storage, config.port)
 }
 
 /// Opens the database named by the config (migrating when `auto_migrate`).
@@ -93,6 +95,29 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     Ok(db)
 }
 
+/// Opens the blob store named by the config, with its URL mode (`bound_port`
+/// is this process's HTTP port, 0 without one).
+///
+/// # Errors
+/// An unusable `STORAGE_URL`, S3 setting or URL mode, naming the variable.
+pub fn open_blob_store_with(
+    config: &Config,
+    storage: &crate::storage::Storage,
+    bound_port: u16,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let store = match storage {
+        crate::storage::Storage::Local { url } => {
+            ObjectBlobStore::from_url(url).context("STORAGE_URL")?
+        }
+        crate::storage::Storage::S3 { settings, .. } => {
+            ObjectBlobStore::s3(settings).context("STORAGE_URL (S3 settings)")?
+        }
+    };
+    let mode = crate::storage::url_mode(config, storage, bound_port)
+        .map_err(|e| anyhow::anyhow!("IMAGE_URL_MODE: {e}"))?;
+    Ok(Arc::new(store.with_urls(mode).context("IMAGE_URL_MODE")?))
+}
+
 impl Application {
     /// Builds everything from `config`: database (migrated when
     /// `auto_migrate`), blob store, Apimart client (or the built-in simulator
@@ -110,7 +135,8 @@ impl Application {
                 info!(migrations = ?applied, "migrations applied");
             }
         }
-        let blobs = open_blob_store(&config)?;
+        let storage = crate::storage::resolve(&config)
+            .map_err(|e| anyhow::anyhow!("storage configuration: {e}"))?;
         let prompts = Arc::new(match &config.prompt_templates_dir {
             Some(dir) => PromptTemplates::from_dir(std::path::Path::new(dir))
                 .context("PROMPT_TEMPLATES_DIR")?,
@@ -130,6 +156,10 @@ impl Application {
             None => 0,
         };
         let public_base_url = config.public_base_url(port);
+        let blobs = open_blob_store_with(&config, &storage, port)?;
+        for warning in crate::storage::warnings(&config, role) {
+            warn!("{warning}");
+        }
 
         let retry = RetryPolicy {
             max_attempts: config.retry_max_attempts,
@@ -271,8 +301,7 @@ impl Application {
                 task_timeout: Config::secs(config.task_timeout),
                 model: config.apimart_model.clone(),
                 max_result_image_bytes: config.max_result_image_bytes,
-                public_base_url: public_base_url.clone(),
-                store_image_base64: config.store_image_base64,
+                store_image_base64: config.image_base64_enabled(),
                 callbacks_enabled: sender.is_some(),
                 callback_max_attempts,
                 callback_base_delay: callback_base,
@@ -311,6 +340,8 @@ impl Application {
                     max_body_bytes: config.max_body_bytes,
                     admin: Admin { outbox: repo },
                     privacy: privacy.clone(),
+                    serve_images: config.image_url_mode == crate::storage::ImageUrlMode::Public,
+                    metrics_token: config.metrics_auth_token.clone(),
                 });
                 Some(
                     HttpServer::new(move || {
@@ -326,7 +357,8 @@ impl Application {
                 )
             }
         };
-        info!(port, role = ?role, public_base_url = %public_base_url, database = db.backend().as_str(), "modelgen built");
+        info!(port, role = ?role, public_base_url = %public_base_url, storage = %storage.describe(),
+            image_url_mode = ?config.image_url_mode, database = db.backend().as_str(), "modelgen built");
         Ok(Application {
             port,
             server,

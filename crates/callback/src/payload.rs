@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 /// "angle":"front","image_url":"https://…","images":[{…}],"error_code":null,"error_message":null,
 /// "completed_at":"2026-11-29T11:35:33.123Z"}`.
 ///
-/// Serialise it once (`serde_json::to_vec`) when the outbox row is written and send those
-/// same bytes on every attempt: the signature covers the exact bytes.
+/// Built afresh for each delivery attempt: image URLs are rendered from the
+/// current settings at that moment (a presigned URL is valid from the attempt
+/// on), so two attempts may carry different URLs for the same images.
+/// Deduplicate on the `webhook-id` header, not on the body. The signature covers
+/// the exact bytes of each attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackPayload {
     /// The task id, `task_` + ULID.
@@ -41,17 +44,19 @@ pub struct CallbackPayload {
     pub completed_at: Option<String>,
 }
 
-/// One stored result image.
+/// One result image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackImage {
-    /// Where the Java backend downloads it (public base URL or `GET /images/{key}`).
+    /// Where the Java backend downloads it, rendered when the attempt is made:
+    /// `{PUBLIC_BASE_URL}/…` (or `…/images/{key}` for local storage), a
+    /// presigned URL valid for `IMAGE_URL_EXPIRY`, or an imported image's own URL.
     pub image_url: String,
-    /// Width in pixels.
-    pub width: i32,
-    /// Height in pixels.
-    pub height: i32,
-    /// MIME type, e.g. `image/png`.
-    pub mime: String,
+    /// Width in pixels; `null` when unknown (an imported image).
+    pub width: Option<i32>,
+    /// Height in pixels; `null` when unknown.
+    pub height: Option<i32>,
+    /// MIME type, e.g. `image/png`; `null` when unknown.
+    pub mime: Option<String>,
 }
 
 /// Formats a timestamp the way every modelgen timestamp is written on the wire:
@@ -157,15 +162,15 @@ mod tests {
             .with_images(vec![
                 CallbackImage {
                     image_url: "https://img.example/a.png".into(),
-                    width: 1024,
-                    height: 768,
-                    mime: "image/png".into(),
+                    width: Some(1024),
+                    height: Some(768),
+                    mime: Some("image/png".into()),
                 },
                 CallbackImage {
                     image_url: "https://img.example/b.png".into(),
-                    width: 1024,
-                    height: 768,
-                    mime: "image/png".into(),
+                    width: Some(1024),
+                    height: Some(768),
+                    mime: Some("image/png".into()),
                 },
             ])
             .with_completed_at(at());

@@ -35,9 +35,9 @@ fn body() -> Vec<u8> {
     .with_angle(Some(Angle::Front))
     .with_images(vec![CallbackImage {
         image_url: "http://127.0.0.1/images/a.png".into(),
-        width: 768,
-        height: 1024,
-        mime: "image/png".into(),
+        width: Some(768),
+        height: Some(1024),
+        mime: Some("image/png".into()),
     }]);
     serde_json::to_vec(&payload).expect("serialises")
 }

@@ -20,7 +20,10 @@ pub mod testing;
 
 #[cfg(feature = "mock")]
 pub use blob::MockBlobStore;
-pub use blob::{BlobError, BlobStore, ObjectBlobStore};
+pub use blob::{
+    Addressing, BlobError, BlobStore, BlobStream, ObjectBlobStore, S3Settings, UrlMode,
+    is_public_key,
+};
 pub use db::{
     Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT, Database, PoolOptions, PoolStatus,

@@ -181,6 +181,39 @@ pub struct TaskChange {
     pub release_lease: bool,
 }
 
+/// Where an image's bytes are: in our blob store, or at a URL someone else serves.
+///
+/// A stored image has no frozen URL: the URL handed to clients is rendered from
+/// its key whenever it is read ([`crate::BlobStore::url`]), so a change of
+/// `PUBLIC_BASE_URL`, of the bucket's domain or of the URL mode applies to old
+/// images too. A remote image (e.g. imported from the earlier service, whose
+/// images live on its own OSS bucket) is served at its URL as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageLocation {
+    /// Blob-store key, e.g. `results/task_…/0.png` (column `storage_key`).
+    Stored(String),
+    /// Absolute `http(s)` URL of an image we do not hold (column `remote_url`).
+    Remote(String),
+}
+
+impl ImageLocation {
+    /// The blob-store key of a stored image.
+    pub fn storage_key(&self) -> Option<&str> {
+        match self {
+            ImageLocation::Stored(key) => Some(key),
+            ImageLocation::Remote(_) => None,
+        }
+    }
+
+    /// The URL of a remote image.
+    pub fn remote_url(&self) -> Option<&str> {
+        match self {
+            ImageLocation::Stored(_) => None,
+            ImageLocation::Remote(url) => Some(url),
+        }
+    }
+}
+
 /// A result image to insert (`ai_generation_image`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewImage {
@@ -188,31 +221,46 @@ pub struct NewImage {
     pub task_id: TaskId,
     /// Outfit angle, copied from the task.
     pub angle: Option<Angle>,
-    /// Public URL of the stored image.
-    pub image_url: String,
-    /// Blob-store key.
-    pub storage_key: String,
-    /// Optional inline copy (standard base64, no data-URI prefix).
+    /// Where the bytes are.
+    pub location: ImageLocation,
+    /// Optional inline copy (standard base64, no data-URI prefix), when
+    /// `IMAGE_BASE64`/`STORE_IMAGE_BASE64` is on. Read back only on request
+    /// ([`crate::ImageRepository::inline_images_for_task`]).
     pub image_base64: Option<String>,
-    /// `image/png`, `image/jpeg` or `image/webp`.
-    pub mime: String,
-    /// Pixels.
-    pub width: i32,
-    /// Pixels.
-    pub height: i32,
-    /// Size in bytes.
-    pub bytes: i64,
+    /// `image/png`, `image/jpeg` or `image/webp`; `None` when unknown (remote images).
+    pub mime: Option<String>,
+    /// Pixels; `None` when unknown (remote images).
+    pub width: Option<i32>,
+    /// Pixels; `None` when unknown (remote images).
+    pub height: Option<i32>,
+    /// Size in bytes; `None` when unknown (remote images).
+    pub bytes: Option<i64>,
     /// Insert time.
     pub created_at: DateTime<Utc>,
 }
 
-/// A stored image row.
+/// A stored image row, without its inline base64 copy (which can be megabytes:
+/// it is read only on request, by [`crate::ImageRepository::inline_images_for_task`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageRecord {
     /// Surrogate key, increasing in insert order.
     pub id: i64,
-    /// The image's fields.
-    pub image: NewImage,
+    /// Task it belongs to.
+    pub task_id: TaskId,
+    /// Outfit angle.
+    pub angle: Option<Angle>,
+    /// Where the bytes are.
+    pub location: ImageLocation,
+    /// MIME type, when known.
+    pub mime: Option<String>,
+    /// Pixels, when known.
+    pub width: Option<i32>,
+    /// Pixels, when known.
+    pub height: Option<i32>,
+    /// Size in bytes, when known.
+    pub bytes: Option<i64>,
+    /// Insert time.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Filters for listing tasks, newest first.

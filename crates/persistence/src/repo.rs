@@ -109,6 +109,11 @@ pub trait ImageRepository: Send + Sync {
     /// Images of several tasks in one query (a page of `GET /tasks`), in
     /// insert order; each record names its task.
     async fn images_for_tasks(&self, ids: &[TaskId]) -> Result<Vec<ImageRecord>, RepoError>;
+
+    /// The inline base64 copies of one task's images that have one, as
+    /// `(image id, standard base64)` in insert order. Kept apart from the other
+    /// reads because each copy can be megabytes.
+    async fn inline_images_for_task(&self, id: &TaskId) -> Result<Vec<(i64, String)>, RepoError>;
 }
 
 /// The callback outbox (`callback_delivery`); rows are written by

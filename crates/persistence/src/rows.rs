@@ -7,7 +7,9 @@ use diesel::prelude::*;
 use modelgen_domain::{Angle, Progress, TaskId, TaskStatus, TaskType};
 
 use crate::error::RepoError;
-use crate::models::{CallbackRecord, CallbackStatus, ImageRecord, NewImage, NewTask, TaskRecord};
+use crate::models::{
+    CallbackRecord, CallbackStatus, ImageLocation, ImageRecord, NewImage, NewTask, TaskRecord,
+};
 use crate::schema::{ai_generation_image, ai_generation_task, callback_delivery};
 
 /// Earliest instant stored: `0001-01-01T00:00:00Z`. Earlier instants would print
@@ -225,7 +227,8 @@ pub(crate) fn task_records(rows: Vec<TaskRow>) -> Result<Vec<TaskRecord>, RepoEr
     rows.into_iter().map(TaskRow::into_record).collect()
 }
 
-/// A row of `ai_generation_image` as read back.
+/// A row of `ai_generation_image` as read back, without `image_base64` (which
+/// can be megabytes and is read only on request).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = ai_generation_image)]
 #[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
@@ -233,13 +236,12 @@ pub(crate) struct ImageRow {
     pub id: i64,
     pub task_id: String,
     pub angle: Option<String>,
-    pub image_url: String,
-    pub storage_key: String,
-    pub image_base64: Option<String>,
-    pub mime: String,
-    pub width: i32,
-    pub height: i32,
-    pub bytes: i64,
+    pub storage_key: Option<String>,
+    pub remote_url: Option<String>,
+    pub mime: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub bytes: Option<i64>,
     pub created_at: NaiveDateTime,
 }
 
@@ -249,13 +251,13 @@ pub(crate) struct ImageRow {
 pub(crate) struct NewImageRow {
     pub task_id: String,
     pub angle: Option<String>,
-    pub image_url: String,
-    pub storage_key: String,
+    pub storage_key: Option<String>,
+    pub remote_url: Option<String>,
     pub image_base64: Option<String>,
-    pub mime: String,
-    pub width: i32,
-    pub height: i32,
-    pub bytes: i64,
+    pub mime: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub bytes: Option<i64>,
     pub created_at: NaiveDateTime,
 }
 
@@ -264,8 +266,8 @@ impl From<&NewImage> for NewImageRow {
         NewImageRow {
             task_id: image.task_id.to_string(),
             angle: image.angle.map(|a| a.as_str().to_owned()),
-            image_url: image.image_url.clone(),
-            storage_key: image.storage_key.clone(),
+            storage_key: image.location.storage_key().map(str::to_owned),
+            remote_url: image.location.remote_url().map(str::to_owned),
             image_base64: image.image_base64.clone(),
             mime: image.mime.clone(),
             width: image.width,
@@ -277,23 +279,30 @@ impl From<&NewImage> for NewImageRow {
 }
 
 impl ImageRow {
-    /// The domain record.
+    /// The domain record; [`RepoError::Corrupt`] when the row has neither (or
+    /// both) a storage key and a remote URL.
     pub(crate) fn into_record(self) -> Result<ImageRecord, RepoError> {
         let row_id = format!("image {}", self.id);
+        let location = match (self.storage_key, self.remote_url) {
+            (Some(key), None) => ImageLocation::Stored(key),
+            (None, Some(url)) => ImageLocation::Remote(url),
+            _ => {
+                return Err(corrupt(
+                    &row_id,
+                    "exactly one of storage_key and remote_url must be set",
+                ));
+            }
+        };
         Ok(ImageRecord {
             id: self.id,
-            image: NewImage {
-                task_id: parse_task_id(&row_id, &self.task_id)?,
-                angle: parse_angle(&row_id, self.angle.as_deref())?,
-                image_url: self.image_url,
-                storage_key: self.storage_key,
-                image_base64: self.image_base64,
-                mime: self.mime,
-                width: self.width,
-                height: self.height,
-                bytes: self.bytes,
-                created_at: from_db(self.created_at),
-            },
+            task_id: parse_task_id(&row_id, &self.task_id)?,
+            angle: parse_angle(&row_id, self.angle.as_deref())?,
+            location,
+            mime: self.mime,
+            width: self.width,
+            height: self.height,
+            bytes: self.bytes,
+            created_at: from_db(self.created_at),
         })
     }
 }

@@ -37,18 +37,20 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// One stored result image of a task.
+    /// One result image of a task: exactly one of `storage_key` (in our blob
+    /// store; its URL is rendered when read) and `remote_url` (an image served
+    /// elsewhere, e.g. imported) is set; see `migrations/*/…_image_location`.
     ai_generation_image (id) {
         id -> BigInt,
         task_id -> Text,
         angle -> Nullable<Text>,
-        image_url -> Text,
-        storage_key -> Text,
+        storage_key -> Nullable<Text>,
+        remote_url -> Nullable<Text>,
         image_base64 -> Nullable<Text>,
-        mime -> Text,
-        width -> Integer,
-        height -> Integer,
-        bytes -> BigInt,
+        mime -> Nullable<Text>,
+        width -> Nullable<Integer>,
+        height -> Nullable<Integer>,
+        bytes -> Nullable<BigInt>,
         created_at -> Timestamp,
     }
 }

@@ -215,7 +215,7 @@ fn property_06_created_task_persisted_with_right_fields_and_base_link() {
                 app.db
                     .images_for_task(&base_id)
                     .await
-                    .map(|i| i[0].image.storage_key.clone())
+                    .map(|i| i[0].location.storage_key().map(str::to_owned).unwrap_or_default())
             })
             .unwrap_or_default();
         proptest!(cases(8), |(
@@ -344,7 +344,11 @@ fn property_10_completed_task_has_an_image_row_with_url_or_base64() {
             let app = rt.block_on(spawn_app(
                 backend,
                 AppOptions {
-                    extra: vec![("store_image_base64".into(), inline.to_string())],
+                    // Both spellings: the older name and its alias.
+                    extra: vec![(
+                        if inline { "image_base64" } else { "store_image_base64" }.into(),
+                        inline.to_string(),
+                    )],
                 },
             ));
             proptest!(cases(2), |(user in "[a-z]{3,8}")| {
@@ -354,10 +358,28 @@ fn property_10_completed_task_has_an_image_row_with_url_or_base64() {
                 let task_id: modelgen_domain::TaskId = id.parse().map_err(|_| TestCaseError::fail("id"))?;
                 let rows = rt.block_on(app.db.images_for_task(&task_id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert!(!rows.is_empty(), "no image row");
-                for row in rows {
-                    prop_assert!(!row.image.image_url.is_empty() || row.image.image_base64.is_some());
-                    prop_assert_eq!(row.image.image_base64.is_some(), inline);
-                    prop_assert!(row.image.bytes > 0 && row.image.width > 0 && row.image.height > 0);
+                let copies = rt.block_on(app.db.inline_images_for_task(&task_id)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(copies.len(), if inline { rows.len() } else { 0 });
+                for row in &rows {
+                    prop_assert!(row.location.storage_key().is_some_and(|k| !k.is_empty()));
+                    prop_assert!(row.bytes.unwrap_or(0) > 0 && row.width.unwrap_or(0) > 0 && row.height.unwrap_or(0) > 0);
+                }
+                // The view renders a URL for each row; the inline copy only on request,
+                // and it is the very bytes the URL serves.
+                let url = done["image"]["image_url"].as_str().unwrap_or_default().to_string();
+                prop_assert!(url.starts_with(&app.base), "{url}");
+                prop_assert!(done["image"].get("image_base64").is_none());
+                let (_, with) = rt.block_on(app.get(&format!("/tasks/{id}?include=image_base64")));
+                let served = rt.block_on(async { app.client.get(&url).send().await?.bytes().await })
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match with["data"]["image"]["image_base64"].as_str() {
+                    Some(b64) => {
+                        use base64::Engine as _;
+                        prop_assert!(inline);
+                        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(&decoded[..], &served[..]);
+                    }
+                    None => prop_assert!(!inline),
                 }
             });
         }

@@ -424,6 +424,23 @@ impl ImageRepository for Database {
         })?;
         rows.into_iter().map(ImageRow::into_record).collect()
     }
+
+    async fn inline_images_for_task(&self, id: &TaskId) -> Result<Vec<(i64, String)>, RepoError> {
+        let id = id.to_string();
+        let rows: Vec<(i64, Option<String>)> = with_conn!(self, |conn| {
+            Ok(img::table
+                .filter(img::task_id.eq(&id))
+                .filter(img::image_base64.is_not_null())
+                .select((img::id, img::image_base64))
+                .order(img::id.asc())
+                .load(conn)
+                .await?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(image_id, b64)| b64.map(|b| (image_id, b)))
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use modelgen_domain::{Angle, Progress, TaskEvent, TaskId, TaskStatus, TaskType, TransitionError};
 use modelgen_persistence::{
-    CallbackOutbox, CallbackStatus, Database, Fence, ImageRepository, InsertOutcome, NewImage,
-    RepoError, TaskChange, TaskQuery, TaskRepository,
+    CallbackOutbox, CallbackStatus, Database, Fence, ImageLocation, ImageRepository,
+    InsertOutcome, NewImage, RepoError, TaskChange, TaskQuery, TaskRepository,
 };
 
 use crate::support::{at, create, new_task, t0};
@@ -16,19 +16,48 @@ fn progressed(p: i64) -> TaskChange {
     }
 }
 
+/// Image `n` of a task: even ones stored in our blob store (the first with an
+/// inline copy), odd ones remote (as imported images are), with unknown facts.
 fn image(task_id: TaskId, n: usize) -> NewImage {
-    NewImage {
-        task_id,
-        angle: Some(Angle::Front),
-        image_url: format!("http://127.0.0.1:8000/images/results/{task_id}/{n}.png"),
-        storage_key: format!("results/{task_id}/{n}.png"),
-        image_base64: (n == 0).then(|| "aGVsbG8=".to_owned()),
-        mime: "image/png".to_owned(),
-        width: 768,
-        height: 1024,
-        bytes: 123_456,
-        created_at: at(5_000),
+    if n % 2 == 0 {
+        NewImage {
+            task_id,
+            angle: Some(Angle::Front),
+            location: ImageLocation::Stored(format!("results/{task_id}/{n}.png")),
+            image_base64: (n == 0).then(|| "aGVsbG8=".to_owned()),
+            mime: Some("image/png".to_owned()),
+            width: Some(768),
+            height: Some(1024),
+            bytes: Some(123_456),
+            created_at: at(5_000),
+        }
+    } else {
+        NewImage {
+            task_id,
+            angle: None,
+            location: ImageLocation::Remote(format!(
+                "https://suitme.oss-cn-shenzhen.aliyuncs.com/images/2025/01/02/{task_id}_{n}.png"
+            )),
+            image_base64: None,
+            mime: None,
+            width: None,
+            height: None,
+            bytes: None,
+            created_at: at(5_000),
+        }
     }
+}
+
+/// What reading `image(task_id, n)` back must give (no inline copy).
+fn record_fields(image: &NewImage) -> (ImageLocation, Option<Angle>, Option<String>, Option<i32>, Option<i32>, Option<i64>) {
+    (
+        image.location.clone(),
+        image.angle,
+        image.mime.clone(),
+        image.width,
+        image.height,
+        image.bytes,
+    )
 }
 
 pub async fn insert_get_and_list_with_filters_and_cursor(db: Database) {
@@ -321,8 +350,28 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
     );
     assert!(db.images_for_tasks(&[]).await.unwrap().is_empty());
     assert!(images[0].id < images[1].id, "insert order");
-    assert_eq!(images[0].image, image(task.task_id, 0));
-    assert_eq!(images[1].image, image(task.task_id, 1));
+    for (n, read) in images.iter().enumerate() {
+        let written = image(task.task_id, n);
+        assert_eq!(read.task_id, task.task_id);
+        assert_eq!(read.created_at, written.created_at);
+        assert_eq!(
+            (
+                read.location.clone(),
+                read.angle,
+                read.mime.clone(),
+                read.width,
+                read.height,
+                read.bytes
+            ),
+            record_fields(&written)
+        );
+    }
+    // Inline copies are read only on request, and only where one was stored.
+    assert_eq!(
+        db.inline_images_for_task(&task.task_id).await.unwrap(),
+        vec![(images[0].id, "aGVsbG8=".to_owned())]
+    );
+    assert!(db.inline_images_for_task(&other.task_id).await.unwrap().is_empty());
 
     let outbox = db.callbacks_for_task(&task.task_id).await.unwrap();
     assert_eq!(outbox.len(), 1);
