@@ -17,6 +17,8 @@ mod rows;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
+pub mod s3_server;
 
 #[cfg(feature = "mock")]
 pub use blob::MockBlobStore;
