@@ -9,6 +9,7 @@ mod blob;
 mod callbacks;
 mod claims;
 mod connect;
+mod image_migration;
 mod properties;
 mod retention;
 mod support;
