@@ -4,8 +4,12 @@
 
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+# The S3-compatible server the storage tests (and `make s3-server`) use.
+S3S_FS_VERSION ?= 0.14.1
+TOOLS ?= $(HOME)/.cache/modelgen-tools
+S3S_FS ?= $(TOOLS)/bin/s3s-fs
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -39,6 +43,23 @@ load:
 	$(CARGO) build --release -p modelgen-api --bin modelgen
 	$(CARGO) run --release -p modelgen-e2e --bin load -- \
 		--bin $${CARGO_TARGET_DIR:-target}/release/modelgen $(LOAD_ARGS)
+
+## Installs s3s-fs (crates.io), the S3 server the storage tests start on loopback.
+s3-tools:
+	@[ -x $(S3S_FS) ] || $(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked --root $(TOOLS)
+
+## A local S3-compatible server for trying modelgen on S3: 127.0.0.1:8014,
+## access key `modelgen`, secret `modelgen-secret`, bucket `modelgen`, data in ./data/s3.
+s3-server: s3-tools
+	mkdir -p data/s3/modelgen
+	$(S3S_FS) --host 127.0.0.1 --port 8014 --access-key modelgen --secret-key modelgen-secret data/s3
+
+## modelgen against `make s3-server` (run that first, in another terminal),
+## with presigned image URLs.
+run-s3:
+	STORAGE_URL=s3://modelgen/images AWS_ENDPOINT_URL=http://127.0.0.1:8014 AWS_ALLOW_HTTP=true \
+	AWS_ACCESS_KEY_ID=modelgen AWS_SECRET_ACCESS_KEY=modelgen-secret AWS_REGION=us-east-1 \
+	IMAGE_URL_MODE=presigned $(CARGO) run -p modelgen-api --bin modelgen -- serve
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -415,6 +415,12 @@ impl Service {
         }
     }
 
+    /// Sets (or replaces) an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts the process again with the same settings and port.
     pub async fn restart(&mut self) {
         self.kill9();

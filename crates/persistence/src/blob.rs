@@ -296,7 +296,12 @@ impl S3Settings {
         } else {
             AmazonS3Builder::from_env()
         };
+        // Objects carry their image type, so browsers and CDNs show them.
         let mut options = object_store::ClientOptions::new()
+            .with_content_type_for_suffix("png", "image/png")
+            .with_content_type_for_suffix("jpg", "image/jpeg")
+            .with_content_type_for_suffix("jpeg", "image/jpeg")
+            .with_content_type_for_suffix("webp", "image/webp")
             .with_allow_http(self.allow_http)
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120));

@@ -256,6 +256,12 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
         assert!(url.contains("X-Amz-Signature="), "{url}");
         let resp = client.get(&url).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{}: {url}", f.name);
+        assert_eq!(
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            Some("image/png"),
+            "{}: objects carry their image type",
+            f.name
+        );
         assert_eq!(resp.bytes().await.unwrap(), Bytes::from_static(b"presigned bytes"));
 
         // A signature is for one object: pointing it at the input photo fails.
