@@ -10,7 +10,7 @@
 #                     any complaint fails) and `security --offline` (exposure <= 3.0)
 #   validate.sh       shellcheck
 #   settings          every variable set by configmap.yaml, secret.example.yaml,
-#                     compose.yaml, .env.example and modelgen.env.example is a
+#                     compose.env, .env.example and modelgen.env.example is a
 #                     real modelgen setting (ENV_KEYS in crates/api/src/config.rs):
 #                     the service silently ignores unknown variables, so a typo
 #                     would otherwise go unnoticed; and that every stop timeout
@@ -151,23 +151,21 @@ def env_file(path):
 def load(path):
     return yaml.safe_load(open(path, encoding="utf-8"))
 
-def interpolate(value):
-    # compose's ${VAR:-default} / ${VAR}: the value used when VAR is unset.
-    return re.sub(r"\$\{[A-Z0-9_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value))
-
 def sources():
     cm = load(f"{root}/deploy/k8s/configmap.yaml")["data"]
     secret = load(f"{root}/deploy/k8s/secret.example.yaml")["stringData"]
     yield "k8s configmap+secret", {**cm, **secret}, set()
     compose = load(f"{root}/deploy/compose.yaml")
     for name, svc in compose["services"].items():
-        if name == "postgres":
-            continue
-        env = {k: interpolate(v) for k, v in (svc.get("environment") or {}).items()}
-        yield f"compose service {name}", env, set()
-    # .env.example also feeds compose's own ${...} substitution.
+        # The modelgen containers take everything from env files (an
+        # `environment:` block would silently override deploy/.env).
+        if "env_file" in svc and svc.get("environment"):
+            sys.exit(f"compose service {name}: modelgen settings belong in compose.env, not environment:")
+    # compose.env, then .env.example (which also feeds compose's ${...} substitution).
+    yield "deploy/compose.env", env_file(f"{root}/deploy/compose.env"), set()
     dot = env_file(f"{root}/deploy/.env.example")
-    yield "deploy/.env.example", dot, {"POSTGRES_PASSWORD", "MODELGEN_IMAGE"}
+    yield "deploy/.env.example", dot, {"MARIADB_PASSWORD", "MARIADB_ROOT_PASSWORD",
+                                       "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MODELGEN_IMAGE"}
     yield "deploy/modelgen.env.example", env_file(f"{root}/deploy/modelgen.env.example"), set()
 
 def seconds(text):
@@ -193,9 +191,9 @@ if mode == "grace":
     if not stop or seconds(stop.group(1)) <= need:
         bad.append(f"modelgen.service TimeoutStopSec must exceed {need:g}")
     compose = load(f"{root}/deploy/compose.yaml")
+    grace = env_file(f"{root}/deploy/compose.env").get("SHUTDOWN_GRACE", "30")
     for name, svc in compose["services"].items():
-        grace = (svc.get("environment") or {}).get("SHUTDOWN_GRACE")
-        if grace is not None and svc.get("command") == ["serve"]:
+        if svc.get("command") == ["serve"]:
             need = 2 * seconds(grace)
             if seconds(svc.get("stop_grace_period", "10s")) <= need:
                 bad.append(f"compose {name} stop_grace_period must exceed {need:g}s")
