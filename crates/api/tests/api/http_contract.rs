@@ -670,3 +670,54 @@ async fn bad_idempotency_headers_unknown_long_routes_and_odd_event_ids() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_auth_token_protects_metrics_only() {
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("metrics_auth_token".into(), "\"scrape-secret\"".into())],
+        },
+    )
+    .await;
+    let url = format!("{}/metrics", app.base);
+    let resp = app.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 1005);
+    for wrong in ["Bearer nope", "Basic scrape-secret", "scrape-secret"] {
+        let resp = app
+            .client
+            .get(&url)
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{wrong}");
+    }
+    let resp = app
+        .client
+        .get(&url)
+        .header("authorization", "Bearer scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.unwrap().contains("tasks_created_total"));
+    // Everything else is unaffected (no API_AUTH_TOKEN here).
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+    let (status, _) = app.get("/tasks").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn include_names_only_image_base64() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let id = app.create_default("u-include").await;
+    let (status, body) = app.get(&format!("/tasks/{id}?include=image_base64")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(&format!("/tasks/{id}?include=prompt")).await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
+    assert_eq!(body["data"]["errors"][0]["field"], "include");
+}
