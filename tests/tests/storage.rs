@@ -9,7 +9,7 @@
 //! - a `--workers-only` replica writes callback URLs from `PUBLIC_BASE_URL`,
 //!   and `config check` warns when it has none.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::time::Duration;
 
@@ -112,7 +112,10 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
     assert_eq!(task["status"], "completed", "{task}");
     let edit = create(&api, "/models/edit", edit_body(&base)).await;
     ids.push(edit.clone());
-    assert_eq!(api.wait_terminal(&edit, DEADLINE).await["status"], "completed");
+    assert_eq!(
+        api.wait_terminal(&edit, DEADLINE).await["status"],
+        "completed"
+    );
     let outfit = create(
         &api,
         "/models/outfit",
@@ -141,9 +144,13 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
         // The inline copy: only on request, and the very bytes S3 serves.
         assert!(task["image"].get("image_base64").is_none(), "{task}");
         let (_, with) = api.get(&format!("/tasks/{id}?include=image_base64")).await;
-        let inline = with["data"]["image"]["image_base64"].as_str().expect("inline copy");
+        let inline = with["data"]["image"]["image_base64"]
+            .as_str()
+            .expect("inline copy");
         assert_eq!(
-            base64::engine::general_purpose::STANDARD.decode(inline).unwrap(),
+            base64::engine::general_purpose::STANDARD
+                .decode(inline)
+                .unwrap(),
             bytes
         );
         // The callback carries its own presigned URL, rendered when it was sent.
@@ -168,7 +175,10 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
     let input = server
         .bucket_dir(&bucket)
         .join(format!("modelgen/inputs/{base}"));
-    let files: Vec<_> = std::fs::read_dir(&input).expect("inputs stored in S3").flatten().collect();
+    let files: Vec<_> = std::fs::read_dir(&input)
+        .expect("inputs stored in S3")
+        .flatten()
+        .collect();
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().to_string_lossy().into_owned();
     let (status, _, _) = api
@@ -176,7 +186,10 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
         .await;
     assert_eq!(status, 403, "anonymous read of an input photo");
     let (status, _, _) = api
-        .get_bytes(&format!("{}/images/inputs/{base}/{name}", service.base_url()))
+        .get_bytes(&format!(
+            "{}/images/inputs/{base}/{name}",
+            service.base_url()
+        ))
         .await;
     assert_eq!(status, 404);
     // Nothing was written to the local image directory.
@@ -197,7 +210,10 @@ async fn changing_public_base_url_changes_the_urls_of_completed_tasks() {
     let receiver = CallbackReceiver::start().await;
     let mut overrides = s3_env(&server, &bucket);
     overrides.extend([
-        ("PUBLIC_BASE_URL", "https://img-old.example.test/m".to_string()),
+        (
+            "PUBLIC_BASE_URL",
+            "https://img-old.example.test/m".to_string(),
+        ),
         ("CALLBACK_URL", receiver.url()),
     ]);
     let env = modelgen_e2e::fast_env(&db, dir.path(), &sim.base_url(), "s3-key", &overrides);
@@ -231,7 +247,10 @@ async fn changing_public_base_url_changes_the_urls_of_completed_tasks() {
 
     // A redelivered callback is rendered anew: same event, new URL.
     let (status, body) = api
-        .post(&format!("/admin/callbacks/{event_id}/redeliver"), &json!({}))
+        .post(
+            &format!("/admin/callbacks/{event_id}/redeliver"),
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let again = wait_for("redelivered callback", DEADLINE, || async {

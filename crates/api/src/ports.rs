@@ -9,9 +9,9 @@ use apimart_client::{
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
-use chrono::{DateTime, Utc};
 
 /// Apimart, or anything that speaks its task protocol.
 #[cfg_attr(test, mockall::automock)]

@@ -109,9 +109,9 @@ pub fn resolve(config: &Config) -> Result<Storage, String> {
                 aws(config, settings)
             }
         }
-        Some(_) => Err(
-            "STORAGE_URL must be file://dir, file:///abs/dir or s3://bucket[/prefix]".into(),
-        ),
+        Some(_) => {
+            Err("STORAGE_URL must be file://dir, file:///abs/dir or s3://bucket[/prefix]".into())
+        }
         None if oss_selected(config) => {
             let bucket = config.oss_bucket.as_deref().unwrap_or(LEGACY_OSS_BUCKET);
             let settings = S3Settings::from_url(&format!("s3://{bucket}"))
@@ -228,7 +228,9 @@ fn oss(config: &Config, mut s: S3Settings) -> Result<Storage, String> {
     // Public URLs as the earlier service wrote them: https://{bucket}.{OSS_ENDPOINT}/{key}.
     let root = format!("{scheme}://{}.{host}", s.bucket);
     let default_public_base = match &config.s3_public_endpoint {
-        Some(_) => s.public_base().map_err(|e| format!("S3_PUBLIC_ENDPOINT: {e}"))?,
+        Some(_) => s
+            .public_base()
+            .map_err(|e| format!("S3_PUBLIC_ENDPOINT: {e}"))?,
         None if s.prefix.is_empty() => root,
         None => format!("{root}/{}", s.prefix),
     };
@@ -241,10 +243,12 @@ fn oss(config: &Config, mut s: S3Settings) -> Result<Storage, String> {
 }
 
 fn check_http(s: &S3Settings) -> Result<(), String> {
-    if s.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && !s.allow_http {
-        return Err(
-            "the S3 endpoint is plain http://; set AWS_ALLOW_HTTP=true to allow it".into(),
-        );
+    if s.endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"))
+        && !s.allow_http
+    {
+        return Err("the S3 endpoint is plain http://; set AWS_ALLOW_HTTP=true to allow it".into());
     }
     s.bucket_url(s.endpoint.as_deref())
         .map(|_| ())
@@ -368,9 +372,7 @@ pub fn warnings(config: &Config, role: Role) -> Vec<String> {
             "PUBLIC_BASE_URL {base} names an unroutable host; clients cannot fetch image URLs built from it"
         ));
     }
-    if oss_selected(config)
-        && matches!(&storage, Storage::Local { .. })
-    {
+    if oss_selected(config) && matches!(&storage, Storage::Local { .. }) {
         out.push("OSS_* variables are ignored because STORAGE_URL names a local directory".into());
     }
     out
@@ -428,7 +430,13 @@ mod tests {
             panic!("expected S3");
         };
         assert_eq!(settings.region, "cn-beijing");
-        assert!(!warnings(&oss_config(Some("oss-cn-beijing-internal.aliyuncs.com")), Role::All).is_empty());
+        assert!(
+            !warnings(
+                &oss_config(Some("oss-cn-beijing-internal.aliyuncs.com")),
+                Role::All
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -461,7 +469,11 @@ mod tests {
         else {
             panic!("expected S3");
         };
-        assert_eq!(settings.addressing, Addressing::Path, "custom endpoints default to path style");
+        assert_eq!(
+            settings.addressing,
+            Addressing::Path,
+            "custom endpoints default to path style"
+        );
         assert_eq!(default_public_base, "http://127.0.0.1:9000/media/modelgen");
         let plain = Config {
             aws_allow_http: false,
@@ -530,9 +542,11 @@ mod tests {
             host: "0.0.0.0".into(),
             ..Config::default()
         };
-        assert!(warnings(&exposed, Role::All)
-            .iter()
-            .any(|w| w.contains("0.0.0.0")));
+        assert!(
+            warnings(&exposed, Role::All)
+                .iter()
+                .any(|w| w.contains("0.0.0.0"))
+        );
         let fixed = Config {
             host: "0.0.0.0".into(),
             public_base_url: Some("https://api.example.com".into()),

@@ -166,7 +166,10 @@ impl std::fmt::Debug for S3Settings {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
             .field("session_token", &self.session_token.as_ref().map(|_| "***"))
             .field("addressing", &self.addressing)
             .field("allow_http", &self.allow_http)
@@ -226,7 +229,7 @@ impl S3Settings {
             || parsed.fragment().is_some()
             || !parsed.username().is_empty()
             || parsed.password().is_some()
-            || parsed.path().trim_matches('/') != ""
+            || !parsed.path().trim_matches('/').is_empty()
         {
             return Err(bad(format!(
                 "S3 endpoint `{}` must be an http(s) URL with a host (and port) only",
@@ -271,7 +274,10 @@ impl S3Settings {
     /// # Errors
     /// As [`S3Settings::bucket_url`].
     pub fn public_base(&self) -> Result<String, BlobError> {
-        let endpoint = self.presign_endpoint.as_deref().or(self.endpoint.as_deref());
+        let endpoint = self
+            .presign_endpoint
+            .as_deref()
+            .or(self.endpoint.as_deref());
         let root = self.bucket_url(endpoint)?;
         Ok(if self.prefix.is_empty() {
             root
@@ -280,7 +286,10 @@ impl S3Settings {
         })
     }
 
-    fn builder(&self, endpoint: Option<&str>) -> Result<object_store::aws::AmazonS3Builder, BlobError> {
+    fn builder(
+        &self,
+        endpoint: Option<&str>,
+    ) -> Result<object_store::aws::AmazonS3Builder, BlobError> {
         use object_store::aws::AmazonS3Builder;
         let bucket_endpoint = self.bucket_url(endpoint)?;
         if bucket_endpoint.starts_with("http://") && !self.allow_http {
@@ -455,12 +464,9 @@ impl ObjectBlobStore {
         // Signing is offline: a second client only matters when clients reach
         // the store under another host name than modelgen does.
         let signer: Arc<dyn object_store::signer::Signer> = match &settings.presign_endpoint {
-            Some(public) if Some(public) != settings.endpoint.as_ref() => Arc::new(
-                settings
-                    .builder(Some(public))?
-                    .build()
-                    .map_err(to_err)?,
-            ),
+            Some(public) if Some(public) != settings.endpoint.as_ref() => {
+                Arc::new(settings.builder(Some(public))?.build().map_err(to_err)?)
+            }
             _ => store.clone(),
         };
         Ok(ObjectBlobStore {
@@ -513,7 +519,10 @@ impl ObjectBlobStore {
             object_path(key)
         } else {
             Path::parse(format!("{}/{key}", self.prefix)).map_err(|e| {
-                BlobError::InvalidKey(format!("{e}: `{}`", key.chars().take(64).collect::<String>()))
+                BlobError::InvalidKey(format!(
+                    "{e}: `{}`",
+                    key.chars().take(64).collect::<String>()
+                ))
             })
         }
     }
@@ -577,9 +586,12 @@ impl BlobStore for ObjectBlobStore {
     async fn put_stream(&self, key: &str, mut body: BlobStream) -> Result<u64, BlobError> {
         use tokio::io::AsyncWriteExt as _;
         let path = self.path(key)?;
-        let mut writer =
-            object_store::buffered::BufWriter::with_capacity(self.store.clone(), path, STREAM_PART_BYTES)
-                .with_max_concurrency(STREAM_MAX_CONCURRENCY);
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            path,
+            STREAM_PART_BYTES,
+        )
+        .with_max_concurrency(STREAM_MAX_CONCURRENCY);
         let mut total: u64 = 0;
         while let Some(chunk) = body.next().await {
             let failed = match chunk {
@@ -696,7 +708,10 @@ mod tests {
     #[test]
     fn s3_urls_name_a_valid_bucket_and_an_optional_prefix() {
         let s = S3Settings::from_url("s3://media-1/modelgen/prod/").unwrap();
-        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("media-1", "modelgen/prod"));
+        assert_eq!(
+            (s.bucket.as_str(), s.prefix.as_str()),
+            ("media-1", "modelgen/prod")
+        );
         let s = S3Settings::from_url("s3://media").unwrap();
         assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("media", ""));
         for bad in [
@@ -726,11 +741,13 @@ mod tests {
             "https://media.s3.eu-west-1.amazonaws.com"
         );
         assert_eq!(
-            s.bucket_url(Some("https://s3.oss-cn-shenzhen.aliyuncs.com")).unwrap(),
+            s.bucket_url(Some("https://s3.oss-cn-shenzhen.aliyuncs.com"))
+                .unwrap(),
             "https://media.s3.oss-cn-shenzhen.aliyuncs.com"
         );
         assert_eq!(
-            s.bucket_url(Some("https://media.oss-cn-shenzhen.aliyuncs.com/")).unwrap(),
+            s.bucket_url(Some("https://media.oss-cn-shenzhen.aliyuncs.com/"))
+                .unwrap(),
             "https://media.oss-cn-shenzhen.aliyuncs.com",
             "an endpoint that already names the bucket is kept"
         );
@@ -751,14 +768,23 @@ mod tests {
             s.public_base().unwrap(),
             "https://s3.eu-west-1.amazonaws.com/media/p"
         );
-        for bad in ["ftp://x", "http://u:p@h", "http://h/path", "http://h?q", "nope"] {
+        for bad in [
+            "ftp://x",
+            "http://u:p@h",
+            "http://h/path",
+            "http://h?q",
+            "nope",
+        ] {
             assert!(s.bucket_url(Some(bad)).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn keys_are_percent_encoded_per_segment() {
-        assert_eq!(encode_key("results/a b/ü+#.png"), "results/a%20b/%C3%BC%2B%23.png");
+        assert_eq!(
+            encode_key("results/a b/ü+#.png"),
+            "results/a%20b/%C3%BC%2B%23.png"
+        );
     }
 
     #[tokio::test]
@@ -780,6 +806,9 @@ mod tests {
         s.secret_access_key = Some("very-secret".into());
         s.session_token = Some("tok-secret".into());
         let shown = format!("{s:?}");
-        assert!(!shown.contains("very-secret") && !shown.contains("tok-secret"), "{shown}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("tok-secret"),
+            "{shown}"
+        );
     }
 }

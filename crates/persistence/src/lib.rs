@@ -14,11 +14,11 @@ pub mod error;
 pub mod models;
 pub mod repo;
 mod rows;
+#[cfg(feature = "testing")]
+pub mod s3_server;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "testing")]
-pub mod s3_server;
 
 #[cfg(feature = "mock")]
 pub use blob::MockBlobStore;

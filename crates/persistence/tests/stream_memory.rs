@@ -15,8 +15,6 @@
 //! at most a small multiple of 10 MB, and less than the object for 30 MB
 //! (the buffer is bounded by the part size, not the object size).
 
-#![expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
-
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use modelgen_persistence::s3_server::{S3TestServer, s3_skipped};

@@ -212,10 +212,12 @@ fn property_06_created_task_persisted_with_right_fields_and_base_link() {
         let base_key = rt
             .block_on(async {
                 use modelgen_persistence::ImageRepository as _;
-                app.db
-                    .images_for_task(&base_id)
-                    .await
-                    .map(|i| i[0].location.storage_key().map(str::to_owned).unwrap_or_default())
+                app.db.images_for_task(&base_id).await.map(|i| {
+                    i[0].location
+                        .storage_key()
+                        .map(str::to_owned)
+                        .unwrap_or_default()
+                })
             })
             .unwrap_or_default();
         proptest!(cases(8), |(
@@ -346,7 +348,12 @@ fn property_10_completed_task_has_an_image_row_with_url_or_base64() {
                 AppOptions {
                     // Both spellings: the older name and its alias.
                     extra: vec![(
-                        if inline { "image_base64" } else { "store_image_base64" }.into(),
+                        if inline {
+                            "image_base64"
+                        } else {
+                            "store_image_base64"
+                        }
+                        .into(),
                         inline.to_string(),
                     )],
                 },

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use modelgen_persistence::s3_server::{S3TestServer, S3_TEST_DOMAIN, s3_skipped};
-use modelgen_persistence::{Addressing, BlobError, BlobStore, BlobStream, ObjectBlobStore, UrlMode};
+use modelgen_persistence::s3_server::{S3_TEST_DOMAIN, S3TestServer, s3_skipped};
+use modelgen_persistence::{
+    Addressing, BlobError, BlobStore, BlobStream, ObjectBlobStore, UrlMode,
+};
 
 /// One store under test and what is needed to look behind it.
 struct Fixture {
@@ -69,7 +71,10 @@ fn fixtures() -> Vec<Fixture> {
 }
 
 fn s3_fixtures() -> Vec<Fixture> {
-    fixtures().into_iter().filter(|f| f.server.is_some()).collect()
+    fixtures()
+        .into_iter()
+        .filter(|f| f.server.is_some())
+        .collect()
 }
 
 /// An HTTP client that reaches `*.s3.test` on loopback, like a browser would
@@ -77,7 +82,10 @@ fn s3_fixtures() -> Vec<Fixture> {
 fn http(f: &Fixture) -> reqwest::Client {
     let mut b = reqwest::Client::builder().no_proxy();
     if let Some(server) = &f.server {
-        for host in [S3_TEST_DOMAIN.to_owned(), format!("{}.{S3_TEST_DOMAIN}", bucket_of(f))] {
+        for host in [
+            S3_TEST_DOMAIN.to_owned(),
+            format!("{}.{S3_TEST_DOMAIN}", bucket_of(f)),
+        ] {
             b = b.resolve(&host, ([127, 0, 0, 1], server.port()).into());
         }
     }
@@ -99,19 +107,32 @@ async fn put_get_replace_delete_and_not_found() {
         let store = &f.store;
         let key = "results/task_x/0.png";
         store.put(key, Bytes::from_static(b"one")).await.unwrap();
-        assert_eq!(store.get(key).await.unwrap(), Bytes::from_static(b"one"), "{}", f.name);
+        assert_eq!(
+            store.get(key).await.unwrap(),
+            Bytes::from_static(b"one"),
+            "{}",
+            f.name
+        );
         assert!(
             f.root.join(key).is_file(),
             "{}: keys are paths under the root/prefix",
             f.name
         );
         store.put(key, Bytes::from_static(b"two")).await.unwrap();
-        assert_eq!(store.get(key).await.unwrap(), Bytes::from_static(b"two"), "{}", f.name);
+        assert_eq!(
+            store.get(key).await.unwrap(),
+            Bytes::from_static(b"two"),
+            "{}",
+            f.name
+        );
         assert!(matches!(
             store.get("results/task_x/missing.png").await,
             Err(BlobError::NotFound)
         ));
-        store.put("inputs/t/0.png", Bytes::from_static(b"x")).await.unwrap();
+        store
+            .put("inputs/t/0.png", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         store.delete("inputs/t/0.png").await.unwrap();
         assert!(!f.root.join("inputs/t/0.png").exists(), "{}", f.name);
         assert!(matches!(
@@ -141,8 +162,14 @@ async fn invalid_keys_are_rejected_before_touching_the_store() {
                 "{}: {key:?}",
                 f.name
             );
-            assert!(matches!(f.store.get(key).await, Err(BlobError::InvalidKey(_))));
-            assert!(matches!(f.store.url(key).await, Err(BlobError::InvalidKey(_))));
+            assert!(matches!(
+                f.store.get(key).await,
+                Err(BlobError::InvalidKey(_))
+            ));
+            assert!(matches!(
+                f.store.url(key).await,
+                Err(BlobError::InvalidKey(_))
+            ));
         }
         assert!(!f.root.join("escape").exists());
     }
@@ -171,7 +198,15 @@ async fn wrong_credentials_are_refused_by_the_server() {
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::Store(_)), "{}: {err}", f.name);
-        assert!(!f.root.parent().unwrap().parent().unwrap().join("results/t/0.png").exists());
+        assert!(
+            !f.root
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("results/t/0.png")
+                .exists()
+        );
     }
 }
 
@@ -234,7 +269,10 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
     for f in s3_fixtures() {
         let client = http(&f);
         let key = "results/task_p/0.png";
-        f.store.put(key, Bytes::from_static(b"presigned bytes")).await.unwrap();
+        f.store
+            .put(key, Bytes::from_static(b"presigned bytes"))
+            .await
+            .unwrap();
         f.store
             .put("inputs/task_p/0.jpg", Bytes::from_static(b"a user's photo"))
             .await
@@ -243,7 +281,12 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
         // The bucket is private: the plain object URL is refused.
         let plain = f.store.url(key).await.unwrap();
         let resp = client.get(&plain).send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), 403, "{}: anonymous GET {plain}", f.name);
+        assert_eq!(
+            resp.status().as_u16(),
+            403,
+            "{}: anonymous GET {plain}",
+            f.name
+        );
 
         let long = f
             .store
@@ -257,12 +300,17 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
         let resp = client.get(&url).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{}: {url}", f.name);
         assert_eq!(
-            resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("image/png"),
             "{}: objects carry their image type",
             f.name
         );
-        assert_eq!(resp.bytes().await.unwrap(), Bytes::from_static(b"presigned bytes"));
+        assert_eq!(
+            resp.bytes().await.unwrap(),
+            Bytes::from_static(b"presigned bytes")
+        );
 
         // A signature is for one object: pointing it at the input photo fails.
         let altered = url.replace("results/task_p/0.png", "inputs/task_p/0.jpg");
@@ -282,11 +330,19 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
             })
             .unwrap();
         let url = short.url(key).await.unwrap();
-        assert_eq!(client.get(&url).send().await.unwrap().status().as_u16(), 200);
+        assert_eq!(
+            client.get(&url).send().await.unwrap().status().as_u16(),
+            200
+        );
         // SigV4 dates have whole seconds: past date + 1 s the URL is dead.
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         let resp = client.get(&url).send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), 403, "{}: expired URL still served", f.name);
+        assert_eq!(
+            resp.status().as_u16(),
+            403,
+            "{}: expired URL still served",
+            f.name
+        );
     }
 }
 
@@ -313,8 +369,14 @@ async fn a_10_mb_body_is_streamed_in_and_a_failed_stream_stores_nothing() {
 
         // A small body takes the single-request path.
         let (body, expected) = pattern_stream(1000, 100);
-        f.store.put_stream("results/task_small/0.png", body).await.unwrap();
-        assert_eq!(&f.store.get("results/task_small/0.png").await.unwrap()[..], &expected[..]);
+        f.store
+            .put_stream("results/task_small/0.png", body)
+            .await
+            .unwrap();
+        assert_eq!(
+            &f.store.get("results/task_small/0.png").await.unwrap()[..],
+            &expected[..]
+        );
 
         // The source fails after 6 MB (past the first multipart part): the
         // error comes back as the source's, and nothing is stored.
@@ -335,7 +397,10 @@ async fn a_10_mb_body_is_streamed_in_and_a_failed_stream_stores_nothing() {
             f.name
         );
         assert!(
-            matches!(f.store.get("results/task_cut/0.png").await, Err(BlobError::NotFound)),
+            matches!(
+                f.store.get("results/task_cut/0.png").await,
+                Err(BlobError::NotFound)
+            ),
             "{}: a failed upload left an object",
             f.name
         );

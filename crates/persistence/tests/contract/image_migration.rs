@@ -66,7 +66,12 @@ async fn case(backend: Backend) {
         "{backend}: the key is kept, the frozen URL dropped"
     );
     assert_eq!(
-        (images[0].mime.as_deref(), images[0].width, images[0].height, images[0].bytes),
+        (
+            images[0].mime.as_deref(),
+            images[0].width,
+            images[0].height,
+            images[0].bytes
+        ),
         (Some("image/png"), Some(768), Some(1024), Some(2048))
     );
     assert_eq!(
@@ -78,7 +83,10 @@ async fn case(backend: Backend) {
     let neither = format!(
         "INSERT INTO ai_generation_image (task_id, created_at) VALUES ('{id}', '2026-11-30 10:00:02');"
     );
-    assert!(exec(backend, guard.url(), &neither).await.is_err(), "{backend}");
+    assert!(
+        exec(backend, guard.url(), &neither).await.is_err(),
+        "{backend}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

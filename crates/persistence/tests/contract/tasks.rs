@@ -3,8 +3,8 @@
 
 use modelgen_domain::{Angle, Progress, TaskEvent, TaskId, TaskStatus, TaskType, TransitionError};
 use modelgen_persistence::{
-    CallbackOutbox, CallbackStatus, Database, Fence, ImageLocation, ImageRepository,
-    InsertOutcome, NewImage, RepoError, TaskChange, TaskQuery, TaskRepository,
+    CallbackOutbox, CallbackStatus, Database, Fence, ImageLocation, ImageRepository, InsertOutcome,
+    NewImage, RepoError, TaskChange, TaskQuery, TaskRepository,
 };
 
 use crate::support::{at, create, new_task, t0};
@@ -48,8 +48,19 @@ fn image(task_id: TaskId, n: usize) -> NewImage {
     }
 }
 
-/// What reading `image(task_id, n)` back must give (no inline copy).
-fn record_fields(image: &NewImage) -> (ImageLocation, Option<Angle>, Option<String>, Option<i32>, Option<i32>, Option<i64>) {
+/// The facts an image row reads back with: location, angle, mime, width,
+/// height, bytes (no inline copy).
+type ImageFacts = (
+    ImageLocation,
+    Option<Angle>,
+    Option<String>,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+);
+
+/// What reading `image(task_id, n)` back must give.
+fn record_fields(image: &NewImage) -> ImageFacts {
     (
         image.location.clone(),
         image.angle,
@@ -371,7 +382,12 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
         db.inline_images_for_task(&task.task_id).await.unwrap(),
         vec![(images[0].id, "aGVsbG8=".to_owned())]
     );
-    assert!(db.inline_images_for_task(&other.task_id).await.unwrap().is_empty());
+    assert!(
+        db.inline_images_for_task(&other.task_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let outbox = db.callbacks_for_task(&task.task_id).await.unwrap();
     assert_eq!(outbox.len(), 1);
