@@ -183,3 +183,65 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A one-shot HTTP server on loopback that answers with a chunked body of
+    /// `body_len` bytes (no Content-Length), cut short after `cut_after` bytes
+    /// when given. Returns its URL.
+    async fn chunked_server(body_len: usize, cut_after: Option<usize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/img.png", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            sock.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut sent = 0;
+            while sent < body_len {
+                if cut_after.is_some_and(|c| sent >= c) {
+                    return; // drop the connection mid-body
+                }
+                let n = 500.min(body_len - sent);
+                let chunk = format!("{n:x}\r\n{}\r\n", "x".repeat(n));
+                if sock.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            let _ = sock.write_all(b"0\r\n\r\n").await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_stream_delivers_every_byte_under_the_cap() {
+        let url = chunked_server(3000, None).await;
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let body = read_all(&fetcher, &url, 3000).await.unwrap();
+        assert_eq!(body.len(), 3000);
+    }
+
+    #[tokio::test]
+    async fn the_cap_is_enforced_while_streaming_without_a_length() {
+        let url = chunked_server(3000, None).await;
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let err = read_all(&fetcher, &url, 1000).await.unwrap_err();
+        assert_eq!(err, FetchError::TooLarge { max: 1000 });
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_a_transient_failure() {
+        let url = chunked_server(3000, Some(1000)).await;
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let err = read_all(&fetcher, &url, 10_000).await.unwrap_err();
+        assert!(matches!(err, FetchError::Transient(_)), "{err:?}");
+    }
+}

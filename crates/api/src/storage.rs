@@ -533,6 +533,38 @@ mod tests {
     }
 
     #[test]
+    fn conflicting_or_out_of_range_settings_are_problems() {
+        let both = Config {
+            image_base64: Some(true),
+            store_image_base64: Some(false),
+            ..Config::default()
+        };
+        assert!(problems(&both).iter().any(|p| p.contains("IMAGE_BASE64")));
+        let agree = Config {
+            image_base64: Some(true),
+            store_image_base64: Some(true),
+            ..Config::default()
+        };
+        assert!(problems(&agree).is_empty());
+        assert!(agree.image_base64_enabled());
+        for expiry in [0.0, 604_801.0, f64::NAN] {
+            let c = Config {
+                image_url_expiry: expiry,
+                ..Config::default()
+            };
+            assert!(
+                problems(&c).iter().any(|p| p.contains("IMAGE_URL_EXPIRY")),
+                "{expiry}"
+            );
+        }
+        let bad_url = Config {
+            storage_url: Some("ftp://x".into()),
+            ..Config::default()
+        };
+        assert!(problems(&bad_url).iter().any(|p| p.contains("STORAGE_URL")));
+    }
+
+    #[test]
     fn workers_without_a_public_base_are_warned_about() {
         let c = Config::default();
         assert!(warnings(&c, Role::All).is_empty());

@@ -721,3 +721,26 @@ async fn include_names_only_image_base64() {
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)), "{body}");
     assert_eq!(body["data"]["errors"][0]["field"], "include");
 }
+
+#[tokio::test]
+async fn a_result_over_max_result_image_bytes_fails_the_task_and_stores_nothing() {
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("max_result_image_bytes".into(), "1000".into())],
+        },
+    )
+    .await;
+    let id = app.create_default("u-cap").await;
+    let done = app.drive_until_terminal(&id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeds 1000 bytes")),
+        "{done}"
+    );
+    assert!(done["images"].as_array().unwrap().is_empty());
+    let (status, _) = app.get(&format!("/images/results/{id}/0.png")).await;
+    assert_eq!(status, 404);
+}
