@@ -707,8 +707,11 @@ impl Engine {
     /// (best effort: a failure is logged, the step goes on).
     async fn discard_results(&self, rows: &[NewImage]) {
         for row in rows {
-            if let Err(e) = self.blobs.delete(&row.storage_key).await {
-                warn!(error = %e, blob.key = %row.storage_key, "could not delete an unrecorded result image");
+            let Some(key) = row.location.storage_key() else {
+                continue;
+            };
+            if let Err(e) = self.blobs.delete(key).await {
+                warn!(error = %e, blob.key = %key, "could not delete an unrecorded result image");
             }
         }
     }

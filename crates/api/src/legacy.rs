@@ -124,7 +124,9 @@ fn caveat(name: &str, config: &Config) -> Option<String> {
         // One note for the four OSS variables: where images go (docs/storage.md).
         "OSS_ACCESS_KEY_ID" => Some(match crate::storage::resolve(config) {
             Ok(crate::storage::Storage::S3 {
-                settings, oss: true, ..
+                settings,
+                oss: true,
+                ..
             }) => format!(
                 "images are stored in Aliyun OSS bucket `{}` through its S3-compatible endpoint {} \
                  (virtual-hosted style), as the earlier service stored them",
@@ -232,12 +234,17 @@ mod tests {
             oss_access_key_secret: Some(crate::config::Secret::new("s")),
             ..Config::default()
         };
-        let vars = env(&[("OSS_ACCESS_KEY_ID", "LTAIx"), ("OSS_ACCESS_KEY_SECRET", "s")]);
+        let vars = env(&[
+            ("OSS_ACCESS_KEY_ID", "LTAIx"),
+            ("OSS_ACCESS_KEY_SECRET", "s"),
+        ]);
         let n = notes(vars.clone(), &oss);
         assert_eq!(n.len(), 1, "{n:?}");
         assert!(
             n[0].message.contains("bucket `suitme`")
-                && n[0].message.contains("https://s3.oss-cn-shenzhen.aliyuncs.com"),
+                && n[0]
+                    .message
+                    .contains("https://s3.oss-cn-shenzhen.aliyuncs.com"),
             "{n:?}"
         );
         let local = Config {

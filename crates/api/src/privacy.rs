@@ -364,17 +364,17 @@ impl Privacy {
         } else {
             task.uploaded_input_keys()
         };
-        let results: Vec<String> = self
-            .images
-            .images_for_task(&task.task_id)
-            .await?
-            .into_iter()
-            .map(|i| i.image.storage_key)
+        let images = self.images.images_for_task(&task.task_id).await?;
+        // Only images in our store have blobs to delete; a remote (imported)
+        // image is someone else's copy, and only its row is erased.
+        let results: Vec<String> = images
+            .iter()
+            .filter_map(|i| i.location.storage_key().map(str::to_owned))
             .collect();
         if dry_run {
             report.input_images += inputs.len() as u64;
             report.result_images += results.len() as u64;
-            report.image_rows += results.len() as u64;
+            report.image_rows += images.len() as u64;
             report.items.push(PurgeItem {
                 task_id: task.task_id.to_string(),
                 status: task.status.as_str().to_owned(),

@@ -400,13 +400,12 @@ async fn seed(app: &TestApp, id: &str, user: &str, completed: bool) {
             vec![NewImage {
                 task_id,
                 angle: None,
-                image_url: format!("https://oss.example.com/{key}"),
-                storage_key: key.clone(),
+                location: modelgen_persistence::ImageLocation::Stored(key.clone()),
                 image_base64: None,
-                mime: "image/png".into(),
-                width: 1,
-                height: 1,
-                bytes: png.len() as i64,
+                mime: Some("image/png".into()),
+                width: Some(1),
+                height: Some(1),
+                bytes: Some(png.len() as i64),
                 created_at: now,
             }]
         } else {

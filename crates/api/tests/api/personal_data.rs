@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use modelgen_api::ports::{FetchError, ImageFetcher};
+use modelgen_api::ports::{FetchError, ImageChunks, ImageFetcher};
 use modelgen_e2e::Backend;
 use modelgen_persistence::{
     BlobError, BlobStore, ImageRepository, ObjectBlobStore, RepoError, TaskRepository,
@@ -70,7 +69,7 @@ async fn keys(app: &TestApp, id: &str) -> (Vec<String>, Vec<String>) {
         .await
         .unwrap()
         .into_iter()
-        .map(|i| i.image.storage_key)
+        .filter_map(|i| i.location.storage_key().map(str::to_owned))
         .collect();
     (inputs, results)
 }
@@ -352,7 +351,7 @@ struct FailingFetcher(AtomicUsize);
 
 #[async_trait]
 impl ImageFetcher for FailingFetcher {
-    async fn fetch(&self, _url: &str, _max_bytes: usize) -> Result<Bytes, FetchError> {
+    async fn open(&self, _url: &str, _max_bytes: usize) -> Result<ImageChunks, FetchError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(FetchError::Transient("HTTP 503".into()))
     }

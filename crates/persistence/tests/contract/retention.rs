@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use modelgen_domain::{Progress, TaskEvent, TaskId, TaskStatus};
 use modelgen_persistence::{
-    DataRetention, Database, Fence, ImageRepository, NewImage, RepoError, TaskChange, TaskRecord,
-    TaskRepository,
+    DataRetention, Database, Fence, ImageLocation, ImageRepository, NewImage, RepoError,
+    TaskChange, TaskRecord, TaskRepository,
 };
 
 use crate::support::{at, create, new_task, t0};
@@ -227,13 +227,12 @@ fn image(task_id: TaskId, n: usize) -> NewImage {
     NewImage {
         task_id,
         angle: None,
-        image_url: format!("http://127.0.0.1:8000/images/results/{task_id}/{n}.png"),
-        storage_key: format!("results/{task_id}/{n}.png"),
+        location: ImageLocation::Stored(format!("results/{task_id}/{n}.png")),
         image_base64: Some("aGVsbG8=".to_owned()),
-        mime: "image/png".to_owned(),
-        width: 768,
-        height: 1024,
-        bytes: 5,
+        mime: Some("image/png".to_owned()),
+        width: Some(768),
+        height: Some(1024),
+        bytes: Some(5),
         created_at: at(5_000),
     }
 }
