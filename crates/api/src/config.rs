@@ -744,7 +744,13 @@ impl Config {
         self.database_url
             .strip_prefix("sqlite://")
             .and_then(beside)
-            .or_else(|| self.storage_url.strip_prefix("file://").and_then(beside))
+            .or_else(|| {
+                self.storage_url
+                    .as_deref()
+                    .unwrap_or(crate::storage::DEFAULT_STORAGE_URL)
+                    .strip_prefix("file://")
+                    .and_then(beside)
+            })
             .unwrap_or_else(|| Path::new("data").join(DIR))
     }
 
