@@ -45,6 +45,10 @@ pub enum RepoError {
     /// The URL names a backend this build does not support, or is malformed.
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// The database server is a version this build cannot run on (a MySQL or
+    /// MariaDB without `SKIP LOCKED`); the message names the version found.
+    #[error("unsupported database server: {0}")]
+    UnsupportedServer(String),
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -19,8 +19,8 @@ const MIN_STORED_YEAR: i32 = 1;
 const MAX_STORED_YEAR: i32 = 9999;
 
 /// Converts a domain timestamp into the stored form: naive UTC, truncated to whole
-/// microseconds (PostgreSQL's precision, so that both backends return exactly what
-/// was written) and clamped to years 1..=9999.
+/// microseconds (PostgreSQL's and MySQL's `DATETIME(6)` precision, so that every
+/// backend returns exactly what was written) and clamped to years 1..=9999.
 pub(crate) fn to_db(t: DateTime<Utc>) -> NaiveDateTime {
     let naive = t.naive_utc();
     let min = NaiveDate::from_ymd_opt(MIN_STORED_YEAR, 1, 1)
@@ -58,7 +58,7 @@ pub(crate) fn add(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
 /// A row of `ai_generation_task`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ai_generation_task)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg, diesel::mysql::Mysql))]
 pub(crate) struct TaskRow {
     pub task_id: String,
     pub request_id: Option<String>,
@@ -231,7 +231,7 @@ pub(crate) fn task_records(rows: Vec<TaskRow>) -> Result<Vec<TaskRecord>, RepoEr
 /// can be megabytes and is read only on request).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = ai_generation_image)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg, diesel::mysql::Mysql))]
 pub(crate) struct ImageRow {
     pub id: i64,
     pub task_id: String,
@@ -310,7 +310,7 @@ impl ImageRow {
 /// A row of `callback_delivery`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = callback_delivery)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg, diesel::mysql::Mysql))]
 pub(crate) struct CallbackRow {
     pub event_id: String,
     pub task_id: String,

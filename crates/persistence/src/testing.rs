@@ -5,10 +5,13 @@
 //! - SQLite: a new file in a new temporary directory, removed with the guard;
 //! - PostgreSQL: `CREATE DATABASE mg_test_<ulid>` on the server named by
 //!   `MODELGEN_TEST_PG_URL` (default [`DEFAULT_PG_ADMIN_URL`]), migrated, and
-//!   dropped (`WITH (FORCE)`) when the guard is dropped.
+//!   dropped (`WITH (FORCE)`) when the guard is dropped;
+//! - MySQL/MariaDB: the same on the server named by `MODELGEN_TEST_MYSQL_URL`
+//!   (default [`DEFAULT_MYSQL_ADMIN_URL`]), dropped when the guard is dropped.
 //!
-//! PostgreSQL being unreachable is a test failure, not a skip, unless
-//! `MODELGEN_SKIP_PG=1` ([`postgres_skipped`]); tests check that first.
+//! A server being unreachable is a test failure, not a skip, unless
+//! `MODELGEN_SKIP_PG=1` ([`postgres_skipped`]) or `MODELGEN_SKIP_MYSQL=1`
+//! ([`mysql_skipped`]); tests check that first ([`skipped`]).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,7 +25,7 @@
 
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::db::{Backend, Database, PoolOptions};
 use crate::error::RepoError;
@@ -34,9 +37,16 @@ pub const PG_URL_ENV: &str = "MODELGEN_TEST_PG_URL";
 pub const SKIP_PG_ENV: &str = "MODELGEN_SKIP_PG";
 /// The local test server: trust auth, user `postgres` (DEVELOPERS.md).
 pub const DEFAULT_PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Environment variable naming the MySQL/MariaDB server (any database on it the
+/// user can connect to; new databases are created next to it).
+pub const MYSQL_URL_ENV: &str = "MODELGEN_TEST_MYSQL_URL";
+/// Environment variable that, set to `1`, skips MySQL/MariaDB tests.
+pub const SKIP_MYSQL_ENV: &str = "MODELGEN_SKIP_MYSQL";
+/// The local test server: MariaDB, user `root` without a password, database `test`.
+pub const DEFAULT_MYSQL_ADMIN_URL: &str = "mysql://root@127.0.0.1:3306/test";
 /// Prefix of the databases this module creates, so strays are easy to find.
 pub const TEST_DB_PREFIX: &str = "mg_test_";
-/// Longest wait for the admin connection to PostgreSQL.
+/// Longest wait for the admin connection to the server.
 const ADMIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `MODELGEN_SKIP_PG=1` asks to skip PostgreSQL tests.
@@ -44,18 +54,37 @@ pub fn postgres_skipped() -> bool {
     std::env::var(SKIP_PG_ENV).is_ok_and(|v| v == "1")
 }
 
-/// The backends a test should run against: SQLite, and PostgreSQL unless skipped.
-pub fn backends_under_test() -> Vec<Backend> {
-    let mut backends = vec![Backend::Sqlite];
-    if !postgres_skipped() {
-        backends.push(Backend::Postgres);
+/// Whether `MODELGEN_SKIP_MYSQL=1` asks to skip MySQL/MariaDB tests.
+pub fn mysql_skipped() -> bool {
+    std::env::var(SKIP_MYSQL_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Whether tests of `backend` are skipped by the environment (SQLite never is).
+pub fn skipped(backend: Backend) -> bool {
+    match backend {
+        Backend::Sqlite => false,
+        Backend::Postgres => postgres_skipped(),
+        Backend::Mysql => mysql_skipped(),
     }
-    backends
+}
+
+/// The backends a test should run against: SQLite, and PostgreSQL and MySQL
+/// unless skipped.
+pub fn backends_under_test() -> Vec<Backend> {
+    [Backend::Sqlite, Backend::Postgres, Backend::Mysql]
+        .into_iter()
+        .filter(|b| !skipped(*b))
+        .collect()
 }
 
 /// The PostgreSQL admin URL: `MODELGEN_TEST_PG_URL` or [`DEFAULT_PG_ADMIN_URL`].
 pub fn pg_admin_url() -> String {
     std::env::var(PG_URL_ENV).unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_owned())
+}
+
+/// The MySQL admin URL: `MODELGEN_TEST_MYSQL_URL` or [`DEFAULT_MYSQL_ADMIN_URL`].
+pub fn mysql_admin_url() -> String {
+    std::env::var(MYSQL_URL_ENV).unwrap_or_else(|_| DEFAULT_MYSQL_ADMIN_URL.to_owned())
 }
 
 /// Keeps a test database alive; dropping it deletes the database (best effort:
@@ -70,6 +99,7 @@ pub struct TestDbGuard {
 enum GuardKind {
     Sqlite { _dir: tempfile::TempDir },
     Postgres { admin_url: String, name: String },
+    Mysql { admin_url: String, name: String },
 }
 
 impl TestDbGuard {
@@ -81,8 +111,10 @@ impl TestDbGuard {
 
 impl Drop for TestDbGuard {
     fn drop(&mut self) {
-        let GuardKind::Postgres { admin_url, name } = &self.kind else {
-            return;
+        let (backend, admin_url, name) = match &self.kind {
+            GuardKind::Sqlite { .. } => return,
+            GuardKind::Postgres { admin_url, name } => (Backend::Postgres, admin_url, name),
+            GuardKind::Mysql { admin_url, name } => (Backend::Mysql, admin_url, name),
         };
         let (admin_url, db_name) = (admin_url.clone(), name.clone());
         // Drop cannot await, and may run inside a runtime: do the work on a
@@ -96,15 +128,15 @@ impl Drop for TestDbGuard {
                 Err(e) => return Err(e.to_string()),
             };
             runtime.block_on(async {
-                let mut admin = admin_connection(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                diesel::sql_query(format!(
-                    "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-                ))
-                .execute(&mut admin)
+                admin_execute(
+                    backend,
+                    &admin_url,
+                    &match backend {
+                        Backend::Mysql => format!("DROP DATABASE IF EXISTS `{db_name}`"),
+                        _ => format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"),
+                    },
+                )
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string())
             })
         });
@@ -116,24 +148,60 @@ impl Drop for TestDbGuard {
     }
 }
 
-async fn admin_connection(admin_url: &str) -> Result<AsyncPgConnection, RepoError> {
-    tokio::time::timeout(
-        ADMIN_CONNECT_TIMEOUT,
-        AsyncPgConnection::establish(admin_url),
-    )
-    .await
-    .map_err(|_| {
+/// Runs one statement on a fresh admin connection to the server of `backend`.
+async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(), RepoError> {
+    let unreachable =
+        |e: String| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}"));
+    let timed_out = |_| {
         RepoError::Unavailable(format!(
             "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
         ))
-    })?
-    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
+    };
+    match backend {
+        Backend::Mysql => {
+            let mut admin = tokio::time::timeout(
+                ADMIN_CONNECT_TIMEOUT,
+                AsyncMysqlConnection::establish(admin_url),
+            )
+            .await
+            .map_err(timed_out)?
+            .map_err(|e| unreachable(e.to_string()))?;
+            diesel::sql_query(sql).execute(&mut admin).await?;
+        }
+        _ => {
+            let mut admin = tokio::time::timeout(
+                ADMIN_CONNECT_TIMEOUT,
+                AsyncPgConnection::establish(admin_url),
+            )
+            .await
+            .map_err(timed_out)?
+            .map_err(|e| unreachable(e.to_string()))?;
+            diesel::sql_query(sql).execute(&mut admin).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A new database name: [`TEST_DB_PREFIX`] and a lowercase ULID.
+fn new_db_name() -> String {
+    format!(
+        "{TEST_DB_PREFIX}{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+/// `admin_url` with its database replaced by `name`.
+fn url_with_database(admin_url: &str, env: &str, name: &str) -> Result<String, RepoError> {
+    let mut url = url::Url::parse(admin_url)
+        .map_err(|e| RepoError::UnsupportedUrl(format!("{env}: {e}")))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
 }
 
 /// Creates and migrates a database no other test uses.
 ///
 /// # Errors
-/// [`RepoError::Unavailable`] when PostgreSQL cannot be reached or the temp
+/// [`RepoError::Unavailable`] when the server cannot be reached or the temp
 /// directory cannot be made, [`RepoError::Migration`] when migrating fails.
 pub async fn try_fresh_database(backend: Backend) -> Result<(Database, TestDbGuard), RepoError> {
     let guard = match backend {
@@ -150,20 +218,22 @@ pub async fn try_fresh_database(backend: Backend) -> Result<(Database, TestDbGua
         }
         Backend::Postgres => {
             let admin_url = pg_admin_url();
-            let name = format!(
-                "{TEST_DB_PREFIX}{}",
-                ulid::Ulid::generate().to_string().to_lowercase()
-            );
-            let mut url = url::Url::parse(&admin_url)
-                .map_err(|e| RepoError::UnsupportedUrl(format!("{PG_URL_ENV}: {e}")))?;
-            url.set_path(&format!("/{name}"));
-            let mut admin = admin_connection(&admin_url).await?;
-            diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
-                .execute(&mut admin)
-                .await?;
+            let name = new_db_name();
+            let url = url_with_database(&admin_url, PG_URL_ENV, &name)?;
+            admin_execute(backend, &admin_url, &format!("CREATE DATABASE \"{name}\"")).await?;
             TestDbGuard {
-                url: url.to_string(),
+                url,
                 kind: GuardKind::Postgres { admin_url, name },
+            }
+        }
+        Backend::Mysql => {
+            let admin_url = mysql_admin_url();
+            let name = new_db_name();
+            let url = url_with_database(&admin_url, MYSQL_URL_ENV, &name)?;
+            admin_execute(backend, &admin_url, &format!("CREATE DATABASE `{name}`")).await?;
+            TestDbGuard {
+                url,
+                kind: GuardKind::Mysql { admin_url, name },
             }
         }
     };
@@ -173,19 +243,23 @@ pub async fn try_fresh_database(backend: Backend) -> Result<(Database, TestDbGua
 }
 
 /// [`try_fresh_database`] for tests: panics with the reason (and the
-/// `MODELGEN_SKIP_PG=1` hint for PostgreSQL) when the database cannot be made.
+/// `MODELGEN_SKIP_PG=1` / `MODELGEN_SKIP_MYSQL=1` hint) when the database
+/// cannot be made.
 pub async fn fresh_database(backend: Backend) -> (Database, TestDbGuard) {
     match try_fresh_database(backend).await {
         Ok(pair) => pair,
         Err(e) => panic!(
             "cannot create a fresh {backend} test database: {e}{}",
-            if backend == Backend::Postgres {
-                format!(
+            match backend {
+                Backend::Sqlite => String::new(),
+                Backend::Postgres => format!(
                     " (server: {}; set {SKIP_PG_ENV}=1 to skip PostgreSQL tests)",
                     pg_admin_url()
-                )
-            } else {
-                String::new()
+                ),
+                Backend::Mysql => format!(
+                    " (server: {}; set {SKIP_MYSQL_ENV}=1 to skip MySQL tests)",
+                    mysql_admin_url()
+                ),
             }
         ),
     }
@@ -306,4 +380,29 @@ async fn pump(
             return;
         }
     }
+}
+
+/// Opens another [`Database`] on an existing MySQL database `url` whose
+/// connections first run `prelude` (for example `SET time_zone = '+08:00'`,
+/// as a server configured for another zone would start them), then the
+/// service's own session setup. For tests that the setup wins.
+///
+/// # Errors
+/// As [`Database::connect`].
+pub async fn connect_mysql_with_session_prelude(
+    url: &str,
+    prelude: &str,
+) -> Result<Database, RepoError> {
+    let db = Database::connect_lazy_with(url, PoolOptions::default(), prelude.to_owned())?;
+    crate::TaskRepository::ping(&db).await?;
+    Ok(db)
+}
+
+/// The value of `expression` (SQL evaluating to text, e.g. `@@session.time_zone`)
+/// on one of `db`'s pooled MySQL connections: what the service's own sessions see.
+///
+/// # Errors
+/// [`RepoError::UnsupportedUrl`] for a database that is not MySQL, or a query error.
+pub async fn mysql_session_value(db: &Database, expression: &str) -> Result<String, RepoError> {
+    db.mysql_session_value(expression).await
 }

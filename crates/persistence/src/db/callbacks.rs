@@ -1,4 +1,4 @@
-//! [`CallbackOutbox`] for [`Database`], written once for both backends.
+//! [`CallbackOutbox`] for [`Database`], written once for every backend.
 
 use std::time::Duration;
 
@@ -35,11 +35,12 @@ impl CallbackOutbox for Database {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(diesel::update(c::table.filter(c::event_id.eq_any(&ids)))
-                .set((c::lease_owner.eq(owner), c::lease_expires_at.eq(expires)))
-                .returning(CallbackRow::as_returning())
-                .get_results(conn)
-                .await?)
+            Ok(dialect::update_returning_all!(
+                conn,
+                c::table.filter(c::event_id.eq_any(&ids)),
+                (c::lease_owner.eq(owner), c::lease_expires_at.eq(expires)),
+                CallbackRow
+            )?)
         })?;
         rows.sort_by(|a, b| {
             (a.next_attempt_at, &a.event_id).cmp(&(b.next_attempt_at, &b.event_id))
@@ -88,8 +89,10 @@ impl CallbackOutbox for Database {
                     None,
                 ),
             };
-            Ok(diesel::update(c::table.find(event_id))
-                .set((
+            Ok(dialect::update_returning_one!(
+                conn,
+                c::table.find(event_id),
+                (
                     c::status.eq(status.as_str()),
                     c::attempts.eq(row.attempts.saturating_add(1)),
                     c::next_attempt_at.eq(next_attempt_at),
@@ -98,10 +101,9 @@ impl CallbackOutbox for Database {
                     c::lease_expires_at.eq(None::<NaiveDateTime>),
                     c::updated_at.eq(updated_at),
                     c::delivered_at.eq(delivered_at),
-                ))
-                .returning(CallbackRow::as_returning())
-                .get_result(conn)
-                .await?)
+                ),
+                CallbackRow
+            )?)
         })?;
         row.into_record()
     }
@@ -160,19 +162,20 @@ impl CallbackOutbox for Database {
         let now_db = to_db(now);
         // The lease is left as it is: a `pending` row may have an attempt in
         // flight, whose outcome is still recorded (and counted) normally.
-        let row = with_conn!(self, |conn| {
-            Ok(diesel::update(c::table.find(event_id))
-                .set((
+        let row = write_tx!(self, |conn, dialect| {
+            Ok(dialect::update_returning_one!(
+                conn,
+                c::table.find(event_id),
+                (
                     c::status.eq(CallbackStatus::Pending.as_str()),
                     c::attempts.eq(0),
                     c::next_attempt_at.eq(now_db),
                     c::updated_at.eq(now_db),
                     c::delivered_at.eq(None::<NaiveDateTime>),
-                ))
-                .returning(CallbackRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?)
+                ),
+                CallbackRow
+            )
+            .optional()?)
         })?;
         row.ok_or(RepoError::NotFound)?.into_record()
     }

@@ -1,19 +1,22 @@
-//! [`Database`]: the SQLite/PostgreSQL implementation of the repository traits.
+//! [`Database`]: the SQLite/PostgreSQL/MySQL implementation of the repository traits.
 //!
 //! The repository bodies are written once (`tasks.rs`, `callbacks.rs`) and
 //! expanded for each backend's concrete connection type by the [`with_conn!`] and
 //! [`write_tx!`] macros. What differs between backends — connection setup,
-//! migrations, row locking for claims and updates — lives in `sqlite.rs` and
-//! `postgres.rs`, which the macros bring into scope under a name the body chooses
-//! (the body calls `dialect::lock_task(conn, id)` and gets the backend's version).
+//! migrations, row locking for claims and updates, writes that return rows —
+//! lives in `sqlite.rs`, `postgres.rs` and `mysql.rs`, which the macros bring
+//! into scope under a name the body chooses (the body calls
+//! `dialect::lock_task(conn, id)` and gets the backend's version).
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::error::RepoError;
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!("modelgen-persistence needs at least one of the features `sqlite`, `postgres`");
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "modelgen-persistence needs at least one of the features `sqlite`, `postgres`, `mysql`"
+);
 
 /// Statuses a worker may still act on (claimable when due).
 pub(crate) const ACTIVE_STATUSES: [&str; 2] = ["submitted", "processing"];
@@ -67,6 +70,50 @@ macro_rules! due_purges {
             .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
     }};
 }
+/// `INSERT … RETURNING` one row, for backends that have it (SQLite,
+/// PostgreSQL); `$lookup` (the row by key) is what MySQL's version reads back
+/// instead. Evaluates to `QueryResult<$row>`. Each dialect module exports its
+/// own `insert_returning!`, `update_returning_all!` and `update_returning_one!`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! native_insert_returning {
+    ($conn:expr, $table:expr, $values:expr, $row:ty, $lookup:expr) => {{
+        ::diesel::insert_into($table)
+            .values($values)
+            .returning(<$row>::as_returning())
+            .get_result::<$row>($conn)
+            .await
+    }};
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use native_insert_returning;
+
+/// `UPDATE … RETURNING` every updated row: `QueryResult<Vec<$row>>`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! native_update_returning_all {
+    ($conn:expr, $target:expr, $changes:expr, $row:ty) => {{
+        ::diesel::update($target)
+            .set($changes)
+            .returning(<$row>::as_returning())
+            .get_results::<$row>($conn)
+            .await
+    }};
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use native_update_returning_all;
+
+/// `UPDATE … RETURNING` one row: `QueryResult<$row>`, `NotFound` when nothing matched.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! native_update_returning_one {
+    ($conn:expr, $target:expr, $changes:expr, $row:ty) => {{
+        ::diesel::update($target)
+            .set($changes)
+            .returning(<$row>::as_returning())
+            .get_result::<$row>($conn)
+            .await
+    }};
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use native_update_returning_one;
 
 /// The due-callback filter of a claim: `pending`, due at `$now`, lease free or expired.
 macro_rules! due_callbacks {
@@ -82,7 +129,8 @@ macro_rules! due_callbacks {
 
 /// Runs `$body` (an expression of type `Result<T, RepoError>` that may `.await`
 /// and use `?`) with `$conn` bound to a pooled connection of the database's
-/// backend, and `$dialect` naming that backend's module (`sqlite` or `postgres`).
+/// backend, and `$dialect` naming that backend's module (`sqlite`, `postgres`
+/// or `mysql`).
 /// Errors are passed through [`classify`]; a pool failure is
 /// [`RepoError::Unavailable`].
 ///
@@ -116,6 +164,16 @@ macro_rules! with_conn {
                 };
                 $crate::db::finish(guard, outcome, budget)
             }
+            #[cfg(feature = "mysql")]
+            $crate::db::Pools::Mysql(pool) => {
+                $(use $crate::db::mysql as $dialect;)?
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let $conn: &mut $crate::db::mysql::Conn = &mut guard;
+                    ::tokio::time::timeout_at(deadline, async { $body }).await
+                };
+                $crate::db::finish(guard, outcome, budget)
+            }
         };
         result.map_err($crate::db::classify)
     }};
@@ -124,9 +182,9 @@ macro_rules! with_conn {
 /// Like [`with_conn!`], but runs `$body` in a write transaction: `BEGIN
 /// IMMEDIATE` on SQLite (takes the database write lock before the first read, so
 /// read-check-write cannot interleave with another writer), a plain transaction
-/// on PostgreSQL (the body locks what it reads with `dialect::lock_*`, i.e.
-/// `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back; so does the
-/// call timeout (the connection is closed, which ends the transaction).
+/// on PostgreSQL and MySQL (the body locks what it reads with `dialect::lock_*`,
+/// i.e. `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back; so does
+/// the call timeout (the connection is closed, which ends the transaction).
 macro_rules! write_tx {
     ($db:expr, |$conn:ident, $dialect:ident| $body:expr) => {{
         let budget = $db.timeouts.call;
@@ -154,6 +212,23 @@ macro_rules! write_tx {
                 let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
                 let outcome = {
                     let c: &mut $crate::db::postgres::Conn = &mut guard;
+                    ::tokio::time::timeout_at(
+                        deadline,
+                        ::diesel_async::AsyncConnection::transaction(
+                            c,
+                            async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
+                        ),
+                    )
+                    .await
+                };
+                $crate::db::finish(guard, outcome, budget)
+            }
+            #[cfg(feature = "mysql")]
+            $crate::db::Pools::Mysql(pool) => {
+                use $crate::db::mysql as $dialect;
+                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let outcome = {
+                    let c: &mut $crate::db::mysql::Conn = &mut guard;
                     ::tokio::time::timeout_at(
                         deadline,
                         ::diesel_async::AsyncConnection::transaction(
@@ -211,6 +286,8 @@ pub(crate) fn finish<M: deadpool::managed::Manager, T>(
 }
 
 mod callbacks;
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod retention;
@@ -238,14 +315,18 @@ pub enum Backend {
     Sqlite,
     /// `postgres://…` or `postgresql://…`.
     Postgres,
+    /// `mysql://…` (MySQL 8.0.1+ or MariaDB 10.6+), also spelled `mariadb://`
+    /// or SQLAlchemy's `mysql+aiomysql://…?charset=utf8mb4`.
+    Mysql,
 }
 
 impl Backend {
-    /// Lowercase name for logs and metrics: `sqlite`, `postgres`.
+    /// Lowercase name for logs and metrics: `sqlite`, `postgres`, `mysql`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
         }
     }
 }
@@ -263,8 +344,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 /// connection before a call fails with [`RepoError::Unavailable`].
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`PoolOptions::connect_timeout`]: 2 s to open one new connection
-/// (TCP + authentication on PostgreSQL, opening the file on SQLite) or to
-/// check a pooled one before use. A healthy database on a LAN answers in
+/// (TCP + authentication on PostgreSQL and MySQL, opening the file on SQLite)
+/// or to check a pooled one before use. A healthy database on a LAN answers in
 /// milliseconds; a hung one should cost a request little.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default [`PoolOptions::statement_timeout`]: 3 s. Every statement of this
@@ -326,22 +407,25 @@ pub(crate) enum Pools {
     Sqlite(diesel_async::pooled_connection::deadpool::Pool<sqlite::Conn>),
     #[cfg(feature = "postgres")]
     Postgres(diesel_async::pooled_connection::deadpool::Pool<postgres::Conn>),
+    #[cfg(feature = "mysql")]
+    Mysql(diesel_async::pooled_connection::deadpool::Pool<mysql::Conn>),
 }
 
-/// The database: a connection pool to SQLite or PostgreSQL implementing
+/// The database: a connection pool to SQLite, PostgreSQL or MySQL implementing
 /// [`crate::TaskRepository`], [`crate::ImageRepository`] and
 /// [`crate::CallbackOutbox`]. Cloning is cheap (the pool is shared).
 #[derive(Clone)]
 pub struct Database {
     pub(crate) pools: Pools,
-    /// Where the migrations connect: the SQLite file path, or the PostgreSQL URL.
+    /// Where the migrations connect: the SQLite file path, or the PostgreSQL URL
+    /// (empty for MySQL, whose migrations take a pooled connection).
     target: String,
     pub(crate) timeouts: Timeouts,
 }
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The PostgreSQL URL may carry a password: only the backend is printed.
+        // A server URL may carry a password: only the backend is printed.
         f.debug_struct("Database")
             .field("backend", &self.backend())
             .finish_non_exhaustive()
@@ -350,29 +434,54 @@ impl fmt::Debug for Database {
 
 impl Database {
     /// Connects to the database named by `url` and checks that one connection
-    /// can be opened.
+    /// can be opened (and, on MySQL, that the server is recent enough).
     ///
-    /// Accepted URLs: `sqlite://data/modelgen.db` (relative to the current
-    /// directory), `sqlite:///abs/path.db` (parent directories are created;
-    /// every SQLite connection runs with WAL, a 5 s busy timeout and foreign
-    /// keys on), `postgres://user:pass@host:port/db` and `postgresql://…`
-    /// (no TLS; see STACK.md).
+    /// Accepted URLs:
+    /// - `sqlite://data/modelgen.db` (relative to the current directory),
+    ///   `sqlite:///abs/path.db` (parent directories are created; every SQLite
+    ///   connection runs with WAL, a 5 s busy timeout and foreign keys on);
+    /// - `postgres://user:pass@host:port/db` and `postgresql://…` (no TLS);
+    /// - `mysql://user:pass@host:port/db` (no TLS), also `mariadb://…` and
+    ///   SQLAlchemy's `mysql+aiomysql://…` as the earlier service wrote it; a
+    ///   `charset=utf8mb4` parameter is accepted and dropped (the connection is
+    ///   always utf8mb4), other parameters are the driver's (mysql_async). The
+    ///   server must be MySQL 8.0.1+ or MariaDB 10.6+ (`SKIP LOCKED`).
     ///
     /// # Errors
     /// [`RepoError::UnsupportedUrl`] for any other scheme, an in-memory SQLite
-    /// URL, query parameters on a SQLite URL, or a backend compiled out;
+    /// URL, query parameters on a SQLite URL, a MySQL URL without a database
+    /// or with an unknown parameter, or a backend compiled out;
+    /// [`RepoError::UnsupportedServer`] for a MySQL/MariaDB server without
+    /// `SKIP LOCKED`, naming the version found;
     /// [`RepoError::Unavailable`] when no connection can be opened within
     /// `options.connect_timeout`.
     pub async fn connect(url: &str, options: PoolOptions) -> Result<Database, RepoError> {
         let db = Self::connect_lazy(url, options)?;
         db.ping_pool().await?;
+        #[cfg(feature = "mysql")]
+        if let Pools::Mysql(pool) = &db.pools {
+            let version = mysql::check_server(pool).await?;
+            tracing::info!(db.server = %version, "database server version accepted");
+        }
         Ok(db)
     }
 
     /// Builds the pool without opening a connection yet (the first call opens
     /// one). Same URL rules and errors as [`Database::connect`], minus the
-    /// connection check; SQLite parent directories are still created.
+    /// connection and server version checks; SQLite parent directories are
+    /// still created.
     pub fn connect_lazy(url: &str, options: PoolOptions) -> Result<Database, RepoError> {
+        Self::connect_lazy_with(url, options, String::new())
+    }
+
+    /// [`Database::connect_lazy`], with `mysql_prelude` run on every new MySQL
+    /// connection before the session setup (tests use it to start sessions in
+    /// a foreign time zone, as a server configured so would).
+    pub(crate) fn connect_lazy_with(
+        url: &str,
+        options: PoolOptions,
+        mysql_prelude: String,
+    ) -> Result<Database, RepoError> {
         let options = PoolOptions {
             max_connections: options.max_connections.max(1),
             ..options
@@ -418,9 +527,29 @@ impl Database {
                 ));
             }
         }
+        if is_mysql_url(url) {
+            #[cfg(feature = "mysql")]
+            {
+                let normalized = mysql::normalize_url(url)?;
+                let pool = mysql::build_pool(&normalized, &options, mysql_prelude)?;
+                return Ok(Database {
+                    pools: Pools::Mysql(pool),
+                    target: String::new(),
+                    timeouts,
+                });
+            }
+            #[cfg(not(feature = "mysql"))]
+            {
+                let _ = mysql_prelude;
+                return Err(RepoError::UnsupportedUrl(
+                    "this build has no MySQL support (feature `mysql`)".into(),
+                ));
+            }
+        }
+        let _ = mysql_prelude;
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         Err(RepoError::UnsupportedUrl(format!(
-            "scheme `{}` is not one of sqlite://, postgres://, postgresql://",
+            "scheme `{}` is not one of sqlite://, postgres://, postgresql://, mysql://",
             scheme.chars().take(32).collect::<String>()
         )))
     }
@@ -432,23 +561,30 @@ impl Database {
             Pools::Sqlite(_) => Backend::Sqlite,
             #[cfg(feature = "postgres")]
             Pools::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(_) => Backend::Mysql,
         }
     }
 
     /// Applies every pending embedded migration of this backend
     /// (`migrations/<backend>/`) and returns the versions applied, oldest first
     /// (empty when the schema is current). Safe to run concurrently from several
-    /// replicas (PostgreSQL: an advisory lock; SQLite: an immediate transaction).
+    /// replicas (PostgreSQL: an advisory lock; MySQL: a `GET_LOCK` named lock;
+    /// SQLite: an immediate transaction).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] when no connection can be opened,
-    /// [`RepoError::Migration`] when a migration fails (it is rolled back).
+    /// [`RepoError::Migration`] when a migration fails (rolled back on SQLite
+    /// and PostgreSQL; MySQL cannot roll back DDL, so the statements of the
+    /// failed migration before the failing one stay applied).
     pub async fn migrate(&self) -> Result<Vec<String>, RepoError> {
         match &self.pools {
             #[cfg(feature = "sqlite")]
             Pools::Sqlite(_) => sqlite::migrate(self.target.clone()).await,
             #[cfg(feature = "postgres")]
             Pools::Postgres(pool) => postgres::migrate(pool).await,
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(pool) => mysql::migrate(pool).await,
         }
     }
 
@@ -467,6 +603,8 @@ impl Database {
                 Pools::Sqlite(_) => sqlite::pending(self.target.clone()).await,
                 #[cfg(feature = "postgres")]
                 Pools::Postgres(pool) => postgres::pending(pool).await,
+                #[cfg(feature = "mysql")]
+                Pools::Mysql(pool) => mysql::pending(pool).await,
             }
         };
         tokio::time::timeout(budget, pending).await.map_err(|_| {
@@ -484,6 +622,8 @@ impl Database {
             Pools::Sqlite(pool) => pool.status(),
             #[cfg(feature = "postgres")]
             Pools::Postgres(pool) => pool.status(),
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(pool) => pool.status(),
         };
         PoolStatus {
             max: status.max_size,
@@ -525,6 +665,28 @@ impl Database {
             .collect()
     }
 
+    /// The value of `expression` on one pooled MySQL connection, as text (for
+    /// `testing::mysql_session_value`).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn mysql_session_value(&self, expression: &str) -> Result<String, RepoError> {
+        use diesel::sql_types::Text;
+        use diesel_async::RunQueryDsl;
+        #[cfg(feature = "mysql")]
+        if let Pools::Mysql(pool) = &self.pools {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            return diesel::select(diesel::dsl::sql::<Text>(&format!(
+                "CAST({expression} AS CHAR)"
+            )))
+            .get_result::<String>(&mut *conn)
+            .await
+            .map_err(|e| classify(e.into()));
+        }
+        let _ = expression;
+        Err(RepoError::UnsupportedUrl(
+            "mysql_session_value needs a MySQL database".into(),
+        ))
+    }
+
     /// Runs `SELECT 1` on a pooled connection.
     async fn ping_pool(&self) -> Result<(), RepoError> {
         use diesel::IntoSql;
@@ -537,6 +699,19 @@ impl Database {
             Ok(())
         })
     }
+}
+
+/// Whether `url` is a MySQL URL in one of the accepted spellings (decided
+/// even when the `mysql` feature is off, to name the missing feature).
+fn is_mysql_url(url: &str) -> bool {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let (dialect, driver) = scheme.split_once('+').unwrap_or((scheme.as_str(), "_"));
+    (dialect == "mysql" || dialect == "mariadb")
+        && !driver.is_empty()
+        && driver.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Maps a pool failure (timeout waiting, connection refused, setup failed) to
@@ -562,7 +737,9 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
         )) => RepoError::Unavailable(info.message().to_owned()),
         RepoError::Query(Error::DatabaseError(kind, info))
             if matches!(kind, DatabaseErrorKind::Unknown)
-                && (is_sqlite_busy(info.message()) || is_server_timeout(info.message())) =>
+                && (is_sqlite_busy(info.message())
+                    || is_server_timeout(info.message())
+                    || is_mysql_transient(info.message())) =>
         {
             RepoError::Unavailable(info.message().to_owned())
         }
@@ -585,4 +762,25 @@ fn is_sqlite_busy(message: &str) -> bool {
 fn is_server_timeout(message: &str) -> bool {
     message.starts_with("canceling statement due to statement timeout")
         || message.starts_with("canceling statement due to lock timeout")
+}
+
+/// MySQL/MariaDB failures worth retrying, by message: diesel-async keeps the
+/// server's message but not its error number. Deadlock (1213) and lock wait
+/// timeout (1205) roll back (part of) the transaction and say "try restarting
+/// transaction"; a statement cut off by MariaDB's `max_statement_time` (1969)
+/// or MySQL's `max_execution_time` (3024) says "Query execution was
+/// interrupted"; a lost connection shows as the driver's I/O or "connection
+/// closed" error, or as server errors 2006/2013 ("server has gone away", "Lost
+/// connection").
+fn is_mysql_transient(message: &str) -> bool {
+    [
+        "try restarting transaction",
+        "Query execution was interrupted",
+        "Input/output error",
+        "Connection to the server is closed",
+        "server has gone away",
+        "Lost connection to",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

@@ -21,6 +21,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
 
 use super::PoolOptions;
+pub(crate) use super::native_insert_returning as insert_returning;
+pub(crate) use super::native_update_returning_all as update_returning_all;
+pub(crate) use super::native_update_returning_one as update_returning_one;
 use crate::error::RepoError;
 use crate::rows::{CallbackRow, TaskRow};
 use crate::schema::{ai_generation_task as t, callback_delivery as c};

@@ -1,5 +1,5 @@
 //! [`TaskRepository`] and [`ImageRepository`] for [`Database`], written once
-//! for both backends.
+//! for every backend.
 
 use std::time::Duration;
 
@@ -136,12 +136,14 @@ fn plan_update(
 impl TaskRepository for Database {
     async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError> {
         let row = TaskRow::from_new(&task)?;
-        let inserted = with_conn!(self, |conn| {
-            Ok(diesel::insert_into(t::table)
-                .values(&row)
-                .returning(TaskRow::as_returning())
-                .get_result(conn)
-                .await?)
+        let inserted = with_conn!(self, |conn, dialect| {
+            Ok(dialect::insert_returning!(
+                conn,
+                t::table,
+                &row,
+                TaskRow,
+                t::table.find(&row.task_id)
+            )?)
         });
         match inserted {
             Ok(row) => Ok(InsertOutcome::Created(row.into_record()?)),
@@ -227,11 +229,12 @@ impl TaskRepository for Database {
                 return Ok(Vec::new());
             }
             // `updated_at` is left alone: a claim is not a business change.
-            Ok(diesel::update(t::table.filter(t::task_id.eq_any(&ids)))
-                .set((t::lease_owner.eq(owner), t::lease_expires_at.eq(expires)))
-                .returning(TaskRow::as_returning())
-                .get_results(conn)
-                .await?)
+            Ok(dialect::update_returning_all!(
+                conn,
+                t::table.filter(t::task_id.eq_any(&ids)),
+                (t::lease_owner.eq(owner), t::lease_expires_at.eq(expires)),
+                TaskRow
+            )?)
         })?;
         rows.sort_by(|a, b| (a.next_run_at, &a.task_id).cmp(&(b.next_run_at, &b.task_id)));
         rows::task_records(rows)
@@ -318,11 +321,7 @@ impl TaskRepository for Database {
                 .ok_or(RepoError::NotFound)?;
             let plan = plan_update(&row, fence, now, &change)?;
             let row = if plan.write {
-                diesel::update(t::table.find(&id))
-                    .set(&plan.update)
-                    .returning(TaskRow::as_returning())
-                    .get_result(conn)
-                    .await?
+                dialect::update_returning_one!(conn, t::table.find(&id), &plan.update, TaskRow)?
             } else {
                 row
             };
@@ -374,8 +373,10 @@ impl TaskRepository for Database {
                 .execute(conn)
                 .await?;
             let stamp = to_db(next_update_stamp(rows::from_db(row.updated_at), now));
-            let row = diesel::update(t::table.find(&id))
-                .set((
+            let row = dialect::update_returning_one!(
+                conn,
+                t::table.find(&id),
+                (
                     t::status.eq(TaskStatus::Submitted.as_str()),
                     t::progress.eq(0),
                     t::error_code.eq(None::<i32>),
@@ -389,10 +390,9 @@ impl TaskRepository for Database {
                     t::updated_at.eq(stamp),
                     t::completed_at.eq(None::<chrono::NaiveDateTime>),
                     t::started_at.eq(Some(now_db)),
-                ))
-                .returning(TaskRow::as_returning())
-                .get_result(conn)
-                .await?;
+                ),
+                TaskRow
+            )?;
             Ok(row)
         })?;
         row.into_record()

@@ -7,7 +7,8 @@ use modelgen_persistence::{Backend, Database, PoolOptions, RepoError, TaskReposi
 #[tokio::test]
 async fn unknown_schemes_are_refused_not_defaulted() {
     for url in [
-        "mysql://root@127.0.0.1/modelgen",
+        "mysqlx://root@127.0.0.1/modelgen",
+        "mysql+://root@127.0.0.1/modelgen",
         "sqlite::memory:",
         "sqlite:relative.db",
         "sqlite://",

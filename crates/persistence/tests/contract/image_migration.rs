@@ -5,8 +5,10 @@
 //! SQL files to a database put back in the old shape.
 
 use diesel::connection::SimpleConnection as _;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
-use modelgen_persistence::testing::{fresh_database, postgres_skipped};
+use diesel_async::{
+    AsyncConnection as _, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection as _,
+};
+use modelgen_persistence::testing::{fresh_database, skipped};
 use modelgen_persistence::{Backend, ImageLocation, ImageRepository};
 
 use crate::support::{create, new_task, t0};
@@ -19,6 +21,10 @@ const PG_UP: &str =
     include_str!("../../../../migrations/postgres/2026-12-02-000000_image_location/up.sql");
 const PG_DOWN: &str =
     include_str!("../../../../migrations/postgres/2026-12-02-000000_image_location/down.sql");
+const MYSQL_UP: &str =
+    include_str!("../../../../migrations/mysql/2026-12-02-000000_image_location/up.sql");
+const MYSQL_DOWN: &str =
+    include_str!("../../../../migrations/mysql/2026-12-02-000000_image_location/down.sql");
 
 async fn exec(backend: Backend, url: &str, sql: &str) -> Result<(), String> {
     match backend {
@@ -34,17 +40,24 @@ async fn exec(backend: Backend, url: &str, sql: &str) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             conn.batch_execute(sql).await.map_err(|e| e.to_string())
         }
+        Backend::Mysql => {
+            let mut conn = AsyncMysqlConnection::establish(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.batch_execute(sql).await.map_err(|e| e.to_string())
+        }
     }
 }
 
 async fn case(backend: Backend) {
-    if backend == Backend::Postgres && postgres_skipped() {
+    if skipped(backend) {
         return;
     }
     let (db, guard) = fresh_database(backend).await;
     let (up, down) = match backend {
         Backend::Sqlite => (SQLITE_UP, SQLITE_DOWN),
         Backend::Postgres => (PG_UP, PG_DOWN),
+        Backend::Mysql => (MYSQL_UP, MYSQL_DOWN),
     };
     let task = create(&db, new_task("alice", None, t0())).await;
     let id = task.task_id;
@@ -97,4 +110,9 @@ async fn sqlite_existing_rows_are_migrated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_existing_rows_are_migrated() {
     case(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_existing_rows_are_migrated() {
+    case(Backend::Mysql).await;
 }

@@ -1,7 +1,8 @@
 //! The repository contract, run against every backend: each test gets a fresh
 //! database from `modelgen_persistence::testing` (a new SQLite file, or a new
-//! PostgreSQL database dropped afterwards). PostgreSQL tests fail when the
-//! server is unreachable unless `MODELGEN_SKIP_PG=1`.
+//! PostgreSQL or MySQL/MariaDB database dropped afterwards). Server tests fail
+//! when the server is unreachable unless `MODELGEN_SKIP_PG=1` /
+//! `MODELGEN_SKIP_MYSQL=1`.
 
 #![expect(clippy::unwrap_used, reason = "a panic is how a test fails")]
 
@@ -10,6 +11,7 @@ mod callbacks;
 mod claims;
 mod connect;
 mod image_migration;
+mod mysql;
 mod properties;
 mod retention;
 mod support;
@@ -17,7 +19,7 @@ mod tasks;
 mod timeouts;
 
 /// Declares each listed `async fn(Database)` case once per backend, as
-/// `sqlite::<case>` and `postgres::<case>`.
+/// `sqlite::<case>`, `postgres::<case>` and `mysql::<case>`.
 macro_rules! contract_tests {
     ($($module:ident :: $case:ident),* $(,)?) => {
         mod sqlite {
@@ -33,6 +35,14 @@ macro_rules! contract_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     crate::support::run(modelgen_persistence::Backend::Postgres, crate::$module::$case).await;
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::support::run(modelgen_persistence::Backend::Mysql, crate::$module::$case).await;
                 }
             )*
         }
@@ -52,6 +62,8 @@ contract_tests!(
     tasks::migrations_are_idempotent,
     tasks::concurrent_updates_do_not_lose_writes,
     tasks::retry_puts_only_failed_tasks_back_to_submitted,
+    tasks::keyset_pages_over_60_tasks_of_one_millisecond_return_each_once,
+    tasks::text_and_timestamps_round_trip_exactly,
     claims::concurrent_claimers_get_disjoint_tasks,
     claims::claims_respect_due_time_limit_order_and_leave_updated_at,
     claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,

@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use modelgen_domain::task::MIN_UPDATE_STEP;
 use modelgen_domain::{Progress, TaskEvent, TaskState, TaskStatus, transition};
-use modelgen_persistence::testing::{fresh_database, postgres_skipped};
+use modelgen_persistence::testing::{fresh_database, skipped};
 use modelgen_persistence::{
     Backend, CallbackOutbox, Database, Fence, RepoError, TaskChange, TaskRepository,
 };
@@ -148,8 +148,8 @@ async fn check_sequence(db: &Database, ops: Vec<Op>) -> Result<(), TestCaseError
 }
 
 fn run_property(backend: Backend) {
-    if backend == Backend::Postgres && postgres_skipped() {
-        eprintln!("skipped: MODELGEN_SKIP_PG=1");
+    if skipped(backend) {
+        eprintln!("skipped: {backend} tests are turned off");
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,4 +175,9 @@ fn sqlite_update_task_follows_the_state_machine() {
 #[test]
 fn postgres_update_task_follows_the_state_machine() {
     run_property(Backend::Postgres);
+}
+
+#[test]
+fn mariadb_update_task_follows_the_state_machine() {
+    run_property(Backend::Mysql);
 }

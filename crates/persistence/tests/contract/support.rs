@@ -4,7 +4,7 @@ use std::future::Future;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use modelgen_domain::{TaskId, TaskType};
-use modelgen_persistence::testing::{fresh_database, postgres_skipped};
+use modelgen_persistence::testing::{fresh_database, skipped};
 use modelgen_persistence::{Backend, Database, InsertOutcome, NewTask, TaskRecord, TaskRepository};
 
 /// Runs `case` on a fresh database of `backend`; the database is deleted when
@@ -14,8 +14,8 @@ where
     F: FnOnce(Database) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if backend == Backend::Postgres && postgres_skipped() {
-        eprintln!("skipped: MODELGEN_SKIP_PG=1");
+    if skipped(backend) {
+        eprintln!("skipped: {backend} tests are turned off (MODELGEN_SKIP_PG / MODELGEN_SKIP_MYSQL)");
         return;
     }
     let (db, _guard) = fresh_database(backend).await;

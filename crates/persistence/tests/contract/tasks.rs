@@ -736,3 +736,123 @@ pub async fn retry_puts_only_failed_tasks_back_to_submitted(db: Database) {
         Err(RepoError::NotFound)
     ));
 }
+
+/// 60 task ids minted in one millisecond: only their random parts differ, so
+/// the order (and the keyset cursor) rests on the ids' bytewise order alone.
+pub async fn keyset_pages_over_60_tasks_of_one_millisecond_return_each_once(db: Database) {
+    let ms = 1_800_000_000_123_u64;
+    let mut ids = Vec::new();
+    for i in 0..60_u128 {
+        // Random parts close together and far apart, so that neighbours share
+        // long prefixes (a cursor compared on a prefix would repeat or skip).
+        let random = if i % 2 == 0 {
+            i
+        } else {
+            (1 << 79) | (i << 40) | u128::from(ulid::Ulid::generate().random() as u64)
+        };
+        let id: TaskId = format!("task_{}", ulid::Ulid::from_parts(ms, random))
+            .parse()
+            .unwrap();
+        assert_eq!(id.timestamp_ms(), Some(ms));
+        let mut task = new_task("same-ms", None, t0());
+        task.task_id = id;
+        create(&db, task).await;
+        ids.push(id.to_string());
+    }
+    // Newest first means the highest id first, compared byte by byte.
+    ids.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    for user in [Some("same-ms".to_owned()), None] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut pages = 0;
+        loop {
+            let page = db
+                .list_tasks(&TaskQuery {
+                    user_id: user.clone(),
+                    before,
+                    limit: 7,
+                    ..TaskQuery::default()
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            pages += 1;
+            assert!(page.len() <= 7);
+            before = Some(last.task_id);
+            seen.extend(page.iter().map(|t| t.task_id.to_string()));
+            assert!(pages <= 9, "more pages than 60 rows need");
+        }
+        assert_eq!(pages, 9, "{user:?}");
+        assert_eq!(seen, ids, "each id exactly once, in bytewise order ({user:?})");
+    }
+}
+
+/// Text with CJK, 4-byte emoji, combining marks and quotes, and timestamps with
+/// microseconds, come back exactly as written (a 3-byte `utf8` column or a
+/// seconds-only `DATETIME` would change them).
+pub async fn text_and_timestamps_round_trip_exactly(db: Database) {
+    let text = "模特儿：把头发剪短一点，微笑😀🧥👗🏽 e\u{301}'\"\\%_ 𠀋𩸽 ｅｎｄ";
+    let created = t0() + chrono::TimeDelta::microseconds(123_456);
+    let mut task = new_task("用户😀é", Some("请求-🎯-1"), created);
+    task.prompt = text.repeat(8);
+    task.input_images = vec![format!("https://example.test/图片/{text}.png")];
+    let stored = create(&db, task.clone()).await;
+    assert_eq!(stored.user_id, "用户😀é");
+    assert_eq!(stored.request_id.as_deref(), Some("请求-🎯-1"));
+    assert_eq!(stored.prompt.as_bytes(), task.prompt.as_bytes());
+    assert_eq!(stored.input_images, task.input_images);
+    assert_eq!(stored.created_at, created, "microseconds kept");
+    let read = db.get_task(&stored.task_id).await.unwrap();
+    assert_eq!(read, stored);
+
+    // Idempotency and listing find the row by its non-ASCII keys.
+    let mut again = task.clone();
+    again.task_id = TaskId::generate();
+    match db.insert_task(again).await.unwrap() {
+        InsertOutcome::Existing(r) => assert_eq!(r.task_id, stored.task_id),
+        InsertOutcome::Created(r) => panic!("duplicate row {}", r.task_id),
+    }
+    let listed = db
+        .list_tasks(&TaskQuery {
+            user_id: Some("用户😀é".into()),
+            limit: 10,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![read.clone()]);
+    // A different user that only differs in case or accents sees nothing.
+    for other in ["用户😀e\u{301}", "用户😀É", "用户😀"] {
+        let none = db
+            .list_tasks(&TaskQuery {
+                user_id: Some(other.into()),
+                limit: 10,
+                ..TaskQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{other} saw another user's task");
+    }
+
+    let when = created + chrono::TimeDelta::microseconds(2_000_007);
+    let failed = db
+        .update_task(
+            &stored.task_id,
+            &Fence::Unfenced,
+            when,
+            TaskChange {
+                event: Some(TaskEvent::Failed),
+                error: Some((1002, format!("上游错误 🚫 {text}"))),
+                ..TaskChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some(format!("上游错误 🚫 {text}").as_str())
+    );
+    assert_eq!(failed.updated_at, when);
+    assert_eq!(failed.completed_at, Some(when));
+    assert_eq!(db.get_task(&stored.task_id).await.unwrap(), failed);
+}

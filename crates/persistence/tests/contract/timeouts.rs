@@ -1,6 +1,7 @@
 //! A database that stops answering costs a caller a bounded, configured time
 //! and ends in `RepoError::Unavailable` (the API's 503): a lock held by
-//! another session (PostgreSQL `lock_timeout`, SQLite's busy timeout), and a
+//! another session (PostgreSQL `lock_timeout`, MySQL `innodb_lock_wait_timeout`,
+//! SQLite's busy timeout), and a
 //! server that accepted the connection and went silent (the client-side call
 //! timeout). Each runs on every backend under test.
 
@@ -36,6 +37,7 @@ const BOUND: Duration = Duration::from_secs(4);
 enum TableLock {
     Sqlite(diesel::SqliteConnection),
     Postgres(Box<diesel_async::AsyncPgConnection>),
+    Mysql(Box<diesel_async::AsyncMysqlConnection>),
 }
 
 async fn lock_task_table(backend: Backend, url: &str) -> TableLock {
@@ -58,6 +60,17 @@ async fn lock_task_table(backend: Backend, url: &str) -> TableLock {
                 .await
                 .unwrap();
             TableLock::Postgres(Box::new(conn))
+        }
+        Backend::Mysql => {
+            use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+            let mut conn = diesel_async::AsyncMysqlConnection::establish(url)
+                .await
+                .unwrap();
+            // Every row locked for update: writers wait on the row locks.
+            conn.batch_execute("BEGIN; SELECT count(*) FROM ai_generation_task FOR UPDATE;")
+                .await
+                .unwrap();
+            TableLock::Mysql(Box::new(conn))
         }
     }
 }
