@@ -1,7 +1,7 @@
 //! Harness for the end-to-end tests: the real `modelgen` binary as a child
 //! process, the Apimart simulator and a callback receiver on loopback ports,
-//! and a fresh database per test (a SQLite file, or a new PostgreSQL database
-//! dropped afterwards).
+//! and a fresh database per test (a SQLite file, or a new PostgreSQL or
+//! MySQL/MariaDB database dropped afterwards).
 
 #![expect(
     clippy::expect_used,
@@ -81,13 +81,38 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on the local PostgreSQL server.
     Postgres,
+    /// A fresh database on the local MySQL/MariaDB server.
+    Mysql,
 }
 
-/// A fresh database for one test; dropped (PostgreSQL) when this goes away.
+impl Backend {
+    /// Whether this backend's tests are skipped (`MODELGEN_SKIP_PG=1`,
+    /// `MODELGEN_SKIP_MYSQL=1`); SQLite never is.
+    pub fn skipped(self) -> bool {
+        match self {
+            Backend::Sqlite => false,
+            Backend::Postgres => skip_pg(),
+            Backend::Mysql => skip_mysql(),
+        }
+    }
+
+    /// SQLite, PostgreSQL and MySQL, minus the skipped ones.
+    pub fn all_under_test() -> Vec<Backend> {
+        [Backend::Sqlite, Backend::Postgres, Backend::Mysql]
+            .into_iter()
+            .filter(|b| !b.skipped())
+            .collect()
+    }
+}
+
+/// A fresh database for one test; dropped (PostgreSQL, MySQL) when this goes away.
 pub struct TestDb {
     /// URL to hand to modelgen.
     pub url: String,
-    pg: Option<(String, String)>,
+    /// The backend.
+    pub backend: Backend,
+    /// (admin URL, database name) of a server database to drop.
+    server: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -100,6 +125,32 @@ pub fn pg_admin_url() -> String {
 /// Whether PostgreSQL tests are skipped (only when `MODELGEN_SKIP_PG=1`).
 pub fn skip_pg() -> bool {
     std::env::var("MODELGEN_SKIP_PG").is_ok_and(|v| v == "1")
+}
+
+/// Admin URL of the MySQL/MariaDB server used by tests
+/// (`MODELGEN_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`).
+pub fn mysql_admin_url() -> String {
+    std::env::var("MODELGEN_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// Whether MySQL tests are skipped (only when `MODELGEN_SKIP_MYSQL=1`).
+pub fn skip_mysql() -> bool {
+    std::env::var("MODELGEN_SKIP_MYSQL").is_ok_and(|v| v == "1")
+}
+
+/// Opens a driver connection to a MySQL database (e.g. [`TestDb::url`]) for
+/// checks that go around the service.
+pub async fn mysql_connect(url: &str) -> anyhow::Result<mysql_async::Conn> {
+    Ok(mysql_async::Conn::new(mysql_async::Opts::from_url(url)?).await?)
+}
+
+async fn mysql_exec(admin: &str, sql: &str) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable as _;
+    let mut conn = mysql_connect(admin).await?;
+    conn.query_drop(sql).await?;
+    conn.disconnect().await?;
+    Ok(())
 }
 
 async fn pg_exec(admin: &str, sql: &str) -> anyhow::Result<()> {
@@ -115,48 +166,99 @@ impl TestDb {
     /// Creates the database.
     pub async fn fresh(backend: Backend) -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
-        match backend {
-            Backend::Sqlite => TestDb {
-                url: format!("sqlite://{}", dir.path().join("modelgen.db").display()),
-                pg: None,
-                _dir: dir,
-            },
+        let name = format!(
+            "mg_e2e_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        let (url, server) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("modelgen.db").display()),
+                None,
+            ),
             Backend::Postgres => {
                 let admin = pg_admin_url();
-                let name = format!(
-                    "mg_e2e_{}",
-                    ulid::Ulid::generate().to_string().to_lowercase()
-                );
                 pg_exec(&admin, &format!("CREATE DATABASE {name}"))
                     .await
                     .expect("PostgreSQL must be reachable (set MODELGEN_SKIP_PG=1 to skip PostgreSQL tests)");
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .expect("admin url has a path");
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    pg: Some((admin, name)),
-                    _dir: dir,
-                }
+                (with_database(&admin, &name), Some((admin, name)))
             }
+            Backend::Mysql => {
+                let admin = mysql_admin_url();
+                mysql_exec(&admin, &format!("CREATE DATABASE `{name}`"))
+                    .await
+                    .expect("MySQL/MariaDB must be reachable (set MODELGEN_SKIP_MYSQL=1 to skip MySQL tests)");
+                (with_database(&admin, &name), Some((admin, name)))
+            }
+        };
+        TestDb {
+            url,
+            backend,
+            server,
+            _dir: dir,
         }
     }
+
+    /// The database's name on its server (`None` for SQLite).
+    pub fn name(&self) -> Option<&str> {
+        self.server.as_ref().map(|(_, name)| name.as_str())
+    }
+
+    /// Drops the database now (e.g. to take it away under a running service);
+    /// dropping `self` later does not mind.
+    pub async fn drop_now(&self) {
+        let Some((admin, name)) = &self.server else {
+            return;
+        };
+        let result = match self.backend {
+            Backend::Mysql => mysql_exec(admin, &format!("DROP DATABASE IF EXISTS `{name}`")).await,
+            _ => {
+                pg_exec(
+                    admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await
+            }
+        };
+        result.expect("drop the test database");
+    }
+}
+
+/// `admin` (a server URL) with its database replaced by `name`.
+fn with_database(admin: &str, name: &str) -> String {
+    let base = admin
+        .split('?')
+        .next()
+        .and_then(|a| a.rsplit_once('/'))
+        .map(|(b, _)| b.to_string())
+        .expect("admin url has a path");
+    format!("{base}/{name}")
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some((admin, name)) = self.pg.take() {
+        if let Some((admin, name)) = self.server.take() {
+            let backend = self.backend;
             // Drop runs outside async; use a small runtime on another thread.
             let _ = std::thread::spawn(move || {
                 if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    let _ = rt.block_on(pg_exec(
-                        &admin,
-                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    ));
+                    let _ = rt.block_on(async {
+                        match backend {
+                            Backend::Mysql => {
+                                mysql_exec(&admin, &format!("DROP DATABASE IF EXISTS `{name}`"))
+                                    .await
+                            }
+                            _ => {
+                                pg_exec(
+                                    &admin,
+                                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                                )
+                                .await
+                            }
+                        }
+                    });
                 }
             })
             .join();
@@ -645,6 +747,93 @@ pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
         let _ = conn.await;
     });
     client
+}
+
+/// A connection to a test database that goes around the service, for checks
+/// (row counts by status, say) on PostgreSQL or MySQL alike.
+pub enum DbProbe {
+    /// A PostgreSQL client.
+    Pg(tokio_postgres::Client),
+    /// A MySQL/MariaDB connection (queries take `&mut`, hence the lock).
+    Mysql(tokio::sync::Mutex<mysql_async::Conn>),
+}
+
+impl DbProbe {
+    /// Connects to `db` (PostgreSQL or MySQL; panics on SQLite, which tests
+    /// read through the service instead).
+    pub async fn connect(db: &TestDb) -> DbProbe {
+        match db.backend {
+            Backend::Postgres => DbProbe::Pg(pg_connect(&db.url).await),
+            Backend::Mysql => DbProbe::Mysql(tokio::sync::Mutex::new(
+                mysql_connect(&db.url)
+                    .await
+                    .expect("connect to the test database"),
+            )),
+            Backend::Sqlite => panic!("DbProbe is for the server databases"),
+        }
+    }
+
+    /// Runs `sql` (the same text on both servers) and returns every column of
+    /// every row as text (`None` for NULL). Errors are returned, not panicked on,
+    /// so callers polling during chaos can retry.
+    pub async fn text_rows(&self, sql: &str) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+        match self {
+            DbProbe::Pg(client) => Ok(client
+                .simple_query(sql)
+                .await?
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            DbProbe::Mysql(conn) => {
+                use mysql_async::prelude::Queryable as _;
+                let rows: Vec<mysql_async::Row> = conn.lock().await.query(sql).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        row.unwrap()
+                            .into_iter()
+                            .map(|v| match v {
+                                mysql_async::Value::NULL => None,
+                                mysql_async::Value::Bytes(b) => {
+                                    Some(String::from_utf8_lossy(&b).into_owned())
+                                }
+                                other => Some(other.as_sql(true)),
+                            })
+                            .collect()
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// `SELECT <key>, count(*) FROM <table> GROUP BY <key>` as a map (empty on error).
+    pub async fn counts_by(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> std::collections::BTreeMap<String, i64> {
+        self.text_rows(&format!(
+            "SELECT {key}, count(*) FROM {table} GROUP BY {key}"
+        ))
+        .await
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|r| {
+                    let k = r.first()?.clone()?;
+                    let n = r.get(1)?.as_deref()?.parse().ok()?;
+                    Some((k, n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
 }
 
 /// How long one request through [`Cluster`] may take before it counts as failed.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use apimart_sim::{SimConfig, Simulator};
 use modelgen_e2e::{
-    Api, Backend, CallbackReceiver, DEADLINE, Received, Service, TestDb, png_data_uri, skip_pg,
-    wait_for,
+    Api, Backend, CallbackReceiver, DEADLINE, Received, Service, TestDb, png_data_uri, skip_mysql,
+    skip_pg, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -266,4 +266,13 @@ async fn callbacks_arrive_after_a_receiver_outage_longer_than_several_retry_inte
         return;
     }
     outage(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn callbacks_arrive_after_a_receiver_outage_longer_than_several_retry_intervals_on_mariadb() {
+    if skip_mysql() {
+        println!("MODELGEN_SKIP_MYSQL=1: MariaDB variant skipped");
+        return;
+    }
+    outage(Backend::Mysql).await;
 }

@@ -1,4 +1,4 @@
-//! Chaos: several `modelgen serve` replicas on one PostgreSQL database and one
+//! Chaos: several `modelgen serve` replicas on one PostgreSQL (or MariaDB) database and one
 //! image directory, the Apimart simulator answering 10 % of its API requests
 //! with a random 500/502/503/429, a callback receiver failing 20 % of the
 //! deliveries, and a replica killed with SIGKILL and restarted every 2–3 s
@@ -15,8 +15,8 @@
 //! Size: `CHAOS_TASKS` (default 40, quick enough for `make test`) and
 //! `CHAOS_REPLICAS` (default 3); `make chaos` runs 500 tasks with the figures
 //! printed (`--nocapture`). `CHAOS_KILL_EVERY_MS` (default 2000) sets the pause
-//! between kills (2–3 s by default). Needs PostgreSQL; `MODELGEN_SKIP_PG=1`
-//! skips it.
+//! between kills (2–3 s by default). Runs once on PostgreSQL and once on
+//! MySQL/MariaDB; `MODELGEN_SKIP_PG=1` / `MODELGEN_SKIP_MYSQL=1` skip one.
 
 #![expect(
     clippy::expect_used,
@@ -30,8 +30,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use apimart_sim::{SimConfig, Simulator};
 use modelgen_e2e::{
-    Backend, CallbackReceiver, Cluster, Received, Service, TestDb, pg_connect, png_data_uri,
-    skip_pg,
+    Backend, CallbackReceiver, Cluster, DbProbe, Received, Service, TestDb, png_data_uri,
 };
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -171,14 +170,8 @@ async fn wait_completed(cluster: &Cluster, task_id: &str, until: Instant) -> Res
 }
 
 /// Task counts by status, straight from the database.
-async fn status_counts(db: &tokio_postgres::Client) -> BTreeMap<String, i64> {
-    db.query(
-        "SELECT status, count(*) FROM ai_generation_task GROUP BY status",
-        &[],
-    )
-    .await
-    .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    .unwrap_or_default()
+async fn status_counts(db: &DbProbe) -> BTreeMap<String, i64> {
+    db.counts_by("ai_generation_task", "status").await
 }
 
 fn terminal(counts: &BTreeMap<String, i64>) -> i64 {
@@ -201,7 +194,7 @@ struct Workload {
 /// defaults), then waits until all are terminal or `deadline` passes.
 async fn run_workload(
     cluster: Cluster,
-    db: &tokio_postgres::Client,
+    db: &DbProbe,
     n_tasks: usize,
     kills: &std::sync::atomic::AtomicUsize,
     deadline: Duration,
@@ -385,8 +378,19 @@ fn unix_secs(r: &Received) -> i64 {
 
 #[actix_web::test]
 async fn chaos_three_replicas_kill9_nothing_lost() {
-    if skip_pg() {
-        println!("chaos: MODELGEN_SKIP_PG=1, skipped (the chaos test needs PostgreSQL)");
+    chaos(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn chaos_three_replicas_kill9_nothing_lost_on_mariadb() {
+    chaos(Backend::Mysql).await;
+}
+
+async fn chaos(backend: Backend) {
+    if backend.skipped() {
+        println!(
+            "chaos: {backend:?} tests are turned off (MODELGEN_SKIP_PG / MODELGEN_SKIP_MYSQL)"
+        );
         return;
     }
     let n_tasks = env_usize("CHAOS_TASKS", 40).max(1);
@@ -399,7 +403,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         kill_every_ms * 3 / 2
     );
 
-    let db = TestDb::fresh(Backend::Postgres).await;
+    let db = TestDb::fresh(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulator::start(
         SimConfig {
@@ -460,7 +464,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         services.push(Service::start(dir.path(), with(false)).await);
     }
     let cluster = Cluster::new(services.iter().map(|s| s.port).collect());
-    let pg = pg_connect(&db.url).await;
+    let pg = DbProbe::connect(&db).await;
 
     // ---- chaos phase -------------------------------------------------------
     let stop = AtomicBool::new(false);
@@ -478,18 +482,21 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
 
     // ---- callback drain ----------------------------------------------------
     let drain_started = Instant::now();
-    let task_rows = pg
-        .query(
-            "SELECT task_id, status, submit_attempts FROM ai_generation_task",
-            &[],
-        )
+    let task_rows: Vec<(String, String, i32)> = pg
+        .text_rows("SELECT task_id, status, submit_attempts FROM ai_generation_task")
         .await
-        .unwrap();
+        .expect("read the task rows")
+        .into_iter()
+        .map(|r| {
+            let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            (text(0), text(1), text(2).parse().unwrap_or(0))
+        })
+        .collect();
     let db_status: HashMap<String, String> = task_rows
         .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .map(|(id, status, _)| (id.clone(), status.clone()))
         .collect();
-    let resubmitted = task_rows.iter().filter(|r| r.get::<_, i32>(2) > 1).count();
+    let resubmitted = task_rows.iter().filter(|r| r.2 > 1).count();
     let terminal_ids: HashSet<String> = db_status
         .iter()
         .filter(|(_, s)| matches!(s.as_str(), "completed" | "failed" | "cancelled"))
@@ -502,14 +509,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
             .filter(|r| (200..300).contains(&r.status))
             .filter_map(|r| r.body["task_id"].as_str().map(str::to_string))
             .collect();
-        let outbox: BTreeMap<String, i64> = pg
-            .query(
-                "SELECT status, count(*) FROM callback_delivery GROUP BY status",
-                &[],
-            )
-            .await
-            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-            .unwrap_or_default();
+        let outbox: BTreeMap<String, i64> = pg.counts_by("callback_delivery", "status").await;
         // Wait for the outbox too: a delivery answered 2xx whose replica died
         // before recording it is delivered again (same webhook-id), and the
         // duplicate count is only final once nothing is pending.
@@ -522,14 +522,7 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let drain_time = drain_started.elapsed();
-    let outbox: BTreeMap<String, i64> = pg
-        .query(
-            "SELECT status, count(*) FROM callback_delivery GROUP BY status",
-            &[],
-        )
-        .await
-        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-        .unwrap_or_default();
+    let outbox: BTreeMap<String, i64> = pg.counts_by("callback_delivery", "status").await;
 
     // ---- checks ------------------------------------------------------------
     let mut violations: Vec<String> = work.errors.clone();
@@ -727,7 +720,9 @@ async fn chaos_three_replicas_kill9_nothing_lost() {
     // ---- figures -----------------------------------------------------------
     println!();
     println!("==================== chaos figures ====================");
-    println!("replicas                        {n_replicas} (one PostgreSQL, one image directory)");
+    println!(
+        "replicas                        {n_replicas} (one {backend:?} database, one image directory)"
+    );
     println!(
         "tasks submitted                 {} of {n_tasks} planned (default {}, edit {}, outfit {})",
         work.created.len(),

@@ -1,5 +1,5 @@
 //! End to end: the real `modelgen` binary, the Apimart simulator and a
-//! callback receiver on loopback, on SQLite and on PostgreSQL.
+//! callback receiver on loopback, on SQLite, PostgreSQL and MariaDB.
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use apimart_sim::{SimConfig, SimHandle, Simulator};
 use modelgen_e2e::{
-    Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, skip_pg, wait_for,
+    Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, skip_mysql,
+    skip_pg, wait_for,
 };
 use serde_json::json;
 
@@ -283,6 +284,14 @@ async fn postgres_default_edit_outfit_complete_with_callbacks() {
 }
 
 #[actix_web::test]
+async fn mariadb_default_edit_outfit_complete_with_callbacks() {
+    if skip_mysql() {
+        return;
+    }
+    full_flow(Backend::Mysql).await;
+}
+
+#[actix_web::test]
 async fn sqlite_kill9_mid_task_then_restart_completes_and_calls_back() {
     kill9_mid_task(Backend::Sqlite).await;
 }
@@ -293,6 +302,14 @@ async fn postgres_kill9_mid_task_then_restart_completes_and_calls_back() {
         return;
     }
     kill9_mid_task(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn mariadb_kill9_mid_task_then_restart_completes_and_calls_back() {
+    if skip_mysql() {
+        return;
+    }
+    kill9_mid_task(Backend::Mysql).await;
 }
 
 /// `serve --api-only` and `serve --workers-only` split the service: a task

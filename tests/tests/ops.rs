@@ -15,7 +15,7 @@ use apimart_sim::{SimConfig, SimHandle, Simulator};
 use base64::Engine as _;
 use modelgen_e2e::{
     Api, Backend, CallbackReceiver, DEADLINE, Service, TestDb, fixture_data_uri, modelgen_bin,
-    pg_admin_url, skip_pg, wait_for,
+    skip_mysql, skip_pg, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -426,16 +426,6 @@ async fn metrics_appear_and_move_after_a_task_runs() {
 
 // ---------------------------------------------------------------- 2. readiness
 
-async fn pg_exec(sql: &str) {
-    let (client, conn) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL admin connection");
-    let task = tokio::spawn(conn);
-    client.batch_execute(sql).await.expect(sql);
-    drop(client);
-    let _ = task.await;
-}
-
 async fn assert_healthz_ok(http: &Http) {
     let (status, body) = http.get("/healthz").await;
     assert_eq!((status, body["code"].as_i64()), (200, Some(0)), "{body}");
@@ -462,13 +452,9 @@ async fn wait_not_ready(http: &Http, check: &str) -> Value {
     body
 }
 
-#[actix_web::test]
-async fn readyz_turns_503_when_the_database_is_unreachable() {
-    if skip_pg() {
-        return;
-    }
+async fn readyz_when_the_database_goes_away(backend: Backend) {
     let ops = Ops::start(
-        Backend::Postgres,
+        backend,
         "ops-ready-key",
         &[("DATABASE_ACQUIRE_TIMEOUT", "1")],
     )
@@ -478,13 +464,29 @@ async fn readyz_turns_503_when_the_database_is_unreachable() {
 
     // Take the database away under the running service. TestDb's own drop
     // later uses `DROP DATABASE IF EXISTS`, so it does not mind.
-    let name = ops.db.url.rsplit_once('/').unwrap().1.to_string();
+    let name = ops.db.name().unwrap().to_string();
     assert!(name.starts_with("mg_e2e_"), "{name}");
-    pg_exec(&format!("DROP DATABASE {name} WITH (FORCE)")).await;
+    ops.db.drop_now().await;
 
     wait_not_ready(&ops.http, "database").await;
     assert_healthz_ok(&ops.http).await;
     let _ = (&ops.sim, &ops.receiver, &ops.dir);
+}
+
+#[actix_web::test]
+async fn readyz_turns_503_when_the_database_is_unreachable() {
+    if skip_pg() {
+        return;
+    }
+    readyz_when_the_database_goes_away(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn readyz_turns_503_when_the_database_is_unreachable_on_mariadb() {
+    if skip_mysql() {
+        return;
+    }
+    readyz_when_the_database_goes_away(Backend::Mysql).await;
 }
 
 #[actix_web::test]
@@ -1096,6 +1098,14 @@ async fn cli_commands_against_a_real_database_postgres() {
     cli_commands(Backend::Postgres).await;
 }
 
+#[actix_web::test]
+async fn cli_commands_against_a_real_database_mariadb() {
+    if skip_mysql() {
+        return;
+    }
+    cli_commands(Backend::Mysql).await;
+}
+
 // ---------------------------------------------------------------- 6. SIGTERM
 
 /// PIDs of `modelgen` processes running in `dir` (ours: each test has its own dir).
@@ -1361,7 +1371,19 @@ async fn a_hung_database_answers_503_fast_and_the_service_recovers() {
     if skip_pg() {
         return;
     }
-    let db = TestDb::fresh(Backend::Postgres).await;
+    hung_database(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn a_hung_database_answers_503_fast_and_the_service_recovers_mariadb() {
+    if skip_mysql() {
+        return;
+    }
+    hung_database(Backend::Mysql).await;
+}
+
+async fn hung_database(backend: Backend) {
+    let db = TestDb::fresh(backend).await;
     let server = reqwest::Url::parse(&db.url).unwrap();
     let proxy = modelgen_persistence::testing::FreezableProxy::start(format!(
         "{}:{}",
@@ -1629,4 +1651,20 @@ async fn personal_data_retention_and_purge_postgres() {
         return;
     }
     personal_data(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sigterm_exits_zero_and_releases_leases_mariadb() {
+    if skip_mysql() {
+        return;
+    }
+    sigterm(Backend::Mysql).await;
+}
+
+#[actix_web::test]
+async fn personal_data_retention_and_purge_mariadb() {
+    if skip_mysql() {
+        return;
+    }
+    personal_data(Backend::Mysql).await;
 }

@@ -191,7 +191,8 @@ pub struct Config {
     /// storage (URLs `{public_base_url}/{key}`; default the bucket's own URL).
     #[serde(deserialize_with = "opt_scalar")]
     pub public_base_url: Option<String>,
-    /// `sqlite://path`, `postgres://…`. Printed with its password redacted.
+    /// `sqlite://path`, `postgres://…`, `mysql://…` (also the earlier service's
+    /// `mysql+aiomysql://…?charset=utf8mb4`). Printed with its password redacted.
     #[serde(serialize_with = "redact_url_password")]
     pub database_url: String,
     /// Pool size.
@@ -666,12 +667,11 @@ impl Config {
             }
         }
         let db = self.database_url.as_str();
-        if !(db.starts_with("sqlite://")
-            || db.starts_with("postgres://")
-            || db.starts_with("postgresql://"))
-        {
+        if !db.starts_with("sqlite://") && modelgen_persistence::Backend::from_url(db).is_none() {
             problems.push(
-                "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
+                "DATABASE_URL must start with sqlite://, postgres://, postgresql:// or mysql:// \
+                 (also mysql+aiomysql://, mariadb://)"
+                    .into(),
             );
         }
         problems.extend(crate::storage::problems(self));
@@ -816,10 +816,19 @@ mod tests {
         assert!(err.contains("PORT"), "{err}");
         let err = with(&[("task_timeout", "-1")]).unwrap_err().to_string();
         assert!(err.contains("TASK_TIMEOUT"), "{err}");
-        let err = with(&[("database_url", "\"mysql://x\"")])
+        let err = with(&[("database_url", "\"mysqlx://x/db\"")])
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+        for ok in [
+            "mysql://app:pw@db:3306/modelgen",
+            "mysql+aiomysql://app:pw@db:3306/modelgen?charset=utf8mb4",
+        ] {
+            assert!(
+                with(&[("database_url", &format!("{ok:?}"))]).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]

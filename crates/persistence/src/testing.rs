@@ -192,8 +192,8 @@ fn new_db_name() -> String {
 
 /// `admin_url` with its database replaced by `name`.
 fn url_with_database(admin_url: &str, env: &str, name: &str) -> Result<String, RepoError> {
-    let mut url = url::Url::parse(admin_url)
-        .map_err(|e| RepoError::UnsupportedUrl(format!("{env}: {e}")))?;
+    let mut url =
+        url::Url::parse(admin_url).map_err(|e| RepoError::UnsupportedUrl(format!("{env}: {e}")))?;
     url.set_path(&format!("/{name}"));
     Ok(url.to_string())
 }

@@ -225,11 +225,6 @@ impl TestApp {
     }
 }
 
-/// Whether PostgreSQL tests are skipped.
-pub fn skip_pg() -> bool {
-    modelgen_e2e::skip_pg()
-}
-
 /// A multi-thread runtime for proptest bodies (they are synchronous).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

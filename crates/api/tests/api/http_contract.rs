@@ -486,11 +486,7 @@ async fn request_id_is_echoed_or_generated() {
 
 #[tokio::test]
 async fn hostile_bodies_are_refused_and_create_nothing() {
-    for backend in if crate::helpers::skip_pg() {
-        vec![Backend::Sqlite]
-    } else {
-        vec![Backend::Sqlite, Backend::Postgres]
-    } {
+    for backend in Backend::all_under_test() {
         let app = spawn_app(backend, AppOptions::default()).await;
         let good =
             json!({"user_id": "hostile", "user_image": tiny_png(), "body_profile": body_profile()});

@@ -1,7 +1,8 @@
 //! Integration tests of the modelgen service (one test binary): the seed
-//! properties and the HTTP contract, through real HTTP on loopback, a real
-//! database and the Apimart simulator.
+//! properties, the HTTP contract and the database specifics, through real
+//! HTTP on loopback, a real database and the Apimart simulator.
 
+mod database_specifics;
 mod helpers;
 mod http_contract;
 mod legacy_contract;

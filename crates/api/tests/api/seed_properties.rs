@@ -1,7 +1,7 @@
 //! The seed's twelve properties, each a proptest property named after it.
 //! They run through real HTTP on loopback against the real application; the
-//! ones about stored data (6, 8–12) run against a real database — SQLite and
-//! PostgreSQL. Property 7 lives with the pure state machine
+//! ones about stored data (6, 8–12) run against a real database — SQLite,
+//! PostgreSQL and MariaDB. Property 7 lives with the pure state machine
 //! (`modelgen-domain`, `status_transitions_only_along_the_machine`) and is
 //! checked here again through the database.
 
@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use crate::helpers::{
-    AppOptions, TestApp, body_profile, person_jpeg, runtime, skip_pg, spawn_app, tiny_png,
+    AppOptions, TestApp, body_profile, person_jpeg, runtime, spawn_app, tiny_png,
 };
 
 fn cases(n: u32) -> ProptestConfig {
@@ -22,11 +22,7 @@ fn cases(n: u32) -> ProptestConfig {
 }
 
 fn backends() -> Vec<Backend> {
-    if skip_pg() {
-        vec![Backend::Sqlite]
-    } else {
-        vec![Backend::Sqlite, Backend::Postgres]
-    }
+    Backend::all_under_test()
 }
 
 const SIZES: &[&str] = &[

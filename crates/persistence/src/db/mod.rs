@@ -321,6 +321,21 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a database URL names by its scheme (`sqlite:`, `postgres://`,
+    /// `postgresql://`, `mysql://`, `mariadb://`, `mysql+<driver>://`), or
+    /// `None`. Only the scheme is looked at: [`Database::connect`] checks the rest.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if is_mysql_url(url) {
+            Some(Backend::Mysql)
+        } else {
+            None
+        }
+    }
+
     /// Lowercase name for logs and metrics: `sqlite`, `postgres`, `mysql`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -461,7 +476,7 @@ impl Database {
         #[cfg(feature = "mysql")]
         if let Pools::Mysql(pool) = &db.pools {
             let version = mysql::check_server(pool).await?;
-            tracing::info!(db.server = %version, "database server version accepted");
+            tracing::debug!(db.server = %version, "database server version accepted");
         }
         Ok(db)
     }
@@ -711,7 +726,9 @@ fn is_mysql_url(url: &str) -> bool {
     let (dialect, driver) = scheme.split_once('+').unwrap_or((scheme.as_str(), "_"));
     (dialect == "mysql" || dialect == "mariadb")
         && !driver.is_empty()
-        && driver.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && driver
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Maps a pool failure (timeout waiting, connection refused, setup failed) to

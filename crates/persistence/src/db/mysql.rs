@@ -228,12 +228,10 @@ fn parse_version_number(s: &str) -> Option<(u32, u32, u32)> {
 /// [`RepoError::Unavailable`] when no connection can be had.
 pub(crate) async fn check_server(pool: &Pool<Conn>) -> Result<ServerVersion, RepoError> {
     let mut conn = pool.get().await.map_err(super::pool_error)?;
-    let reported: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-        "VERSION()",
-    ))
-    .get_result(&mut *conn)
-    .await
-    .map_err(|e| super::classify(e.into()))?;
+    let reported: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
+        .get_result(&mut *conn)
+        .await
+        .map_err(|e| super::classify(e.into()))?;
     check_server_version(&reported).map_err(RepoError::UnsupportedServer)
 }
 
@@ -522,7 +520,11 @@ pub(crate) use mysql_insert_returning as insert_returning;
 macro_rules! mysql_update_returning_all {
     ($conn:expr, $target:expr, $changes:expr, $row:ty) => {{
         let conn: &mut $crate::db::mysql::Conn = $conn;
-        match ::diesel::update($target).set($changes).execute(&mut *conn).await {
+        match ::diesel::update($target)
+            .set($changes)
+            .execute(&mut *conn)
+            .await
+        {
             Ok(_) => $target.select(<$row>::as_select()).load::<$row>(conn).await,
             Err(e) => Err(e),
         }
@@ -535,8 +537,17 @@ pub(crate) use mysql_update_returning_all as update_returning_all;
 macro_rules! mysql_update_returning_one {
     ($conn:expr, $target:expr, $changes:expr, $row:ty) => {{
         let conn: &mut $crate::db::mysql::Conn = $conn;
-        match ::diesel::update($target).set($changes).execute(&mut *conn).await {
-            Ok(_) => $target.select(<$row>::as_select()).first::<$row>(conn).await,
+        match ::diesel::update($target)
+            .set($changes)
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => {
+                $target
+                    .select(<$row>::as_select())
+                    .first::<$row>(conn)
+                    .await
+            }
             Err(e) => Err(e),
         }
     }};
@@ -585,7 +596,11 @@ mod tests {
                 ServerFlavor::Mariadb,
                 (10, 11, 19),
             ),
-            ("5.5.5-10.11.6-MariaDB-log", ServerFlavor::Mariadb, (10, 11, 6)),
+            (
+                "5.5.5-10.11.6-MariaDB-log",
+                ServerFlavor::Mariadb,
+                (10, 11, 6),
+            ),
             ("11.4.2-MariaDB-ubu2404", ServerFlavor::Mariadb, (11, 4, 2)),
         ] {
             assert_eq!(

@@ -108,7 +108,10 @@ async fn sessions_store_and_read_utc_with_microseconds_whatever_the_session_time
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].lease_expires_at, Some(created + TimeDelta::seconds(30)));
+    assert_eq!(
+        due[0].lease_expires_at,
+        Some(created + TimeDelta::seconds(30))
+    );
 }
 
 #[derive(QueryableByName, Debug)]

@@ -15,7 +15,9 @@ where
     Fut: Future<Output = ()>,
 {
     if skipped(backend) {
-        eprintln!("skipped: {backend} tests are turned off (MODELGEN_SKIP_PG / MODELGEN_SKIP_MYSQL)");
+        eprintln!(
+            "skipped: {backend} tests are turned off (MODELGEN_SKIP_PG / MODELGEN_SKIP_MYSQL)"
+        );
         return;
     }
     let (db, _guard) = fresh_database(backend).await;

@@ -783,7 +783,10 @@ pub async fn keyset_pages_over_60_tasks_of_one_millisecond_return_each_once(db: 
             assert!(pages <= 9, "more pages than 60 rows need");
         }
         assert_eq!(pages, 9, "{user:?}");
-        assert_eq!(seen, ids, "each id exactly once, in bytewise order ({user:?})");
+        assert_eq!(
+            seen, ids,
+            "each id exactly once, in bytewise order ({user:?})"
+        );
     }
 }
 
