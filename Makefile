@@ -1,6 +1,6 @@
 # modelgen — common tasks. `make run` starts the service with nothing configured
 # (embedded SQLite under ./data, images in ./data/images, built-in Apimart
-# simulator); `make test` runs every test (SQLite and PostgreSQL).
+# simulator); `make test` runs every test (SQLite, PostgreSQL and MariaDB).
 
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
@@ -8,6 +8,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 S3S_FS_VERSION ?= 0.14.1
 TOOLS ?= $(HOME)/.cache/modelgen-tools
 S3S_FS ?= $(TOOLS)/bin/s3s-fs
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
 .PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3
 
@@ -22,19 +23,24 @@ run-release:
 build:
 	$(CARGO) build --workspace --bins
 
-## Every test. PostgreSQL must be reachable at $(PG_URL) (MODELGEN_TEST_PG_URL);
-## set MODELGEN_SKIP_PG=1 to run the SQLite half only on a machine without it.
+## Every test. PostgreSQL must be reachable at $(PG_URL) (MODELGEN_TEST_PG_URL) and
+## MariaDB/MySQL at $(MYSQL_URL) (MODELGEN_TEST_MYSQL_URL); MODELGEN_SKIP_PG=1 or
+## MODELGEN_SKIP_MYSQL=1 leave one out on a machine without it.
 test: build
-	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} $(CARGO) test --workspace --no-fail-fast
+	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} \
+		MODELGEN_TEST_MYSQL_URL=$${MODELGEN_TEST_MYSQL_URL:-$(MYSQL_URL)} \
+		$(CARGO) test --workspace --no-fail-fast
 
 test-sqlite: build
-	MODELGEN_SKIP_PG=1 $(CARGO) test --workspace --no-fail-fast
+	MODELGEN_SKIP_PG=1 MODELGEN_SKIP_MYSQL=1 $(CARGO) test --workspace --no-fail-fast
 
-## Chaos run on PostgreSQL: CHAOS_TASKS (500) tasks over CHAOS_REPLICAS (3) replicas,
-## a random replica killed -9 and restarted every 2-3 s; prints its figures.
+## Chaos run on PostgreSQL, then on MariaDB: CHAOS_TASKS (500) tasks over CHAOS_REPLICAS (3)
+## replicas, a random replica killed -9 and restarted every 2-3 s; prints its figures.
+## MODELGEN_SKIP_PG=1 or MODELGEN_SKIP_MYSQL=1 runs one database only.
 chaos: build
-	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} CHAOS_TASKS=$${CHAOS_TASKS:-500} \
-		CHAOS_REPLICAS=$${CHAOS_REPLICAS:-3} $(CARGO) test -p modelgen-e2e --test chaos -- --nocapture
+	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} \
+		MODELGEN_TEST_MYSQL_URL=$${MODELGEN_TEST_MYSQL_URL:-$(MYSQL_URL)} CHAOS_TASKS=$${CHAOS_TASKS:-500} \
+		CHAOS_REPLICAS=$${CHAOS_REPLICAS:-3} $(CARGO) test -p modelgen-e2e --test chaos -- --nocapture --test-threads=1
 
 ## Load run (docs/benchmarks.md): the release binary on SQLite against the in-process
 ## simulator; prints a report. Extra flags via LOAD_ARGS, e.g.

@@ -20,6 +20,7 @@
 
 #![expect(
     clippy::expect_used,
+    clippy::unwrap_used,
     reason = "tests: a broken harness should stop loudly"
 )]
 

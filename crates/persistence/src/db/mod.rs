@@ -684,10 +684,10 @@ impl Database {
     /// `testing::mysql_session_value`).
     #[cfg(feature = "testing")]
     pub(crate) async fn mysql_session_value(&self, expression: &str) -> Result<String, RepoError> {
-        use diesel::sql_types::Text;
-        use diesel_async::RunQueryDsl;
         #[cfg(feature = "mysql")]
         if let Pools::Mysql(pool) = &self.pools {
+            use diesel::sql_types::Text;
+            use diesel_async::RunQueryDsl;
             let mut conn = pool.get().await.map_err(pool_error)?;
             return diesel::select(diesel::dsl::sql::<Text>(&format!(
                 "CAST({expression} AS CHAR)"
