@@ -7,6 +7,8 @@
 //! the bearer token, the Apimart settings and the callback settings of that
 //! file are the ones in effect.
 
+#![expect(clippy::unwrap_used, reason = "tests")]
+
 use std::time::Duration;
 
 use apimart_sim::{SimConfig, Simulator};
@@ -27,7 +29,28 @@ const IGNORED: [&str; 3] = [
 
 #[actix_web::test]
 async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
-    let db = TestDb::fresh(Backend::Sqlite).await;
+    earlier_env_file(Backend::Sqlite).await;
+}
+
+/// The same on MariaDB, with `DATABASE_URL` in the earlier service's own
+/// spelling: `mysql+aiomysql://…?charset=utf8mb4`.
+#[actix_web::test]
+async fn the_earlier_services_env_file_with_its_mysql_url_starts_modelgen_unchanged() {
+    if Backend::Mysql.skipped() {
+        return;
+    }
+    earlier_env_file(Backend::Mysql).await;
+}
+
+async fn earlier_env_file(backend: Backend) {
+    let db = TestDb::fresh(backend).await;
+    let database_url = match backend {
+        Backend::Mysql => format!(
+            "mysql+aiomysql://{}?charset=utf8mb4",
+            db.url.strip_prefix("mysql://").unwrap_or(&db.url)
+        ),
+        _ => db.url.clone(),
+    };
     let sim = Simulator::start(
         SimConfig {
             task_duration: Duration::from_millis(300),
@@ -81,7 +104,7 @@ async fn the_earlier_services_env_file_starts_modelgen_unchanged() {
          OSS_BUCKET=suitme\n\
          OSS_ACCESS_KEY_ID=LTAI5tLegacyKeyId0000\n\
          OSS_ACCESS_KEY_SECRET={OSS_SECRET}\n",
-        db = db.url,
+        db = database_url,
         sim = sim.base_url(),
         callback = receiver.url(),
     );

@@ -17,16 +17,10 @@ use modelgen_e2e::Backend;
 use modelgen_persistence::{Fence, NewImage, NewTask, TaskChange, TaskRepository};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png,
-};
+use crate::helpers::{AppOptions, TestApp, body_profile, person_jpeg, spawn_app, tiny_png};
 
 fn backends() -> Vec<Backend> {
-    if skip_pg() {
-        vec![Backend::Sqlite]
-    } else {
-        vec![Backend::Sqlite, Backend::Postgres]
-    }
+    Backend::all_under_test()
 }
 
 /// The stored prompt of a task.
