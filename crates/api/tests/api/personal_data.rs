@@ -21,16 +21,10 @@ use modelgen_persistence::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    AppOptions, TestApp, body_profile, person_jpeg, skip_pg, spawn_app, tiny_png,
-};
+use crate::helpers::{AppOptions, TestApp, body_profile, person_jpeg, spawn_app, tiny_png};
 
 fn backends() -> Vec<Backend> {
-    let mut b = vec![Backend::Sqlite];
-    if !skip_pg() {
-        b.push(Backend::Postgres);
-    }
-    b
+    Backend::all_under_test()
 }
 
 /// The stores the erasure is checked against. Each entry opens the app's

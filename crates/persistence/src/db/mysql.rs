@@ -237,10 +237,9 @@ pub(crate) async fn check_server(pool: &Pool<Conn>) -> Result<ServerVersion, Rep
 
 /// The server flavour of an open connection, from `VERSION()`.
 async fn flavor_of(conn: &mut Conn) -> QueryResult<ServerFlavor> {
-    let reported: String =
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
-            .get_result(conn)
-            .await?;
+    let reported: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
+        .get_result(conn)
+        .await?;
     Ok(if reported.to_ascii_lowercase().contains("mariadb") {
         ServerFlavor::Mariadb
     } else {
@@ -254,7 +253,10 @@ async fn flavor_of(conn: &mut Conn) -> QueryResult<ServerFlavor> {
 /// (`innodb_lock_wait_timeout`) or a table's metadata lock
 /// (`lock_wait_timeout`), both whole seconds, at least 1. `None` lifts the
 /// statement limit and gives lock waits a day (migrations).
-fn timeout_settings(flavor: ServerFlavor, statement_timeout: Option<std::time::Duration>) -> String {
+fn timeout_settings(
+    flavor: ServerFlavor,
+    statement_timeout: Option<std::time::Duration>,
+) -> String {
     const A_DAY_SECS: u128 = 86_400;
     let (ms, lock_secs) = match statement_timeout {
         Some(t) => {
@@ -265,7 +267,11 @@ fn timeout_settings(flavor: ServerFlavor, statement_timeout: Option<std::time::D
     };
     let statement = match flavor {
         ServerFlavor::Mariadb => {
-            format!("SET SESSION max_statement_time = {}.{:03};", ms / 1_000, ms % 1_000)
+            format!(
+                "SET SESSION max_statement_time = {}.{:03};",
+                ms / 1_000,
+                ms % 1_000
+            )
         }
         ServerFlavor::Mysql => format!("SET SESSION max_execution_time = {ms};"),
     };
@@ -664,8 +670,10 @@ mod tests {
     #[test]
     fn urls_are_normalised_to_the_driver_form() {
         assert_eq!(
-            normalize_url("mysql+aiomysql://app:s%40cret@db.internal:3306/modelgen?charset=utf8mb4")
-                .unwrap(),
+            normalize_url(
+                "mysql+aiomysql://app:s%40cret@db.internal:3306/modelgen?charset=utf8mb4"
+            )
+            .unwrap(),
             "mysql://app:s%40cret@db.internal:3306/modelgen?prefer_socket=false"
         );
         assert_eq!(
