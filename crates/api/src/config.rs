@@ -666,13 +666,8 @@ impl Config {
                 }
             }
         }
-        let db = self.database_url.as_str();
-        if !db.starts_with("sqlite://") && modelgen_persistence::Backend::from_url(db).is_none() {
-            problems.push(
-                "DATABASE_URL must start with sqlite://, postgres://, postgresql:// or mysql:// \
-                 (also mysql+aiomysql://, mariadb://)"
-                    .into(),
-            );
+        if let Err(e) = modelgen_persistence::Backend::parse_url(&self.database_url) {
+            problems.push(format!("DATABASE_URL: {e}"));
         }
         problems.extend(crate::storage::problems(self));
         if self.auth_required() && self.api_auth_token.is_none() {
@@ -816,10 +811,17 @@ mod tests {
         assert!(err.contains("PORT"), "{err}");
         let err = with(&[("task_timeout", "-1")]).unwrap_err().to_string();
         assert!(err.contains("TASK_TIMEOUT"), "{err}");
-        let err = with(&[("database_url", "\"mysqlx://x/db\"")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("DATABASE_URL"), "{err}");
+        for bad in [
+            "mysqlx://x/db",
+            "mysql://x",
+            "mysql://x/db?charset=latin1",
+            "sqlite:relative.db",
+        ] {
+            let err = with(&[("database_url", &format!("{bad:?}"))])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("DATABASE_URL"), "{bad}: {err}");
+        }
         for ok in [
             "mysql://app:pw@db:3306/modelgen",
             "mysql+aiomysql://app:pw@db:3306/modelgen?charset=utf8mb4",

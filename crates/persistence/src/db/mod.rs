@@ -321,19 +321,51 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend a database URL names by its scheme (`sqlite:`, `postgres://`,
-    /// `postgresql://`, `mysql://`, `mariadb://`, `mysql+<driver>://`), or
-    /// `None`. Only the scheme is looked at: [`Database::connect`] checks the rest.
-    pub fn from_url(url: &str) -> Option<Backend> {
-        if url.starts_with("sqlite:") {
-            Some(Backend::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Backend::Postgres)
-        } else if is_mysql_url(url) {
-            Some(Backend::Mysql)
-        } else {
-            None
+    /// Checks a database URL without connecting: the backend it names, or why
+    /// [`Database::connect`] would refuse it ([`RepoError::UnsupportedUrl`]:
+    /// an unknown scheme, a SQLite path it cannot take, a MySQL URL without a
+    /// database or with an unknown parameter, a backend compiled out). Pure;
+    /// for `config check` and startup validation.
+    ///
+    /// # Errors
+    /// [`RepoError::UnsupportedUrl`], naming the problem (never the password).
+    pub fn parse_url(url: &str) -> Result<Backend, RepoError> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            #[cfg(feature = "sqlite")]
+            {
+                sqlite::parse_path(rest)?;
+                return Ok(Backend::Sqlite);
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = rest;
+                return Err(RepoError::UnsupportedUrl(
+                    "this build has no SQLite support (feature `sqlite`)".into(),
+                ));
+            }
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres);
+        }
+        if is_mysql_url(url) {
+            #[cfg(feature = "mysql")]
+            {
+                mysql::normalize_url(url)?;
+                return Ok(Backend::Mysql);
+            }
+            #[cfg(not(feature = "mysql"))]
+            {
+                return Err(RepoError::UnsupportedUrl(
+                    "this build has no MySQL support (feature `mysql`)".into(),
+                ));
+            }
+        }
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        Err(RepoError::UnsupportedUrl(format!(
+            "scheme `{}` is not one of sqlite://, postgres://, postgresql://, mysql:// \
+             (also mysql+aiomysql://, mariadb://)",
+            scheme.chars().take(32).collect::<String>()
+        )))
     }
 
     /// Lowercase name for logs and metrics: `sqlite`, `postgres`, `mysql`.
