@@ -235,16 +235,11 @@ pub(crate) async fn check_server(pool: &Pool<Conn>) -> Result<ServerVersion, Rep
     check_server_version(&reported).map_err(RepoError::UnsupportedServer)
 }
 
-/// The server flavour of an open connection, from `VERSION()`.
-async fn flavor_of(conn: &mut Conn) -> QueryResult<ServerFlavor> {
-    let reported: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
+/// The server version of an open connection, as `VERSION()` reports it.
+async fn version_of(conn: &mut Conn) -> QueryResult<String> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("VERSION()"))
         .get_result(conn)
-        .await?;
-    Ok(if reported.to_ascii_lowercase().contains("mariadb") {
-        ServerFlavor::Mariadb
-    } else {
-        ServerFlavor::Mysql
-    })
+        .await
 }
 
 /// Session limits for statements and lock waits: `statement_timeout` for one
@@ -296,13 +291,19 @@ fn setup_connection<'a>(
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
         }
-        let flavor = flavor_of(&mut conn)
+        let reported = version_of(&mut conn)
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
-        let settings = format!(
-            "{SESSION_SETUP} {}",
-            timeout_settings(flavor, Some(statement_timeout))
-        );
+        // A server too old for modelgen may lack the limits' variables: its
+        // connection opens without them, so that `Database::connect` can
+        // refuse it with the version rule's message rather than a SET error.
+        let settings = match check_server_version(&reported) {
+            Ok(version) => format!(
+                "{SESSION_SETUP} {}",
+                timeout_settings(version.flavor, Some(statement_timeout))
+            ),
+            Err(_) => SESSION_SETUP.to_owned(),
+        };
         conn.batch_execute(&settings)
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;
