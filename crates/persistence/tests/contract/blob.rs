@@ -326,16 +326,18 @@ async fn presigned_urls_serve_the_bytes_over_http_until_they_expire() {
             .store
             .clone()
             .with_urls(UrlMode::Presigned {
-                expiry: Duration::from_secs(1),
+                expiry: Duration::from_secs(3),
             })
             .unwrap();
         let url = short.url(key).await.unwrap();
+        // SigV4 dates have whole seconds, so a 3 s URL lives between 2 and 3 s:
+        // long enough for the first GET on a loaded machine (1 s was not).
         assert_eq!(
             client.get(&url).send().await.unwrap().status().as_u16(),
             200
         );
-        // SigV4 dates have whole seconds: past date + 1 s the URL is dead.
-        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        // Past the signing second + 3 s the URL is dead.
+        tokio::time::sleep(Duration::from_millis(4_200)).await;
         let resp = client.get(&url).send().await.unwrap();
         assert_eq!(
             resp.status().as_u16(),
