@@ -1040,6 +1040,18 @@ pub fn spawn_workers_only(workdir: &Path, env: Vec<(String, String)>) -> Child {
         .expect("spawn modelgen --workers-only")
 }
 
+/// The `OUTBOUND_ALLOWLIST` entry for an upstream at `base_url`
+/// (`http://127.0.0.1:PORT/v1` → `127.0.0.1:PORT`): its result URLs are on loopback,
+/// which downloads may reach only when allowed (docs/outbound.md).
+pub fn allowlist_for(base_url: &str) -> String {
+    base_url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The environment of a `modelgen` under test: its database, an image
 /// directory under `dir`, the simulator at `apimart_base_url` with `api_key`,
 /// and fast timings (polls every 0.2–0.5 s, 2 s leases, short retries) so
@@ -1059,6 +1071,8 @@ pub fn fast_env(
         ),
         ("APIMART_API_KEY", api_key.to_string()),
         ("APIMART_BASE_URL", apimart_base_url.to_string()),
+        // The simulator's result URLs are on loopback: downloads may reach exactly it.
+        ("OUTBOUND_ALLOWLIST", allowlist_for(apimart_base_url)),
         ("TASK_POLL_INTERVAL", "0.2".into()),
         ("TASK_POLL_MAX_INTERVAL", "0.5".into()),
         ("WORKER_IDLE_INTERVAL", "0.1".into()),

@@ -433,6 +433,7 @@ async fn chaos(backend: Backend) {
         ),
         ("APIMART_API_KEY", SIM_KEY.into()),
         ("APIMART_BASE_URL", sim.base_url()),
+        ("OUTBOUND_ALLOWLIST", sim.addr().to_string()),
         ("CALLBACK_URL", receiver.url()),
         ("CALLBACK_TOKEN", CALLBACK_TOKEN.into()),
         ("CALLBACK_SIGNING_SECRET", SIGNING_SECRET.into()),

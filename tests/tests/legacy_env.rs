@@ -110,17 +110,21 @@ async fn earlier_env_file(backend: Backend) {
     );
     std::fs::write(dir.path().join(".env"), env_file).unwrap();
 
-    // Nothing but the file, and one setting of this sandbox: its OSS_*
+    // Nothing but the file, and two settings of this sandbox: its OSS_*
     // variables alone would select the earlier service's Aliyun OSS bucket
     // (docs/storage.md), which no test may reach, so the process environment
-    // names a local directory instead (it wins over .env). The harness adds
-    // HOST, PORT and RUST_LOG.
+    // names a local directory instead (it wins over .env); and the simulator's
+    // result URLs are on loopback, which downloads reach only when allowed
+    // (docs/outbound.md). The harness adds HOST, PORT and RUST_LOG.
     let service = Service::start(
         dir.path(),
-        vec![(
-            "STORAGE_URL".into(),
-            format!("file://{}", dir.path().join("images").display()),
-        )],
+        vec![
+            (
+                "STORAGE_URL".into(),
+                format!("file://{}", dir.path().join("images").display()),
+            ),
+            ("OUTBOUND_ALLOWLIST".into(), sim.addr().to_string()),
+        ],
     )
     .await;
 

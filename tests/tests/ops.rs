@@ -94,6 +94,7 @@ impl Ops {
             ("STORAGE_URL", &storage),
             ("APIMART_API_KEY", api_key),
             ("APIMART_BASE_URL", &sim.base_url()),
+            ("OUTBOUND_ALLOWLIST", &sim.addr().to_string()),
             ("CALLBACK_URL", &receiver.url()),
             ("CALLBACK_BASE_DELAY", "0.1"),
             ("CALLBACK_MAX_DELAY", "0.3"),

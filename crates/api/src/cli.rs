@@ -305,6 +305,21 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
                     config.sim_state_path().display()
                 ))?;
             }
+            if let Ok(allow) = config.outbound_allowlist() {
+                out(&format!(
+                    "# downloads: public addresses{}{} (docs/outbound.md)",
+                    if allow.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", and {allow}")
+                    },
+                    if config.apimart_api_key.is_none() {
+                        ", and the built-in simulator's own address"
+                    } else {
+                        ""
+                    }
+                ))?;
+            }
             let notes = crate::legacy::notes_from_env(&config);
             if !notes.is_empty() {
                 out("# settings of the earlier service:")?;

@@ -301,6 +301,11 @@ pub struct Config {
     pub max_image_bytes: usize,
     /// Largest result image downloaded from upstream, bytes.
     pub max_result_image_bytes: usize,
+    /// Addresses downloads may reach although they are loopback, private, link-local or
+    /// otherwise internal (`OUTBOUND_ALLOWLIST`): IPs, CIDR blocks and IP:port entries,
+    /// comma-separated (docs/outbound.md). Empty: only public addresses.
+    #[serde(deserialize_with = "opt_scalar")]
+    pub outbound_allowlist: Option<String>,
     /// Directory whose `default.j2`/`edit.j2`/`outfit.j2` override the built-in prompts.
     #[serde(deserialize_with = "opt_scalar")]
     pub prompt_templates_dir: Option<String>,
@@ -417,6 +422,7 @@ impl Default for Config {
             max_body_bytes: 32 * 1024 * 1024,
             max_image_bytes: 10 * 1024 * 1024,
             max_result_image_bytes: 30 * 1024 * 1024,
+            outbound_allowlist: None,
             prompt_templates_dir: None,
             callback_url: None,
             callback_token: None,
@@ -491,6 +497,7 @@ pub const ENV_KEYS: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_IMAGE_BYTES",
     "MAX_RESULT_IMAGE_BYTES",
+    "OUTBOUND_ALLOWLIST",
     "PROMPT_TEMPLATES_DIR",
     "CALLBACK_URL",
     "CALLBACK_TOKEN",
@@ -666,6 +673,9 @@ impl Config {
                 }
             }
         }
+        if let Err(e) = self.outbound_allowlist() {
+            problems.push(format!("OUTBOUND_ALLOWLIST: {e}"));
+        }
         if let Err(e) = modelgen_persistence::Backend::parse_url(&self.database_url) {
             problems.push(format!("DATABASE_URL: {e}"));
         }
@@ -690,6 +700,16 @@ impl Config {
     pub fn auth_required(&self) -> bool {
         self.api_auth_enabled
             .unwrap_or(self.api_auth_token.is_some())
+    }
+
+    /// The parsed `OUTBOUND_ALLOWLIST` (empty when unset).
+    ///
+    /// # Errors
+    /// The first entry that is not an IP address, a CIDR block or an IP:port.
+    pub fn outbound_allowlist(
+        &self,
+    ) -> Result<modelgen_outbound::Allowlist, modelgen_outbound::AllowlistError> {
+        modelgen_outbound::Allowlist::parse(self.outbound_allowlist.as_deref().unwrap_or_default())
     }
 
     /// Whether result images are also kept inline as base64
@@ -890,6 +910,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("API_AUTH_TOKEN is not set"), "{err}");
+    }
+
+    #[test]
+    fn the_outbound_allowlist_is_checked_at_load() {
+        let c = with(&[(
+            "outbound_allowlist",
+            "\"127.0.0.1/32, ::1/128,10.0.0.5:9000\"",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.outbound_allowlist().unwrap().to_string(),
+            "127.0.0.1/32,::1/128,10.0.0.5:9000"
+        );
+        assert!(with(&[]).unwrap().outbound_allowlist().unwrap().is_empty());
+        let err = with(&[("outbound_allowlist", "\"127.0.0.1,localhost:8080\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OUTBOUND_ALLOWLIST")
+                && err.contains("localhost:8080")
+                && err.contains("host name"),
+            "{err}"
+        );
+        let err = with(&[("outbound_allowlist", "\"10.0.0.0/40\"")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OUTBOUND_ALLOWLIST"), "{err}");
     }
 
     #[test]

@@ -641,6 +641,13 @@ impl Engine {
                     };
                     return self.write_step(&task, change).await;
                 }
+                Err(StoreResult::Fetch(e @ FetchError::Refused(_))) => {
+                    // The upstream named an address downloads may not reach: no
+                    // retry can change that, and nothing was sent there.
+                    warn!(error = %e, "result image URL refused; task fails");
+                    self.discard_results(&rows).await;
+                    return self.fail(&task, e.to_string(), "refused").await;
+                }
                 Err(StoreResult::Fetch(e)) => {
                     self.discard_results(&rows).await;
                     return self

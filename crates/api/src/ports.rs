@@ -61,6 +61,11 @@ pub enum FetchError {
     /// Any other failure (bad URL, 4xx).
     #[error("download failed: {0}")]
     Permanent(String),
+    /// The URL, or a redirect it answered with, points where downloads may not go (an
+    /// internal address not in `OUTBOUND_ALLOWLIST`, a scheme other than http(s)):
+    /// nothing was sent there, and a retry cannot help.
+    #[error("result image URL refused: {0}")]
+    Refused(String),
 }
 
 /// A result image arriving in chunks ([`ImageFetcher::open`]).
@@ -95,41 +100,37 @@ pub async fn read_all(
     Ok(body.freeze())
 }
 
-/// [`ImageFetcher`] over reqwest, with a whole-request timeout and a streamed size cap.
-#[derive(Clone)]
+/// [`ImageFetcher`] over the outbound [`Fetcher`](modelgen_outbound::Fetcher): every hop
+/// checked against the outbound policy and pinned to the checked address
+/// (docs/outbound.md), a whole-download timeout, and a streamed size cap.
+#[derive(Clone, Debug)]
 pub struct HttpImageFetcher {
-    client: reqwest::Client,
+    fetcher: modelgen_outbound::Fetcher,
 }
 
 impl HttpImageFetcher {
-    /// A fetcher whose requests time out after `timeout`.
-    ///
-    /// # Errors
-    /// When the HTTP client cannot be built (TLS backend failure).
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        Ok(HttpImageFetcher {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(Duration::from_secs(10))
-                .build()?,
-        })
+    /// A fetcher whose downloads (redirects and body included) time out after `timeout`
+    /// and may reach only what `policy` allows.
+    pub fn new(timeout: Duration, policy: modelgen_outbound::OutboundPolicy) -> Self {
+        HttpImageFetcher {
+            fetcher: modelgen_outbound::Fetcher::new(
+                policy,
+                modelgen_outbound::FetcherConfig {
+                    timeout,
+                    connect_timeout: Duration::from_secs(10),
+                    max_redirects: modelgen_outbound::DEFAULT_MAX_REDIRECTS,
+                    user_agent: Some(concat!("modelgen/", env!("CARGO_PKG_VERSION")).into()),
+                },
+            ),
+        }
     }
 
-    /// Sends the GET and checks the status and announced length.
+    /// Sends the GET (through the policy) and checks the status and announced length.
     async fn request(&self, url: &str, max_bytes: usize) -> Result<reqwest::Response, FetchError> {
-        let parsed = url::Url::parse(url).map_err(|e| FetchError::Permanent(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(FetchError::Permanent(format!(
-                "unsupported scheme {}",
-                parsed.scheme()
-            )));
-        }
-        let resp = self.client.get(parsed).send().await.map_err(|e| {
-            if e.is_timeout() || e.is_connect() {
-                FetchError::Transient(e.without_url().to_string())
-            } else {
-                FetchError::Permanent(e.without_url().to_string())
-            }
+        let resp = self.fetcher.get(url).await.map_err(|e| match e {
+            modelgen_outbound::FetchError::Refused(why) => FetchError::Refused(why.to_string()),
+            e if e.is_transient() => FetchError::Transient(e.to_string()),
+            e => FetchError::Permanent(e.to_string()),
         })?;
         let status = resp.status().as_u16();
         match status {
@@ -189,6 +190,13 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    /// A policy that lets the tests' loopback servers through.
+    fn loopback() -> modelgen_outbound::OutboundPolicy {
+        modelgen_outbound::OutboundPolicy::new(
+            modelgen_outbound::Allowlist::parse("127.0.0.1/32").unwrap(),
+        )
+    }
+
     /// A one-shot HTTP server on loopback that answers with a chunked body of
     /// `body_len` bytes (no Content-Length), cut short after `cut_after` bytes
     /// when given. Returns its URL.
@@ -224,7 +232,7 @@ mod tests {
     #[tokio::test]
     async fn the_stream_delivers_every_byte_under_the_cap() {
         let url = chunked_server(3000, None).await;
-        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5), loopback());
         let body = read_all(&fetcher, &url, 3000).await.unwrap();
         assert_eq!(body.len(), 3000);
     }
@@ -232,15 +240,29 @@ mod tests {
     #[tokio::test]
     async fn the_cap_is_enforced_while_streaming_without_a_length() {
         let url = chunked_server(3000, None).await;
-        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5), loopback());
         let err = read_all(&fetcher, &url, 1000).await.unwrap_err();
         assert_eq!(err, FetchError::TooLarge { max: 1000 });
     }
 
     #[tokio::test]
+    async fn a_refused_address_is_refused_not_retried() {
+        let url = chunked_server(3000, None).await;
+        let fetcher = HttpImageFetcher::new(
+            Duration::from_secs(5),
+            modelgen_outbound::OutboundPolicy::default(),
+        );
+        let err = read_all(&fetcher, &url, 10_000).await.unwrap_err();
+        assert!(
+            matches!(&err, FetchError::Refused(why) if why.contains("loopback")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_body_cut_short_is_a_transient_failure() {
         let url = chunked_server(3000, Some(1000)).await;
-        let fetcher = HttpImageFetcher::new(Duration::from_secs(5)).unwrap();
+        let fetcher = HttpImageFetcher::new(Duration::from_secs(5), loopback());
         let err = read_all(&fetcher, &url, 10_000).await.unwrap_err();
         assert!(matches!(err, FetchError::Transient(_)), "{err:?}");
     }

@@ -205,6 +205,16 @@ impl Application {
                 (ApiKey::new("simulator"), sim.base_url(), Some(sim))
             }
         };
+        // Downloads reach public addresses, what OUTBOUND_ALLOWLIST names, and the
+        // built-in simulator's own address (its result URLs), nothing more.
+        let mut allowlist = config
+            .outbound_allowlist()
+            .map_err(|e| anyhow::anyhow!("OUTBOUND_ALLOWLIST: {e}"))?;
+        if let Some(sim) = &sim {
+            allowlist = allowlist.with_socket(sim.addr());
+        }
+        info!(outbound.allowlist = %allowlist, "outbound downloads allowed to internal addresses");
+        let outbound = modelgen_outbound::OutboundPolicy::new(allowlist);
         let client = ApimartClient::new(
             ApimartConfig::new(api_key)
                 .with_base_url(base_url)
@@ -283,10 +293,10 @@ impl Application {
             outbox: repo.clone(),
             blobs: blobs.clone(),
             generator,
-            fetcher: Arc::new(
-                HttpImageFetcher::new(Config::secs(config.http_timeout))
-                    .context("building the download client")?,
-            ),
+            fetcher: Arc::new(HttpImageFetcher::new(
+                Config::secs(config.http_timeout),
+                outbound,
+            )),
             sender: sender.clone(),
             clock: Arc::new(SystemClock),
             alerts,

@@ -38,6 +38,9 @@ const MAX_SUCCESS_BODY_BYTES: usize = 1024 * 1024;
 /// [`MAX_KEPT_BODY_BYTES`] are kept.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest part of a raw error body written to the debug log, in bytes.
+const MAX_LOGGED_BODY_BYTES: usize = 1024;
+
 /// Typed async client for Apimart's image generation API.
 ///
 /// Cheap to clone (the connection pool and settings sit behind an `Arc`); share one per
@@ -400,6 +403,15 @@ impl ApimartClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| error::parse_retry_after(v, SystemTime::now()));
             let text = String::from_utf8_lossy(&body);
+            // The raw body is for whoever debugs the upstream; the error keeps only its words.
+            tracing::debug!(
+                http.status = status.as_u16(),
+                body = %error::truncate(
+                    &error::redact_str(text.to_string(), self.inner.api_key.expose()),
+                    MAX_LOGGED_BODY_BYTES
+                ),
+                "apimart error body"
+            );
             return Err(error::from_status(status.as_u16(), retry_after, &text)
                 .redact(self.inner.api_key.expose()));
         }

@@ -8,9 +8,14 @@ use serde_json::Value;
 /// debug a response, small enough for a log line.
 pub const MAX_KEPT_BODY_BYTES: usize = 2 * 1024;
 
-/// Longest message extracted from an error body, in bytes; upstream messages are a sentence,
-/// anything longer is an HTML page or a dump.
+/// Longest message extracted from a JSON error body, in bytes; upstream messages are a
+/// sentence, anything longer is a dump.
 const MAX_MESSAGE_BYTES: usize = 512;
+
+/// Longest message made from an error body that is not JSON (an HTML error page of a proxy,
+/// a text dump), in characters: its first visible words, without markup (see
+/// `text::plain_text`). Such messages end up in stored task errors and callbacks.
+pub const MAX_PLAIN_MESSAGE_CHARS: usize = 200;
 
 /// Statuses worth another try (docs/apimart.md: the official client retries 408, 429, 502, 503,
 /// 504; we add 500, which Apimart also returns for transient failures).
@@ -66,12 +71,14 @@ pub enum ApimartError {
         /// Best message found in the body.
         message: String,
     },
-    /// HTTP 408 or 5xx. For a submit the outcome is unknown except for 408.
-    #[error("apimart server error (HTTP {status}): {message}")]
+    /// HTTP 408 or 5xx. For a submit the outcome is unknown except for 408. Displayed as
+    /// `upstream server error (HTTP 502 Bad Gateway): <message>`.
+    #[error("{}", server_error_text(*status, message))]
     Server {
         /// The HTTP status.
         status: u16,
-        /// Best message found in the body, or the status's reason phrase.
+        /// Best message found in the body (the first words of a non-JSON body, without
+        /// markup, at most [`MAX_PLAIN_MESSAGE_CHARS`]), or the status's reason phrase.
         message: String,
     },
     /// The request did not complete within the configured timeout after the connection was
@@ -247,7 +254,8 @@ impl ApimartError {
 /// far longer.
 const MIN_REDACTED_SECRET_LEN: usize = 6;
 
-fn redact_str(s: String, secret: &str) -> String {
+/// `s` with every occurrence of `secret` (when long enough to be one) replaced by `***`.
+pub(crate) fn redact_str(s: String, secret: &str) -> String {
     if secret.len() >= MIN_REDACTED_SECRET_LEN && s.contains(secret) {
         s.replace(secret, "***")
     } else {
@@ -289,29 +297,45 @@ pub(crate) fn from_status(status: u16, retry_after: Option<Duration>, body: &str
 }
 
 fn default_message(status: u16) -> String {
+    format!("HTTP {}", status_line(status))
+}
+
+/// `502 Bad Gateway`: the status and its reason phrase (RFC 9110).
+fn status_line(status: u16) -> String {
     let reason = reqwest::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("unexpected status");
-    format!("HTTP {status} {reason}")
+    format!("{status} {reason}")
+}
+
+/// The text of [`ApimartError::Server`]; a message that only repeats the status is left out.
+fn server_error_text(status: u16, message: &str) -> String {
+    let head = format!("upstream server error (HTTP {})", status_line(status));
+    if message.is_empty() || message == default_message(status) {
+        head
+    } else {
+        format!("{head}: {message}")
+    }
 }
 
 /// The best human message in an error body, in any of the shapes docs/apimart.md lists:
 /// `{"error":{"message","type","code","param"}}`, `{"error":"…"}`, `{"success":false,
-/// "message"}`, `{"code","msg"}`, `{"code","message"}`, or plain text.
+/// "message"}`, `{"code","msg"}`, `{"code","message"}`, or plain text. A body that is not
+/// JSON (plain text, or the HTML error page of a proxy) gives its first visible words,
+/// without markup, at most [`MAX_PLAIN_MESSAGE_CHARS`] characters.
 pub(crate) fn error_message(body: &str) -> Option<String> {
     let trimmed = body.trim();
     if trimmed.is_empty() {
         return None;
     }
-    let found = match serde_json::from_str::<Value>(trimmed) {
-        Ok(json) => json_message(&json),
-        // Not JSON: plain text (or an HTML error page from a proxy) is the message.
-        Err(_) => Some(trimmed.to_owned()),
-    };
-    found
-        .filter(|m| !m.trim().is_empty())
-        .map(|m| truncate(m.trim(), MAX_MESSAGE_BYTES))
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(json) => json_message(&json)
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| truncate(m.trim(), MAX_MESSAGE_BYTES)),
+        Err(_) => Some(crate::text::plain_text(trimmed, MAX_PLAIN_MESSAGE_CHARS))
+            .filter(|m| !m.is_empty()),
+    }
 }
 
 /// The message inside a JSON error body, if any.
@@ -385,6 +409,10 @@ mod tests {
             (r#"{"code":401,"msg":"token invalid"}"#, "token invalid"),
             (r#"{"code":500,"message":"boom"}"#, "boom"),
             ("Bad Gateway\n", "Bad Gateway"),
+            (
+                "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+                "502 Bad Gateway nginx",
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(error_message(body).as_deref(), Some(want), "{body}");
@@ -392,6 +420,23 @@ mod tests {
         assert_eq!(error_message("  "), None);
         assert_eq!(error_message("{}"), None);
         assert_eq!(error_message("[1,2]"), None);
+    }
+
+    #[test]
+    fn server_errors_name_the_status_and_reason_once() {
+        let html = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>";
+        assert_eq!(
+            from_status(502, None, html).to_string(),
+            "upstream server error (HTTP 502 Bad Gateway): 502 Bad Gateway nginx"
+        );
+        assert_eq!(
+            from_status(503, None, "").to_string(),
+            "upstream server error (HTTP 503 Service Unavailable)"
+        );
+        assert_eq!(
+            from_status(500, None, "<p>").to_string(),
+            "upstream server error (HTTP 500 Internal Server Error)"
+        );
     }
 
     #[test]

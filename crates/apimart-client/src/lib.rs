@@ -7,10 +7,11 @@ mod model;
 mod parse;
 mod policy;
 mod retry;
+mod text;
 
 pub use client::{ApimartClient, MAX_IDEMPOTENCY_KEY_LEN, MAX_TASK_ID_LEN};
 pub use config::{ApiKey, ApimartConfig, CallObserver, Endpoint};
-pub use error::{ApimartError, MAX_KEPT_BODY_BYTES};
+pub use error::{ApimartError, MAX_KEPT_BODY_BYTES, MAX_PLAIN_MESSAGE_CHARS};
 pub use model::{
     Balance, GenerationRequest, ResultImage, SubmitResponse, TaskStatusResponse, UpstreamStatus,
     UpstreamTaskError,

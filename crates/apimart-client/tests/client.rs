@@ -737,6 +737,54 @@ async fn error_messages_come_from_the_body() {
     }
 }
 
+/// The error page nginx serves when its upstream is down, byte for byte.
+const NGINX_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+#[tokio::test]
+async fn an_html_error_page_becomes_a_short_plain_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(502)
+                .insert_header("content-type", "text/html")
+                .set_body_string(NGINX_502),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503).set_body_string(format!(
+            "<html><body><p>{}</p></body></html>",
+            "maintenance ".repeat(100)
+        )))
+        .mount(&server)
+        .await;
+    let client = client_with(&server, RetryPolicy::none(), Duration::from_secs(5));
+
+    let err = client
+        .submit_generation(&request(), Some("k1"))
+        .await
+        .expect_err("502");
+    assert_eq!(
+        err.to_string(),
+        "upstream server error (HTTP 502 Bad Gateway): 502 Bad Gateway nginx"
+    );
+    assert!(matches!(err, ApimartError::Server { status: 502, .. }));
+
+    let err = client.get_task_status("t").await.expect_err("503");
+    let ApimartError::Server { message, .. } = &err else {
+        panic!("unexpected {err:?}");
+    };
+    assert!(!message.contains('<'), "{message}");
+    assert_eq!(
+        message.chars().count(),
+        apimart_client::MAX_PLAIN_MESSAGE_CHARS
+    );
+    assert!(
+        message.starts_with("maintenance maintenance") && message.ends_with('…'),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn retry_after_in_seconds() {
     let server = MockServer::start().await;

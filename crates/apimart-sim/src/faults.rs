@@ -21,7 +21,9 @@
 //! | `body=<openai\|success\|codemsg\|text\|html>` | style of injected error bodies (docs/apimart.md lists the first four; `html` is a proxy's error page) |
 //! | `balance=<status>` | `GET /v1/balance` answers `<status>` (header only: that call has no prompt) |
 //! | `balance=zero` | `GET /v1/balance` reports nothing left (header only) |
+//! | `result-addr=<ip:port>` | the completed task's image URLs point at `http://<ip:port>/files/…` instead of the simulator (a hostile or broken upstream; tests of the download policy) |
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::MAX_TASK_DURATION;
@@ -81,6 +83,8 @@ pub struct FaultSpec {
     pub body: Option<ErrorStyle>,
     /// `balance=<status>` or `balance=zero`.
     pub balance: Option<BalanceFault>,
+    /// `result-addr=<ip:port>`.
+    pub result_addr: Option<SocketAddr>,
 }
 
 impl FaultSpec {
@@ -103,6 +107,7 @@ impl FaultSpec {
                 ("slow", Some(v)) => set(&mut out.slow, parse_ms(v, MAX_SLOW)),
                 ("duration", Some(v)) => set(&mut out.duration, parse_ms(v, MAX_TASK_DURATION)),
                 ("body", Some(v)) => set(&mut out.body, v.parse().ok()),
+                ("result-addr", Some(v)) => set(&mut out.result_addr, v.parse().ok()),
                 ("balance", Some(v)) if v.eq_ignore_ascii_case("zero") => {
                     out.balance = Some(BalanceFault::Zero);
                 }
@@ -146,6 +151,7 @@ impl FaultSpec {
         over(&mut self.duration, other.duration);
         over(&mut self.body, other.body);
         over(&mut self.balance, other.balance);
+        over(&mut self.result_addr, other.result_addr);
         self.garbled |= other.garbled;
         self.fail |= other.fail;
         self.cancel |= other.cancel;
@@ -215,7 +221,8 @@ mod tests {
     fn parses_every_item() {
         let s = FaultSpec::parse(
             " submit=503 ,submit-once=429,lost=502,fail,cancel,never,status=500,status-once=504,\
-             slow=250,duration=1500,no-estimate,body=text,garbled,balance=503",
+             slow=250,duration=1500,no-estimate,body=text,garbled,balance=503,\
+             result-addr=127.0.0.2:8081",
         );
         assert_eq!(
             s,
@@ -234,6 +241,7 @@ mod tests {
                 no_estimate: true,
                 body: Some(ErrorStyle::Text),
                 balance: Some(BalanceFault::Status(503)),
+                result_addr: Some(SocketAddr::from(([127, 0, 0, 2], 8081))),
             }
         );
         let s = FaultSpec::parse("balance=ZERO,body=html");
@@ -244,7 +252,8 @@ mod tests {
     #[test]
     fn ignores_unknown_and_malformed_items() {
         let s = FaultSpec::parse(
-            "bogus,submit=200,status=abc,slow=-1,fail=yes,=,,body=xml,balance=200,garbled=1",
+            "bogus,submit=200,status=abc,slow=-1,fail=yes,=,,body=xml,balance=200,garbled=1,\
+             result-addr=example.com:80",
         );
         assert_eq!(s, FaultSpec::default());
     }

@@ -264,16 +264,23 @@ impl SimHandle {
         self.state_dir.as_deref()
     }
 
-    /// `http://127.0.0.1:PORT/v1`: includes `/v1`, like `APIMART_BASE_URL` (docs/apimart.md).
-    /// A server bound to an unspecified address is reached through 127.0.0.1.
+    /// The address clients reach the simulator at (its result URLs too): the bound
+    /// address, with 127.0.0.1 for a server bound to an unspecified address.
     #[must_use]
-    pub fn base_url(&self) -> String {
+    pub fn addr(&self) -> SocketAddr {
         let ip = if self.addr.ip().is_unspecified() {
             Ipv4Addr::LOCALHOST.into()
         } else {
             self.addr.ip()
         };
-        format!("http://{}/v1", SocketAddr::new(ip, self.addr.port()))
+        SocketAddr::new(ip, self.addr.port())
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: includes `/v1`, like `APIMART_BASE_URL` (docs/apimart.md).
+    /// A server bound to an unspecified address is reached through 127.0.0.1.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr())
     }
 
     /// A snapshot of the counters.

@@ -618,6 +618,7 @@ impl Shared {
                 status_once: spec.status_once,
                 slow_ms: spec.slow.map(ms),
                 body: spec.body,
+                result_addr: spec.result_addr,
             },
             polled: false,
             body_hash: new.body_hash,
@@ -1009,6 +1010,10 @@ fn status_body(id: &str, task: &Task, lang: Language, file_base: &str, now: u64)
     match status {
         Status::Completed => {
             let expires_at = task.expires_ms() / 1000;
+            let file_base = match task.rec.faults.result_addr {
+                Some(addr) => format!("http://{addr}"),
+                None => file_base.to_owned(),
+            };
             let urls: Vec<String> = (0..task.rec.n)
                 .map(|i| format!("{file_base}/files/{id}/{i}.png"))
                 .collect();

@@ -122,6 +122,9 @@ pub(crate) struct TaskFaults {
     pub(crate) status_once: Option<u16>,
     pub(crate) slow_ms: Option<u64>,
     pub(crate) body: Option<ErrorStyle>,
+    /// `result-addr`: where the result URLs point instead of the simulator.
+    #[serde(default)]
+    pub(crate) result_addr: Option<std::net::SocketAddr>,
 }
 
 /// An idempotency key as stored.

@@ -468,66 +468,15 @@ fn is_internal_host(host: Option<url::Host<&str>>) -> bool {
     }
 }
 
-/// Whether `ip` is an address no public image can live at: IPv4 "this
-/// network" (0/8), private (10/8, 172.16/12, 192.168/16), shared (100.64/10,
-/// RFC 6598; Aliyun's metadata service is 100.100.100.200), loopback (127/8),
-/// link-local (169.254/16, cloud metadata at 169.254.169.254), IETF protocol
-/// assignments (192.0.0/24), benchmarking (198.18/15), documentation,
-/// multicast (224/4), reserved and broadcast (240/4); IPv6 unspecified,
-/// loopback, unique local (fc00::/7), link-local (fe80::/10), multicast
-/// (ff00::/8), documentation (2001:db8::/32), and any IPv4 address carried in
-/// an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible, NAT64 (64:ff9b::/96)
-/// or 6to4 (2002::/16) form that is internal by the IPv4 rules.
+/// Whether `ip` is an address no public image can live at: loopback, private, shared
+/// (100.64/10, Aliyun's metadata service), link-local (cloud metadata at
+/// 169.254.169.254), multicast, documentation, reserved, and any IPv6 form carrying
+/// such an IPv4 address (`::ffff:a.b.c.d`, NAT64, 6to4). The same classification
+/// judges every address the service itself downloads from
+/// ([`modelgen_outbound::classify`], docs/outbound.md), so an input URL and a result
+/// URL are refused for the same reasons.
 pub fn is_internal_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    fn v4(ip: Ipv4Addr) -> bool {
-        let [a, b, c, _] = ip.octets();
-        a == 0
-            || ip.is_loopback()
-            || ip.is_private()
-            || ip.is_link_local()
-            || ip.is_multicast()
-            || ip.is_documentation()
-            || a >= 240 // reserved, and the broadcast address
-            || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
-            || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, RFC 6890
-            || (a == 198 && (18..20).contains(&b)) // benchmarking, RFC 2544
-    }
-    fn v6(ip: Ipv6Addr) -> bool {
-        let s = ip.segments();
-        let embedded = if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] {
-            // NAT64 well-known prefix, RFC 6052: the last 32 bits.
-            Some(Ipv4Addr::new(
-                (s[6] >> 8) as u8,
-                s[6] as u8,
-                (s[7] >> 8) as u8,
-                s[7] as u8,
-            ))
-        } else if s[0] == 0x2002 {
-            // 6to4, RFC 3056: bits 16–47.
-            Some(Ipv4Addr::new(
-                (s[1] >> 8) as u8,
-                s[1] as u8,
-                (s[2] >> 8) as u8,
-                s[2] as u8,
-            ))
-        } else {
-            // IPv4-mapped `::ffff:a.b.c.d` and IPv4-compatible `::a.b.c.d`
-            // (which also turns `::` and `::1` into 0.0.0.0 and 0.0.0.1).
-            ip.to_ipv4()
-        };
-        ip.is_loopback()
-            || ip.is_unspecified()
-            || ip.is_multicast()
-            || (s[0] & 0xfe00) == 0xfc00 // unique local, RFC 4193
-            || (s[0] & 0xffc0) == 0xfe80 // link-local
-            || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation, RFC 3849
-            || embedded.is_some_and(v4)
-    }
-    match ip {
-        IpAddr::V4(ip) => v4(ip),
-        IpAddr::V6(ip) => v6(ip),
-    }
+    modelgen_outbound::classify(ip).is_some()
 }
 
 fn unsupported_message(media_type: &str) -> String {

@@ -1218,6 +1218,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
         ),
         ("APIMART_API_KEY".into(), SIM_KEY.into()),
         ("APIMART_BASE_URL".into(), sim.base_url()),
+        ("OUTBOUND_ALLOWLIST".into(), sim.addr().to_string()),
         ("CALLBACK_URL".into(), receiver.url()),
     ];
     env.extend(args.env.iter().cloned());

@@ -65,6 +65,15 @@ pub struct TestApp {
 
 /// Starts the app on a fresh database of `backend`.
 pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
+    spawn_app_allowing(backend, options, &[]).await
+}
+
+/// [`spawn_app`] whose downloads may also reach `allow` (besides the simulator).
+pub async fn spawn_app_allowing(
+    backend: Backend,
+    options: AppOptions,
+    allow: &[std::net::SocketAddr],
+) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         modelgen_api::telemetry::init_logging(modelgen_api::config::LogFormat::Text);
     }
@@ -94,6 +103,18 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> TestApp {
         ),
         ("apimart_api_key".into(), "\"test-key\"".into()),
         ("apimart_base_url".into(), format!("{:?}", sim.base_url())),
+        // The simulator's result URLs are on loopback: downloads may reach it, nothing else.
+        (
+            "outbound_allowlist".into(),
+            format!(
+                "{:?}",
+                std::iter::once(sim.addr())
+                    .chain(allow.iter().copied())
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
         ("task_poll_interval".into(), "0.05".into()),
         ("task_poll_max_interval".into(), "0.1".into()),
         ("retry_base_delay".into(), "0.01".into()),

@@ -6,5 +6,6 @@ mod database_specifics;
 mod helpers;
 mod http_contract;
 mod legacy_contract;
+mod outbound;
 mod personal_data;
 mod seed_properties;
