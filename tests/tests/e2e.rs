@@ -412,3 +412,87 @@ async fn builtin_simulator_keeps_long_tasks_across_restarts() {
     );
     assert_eq!(service.terminate(), Some(0));
 }
+
+/// The built-in simulator's result URLs download (the service allows exactly its address),
+/// and a completed task whose result URL points at another loopback address fails at once
+/// without a connection there; an HTML 502 from upstream is stored as a short plain
+/// message (docs/outbound.md).
+#[actix_web::test]
+async fn builtin_simulator_is_the_only_internal_address_downloads_reach() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let forbidden = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forbidden_addr = forbidden.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok(_conn) = forbidden.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = modelgen_e2e::fast_env(
+        &db,
+        dir.path(),
+        "http://127.0.0.1:9/v1",
+        "unused",
+        &[("SIM_TASK_DURATION", "0.3".into())],
+    );
+    env.retain(|(k, _)| {
+        k != "APIMART_API_KEY" && k != "APIMART_BASE_URL" && k != "OUTBOUND_ALLOWLIST"
+    });
+    let mut service = Service::start(dir.path(), env).await;
+    let api = Api::new(service.base_url());
+
+    let (status, body) = api
+        .post(
+            "/models/default",
+            &json!({"user_id": "u-ssrf", "user_image": fixture_data_uri("person_front.jpg"),
+                    "body_profile": body_profile()}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let base = body["data"]["task_id"].as_str().unwrap().to_string();
+    let task = api.wait_terminal(&base, DEADLINE).await;
+    assert_eq!(
+        task["status"],
+        "completed",
+        "{task}\n{}",
+        service.log_tail(30)
+    );
+
+    for (marker, want) in [
+        (
+            format!("[[sim:result-addr={forbidden_addr}]]"),
+            format!("result image URL refused: host 127.0.0.1: {forbidden_addr} is a loopback address"),
+        ),
+        (
+            "[[sim:submit=502,body=html]]".to_owned(),
+            "apimart: upstream server error (HTTP 502 Bad Gateway): 502 Bad Gateway apimart-sim proxy"
+                .to_owned(),
+        ),
+    ] {
+        let (status, body) = api
+            .post(
+                "/models/edit",
+                &json!({"user_id": "u-ssrf", "base_model_task_id": base,
+                        "edit_instructions": format!("smile {marker}")}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["data"]["task_id"].as_str().unwrap().to_string();
+        let task = api.wait_terminal(&id, DEADLINE).await;
+        assert_eq!(task["status"], "failed", "{marker}: {task}");
+        let message = task["error_message"].as_str().unwrap();
+        assert!(message.starts_with(&want), "{marker}: {message}");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "the forbidden listener was reached"
+    );
+    assert_eq!(service.terminate(), Some(0));
+}
