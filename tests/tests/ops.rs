@@ -741,6 +741,21 @@ fn config_check_on_good_and_bad_configs() {
     for secret in [KEY, PASSWORD, TOKEN] {
         assert!(!text.contains(secret), "{secret} printed:\n{text}");
     }
+    // What downloads may reach (docs/outbound.md).
+    assert!(
+        text.contains("# downloads: public addresses (docs/outbound.md)"),
+        "{text}"
+    );
+    let mut allowing = good.clone();
+    allowing.push((
+        "OUTBOUND_ALLOWLIST".into(),
+        " 10.1.0.0/16, 127.0.0.1:9100".into(),
+    ));
+    let text = show(&run_modelgen(dir.path(), &allowing, &["config", "check"]));
+    assert!(
+        text.contains("# downloads: public addresses, and 10.1.0.0/16,127.0.0.1:9100"),
+        "{text}"
+    );
 
     // Bad values: non-zero exit, the variable named on stderr, no secret shown.
     for (var, value) in [
@@ -751,6 +766,8 @@ fn config_check_on_good_and_bad_configs() {
         ("CALLBACK_SIGNING_SECRET", "whsec_!!not-base64!!"),
         ("LOG_FORMAT", "xml"),
         ("WORKER_CONCURRENCY", "0"),
+        ("OUTBOUND_ALLOWLIST", "127.0.0.1/32,metadata.internal:80"),
+        ("OUTBOUND_ALLOWLIST", "10.0.0.0/33"),
     ] {
         let mut env = good.clone();
         env.push((var.into(), value.into()));
