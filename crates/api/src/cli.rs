@@ -52,6 +52,67 @@ pub enum Command {
     /// Users' personal data.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Bring data over from another system.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// `import …`.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import the earlier (Python) service's tasks and images from its
+    /// MySQL/MariaDB database into this one (DATABASE_URL).
+    ///
+    /// Reads `base_model_task`, `edit_task`, `outfit_task` and
+    /// `generation_image` (read only) and writes each task under its own
+    /// task id, with its user, request id, type (`model` becomes `default`),
+    /// base model, angle, status, progress, error and timestamps, and its
+    /// images (kept at their URLs, or copied with --copy-images). Safe to run
+    /// again: nothing is duplicated, rows changed in the source since are
+    /// updated, and tasks modelgen has changed since are left alone.
+    /// Unfinished tasks are imported as they are and not run, unless
+    /// --resume-unfinished. Prints a JSON summary: what was created,
+    /// updated, unchanged, skipped and why. See docs/legacy.md.
+    Legacy(LegacyImportArgs),
+}
+
+/// Options of `import legacy`.
+#[derive(Debug, Args)]
+pub struct LegacyImportArgs {
+    /// The earlier service's database: `mysql://user:password@host:3306/db`
+    /// (also `mariadb://…` and its own `mysql+aiomysql://…?charset=utf8mb4`).
+    /// Prefer the variable LEGACY_DATABASE_URL: a command line is visible to
+    /// other users of the machine.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LEGACY_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub from: String,
+    /// Time zone of the earlier database server's clock, in which its
+    /// `created_at` columns were written (`NOW()`): `UTC`, an offset like
+    /// `+08:00`, or an IANA name like `Asia/Shanghai`.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub source_timezone: crate::import::SourceZone,
+    /// Time zone of `updated_at` and `completed_at`, which the earlier
+    /// service's code wrote from Python's UTC clock; change it only if its
+    /// code was changed to write local time.
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub app_timezone: crate::import::SourceZone,
+    /// Copy each image into modelgen's storage (STORAGE_URL) instead of
+    /// keeping its URL (for when the earlier bucket goes away). Images held
+    /// only inline (base64) in the source are always stored.
+    #[arg(long)]
+    pub copy_images: bool,
+    /// Read everything and print what would be done; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Let the workers resume unfinished tasks that kept their Apimart task
+    /// id (`apimart_task_id`): they poll it, never submit again. Without
+    /// this flag unfinished tasks are imported as they are and not run.
+    #[arg(long)]
+    pub resume_unfinished: bool,
 }
 
 /// `users …`.
@@ -289,6 +350,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("users purge")?;
             print_json(&report)
+        }
+        Command::Import(ImportCommand::Legacy(args)) => {
+            let db = std::sync::Arc::new(open_database(&config).await?);
+            if config.auto_migrate && !args.dry_run {
+                db.migrate().await.context("running migrations")?;
+            }
+            let target = crate::import::Target {
+                tasks: db.clone(),
+                images: db.clone(),
+                import: db,
+                blobs: open_blob_store(&config)?,
+                http: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::limited(5))
+                    .build()
+                    .context("building the HTTP client")?,
+            };
+            let options = crate::import::ImportOptions {
+                from: args.from,
+                zones: crate::import::Zones {
+                    server: args.source_timezone,
+                    app: args.app_timezone,
+                },
+                copy_images: args.copy_images,
+                dry_run: args.dry_run,
+                resume_unfinished: args.resume_unfinished,
+                progress: true,
+            };
+            let summary = crate::import::run(&options, &target)
+                .await
+                .context("import legacy")?;
+            print_json(&summary)
         }
         Command::Config(ConfigCommand::Check) => Ok(()),
     }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod import;
 pub mod legacy;
 pub mod openapi;
 pub mod pacing;

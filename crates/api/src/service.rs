@@ -632,8 +632,13 @@ impl TaskService {
             )]));
         }
         let images = self.images.images_for_task(&id).await?;
+        // A task modelgen ran has an image once completed; an imported one may
+        // not (the earlier service's row had no URL and no data).
         let first = images.first().ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("completed task {id} has no image row"))
+            ApiError::Invalid(vec![field_error(
+                "base_model_task_id",
+                format!("base model task {raw} has no image"),
+            )])
         })?;
         // A stored base model goes upstream from our store; an imported one
         // (remote URL) is passed to Apimart as its URL.

@@ -11,6 +11,8 @@
 pub mod blob;
 mod db;
 pub mod error;
+#[cfg(feature = "mysql")]
+pub mod legacy;
 pub mod models;
 pub mod repo;
 mod rows;
@@ -32,6 +34,8 @@ pub use db::{
 };
 pub use error::RepoError;
 pub use models::*;
-pub use repo::{CallbackOutbox, DataRetention, ImageRepository, TaskRepository};
+pub use repo::{CallbackOutbox, DataRetention, ImageRepository, TaskImport, TaskRepository};
 #[cfg(feature = "mock")]
-pub use repo::{MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskRepository};
+pub use repo::{
+    MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskImport, MockTaskRepository,
+};

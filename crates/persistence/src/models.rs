@@ -358,3 +358,220 @@ pub enum AttemptOutcome {
         error: String,
     },
 }
+
+/// Prefix of `request_fingerprint` on a task brought over from another system
+/// (`import:<source>`, e.g. `import:legacy:edit_task:42`). It marks the row as
+/// imported: a re-import updates only such rows, never a task modelgen created.
+pub const IMPORT_FINGERPRINT_PREFIX: &str = "import:";
+
+/// `next_run_at` of an unfinished imported task that is not to be resumed
+/// ("parked"): the end of year 9999, the latest instant stored, so the
+/// workers never find it due. It stays as it was imported until a re-import
+/// with resumption, a cancel, or an erasure.
+pub fn parked_until() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map_or(DateTime::<Utc>::MAX_UTC, |naive| naive.and_utc())
+}
+
+/// A task brought over from another system (`modelgen import legacy`) with
+/// the state it had there, written by [`crate::TaskImport::upsert_imported_task`].
+/// Timestamps are UTC (the caller converts the source's zone); they are stored
+/// with microsecond precision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedTask {
+    /// Primary key: the id the task had in the source.
+    pub task_id: TaskId,
+    /// Idempotency key, unique per `user_id` when present.
+    pub request_id: Option<String>,
+    /// Owner.
+    pub user_id: String,
+    /// Job.
+    pub task_type: TaskType,
+    /// For edit/outfit: the base model task (imported too).
+    pub base_model_task_id: Option<TaskId>,
+    /// Outfit angle.
+    pub angle: Option<Angle>,
+    /// Apimart's task id, when the source kept it (polling of an unfinished
+    /// task continues with it).
+    pub external_task_id: Option<String>,
+    /// Status in the source.
+    pub status: TaskStatus,
+    /// Percent.
+    pub progress: Progress,
+    /// Envelope-style error code of a failed task.
+    pub error_code: Option<i32>,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change in the source.
+    pub updated_at: DateTime<Utc>,
+    /// When it ended (terminal tasks).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// For an unfinished task: `Some(t)` makes it due at `t` with its run
+    /// (and so its timeout) starting at `t` — the workers resume it; `None`
+    /// parks it ([`parked_until`]). Ignored for terminal tasks.
+    pub resume_at: Option<DateTime<Utc>>,
+    /// Where it came from (`legacy:<table>:<id>`); stored after
+    /// [`IMPORT_FINGERPRINT_PREFIX`] in `request_fingerprint`.
+    pub source: String,
+    /// Its result images, in order.
+    pub images: Vec<ImportedImage>,
+}
+
+/// A result image of an [`ImportedTask`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedImage {
+    /// Outfit angle.
+    pub angle: Option<Angle>,
+    /// A remote URL, or a key in our blob store when the bytes were copied.
+    pub location: ImageLocation,
+    /// MIME type, when known.
+    pub mime: Option<String>,
+    /// Pixels, when known.
+    pub width: Option<i32>,
+    /// Pixels, when known.
+    pub height: Option<i32>,
+    /// Size in bytes, when known.
+    pub bytes: Option<i64>,
+    /// Insert time in the source.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why an imported task was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportSkip {
+    /// A task modelgen created (not an imported one) already has this id.
+    NotImported,
+    /// The task's owner had their data erased in modelgen; it is not brought back.
+    Erased,
+    /// The task changed in modelgen (e.g. a resumed task progressed) after
+    /// the source's last change; modelgen's state is newer and is kept.
+    NewerInModelgen,
+    /// A worker holds the task's lease right now; try again later.
+    Busy,
+    /// Another task of the same user already has this `request_id`.
+    RequestIdTaken,
+}
+
+impl ImportSkip {
+    /// A short reason, for summaries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ImportSkip::NotImported => "a task created by modelgen already has this id",
+            ImportSkip::Erased => "its owner's data was erased in modelgen",
+            ImportSkip::NewerInModelgen => {
+                "it changed in modelgen after its last change in the source"
+            }
+            ImportSkip::Busy => "a worker is running it right now",
+            ImportSkip::RequestIdTaken => "another task of this user already has this request_id",
+        }
+    }
+}
+
+/// What [`crate::TaskImport::upsert_imported_task`] did (or, from
+/// [`plan_import`], would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// No task had this id: inserted with its images.
+    Created,
+    /// The imported task differed from the source: its fields and images were replaced.
+    Updated,
+    /// Already imported exactly so: nothing written.
+    Unchanged,
+    /// Nothing written, for this reason.
+    Skipped(ImportSkip),
+}
+
+impl ImportOutcome {
+    /// Whether a task with this id is in modelgen afterwards (so a task that
+    /// names it as base model can link to it).
+    pub fn task_present(&self) -> bool {
+        match self {
+            ImportOutcome::Created | ImportOutcome::Updated | ImportOutcome::Unchanged => true,
+            ImportOutcome::Skipped(skip) => matches!(
+                skip,
+                ImportSkip::Erased | ImportSkip::NewerInModelgen | ImportSkip::Busy
+            ),
+        }
+    }
+}
+
+/// Decides what importing `incoming` does, given the task with the same id
+/// already stored (`existing`, with its images) at `now`. Pure; the
+/// repository applies the same decision inside its transaction, and a dry run
+/// calls it on what it reads.
+///
+/// Rules: no such task → [`ImportOutcome::Created`]; an erased one →
+/// [`ImportSkip::Erased`]; a task not imported (its `request_fingerprint`
+/// lacks [`IMPORT_FINGERPRINT_PREFIX`]) → [`ImportSkip::NotImported`];
+/// the same source fields and images (and, for an unfinished task, no
+/// resumption asked of a parked one) → [`ImportOutcome::Unchanged`];
+/// otherwise, when modelgen's `updated_at` is later than the source's →
+/// [`ImportSkip::NewerInModelgen`], when a worker's lease is live →
+/// [`ImportSkip::Busy`], else [`ImportOutcome::Updated`]. Lease, counters
+/// and a resumed task's schedule are never taken from the source.
+pub fn plan_import(
+    existing: Option<(&TaskRecord, &[ImageRecord])>,
+    incoming: &ImportedTask,
+    now: DateTime<Utc>,
+) -> ImportOutcome {
+    let Some((task, images)) = existing else {
+        return ImportOutcome::Created;
+    };
+    // An erasure blanks the import mark too: look at it first.
+    if task.purged_at.is_some() {
+        return ImportOutcome::Skipped(ImportSkip::Erased);
+    }
+    if !task
+        .request_fingerprint
+        .as_deref()
+        .is_some_and(|f| f.starts_with(IMPORT_FINGERPRINT_PREFIX))
+    {
+        return ImportOutcome::Skipped(ImportSkip::NotImported);
+    }
+    if same_as_source(task, images, incoming) {
+        return ImportOutcome::Unchanged;
+    }
+    if task.updated_at > crate::rows::truncate(incoming.updated_at) {
+        return ImportOutcome::Skipped(ImportSkip::NewerInModelgen);
+    }
+    if task.lease_owner.is_some() && task.lease_expires_at.is_some_and(|exp| exp > now) {
+        return ImportOutcome::Skipped(ImportSkip::Busy);
+    }
+    ImportOutcome::Updated
+}
+
+/// Whether the stored task already holds what `incoming` brings.
+fn same_as_source(task: &TaskRecord, images: &[ImageRecord], incoming: &ImportedTask) -> bool {
+    use crate::rows::truncate;
+    let parked = task.next_run_at >= parked_until() - chrono::TimeDelta::seconds(1);
+    let resume_wanted = !incoming.status.is_terminal() && incoming.resume_at.is_some() && parked;
+    let fields = task.request_id == incoming.request_id
+        && task.user_id == incoming.user_id
+        && task.task_type == incoming.task_type
+        && task.base_model_task_id == incoming.base_model_task_id
+        && task.angle == incoming.angle
+        && task.external_task_id == incoming.external_task_id
+        && task.status == incoming.status
+        && task.progress == incoming.progress
+        && task.error_code == incoming.error_code
+        && task.error_message == incoming.error_message
+        && task.created_at == truncate(incoming.created_at)
+        && task.updated_at == truncate(incoming.updated_at)
+        && task.completed_at == incoming.completed_at.map(truncate)
+        && task.request_fingerprint.as_deref()
+            == Some(format!("{IMPORT_FINGERPRINT_PREFIX}{}", incoming.source).as_str());
+    let same_images = images.len() == incoming.images.len()
+        && images.iter().zip(&incoming.images).all(|(have, want)| {
+            have.angle == want.angle
+                && have.location == want.location
+                && have.mime == want.mime
+                && have.width == want.width
+                && have.height == want.height
+                && have.bytes == want.bytes
+                && have.created_at == truncate(want.created_at)
+        });
+    fields && same_images && !resume_wanted
+}

@@ -11,8 +11,8 @@ use modelgen_domain::TaskId;
 
 use crate::error::RepoError;
 use crate::models::{
-    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord, InsertOutcome,
-    NewTask, TaskChange, TaskQuery, TaskRecord,
+    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord, ImportOutcome,
+    ImportedTask, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -218,4 +218,28 @@ pub trait DataRetention: Send + Sync {
         id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<ErasedTask, RepoError>;
+}
+
+/// Tasks brought over from another system (`modelgen import legacy`): the
+/// write path of the importer, keyed by task id.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait TaskImport: Send + Sync {
+    /// Inserts `task` with its images, or brings an earlier import of it up
+    /// to date, in one transaction, as [`crate::plan_import`] decides at
+    /// `now`: [`ImportOutcome::Created`] inserts the task (and its images;
+    /// no callback is queued: the source already reported the outcome);
+    /// [`ImportOutcome::Updated`] replaces the source's fields and the
+    /// image rows, keeping lease and counters, and a schedule the workers
+    /// already follow (a parked unfinished task is made due when
+    /// `resume_at` asks for it); [`ImportOutcome::Unchanged`] and
+    /// [`ImportOutcome::Skipped`] write nothing. A `request_id` another task
+    /// of the user holds is [`crate::ImportSkip::RequestIdTaken`].
+    ///
+    /// Running it twice with the same task writes once: nothing is duplicated.
+    async fn upsert_imported_task(
+        &self,
+        task: &ImportedTask,
+        now: DateTime<Utc>,
+    ) -> Result<ImportOutcome, RepoError>;
 }

@@ -8,7 +8,8 @@ use modelgen_domain::{Angle, Progress, TaskId, TaskStatus, TaskType};
 
 use crate::error::RepoError;
 use crate::models::{
-    CallbackRecord, CallbackStatus, ImageLocation, ImageRecord, NewImage, NewTask, TaskRecord,
+    CallbackRecord, CallbackStatus, IMPORT_FINGERPRINT_PREFIX, ImageLocation, ImageRecord,
+    ImportedImage, ImportedTask, NewImage, NewTask, TaskRecord,
 };
 use crate::schema::{ai_generation_image, ai_generation_task, callback_delivery};
 
@@ -383,4 +384,111 @@ pub(crate) fn callback_records(rows: Vec<CallbackRow>) -> Result<Vec<CallbackRec
 /// `task.cancelled`.
 pub(crate) fn event_type(status: TaskStatus) -> String {
     format!("task.{}", status.as_str())
+}
+
+/// The columns an import writes on an earlier imported task (`None` writes NULL).
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = ai_generation_task, treat_none_as_null = true)]
+pub(crate) struct ImportUpdateRow {
+    pub request_id: Option<String>,
+    pub user_id: String,
+    pub task_type: String,
+    pub base_model_task_id: Option<String>,
+    pub angle: Option<String>,
+    pub request_fingerprint: Option<String>,
+    pub external_task_id: Option<String>,
+    pub status: String,
+    pub progress: i32,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub next_run_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub completed_at: Option<NaiveDateTime>,
+    pub started_at: Option<NaiveDateTime>,
+}
+
+impl TaskRow {
+    /// The row of an imported task. `schedule` is `(next_run_at, started_at)`.
+    /// The source keeps no prompt, model, size or inputs: those are empty.
+    pub(crate) fn from_imported(
+        task: &ImportedTask,
+        schedule: (NaiveDateTime, Option<NaiveDateTime>),
+    ) -> Self {
+        let update = ImportUpdateRow::from_imported(task, schedule);
+        TaskRow {
+            task_id: task.task_id.to_string(),
+            request_id: update.request_id,
+            user_id: update.user_id,
+            task_type: update.task_type,
+            base_model_task_id: update.base_model_task_id,
+            angle: update.angle,
+            size: String::new(),
+            prompt: String::new(),
+            model: String::new(),
+            input_images: "[]".to_owned(),
+            request_fingerprint: update.request_fingerprint,
+            external_task_id: update.external_task_id,
+            status: update.status,
+            progress: update.progress,
+            error_code: update.error_code,
+            error_message: update.error_message,
+            submit_attempts: 0,
+            poll_count: 0,
+            next_run_at: update.next_run_at,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: update.created_at,
+            updated_at: update.updated_at,
+            completed_at: update.completed_at,
+            started_at: update.started_at,
+            inputs_purged_at: None,
+            purged_at: None,
+        }
+    }
+}
+
+impl ImportUpdateRow {
+    /// The source's fields of `task`, with `schedule` = `(next_run_at, started_at)`.
+    pub(crate) fn from_imported(
+        task: &ImportedTask,
+        schedule: (NaiveDateTime, Option<NaiveDateTime>),
+    ) -> Self {
+        ImportUpdateRow {
+            request_id: task.request_id.clone(),
+            user_id: task.user_id.clone(),
+            task_type: task.task_type.as_str().to_owned(),
+            base_model_task_id: task.base_model_task_id.map(|id| id.to_string()),
+            angle: task.angle.map(|a| a.as_str().to_owned()),
+            request_fingerprint: Some(format!("{IMPORT_FINGERPRINT_PREFIX}{}", task.source)),
+            external_task_id: task.external_task_id.clone(),
+            status: task.status.as_str().to_owned(),
+            progress: i32::from(task.progress.get()),
+            error_code: task.error_code,
+            error_message: task.error_message.clone(),
+            next_run_at: schedule.0,
+            created_at: to_db(task.created_at),
+            updated_at: to_db(task.updated_at),
+            completed_at: task.completed_at.map(to_db),
+            started_at: schedule.1,
+        }
+    }
+}
+
+impl NewImageRow {
+    /// The row of an imported task's image.
+    pub(crate) fn from_imported(task_id: &TaskId, image: &ImportedImage) -> Self {
+        NewImageRow {
+            task_id: task_id.to_string(),
+            angle: image.angle.map(|a| a.as_str().to_owned()),
+            storage_key: image.location.storage_key().map(str::to_owned),
+            remote_url: image.location.remote_url().map(str::to_owned),
+            image_base64: None,
+            mime: image.mime.clone(),
+            width: image.width,
+            height: image.height,
+            bytes: image.bytes,
+            created_at: to_db(image.created_at),
+        }
+    }
 }

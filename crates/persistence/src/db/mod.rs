@@ -286,6 +286,7 @@ pub(crate) fn finish<M: deadpool::managed::Manager, T>(
 }
 
 mod callbacks;
+mod import;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
@@ -750,7 +751,7 @@ impl Database {
 
 /// Whether `url` is a MySQL URL in one of the accepted spellings (decided
 /// even when the `mysql` feature is off, to name the missing feature).
-fn is_mysql_url(url: &str) -> bool {
+pub(crate) fn is_mysql_url(url: &str) -> bool {
     let Some((scheme, _)) = url.split_once("://") else {
         return false;
     };

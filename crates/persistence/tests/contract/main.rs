@@ -11,6 +11,7 @@ mod callbacks;
 mod claims;
 mod connect;
 mod image_migration;
+mod import;
 mod mysql;
 mod properties;
 mod retention;
@@ -77,4 +78,8 @@ contract_tests!(
     retention::marking_inputs_purged_is_fenced_by_the_claim,
     retention::retry_is_refused_once_uploaded_inputs_are_deleted,
     retention::erasure_blanks_personal_data_keeps_accounting_and_is_idempotent,
+    import::import_upsert_creates_then_updates_only_what_changed,
+    import::import_never_touches_tasks_modelgen_made_or_erased,
+    import::imported_unfinished_tasks_are_parked_or_resumed_by_polling,
+    import::imported_edit_and_outfit_keep_links_angles_and_stored_images,
 );
