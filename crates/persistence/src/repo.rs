@@ -89,7 +89,8 @@ pub trait TaskRepository: Send + Sync {
     /// the retried run's outcome gets a fresh callback. This is the one
     /// deliberate exception to "terminal states never change".
     /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task is
-    /// not `failed`, or while the input retention cleanup holds it;
+    /// not `failed`, was imported ([`crate::TaskImport`]: the source kept no
+    /// inputs to run it with), or while the input retention cleanup holds it;
     /// [`RepoError::InputsPurged`] when the images it needs were deleted
     /// ([`TaskRecord::inputs_gone_since`]): nothing is written, so it does
     /// not fail again upstream.

@@ -13,7 +13,8 @@ use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
 use super::Database;
 use crate::error::RepoError;
 use crate::models::{
-    Fence, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
+    Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery,
+    TaskRecord,
 };
 use crate::repo::{ImageRepository, TaskRepository};
 use crate::rows::{
@@ -357,6 +358,17 @@ impl TaskRepository for Database {
                     "task is {}; only failed tasks can be retried",
                     row.status
                 )));
+            }
+            if row
+                .request_fingerprint
+                .as_deref()
+                .is_some_and(|f| f.starts_with(IMPORT_FINGERPRINT_PREFIX))
+            {
+                return Err(RepoError::Conflict(
+                    "the task was imported from the earlier service, which kept no inputs \
+                     to run it again; create a new task instead"
+                        .into(),
+                ));
             }
             let now_db = to_db(now);
             if row.lease_owner.is_some() && row.lease_expires_at.is_some_and(|exp| exp > now_db) {

@@ -151,6 +151,22 @@ pub async fn import_never_touches_tasks_modelgen_made_or_erased(db: Database) {
         Err(modelgen_persistence::RepoError::NotFound)
     ));
 
+    // An imported failed task cannot be retried: the source kept no inputs.
+    let mut failed = imported("legacy-failed", "u2", "r-failed");
+    failed.status = TaskStatus::Failed;
+    failed.progress = Progress::clamped(10);
+    failed.error_code = Some(1002);
+    failed.images.clear();
+    db.upsert_imported_task(&failed, at(10_000)).await.unwrap();
+    assert!(matches!(
+        db.retry_task(&failed.task_id, at(11_000)).await,
+        Err(modelgen_persistence::RepoError::Conflict(m)) if m.contains("imported")
+    ));
+    assert_eq!(
+        db.get_task(&failed.task_id).await.unwrap().status,
+        TaskStatus::Failed
+    );
+
     // Erased in modelgen: not brought back by a later import.
     let task = imported("legacy-erased", "u2", "r-2");
     db.upsert_imported_task(&task, at(10_000)).await.unwrap();
