@@ -451,6 +451,7 @@ async fn legacy_import_then_edit_and_outfit(backend: Backend) {
 
     // 1. Import.
     let summary = import(dir.path(), &env, &source.url, &[]).await;
+    eprintln!("first import into {backend:?}: {summary:#}");
     let n_imported = want.imported.len() as u64;
     assert_eq!(summary["source"]["base_model_task"], BASES, "{summary}");
     assert_eq!(summary["tasks"]["created"], n_imported, "{summary}");
