@@ -810,7 +810,86 @@ async fn legacy_import_copies_images_into_storage_once() {
     let target = TestDb::fresh(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulator::start(world_sim(), 0).await.unwrap();
+    // Downloads reach only public addresses and OUTBOUND_ALLOWLIST: without
+    // it the loopback image server is refused, and nothing is fetched.
     let env = modelgen_e2e::fast_env(&target, dir.path(), &sim.base_url(), "e2e-key", &[]);
+    let out = tokio::process::Command::new(modelgen_bin())
+        .args(["import", "legacy", "--dry-run"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RUST_LOG", "off")
+        .envs(env.iter().cloned())
+        .env("LEGACY_DATABASE_URL", &source.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "a dry run does not migrate");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run `modelgen migrate` first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::process::Command::new(modelgen_bin())
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RUST_LOG", "off")
+        .envs(env.iter().cloned())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = import(
+        dir.path(),
+        &env,
+        &source.url,
+        &["--copy-images", "--dry-run"],
+    )
+    .await;
+    assert_eq!(
+        refused["images"]["copied"],
+        with_url.len() as u64,
+        "{refused}"
+    );
+    assert_eq!(
+        images.hits.load(Ordering::SeqCst),
+        0,
+        "a dry run downloads nothing"
+    );
+    let refused = import(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    assert_eq!(refused["images"]["copied"], 0, "{refused}");
+    assert_eq!(
+        refused["images"]["skipped"],
+        with_url.len() as u64,
+        "{refused}"
+    );
+    assert!(
+        refused["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("result image URL refused"),
+        "{refused}"
+    );
+    assert_eq!(images.hits.load(Ordering::SeqCst), 0);
+    drop(target);
+    let target = TestDb::fresh(Backend::Sqlite).await;
+    let env = modelgen_e2e::fast_env(
+        &target,
+        dir.path(),
+        &sim.base_url(),
+        "e2e-key",
+        &[(
+            "OUTBOUND_ALLOWLIST",
+            format!(
+                "{},127.0.0.1:{port}",
+                modelgen_e2e::allowlist_for(&sim.base_url())
+            ),
+        )],
+    );
     let summary = import(dir.path(), &env, &source.url, &["--copy-images"]).await;
     assert_eq!(
         summary["images"]["copied"],
@@ -819,7 +898,7 @@ async fn legacy_import_copies_images_into_storage_once() {
     );
     assert_eq!(summary["images"]["remote"], 0);
     assert_eq!(
-        summary["skipped_by_reason"]["image download answered HTTP 404"], 1,
+        summary["skipped_by_reason"]["result image is gone (HTTP 404)"], 1,
         "{summary}"
     );
     assert!(

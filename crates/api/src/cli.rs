@@ -101,8 +101,9 @@ pub struct LegacyImportArgs {
     #[arg(long, value_name = "ZONE", default_value = "UTC")]
     pub app_timezone: crate::import::SourceZone,
     /// Copy each image into modelgen's storage (STORAGE_URL) instead of
-    /// keeping its URL (for when the earlier bucket goes away). Images held
-    /// only inline (base64) in the source are always stored.
+    /// keeping its URL (for when the earlier bucket goes away). Downloads
+    /// reach public addresses and OUTBOUND_ALLOWLIST only. Images held only
+    /// inline (base64) in the source are always stored.
     #[arg(long)]
     pub copy_images: bool,
     /// Read everything and print what would be done; write nothing.
@@ -353,7 +354,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(ImportCommand::Legacy(args)) => {
             let db = std::sync::Arc::new(open_database(&config).await?);
-            if config.auto_migrate && !args.dry_run {
+            if args.dry_run {
+                let pending = db.pending_migrations().await?;
+                if !pending.is_empty() {
+                    anyhow::bail!(
+                        "the database (DATABASE_URL) has pending migrations ({}): run \
+                         `modelgen migrate` first; a dry run writes nothing, migrations included",
+                        pending.join(", ")
+                    );
+                }
+            } else if config.auto_migrate {
                 db.migrate().await.context("running migrations")?;
             }
             let target = crate::import::Target {
@@ -361,10 +371,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 images: db.clone(),
                 import: db,
                 blobs: open_blob_store(&config)?,
-                http: reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::limited(5))
-                    .build()
-                    .context("building the HTTP client")?,
+                fetcher: std::sync::Arc::new(crate::ports::HttpImageFetcher::new(
+                    crate::import::FETCH_TIMEOUT,
+                    modelgen_outbound::OutboundPolicy::new(
+                        config
+                            .outbound_allowlist()
+                            .map_err(|e| anyhow::anyhow!("OUTBOUND_ALLOWLIST: {e}"))?,
+                    ),
+                )),
             };
             let options = crate::import::ImportOptions {
                 from: args.from,

@@ -27,6 +27,7 @@ use modelgen_persistence::{
 use serde::Serialize;
 
 use crate::error::CODE_UPSTREAM;
+use crate::ports::{ImageFetcher, read_all};
 
 /// Rows read from the source per query.
 const PAGE: i64 = 500;
@@ -35,8 +36,8 @@ const PAGE: i64 = 500;
 const LISTED_SKIPS: usize = 200;
 /// Largest image `--copy-images` downloads.
 pub const MAX_IMAGE_BYTES: usize = 50 * 1024 * 1024;
-/// Time limit of one image download.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time limit of one image download (redirects and body included).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The zone naive source timestamps are read in: a fixed offset (`UTC`,
 /// `Z`, `+08:00`, `-0530`, `+08`) or an IANA name (`Asia/Shanghai`), whose
@@ -230,8 +231,10 @@ pub struct Target {
     pub import: Arc<dyn TaskImport>,
     /// Image storage, for copied and inline images.
     pub blobs: Arc<dyn BlobStore>,
-    /// Downloads for `--copy-images`.
-    pub http: reqwest::Client,
+    /// Downloads for `--copy-images`: the service's own fetcher, under the
+    /// outbound policy (docs/outbound.md: public addresses and
+    /// `OUTBOUND_ALLOWLIST` only, every redirect checked).
+    pub fetcher: Arc<dyn ImageFetcher>,
 }
 
 /// The earlier service's status, by SQLAlchemy member name or value, any case.
@@ -353,43 +356,6 @@ pub fn convert_task(
         source: format!("legacy:{}:{}", table.table_name(), row.id),
         images: Vec::new(),
     })
-}
-
-/// Downloads one image for `--copy-images`: `http`/`https` only, at most
-/// [`MAX_IMAGE_BYTES`], a 2xx answer required. The one place the importer
-/// touches the network.
-///
-/// # Errors
-/// A message for the summary (never the URL's query, which may hold a signature).
-pub async fn fetch_image(client: &reqwest::Client, url: &str) -> Result<Bytes, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("image URL not usable: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("image URL is not http(s)".into());
-    }
-    let mut response = client
-        .get(parsed)
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("image download failed: {}", e.without_url()))?;
-    if !response.status().is_success() {
-        return Err(format!(
-            "image download answered HTTP {}",
-            response.status().as_u16()
-        ));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("image download failed: {}", e.without_url()))?
-    {
-        if body.len() + chunk.len() > MAX_IMAGE_BYTES {
-            return Err(format!("image larger than {MAX_IMAGE_BYTES} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(body))
 }
 
 /// The blob-store key of a copied source image.
@@ -692,7 +658,9 @@ async fn import_image(
                 created_at,
             }));
         }
-        let bytes = fetch_image(&target.http, url).await?;
+        let bytes = read_all(&*target.fetcher, url, MAX_IMAGE_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         let (key, image) = stored_image(&task.task_id, row, &bytes, angle, created_at)?;
         pending.push((key, bytes));
         return Ok(ImageResult::Copied(image));
