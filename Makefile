@@ -10,7 +10,7 @@ TOOLS ?= $(HOME)/.cache/modelgen-tools
 S3S_FS ?= $(TOOLS)/bin/s3s-fs
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3 fuzz api-check
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -33,6 +33,19 @@ test: build
 
 test-sqlite: build
 	MODELGEN_SKIP_PG=1 MODELGEN_SKIP_MYSQL=1 $(CARGO) test --workspace --no-fail-fast
+
+## The fuzz tests alone (fuzz/README.md), with many more cases than `make test`:
+## FUZZ_CASES (20000) per property, FUZZ_HTTP_CASES (1000) over HTTP. SQLite only.
+fuzz:
+	MODELGEN_SKIP_PG=1 MODELGEN_SKIP_MYSQL=1 MODELGEN_FUZZ_CASES=$${FUZZ_CASES:-20000} \
+		MODELGEN_FUZZ_HTTP_CASES=$${FUZZ_HTTP_CASES:-1000} \
+		$(CARGO) test --workspace fuzz_ -- --test-threads=2
+
+## schemathesis (PyPI, pinned in scripts/api-check) against /openapi.json of the debug
+## binary on SQLite with the built-in simulator, on a loopback port: no 5xx, answers as
+## documented, every JSON answer in the envelope. API_CHECK_EXAMPLES, API_CHECK_SEED.
+api-check: build
+	scripts/api-check
 
 ## Chaos run on PostgreSQL, then on MariaDB: CHAOS_TASKS (500) tasks over CHAOS_REPLICAS (3)
 ## replicas, a random replica killed -9 and restarted every 2-3 s; prints its figures.

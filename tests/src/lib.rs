@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine as _;
 
+pub mod bombs;
+
 /// Default deadline for waiting on background work.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 

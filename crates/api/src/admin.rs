@@ -23,6 +23,20 @@ pub struct Admin {
     pub outbox: Arc<dyn CallbackOutbox>,
 }
 
+/// `GET /admin/callbacks` page: `{"items": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct CallbackPage {
+    /// Deliveries, newest first.
+    pub items: Vec<CallbackView>,
+}
+
+/// `POST /admin/callbacks/redeliver-dead` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Redelivered {
+    /// How many dead deliveries were queued again.
+    pub redelivered: u64,
+}
+
 /// A delivery as shown to operators.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CallbackView {
@@ -124,7 +138,7 @@ pub struct CallbackQuery {
         ("limit" = Option<i64>, Query, description = "1 to 500, default 100"),
     ),
     responses(
-        (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<Vec<CallbackView>>),
+        (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<CallbackPage>),
         (status = 400, description = "Bad status or limit (1001)", body = crate::error::ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
     ),
@@ -142,7 +156,8 @@ pub async fn list_callbacks(
         ),
     };
     let limit = match query.limit.as_deref() {
-        None | Some("") => 100,
+        // `limit=` (empty) is not an integer: refused, as the document says.
+        None => 100,
         Some(l) => l
             .parse::<i64>()
             .ok()
@@ -150,10 +165,7 @@ pub async fn list_callbacks(
             .ok_or_else(|| ApiError::field("limit", "must be an integer between 1 and 500"))?,
     };
     let items = state.admin.list(status, limit).await?;
-    Ok(HttpResponse::Ok().json(Envelope::ok(
-        "success",
-        serde_json::json!({ "items": items }),
-    )))
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", CallbackPage { items })))
 }
 
 /// `POST /admin/callbacks/{event_id}/redeliver`.
@@ -191,15 +203,12 @@ pub async fn redeliver(
 /// `POST /admin/callbacks/redeliver-dead`.
 #[utoipa::path(post, path = "/admin/callbacks/redeliver-dead", tag = "admin",
     responses(
-        (status = 200, description = "`data.redelivered`: how many dead deliveries were queued again"),
+        (status = 200, description = "`data.redelivered`: how many dead deliveries were queued again", body = Envelope<Redelivered>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
     ),
     security(("bearer" = []), ())
 )]
 pub async fn redeliver_all_dead(state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
     let n = state.admin.redeliver_all_dead().await?;
-    Ok(HttpResponse::Ok().json(Envelope::ok(
-        "success",
-        serde_json::json!({ "redelivered": n }),
-    )))
+    Ok(HttpResponse::Ok().json(Envelope::ok("success", Redelivered { redelivered: n })))
 }

@@ -306,6 +306,11 @@ pub struct Config {
     /// comma-separated (docs/outbound.md). Empty: only public addresses.
     #[serde(deserialize_with = "opt_scalar")]
     pub outbound_allowlist: Option<String>,
+    /// Most pixels (width × height, as the image header declares them) of an
+    /// input image or a downloaded result (`IMAGE_MAX_PIXELS`).
+    pub image_max_pixels: u64,
+    /// Most pixels on either side of an input image or a result (`IMAGE_MAX_SIDE`).
+    pub image_max_side: u32,
     /// Directory whose `default.j2`/`edit.j2`/`outfit.j2` override the built-in prompts.
     #[serde(deserialize_with = "opt_scalar")]
     pub prompt_templates_dir: Option<String>,
@@ -423,6 +428,8 @@ impl Default for Config {
             max_image_bytes: 10 * 1024 * 1024,
             max_result_image_bytes: 30 * 1024 * 1024,
             outbound_allowlist: None,
+            image_max_pixels: modelgen_domain::DEFAULT_MAX_PIXELS,
+            image_max_side: modelgen_domain::DEFAULT_MAX_SIDE,
             prompt_templates_dir: None,
             callback_url: None,
             callback_token: None,
@@ -498,6 +505,8 @@ pub const ENV_KEYS: &[&str] = &[
     "MAX_IMAGE_BYTES",
     "MAX_RESULT_IMAGE_BYTES",
     "OUTBOUND_ALLOWLIST",
+    "IMAGE_MAX_PIXELS",
+    "IMAGE_MAX_SIDE",
     "PROMPT_TEMPLATES_DIR",
     "CALLBACK_URL",
     "CALLBACK_TOKEN",
@@ -660,6 +669,9 @@ impl Config {
         if self.max_image_bytes == 0 || self.max_body_bytes == 0 {
             problems.push("MAX_IMAGE_BYTES and MAX_BODY_BYTES must be positive".into());
         }
+        if self.image_max_pixels == 0 || self.image_max_side == 0 {
+            problems.push("IMAGE_MAX_PIXELS and IMAGE_MAX_SIDE must be positive".into());
+        }
         for (name, value) in [
             ("APIMART_BASE_URL", Some(&self.apimart_base_url)),
             ("CALLBACK_URL", self.callback_url.as_ref()),
@@ -693,6 +705,13 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The image pixel budget (`IMAGE_MAX_PIXELS`, `IMAGE_MAX_SIDE`); the
+    /// default budget when either is 0, which [`Config::validate`] refuses.
+    pub fn pixel_budget(&self) -> modelgen_domain::PixelBudget {
+        modelgen_domain::PixelBudget::new(self.image_max_pixels, self.image_max_side)
+            .unwrap_or_default()
     }
 
     /// Whether requests must carry the API token: as `API_AUTH_ENABLED` says

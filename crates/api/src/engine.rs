@@ -24,8 +24,8 @@ use modelgen_callback::{
     CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult,
 };
 use modelgen_domain::{
-    ImageMime, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay, format_timestamp,
-    with_jitter,
+    ImageMime, PixelBudget, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay,
+    format_timestamp, with_jitter,
 };
 use modelgen_persistence::{
     AttemptOutcome, BlobError, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageLocation,
@@ -70,6 +70,9 @@ pub struct EngineSettings {
     pub model: String,
     /// Result image size cap, bytes.
     pub max_result_image_bytes: usize,
+    /// Largest result image by its declared dimensions (`IMAGE_MAX_PIXELS`,
+    /// `IMAGE_MAX_SIDE`); a result over it fails its task.
+    pub result_pixel_budget: PixelBudget,
     /// Keep result images inline as base64 too.
     pub store_image_base64: bool,
     /// Whether terminal tasks enqueue callbacks.
@@ -761,6 +764,12 @@ impl Engine {
                 }));
             }
         };
+        check_result_dimensions(
+            self.settings.result_pixel_budget,
+            size.width as u64,
+            size.height as u64,
+        )
+        .map_err(StoreResult::Invalid)?;
         let key = format!(
             "{}{}/{index}.{}",
             crate::http::RESULTS_PREFIX,
@@ -996,6 +1005,19 @@ impl Engine {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Checks a downloaded result's declared dimensions against the pixel budget,
+/// before anything stores or decodes it; the error is the task's
+/// `error_message` (the task fails at once: a retry would get the same image).
+///
+/// # Errors
+/// The message, e.g. `result image declares 50000 × 50000 pixels, over the
+/// limit of 8192 pixels a side and 40000000 pixels in all`.
+pub fn check_result_dimensions(budget: PixelBudget, width: u64, height: u64) -> Result<(), String> {
+    budget
+        .check(width, height)
+        .map_err(|e| format!("result {e}"))
 }
 
 enum StoreResult {

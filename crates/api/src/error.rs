@@ -24,6 +24,12 @@ pub const CODE_UNAUTHORIZED: i32 = 1005;
 pub const CODE_CONFLICT: i32 = 1006;
 /// Envelope code: body or image too large (HTTP 413).
 pub const CODE_TOO_LARGE: i32 = 1007;
+/// Envelope code: the request body is not declared as UTF-8 JSON
+/// (`Content-Type` missing, another type, or another charset; HTTP 415).
+pub const CODE_UNSUPPORTED_MEDIA_TYPE: i32 = 1008;
+/// Envelope code: the path exists but not with this method (HTTP 405, with an
+/// `Allow` header listing the methods it has).
+pub const CODE_METHOD_NOT_ALLOWED: i32 = 1009;
 
 /// Every response body: `{"code": int, "msg": string, "data": object|null}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,12 +58,13 @@ pub struct FieldErrorView {
     pub message: String,
 }
 
-/// An error envelope: `code` is one of 1001–1007, `data` is null or details.
+/// An error envelope: `code` is one of 1001–1009, `data` is null or details.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"code": 1003, "msg": "task task_01ARZ3NDEKTSV4RRFFQ69G5FAV not found", "data": null}))]
 pub struct ErrorEnvelope {
     /// 1001 invalid parameters, 1002 Apimart failed, 1003 not found, 1004 internal,
-    /// 1005 unauthorized, 1006 conflict, 1007 too large.
+    /// 1005 unauthorized, 1006 conflict, 1007 too large, 1008 unsupported media
+    /// type, 1009 method not allowed.
     pub code: i32,
     /// Human-readable message.
     pub msg: String,
@@ -102,6 +109,19 @@ pub enum ApiError {
     /// 413/1007.
     #[error("{0}")]
     TooLarge(String),
+    /// 415/1008: the body is not declared as `application/json` in UTF-8.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 405/1009 with `Allow: <allow>`.
+    #[error("method {method} is not allowed on {path}; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path as sent (shortened).
+        path: String,
+        /// The methods the path has, comma-separated (the `Allow` header).
+        allow: String,
+    },
     /// 502/1002.
     #[error("{0}")]
     Upstream(String),
@@ -129,6 +149,8 @@ impl ApiError {
             ApiError::Unauthorized => CODE_UNAUTHORIZED,
             ApiError::Conflict { .. } => CODE_CONFLICT,
             ApiError::TooLarge(_) => CODE_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => CODE_UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed { .. } => CODE_METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => CODE_UPSTREAM,
             ApiError::Unavailable(_) | ApiError::Internal(_) => CODE_INTERNAL,
         }
@@ -173,6 +195,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -197,8 +221,14 @@ impl ResponseError for ApiError {
             other => other.to_string(),
         };
         let mut builder = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized) {
-            builder.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                builder.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                builder.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
+            _ => {}
         }
         builder.json(Envelope {
             code: self.code(),

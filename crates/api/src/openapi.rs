@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::admin::CallbackView;
+use crate::admin::{CallbackPage, CallbackView, Redelivered};
 use crate::dto::{
     BodyProfileDto, CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, CreatedTask,
     ImageView, OneOrMany, TaskPage, TaskView,
@@ -45,7 +45,8 @@ impl Modify for BearerAuth {
         description = "Digital-model image generation for fashion e-commerce over the Apimart image API. \
 Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 1001 invalid parameters (400), \
 1002 Apimart failed (502), 1003 not found (404), 1004 internal (500/503), 1005 unauthorized (401), \
-1006 conflict (409), 1007 too large (413). Terminal tasks are POSTed to CALLBACK_URL (see the README)."
+1006 conflict (409), 1007 too large (413), 1008 unsupported media type (415: request bodies must be \
+`Content-Type: application/json`, UTF-8), 1009 method not allowed (405, with an `Allow` header). Terminal tasks are POSTed to CALLBACK_URL (see the README)."
     ),
     paths(
         crate::http::create_default,
@@ -65,7 +66,7 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
     ),
     components(schemas(
         CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, BodyProfileDto, OneOrMany,
-        CreatedTask, TaskView, ImageView, TaskPage, CallbackView, ErrorEnvelope, FieldErrors,
+        CreatedTask, TaskView, ImageView, TaskPage, CallbackView, CallbackPage, Redelivered, ErrorEnvelope, FieldErrors,
         FieldErrorView, PurgeReport, PurgeItem
     )),
     modifiers(&BearerAuth),
@@ -142,7 +143,9 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         let text = doc.to_string();
-        for code in ["1001", "1002", "1003", "1004", "1005", "1006", "1007"] {
+        for code in [
+            "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009",
+        ] {
             assert!(text.contains(code), "{code} not documented");
         }
     }

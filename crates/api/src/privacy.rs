@@ -439,7 +439,7 @@ timestamps and counters stay for accounting. Idempotent. `dry_run=true` changes 
 would be deleted. Logged as an audit event (`event=modelgen.audit`).",
     params(
         ("user_id" = String, Path, description = "The user (1 to 64 characters)"),
-        ("dry_run" = Option<bool>, Query, description = "`true`: change nothing, report what would be deleted"),
+        ("dry_run" = Option<bool>, Query, description = "`true`: change nothing, report what would be deleted; `false` (or absent): erase. Any other value, an empty one included, is 400/1001"),
     ),
     responses(
         (status = 200, description = "Done (or, with `dry_run`, what would be done)", body = Envelope<PurgeReport>),
@@ -454,9 +454,11 @@ pub async fn purge_user_data(
     query: web::Query<PurgeQuery>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Exactly the two values the document declares: an erasure must not run
+    // because `?dry_run=` (empty) or a typo was read as "false".
     let dry_run = match query.dry_run.as_deref() {
-        None | Some("" | "false" | "0") => false,
-        Some("true" | "1") => true,
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(ApiError::field("dry_run", "must be true or false")),
     };
     let report = state

@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 
 use modelgen_domain::{
     Angle, AspectRatio, BodyProfile, EditInstructions, FieldError, ImageInput, ImageMime,
-    OutfitDescription, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType, format_timestamp,
+    OutfitDescription, PixelBudget, PromptTemplates, TaskEvent, TaskId, TaskStatus, TaskType,
+    format_timestamp,
 };
 use modelgen_persistence::{
     BlobError, BlobStore, Fence, ImageLocation, ImageRecord, ImageRepository, InsertOutcome,
@@ -45,6 +46,8 @@ pub struct TaskService {
     pub model: String,
     /// Largest decoded input image, bytes.
     pub max_image_bytes: usize,
+    /// Largest input image by its declared dimensions.
+    pub pixel_budget: PixelBudget,
     /// Wakes this replica's workers when a task is created.
     pub wake: Arc<Notify>,
     /// Whether terminal tasks enqueue a callback.
@@ -220,7 +223,7 @@ fn idempotency_key(
 fn parse_image(
     field: &str,
     raw: &str,
-    max_bytes: usize,
+    limits: (usize, PixelBudget),
     bare_base64: bool,
 ) -> Result<ImageInput, FieldError> {
     let trimmed = raw.trim();
@@ -244,7 +247,8 @@ fn parse_image(
     } else {
         trimmed
     };
-    ImageInput::parse(candidate, max_bytes).map_err(|e| field_error(field, e))
+    let (max_bytes, pixels) = limits;
+    ImageInput::parse_within(candidate, max_bytes, pixels).map_err(|e| field_error(field, e))
 }
 
 fn fingerprint(draft: &Draft) -> String {
@@ -339,6 +343,11 @@ pub async fn task_view(
 }
 
 impl TaskService {
+    /// The limits every input image is checked against: decoded bytes, pixels.
+    fn image_limits(&self) -> (usize, PixelBudget) {
+        (self.max_image_bytes, self.pixel_budget)
+    }
+
     /// F1: a user's model from a front photo and a body profile.
     ///
     /// # Errors
@@ -369,12 +378,12 @@ impl TaskService {
             ));
         }
         let image = match (&req.user_image, &req.picture_url, &req.user_image_base64) {
-            (Some(s), _, _) => Some(parse_image("user_image", s, self.max_image_bytes, false)),
-            (None, Some(s), _) => Some(parse_image("picture_url", s, self.max_image_bytes, false)),
+            (Some(s), _, _) => Some(parse_image("user_image", s, self.image_limits(), false)),
+            (None, Some(s), _) => Some(parse_image("picture_url", s, self.image_limits(), false)),
             (None, None, Some(s)) => Some(parse_image(
                 "user_image_base64",
                 s,
-                self.max_image_bytes,
+                self.image_limits(),
                 true,
             )),
             (None, None, None) => {
@@ -550,7 +559,7 @@ impl TaskService {
             }
             Some(list) => {
                 for (i, s) in list.iter().enumerate() {
-                    match parse_image(&format!("{field}[{i}]"), s, self.max_image_bytes, bare) {
+                    match parse_image(&format!("{field}[{i}]"), s, self.image_limits(), bare) {
                         Ok(img) => garments.push(InputImage::New(img)),
                         Err(e) => errors.push(e),
                     }

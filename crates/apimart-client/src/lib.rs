@@ -5,6 +5,8 @@ mod config;
 mod error;
 mod model;
 mod parse;
+#[cfg(test)]
+mod parse_fuzz;
 mod policy;
 mod retry;
 mod text;

@@ -27,6 +27,102 @@ pub const MAX_IMAGE_URL_CHARS: usize = 2048;
 /// message stays short whatever the client sent.
 const MAX_ECHOED_CHARS: usize = 64;
 
+/// Default of [`PixelBudget::max_pixels`]: 40 megapixels, twice a 6000 × 4000
+/// camera photo. Decoded as 8-bit RGBA that is 160 MB, the most an image may
+/// cost whoever decodes it (the upstream, or a client viewing a result).
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// Default of [`PixelBudget::max_side`]: 8192 pixels, the largest texture side
+/// common GPUs and browsers' canvases handle, far above any model photo.
+pub const DEFAULT_MAX_SIDE: u32 = 8192;
+
+/// The largest image accepted, judged by the width and height its header
+/// declares (no decoding): at most `max_side` pixels on either side and at
+/// most `max_pixels` pixels in all. It stops decompression bombs, such as a
+/// 225-byte PNG that declares 50 000 × 50 000 pixels, before anything
+/// decodes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PixelBudget {
+    max_pixels: u64,
+    max_side: u32,
+}
+
+impl PixelBudget {
+    /// A budget of `max_pixels` pixels in all and `max_side` pixels a side;
+    /// `None` when either is 0.
+    pub fn new(max_pixels: u64, max_side: u32) -> Option<PixelBudget> {
+        (max_pixels > 0 && max_side > 0).then_some(PixelBudget {
+            max_pixels,
+            max_side,
+        })
+    }
+
+    /// Most pixels in all (width × height).
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
+    }
+
+    /// Most pixels on either side.
+    pub fn max_side(&self) -> u32 {
+        self.max_side
+    }
+
+    /// Checks declared dimensions against the budget (the product cannot
+    /// overflow: it is computed in 128 bits).
+    ///
+    /// # Errors
+    /// [`PixelBudgetExceeded`] when a side or the area is over the limit.
+    pub fn check(&self, width: u64, height: u64) -> Result<(), PixelBudgetExceeded> {
+        let side = u64::from(self.max_side);
+        let area = u128::from(width) * u128::from(height);
+        if width > side || height > side || area > u128::from(self.max_pixels) {
+            return Err(PixelBudgetExceeded {
+                width,
+                height,
+                max_pixels: self.max_pixels,
+                max_side: self.max_side,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for PixelBudget {
+    /// [`DEFAULT_MAX_PIXELS`] and [`DEFAULT_MAX_SIDE`].
+    fn default() -> Self {
+        PixelBudget {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_side: DEFAULT_MAX_SIDE,
+        }
+    }
+}
+
+/// An image whose declared dimensions are over a [`PixelBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "image declares {width} × {height} pixels, over the limit of {max_side} pixels a side and {max_pixels} pixels in all"
+)]
+pub struct PixelBudgetExceeded {
+    /// Declared width, pixels.
+    pub width: u64,
+    /// Declared height, pixels.
+    pub height: u64,
+    /// The budget's limit in all, pixels.
+    pub max_pixels: u64,
+    /// The budget's limit a side, pixels.
+    pub max_side: u32,
+}
+
+/// The width and height an image header declares, read without decoding the
+/// image (`imagesize` reads PNG's IHDR, JPEG's SOF marker, WebP's VP8/VP8L/VP8X
+/// header, and the headers of the other formats it knows). `None` when the
+/// bytes are not an image it knows or the header is cut off.
+pub fn declared_dimensions(bytes: &[u8]) -> Option<(u64, u64)> {
+    imagesize::blob_size(bytes)
+        .ok()
+        .map(|size| (size.width as u64, size.height as u64))
+}
+
 /// An image type accepted in a data URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageMime {
@@ -127,6 +223,8 @@ impl<'de> Deserialize<'de> for ImageMime {
 pub struct DecodedImage {
     mime: ImageMime,
     bytes: Vec<u8>,
+    width: u64,
+    height: u64,
 }
 
 impl DecodedImage {
@@ -150,6 +248,11 @@ impl DecodedImage {
         self.bytes.len()
     }
 
+    /// Width and height in pixels, as the header declares them (each at least 1).
+    pub fn dimensions(&self) -> (u64, u64) {
+        (self.width, self.height)
+    }
+
     /// The image as a canonical data URI: `data:<mime>;base64,<standard padded base64>`
     /// on one line.
     pub fn to_data_uri(&self) -> String {
@@ -163,6 +266,8 @@ impl fmt::Debug for DecodedImage {
         f.debug_struct("DecodedImage")
             .field("mime", &self.mime)
             .field("size_bytes", &self.bytes.len())
+            .field("width", &self.width)
+            .field("height", &self.height)
             .finish()
     }
 }
@@ -297,16 +402,33 @@ impl ImageInput {
     ///
     /// The size is checked on the encoded length before anything is decoded
     /// or copied, so an oversized string is refused at the cost of one scan.
+    /// The dimensions the image header declares must fit the default
+    /// [`PixelBudget`]; [`ImageInput::parse_within`] takes another.
     ///
     /// # Errors
     /// See [`ImageInputError`]; the variants are checked in this order:
     /// form (`NotDataUriOrUrl`), `UnsupportedMediaType`, `NotBase64Encoded`,
-    /// `Empty`, `TooLarge`, `InvalidBase64`, `MimeMismatch`; for URLs
+    /// `Empty`, `TooLarge`, `InvalidBase64`, `MimeMismatch`, `Corrupt` (no
+    /// readable size), `TooManyPixels`, `Corrupt` (cut off); for URLs
     /// `InvalidUrl`.
     pub fn parse(s: &str, max_bytes: usize) -> Result<ImageInput, ImageInputError> {
+        ImageInput::parse_within(s, max_bytes, PixelBudget::default())
+    }
+
+    /// As [`ImageInput::parse`], with the dimensions of a data URI's image
+    /// checked against `pixels`. Only the header is read: the image is never
+    /// decoded. A URL's image is not seen here (Apimart fetches it).
+    ///
+    /// # Errors
+    /// As [`ImageInput::parse`].
+    pub fn parse_within(
+        s: &str,
+        max_bytes: usize,
+        pixels: PixelBudget,
+    ) -> Result<ImageInput, ImageInputError> {
         let s = s.trim_ascii();
         if starts_with_ignore_case(s, "data:") {
-            parse_data_uri(&s[5..], max_bytes).map(ImageInput::DataUri)
+            parse_data_uri(&s[5..], max_bytes, pixels).map(ImageInput::DataUri)
         } else {
             ImageUrl::parse(s).map(ImageInput::Url)
         }
@@ -403,6 +525,10 @@ pub enum ImageInputError {
     /// An `http://` or `https://` URL that cannot be used.
     #[error("image URL is invalid: {0}")]
     InvalidUrl(#[from] InvalidUrlReason),
+    /// The image header declares more pixels than the [`PixelBudget`] allows
+    /// (a decompression bomb, or simply a needlessly huge image).
+    #[error("{0}")]
+    TooManyPixels(#[from] PixelBudgetExceeded),
 }
 
 impl ImageInputError {
@@ -513,7 +639,11 @@ fn is_tolerated_whitespace(b: u8) -> bool {
 }
 
 /// Parses what follows `data:`.
-fn parse_data_uri(rest: &str, max_bytes: usize) -> Result<DecodedImage, ImageInputError> {
+fn parse_data_uri(
+    rest: &str,
+    max_bytes: usize,
+    pixels: PixelBudget,
+) -> Result<DecodedImage, ImageInputError> {
     let (header, data) = rest
         .split_once(',')
         .ok_or(ImageInputError::NotDataUriOrUrl)?;
@@ -582,15 +712,20 @@ fn parse_data_uri(rest: &str, max_bytes: usize) -> Result<DecodedImage, ImageInp
     }
     // Magic bytes alone would let a cut-off file through: the header must
     // also state a non-empty size.
-    match imagesize::blob_size(&bytes) {
-        Ok(size) if size.width > 0 && size.height > 0 && ends_complete(declared, &bytes) => {
-            Ok(DecodedImage {
-                mime: declared,
-                bytes,
-            })
-        }
-        _ => Err(ImageInputError::Corrupt { declared }),
+    let (width, height) = match declared_dimensions(&bytes) {
+        Some((w, h)) if w > 0 && h > 0 => (w, h),
+        _ => return Err(ImageInputError::Corrupt { declared }),
+    };
+    pixels.check(width, height)?;
+    if !ends_complete(declared, &bytes) {
+        return Err(ImageInputError::Corrupt { declared });
     }
+    Ok(DecodedImage {
+        mime: declared,
+        bytes,
+        width,
+        height,
+    })
 }
 
 /// Test support: returns a copy of the complete image file `file` with a
@@ -719,6 +854,45 @@ mod tests {
 
     fn uri(mime: &str, bytes: &[u8]) -> String {
         format!("data:{mime};base64,{}", STANDARD.encode(bytes))
+    }
+
+    #[test]
+    fn the_pixel_budget_limits_each_side_and_the_area_without_overflow() {
+        let budget = PixelBudget::default();
+        assert_eq!((budget.max_pixels(), budget.max_side()), (40_000_000, 8192));
+        assert!(budget.check(8192, 4882).is_ok(), "39 993 344 pixels fit");
+        assert!(budget.check(1, 1).is_ok());
+        let over = budget.check(8192, 4883).unwrap_err();
+        assert_eq!((over.width, over.height), (8192, 4883));
+        assert!(budget.check(8193, 1).is_err(), "one side too long");
+        assert!(budget.check(1, 8193).is_err());
+        assert!(budget.check(u64::MAX, u64::MAX).is_err());
+        assert_eq!(
+            budget.check(50_000, 50_000).unwrap_err().to_string(),
+            "image declares 50000 × 50000 pixels, over the limit of 8192 pixels a side and 40000000 pixels in all"
+        );
+        assert_eq!(PixelBudget::new(0, 1), None);
+        assert_eq!(PixelBudget::new(1, 0), None);
+    }
+
+    #[test]
+    fn a_data_uri_over_the_pixel_budget_is_refused_naming_its_size() {
+        let (w, h) = declared_dimensions(PHOTO).unwrap();
+        let budget = PixelBudget::new(w * h, u32::try_from(w.max(h)).unwrap()).unwrap();
+        let input = ImageInput::parse_within(&uri("image/jpeg", PHOTO), MAX, budget).unwrap();
+        assert_eq!(input.as_decoded().unwrap().dimensions(), (w, h));
+        let tight = PixelBudget::new(w * h - 1, 100_000).unwrap();
+        match ImageInput::parse_within(&uri("image/jpeg", PHOTO), MAX, tight) {
+            Err(ImageInputError::TooManyPixels(e)) => {
+                assert_eq!((e.width, e.height, e.max_pixels), (w, h, w * h - 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let narrow = PixelBudget::new(u64::MAX, 10).unwrap();
+        assert!(matches!(
+            ImageInput::parse_within(&uri("image/jpeg", PHOTO), MAX, narrow),
+            Err(ImageInputError::TooManyPixels(_))
+        ));
     }
 
     #[test]
@@ -1001,6 +1175,19 @@ mod tests {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect::<Vec<_>>()
             .join(sep)
+    }
+
+    proptest! {
+        /// The budget holds exactly the images within both limits.
+        #[test]
+        fn the_pixel_budget_is_exactly_its_two_limits(
+            w in 0_u64..20_000, h in 0_u64..20_000,
+            max_pixels in 1_u64..100_000_000, max_side in 1_u32..20_000,
+        ) {
+            let budget = PixelBudget::new(max_pixels, max_side).unwrap();
+            let fits = w <= u64::from(max_side) && h <= u64::from(max_side) && w * h <= max_pixels;
+            prop_assert_eq!(budget.check(w, h).is_ok(), fits);
+        }
     }
 
     proptest! {

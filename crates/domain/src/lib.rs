@@ -25,8 +25,9 @@ pub use edit::{EditInstructions, EditInstructionsError, MAX_EDIT_INSTRUCTIONS_CH
 pub use error::FieldError;
 pub use ids::{ParseTaskIdError, TASK_ID_PUNCTUATION, TaskId};
 pub use image::{
-    DecodedImage, HttpsUrl, ImageInput, ImageInputError, ImageMime, ImageUrl, InvalidUrlReason,
-    MAX_IMAGE_URL_CHARS,
+    DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DecodedImage, HttpsUrl, ImageInput, ImageInputError,
+    ImageMime, ImageUrl, InvalidUrlReason, MAX_IMAGE_URL_CHARS, PixelBudget, PixelBudgetExceeded,
+    declared_dimensions,
 };
 pub use outfit::{MAX_OUTFIT_DESCRIPTION_CHARS, OutfitDescription, OutfitDescriptionError};
 pub use prompt::{MAX_OUTFIT_GARMENTS, MAX_PROMPT_CHARS, PromptError, PromptTemplates};

@@ -13,6 +13,9 @@ use modelgen_domain::{
 };
 use proptest::prelude::*;
 
+#[path = "domain/fuzz.rs"]
+mod fuzz;
+
 const PNG: &[u8] = include_bytes!("fixtures/tiny.png");
 const JPEG: &[u8] = include_bytes!("fixtures/tiny.jpg");
 const WEBP: &[u8] = include_bytes!("fixtures/tiny.webp");

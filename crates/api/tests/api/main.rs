@@ -3,7 +3,9 @@
 //! HTTP on loopback, a real database and the Apimart simulator.
 
 mod database_specifics;
+mod fuzz;
 mod helpers;
+mod hostile_input;
 mod http_contract;
 mod legacy_contract;
 mod outbound;
