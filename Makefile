@@ -9,8 +9,12 @@ S3S_FS_VERSION ?= 0.14.1
 TOOLS ?= $(HOME)/.cache/modelgen-tools
 S3S_FS ?= $(TOOLS)/bin/s3s-fs
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
+# Coverage-guided fuzzing (`make fuzz-cov`).
+CARGO_FUZZ_VERSION ?= 0.13.2
+FUZZ_TARGETS ?= data_uri image_header apimart_response
+FUZZ_SECONDS ?= 60
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3 fuzz api-check
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -40,6 +44,23 @@ fuzz:
 	MODELGEN_SKIP_PG=1 MODELGEN_SKIP_MYSQL=1 MODELGEN_FUZZ_CASES=$${FUZZ_CASES:-20000} \
 		MODELGEN_FUZZ_HTTP_CASES=$${FUZZ_HTTP_CASES:-1000} \
 		$(CARGO) test --workspace fuzz_ -- --test-threads=2
+
+## Installs cargo-fuzz (crates.io) into $(TOOLS).
+fuzz-tools:
+	@[ -x $(TOOLS)/bin/cargo-fuzz ] || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(TOOLS)
+
+## Coverage-guided fuzzing: libFuzzer through cargo-fuzz, on the stable toolchain (so
+## without a sanitizer), FUZZ_SECONDS (60) per target of FUZZ_TARGETS, starting from the
+## committed corpus. Inputs that reach new code go to $CARGO_TARGET_DIR/fuzz/corpus/<target>/
+## (the committed corpus is left as it is); a crash stops with its input in
+## fuzz/artifacts/<target>/ (fuzz/README.md says what to do with it).
+fuzz-cov: fuzz-tools
+	for t in $(FUZZ_TARGETS); do \
+		work=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/fuzz; mkdir -p $$work/corpus/$$t; \
+		PATH="$(TOOLS)/bin:$$PATH" CARGO_TARGET_DIR=$$work \
+			$(CARGO) fuzz run --sanitizer none $$t $$work/corpus/$$t fuzz/corpus/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## schemathesis (PyPI, pinned in scripts/api-check) against /openapi.json of the debug
 ## binary on SQLite with the built-in simulator, on a loopback port: no 5xx, answers as

@@ -7,6 +7,10 @@ mod model;
 mod parse;
 #[cfg(test)]
 mod parse_fuzz;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod policy;
 mod retry;
 mod text;

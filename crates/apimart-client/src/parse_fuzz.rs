@@ -12,8 +12,6 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::parse::{BodyProblem, parse_balance, parse_status, parse_submit};
-
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: std::env::var("MODELGEN_FUZZ_CASES")
@@ -25,57 +23,9 @@ fn config() -> ProptestConfig {
     }
 }
 
-fn problem_is_bounded(problem: &BodyProblem) {
-    let text = match problem {
-        BodyProblem::Upstream { message, .. } => message,
-        BodyProblem::Invalid(reason) => reason,
-    };
-    assert!(!text.is_empty());
-}
-
-/// The target.
+/// The target (shared with the coverage-guided one, `crate::fuzzing`).
 fn apimart_response_target(body: &[u8]) {
-    match parse_submit(body) {
-        Ok(submitted) => {
-            assert!(!submitted.task_id.trim().is_empty());
-            assert_eq!(submitted.task_id, submitted.task_id.trim());
-        }
-        Err(p) => problem_is_bounded(&p),
-    }
-    match parse_status(body, "task_asked") {
-        Ok(status) => {
-            assert!(status.progress <= 100);
-            assert!(!status.id.is_empty());
-            for image in &status.images {
-                assert!(!image.urls.is_empty());
-                assert!(image.urls.iter().all(|u| !u.is_empty() && u.trim() == u));
-            }
-            assert!(status.cost.is_none_or(f64::is_finite));
-            assert!(status.credits_cost.is_none_or(f64::is_finite));
-        }
-        Err(p) => problem_is_bounded(&p),
-    }
-    for http_status in [200, 402] {
-        match parse_balance(body, http_status) {
-            Ok(balance) => {
-                for v in [
-                    balance.remain_balance,
-                    balance.remain_credits,
-                    balance.used_balance,
-                    balance.used_credits,
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    assert!(v.is_finite());
-                }
-            }
-            Err(p) => problem_is_bounded(&p),
-        }
-    }
-    if let Ok(value) = serde_json::from_slice::<Value>(body) {
-        let _ = crate::error::json_message(&value);
-    }
+    crate::fuzzing::parse_all(body);
 }
 
 #[test]
