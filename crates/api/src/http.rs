@@ -132,18 +132,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-/// A path served by `handler` for `method`; any other method gets 405/1009
-/// with `Allow: <method>` (RFC 9110 §15.5.6: a 405 must list the methods the
-/// resource has).
+/// A path served by `handler` for `method` (a GET path also answers HEAD,
+/// which every general-purpose server must support: RFC 9110 §9.1); any
+/// other method gets 405/1009 with `Allow` listing the ones it has (RFC 9110
+/// §15.5.6).
 fn endpoint<F, Args>(path: &str, method: Method, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    let allow = method.to_string();
+    let (route, allow) = if method == Method::GET {
+        (
+            web::route()
+                .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head())),
+            "GET, HEAD".to_string(),
+        )
+    } else {
+        (web::method(method.clone()), method.to_string())
+    };
     web::resource(path)
-        .route(web::method(method).to(handler))
+        .route(route.to(handler))
         .default_service(web::to(move |req: HttpRequest| {
             let allow = allow.clone();
             async move { Err::<HttpResponse, _>(method_not_allowed(&req, allow)) }

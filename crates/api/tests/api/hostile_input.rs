@@ -143,15 +143,19 @@ const WRONG_METHODS: [(&str, &str, &str); 10] = [
     ("GET", "/models/default", "POST"),
     ("PUT", "/models/edit", "POST"),
     ("DELETE", "/models/outfit", "POST"),
-    ("POST", "/tasks", "GET"),
-    ("DELETE", "/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV", "GET"),
+    ("POST", "/tasks", "GET, HEAD"),
+    (
+        "DELETE",
+        "/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "GET, HEAD",
+    ),
     (
         "GET",
         "/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel",
         "POST",
     ),
-    ("POST", "/healthz", "GET"),
-    ("PATCH", "/metrics", "GET"),
+    ("POST", "/healthz", "GET, HEAD"),
+    ("PATCH", "/metrics", "GET, HEAD"),
     ("GET", "/admin/users/u1/data", "DELETE"),
     ("GET", "/admin/callbacks/redeliver-dead", "POST"),
 ];
@@ -185,6 +189,21 @@ async fn a_wrong_method_on_an_existing_path_is_405_with_allow_and_unknown_paths_
         assert!(
             msg.contains(method) && msg.contains(allow),
             "{method} {path}: {msg}"
+        );
+    }
+    // HEAD is served wherever GET is, without a body.
+    for path in ["/healthz", "/tasks?limit=1", "/openapi.json"] {
+        let r = app
+            .client
+            .head(format!("{}{path}", app.base))
+            .bearer_auth("tok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "HEAD {path}");
+        assert!(
+            r.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has a body"
         );
     }
     for (method, path) in [
