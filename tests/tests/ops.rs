@@ -1573,7 +1573,8 @@ async fn personal_data(backend: Backend) {
         !images.join("inputs").join(&base).exists(),
         "input photo kept"
     );
-    let result = images.join("results").join(&base).join("0.png");
+    let result = only_file_in(&images.join("results").join(&base));
+    let other_result = only_file_in(&images.join("results").join(&other));
     assert!(result.is_file(), "result deleted by the input retention");
 
     let dry = json_stdout(
@@ -1618,10 +1619,7 @@ async fn personal_data(backend: Backend) {
         "{done}"
     );
     assert!(!result.exists(), "result kept after the purge");
-    assert!(
-        images.join("results").join(&other).join("0.png").is_file(),
-        "another user's result deleted"
-    );
+    assert!(other_result.is_file(), "another user's result deleted");
     let (status, view) = ops.http.get(&format!("/tasks/{base}")).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["data"]["images"], json!([]), "{view}");
@@ -1685,4 +1683,14 @@ async fn personal_data_retention_and_purge_mariadb() {
         return;
     }
     personal_data(Backend::Mysql).await;
+}
+
+/// The one file in `dir` (a task's stored results: `<index>-<ulid>.<ext>`).
+fn only_file_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.into_iter().next().expect("one file")
 }

@@ -129,15 +129,18 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
         assert_eq!(task["status"], "completed", "{task}");
         let url = task["image"]["image_url"].as_str().unwrap();
         assert!(
-            url.starts_with(&format!("{object_prefix}/results/{id}/0.png?"))
+            url.starts_with(&format!("{object_prefix}/results/{id}/0-"))
+                && url.contains(".png?")
                 && url.contains("X-Amz-Signature="),
             "not a presigned S3 URL: {url}"
         );
         let bytes = fetch_png(&api, url).await;
+        // The object's name: `<index>-<ulid>.png` (a key per download).
+        let file = url_file_name(url);
         assert!(
             server
                 .bucket_dir(&bucket)
-                .join(format!("modelgen/results/{id}/0.png"))
+                .join(format!("modelgen/results/{id}/{file}"))
                 .is_file(),
             "the result is in the bucket"
         );
@@ -160,7 +163,10 @@ async fn s3_presigned_default_edit_outfit_with_images_from_s3_and_callbacks() {
         assert_eq!(fetch_png(&api, cb_url).await, bytes);
         // modelgen does not serve results itself in presigned mode.
         let (status, _, _) = api
-            .get_bytes(&format!("{}/images/results/{id}/0.png", service.base_url()))
+            .get_bytes(&format!(
+                "{}/images/results/{id}/{file}",
+                service.base_url()
+            ))
             .await;
         assert_eq!(status, 404);
     }
@@ -226,10 +232,13 @@ async fn changing_public_base_url_changes_the_urls_of_completed_tasks() {
     )
     .await;
     let task = api.wait_terminal(&id, DEADLINE).await;
+    let old_url = task["image"]["image_url"].as_str().unwrap();
+    let file = url_file_name(old_url);
     assert_eq!(
-        task["image"]["image_url"],
-        format!("https://img-old.example.test/m/results/{id}/0.png")
+        old_url,
+        format!("https://img-old.example.test/m/results/{id}/{file}")
     );
+    assert!(file.starts_with("0-") && file.ends_with(".png"), "{file}");
     let first = callback_for(&receiver, &id).await;
     assert_eq!(first.body["image_url"], task["image"]["image_url"]);
     let event_id = first.headers["webhook-id"].clone();
@@ -240,7 +249,7 @@ async fn changing_public_base_url_changes_the_urls_of_completed_tasks() {
     service.restart().await;
     let (_, view) = api.get(&format!("/tasks/{id}")).await;
     let url = view["data"]["image"]["image_url"].as_str().unwrap();
-    assert_eq!(url, format!("{new_base}/results/{id}/0.png"));
+    assert_eq!(url, format!("{new_base}/results/{id}/{file}"));
     fetch_png(&api, url).await;
     let (_, page) = api.get("/tasks?user_id=u-rebase").await;
     assert_eq!(page["data"]["items"][0]["image"]["image_url"], url);
@@ -305,11 +314,20 @@ async fn a_workers_only_replica_writes_callback_urls_from_public_base_url() {
     .await;
     let cb = callback_for(&receiver, &id).await;
     let url = cb.body["image_url"].as_str().unwrap();
+    let file = url_file_name(url);
     assert_eq!(
         url,
-        format!("{}/images/results/{id}/0.png", api_service.base_url())
+        format!("{}/images/results/{id}/{file}", api_service.base_url())
     );
+    assert!(file.starts_with("0-") && file.ends_with(".png"), "{file}");
     fetch_png(&api, url).await;
     let _ = workers.kill();
     let _ = workers.wait();
+}
+
+/// The last path segment of `url`, without its query: a result's object name,
+/// `<index>-<ulid>.<ext>`.
+fn url_file_name(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path).to_owned()
 }

@@ -727,7 +727,7 @@ impl Engine {
     }
 
     /// Downloads result image `index` from `url` and streams it into the blob
-    /// store under `results/<task>/<index>.<ext>`: only the head (enough to
+    /// store under `results/<task>/<index>-<ulid>.<ext>`: only the head (enough to
     /// tell the type and the pixel size) is buffered, the rest goes up as it
     /// arrives (the whole image is held only for an inline base64 copy).
     async fn store_result(
@@ -770,10 +770,15 @@ impl Engine {
             size.height as u64,
         )
         .map_err(StoreResult::Invalid)?;
+        // Each download gets keys of its own (`<index>-<ulid>`): a worker whose
+        // lease ran out while it downloaded deletes what *it* stored
+        // (`discard_results`), never the blobs the worker that took over and
+        // completed the task recorded under the same task.
         let key = format!(
-            "{}{}/{index}.{}",
+            "{}{}/{index}-{}.{}",
             crate::http::RESULTS_PREFIX,
             task.task_id,
+            ulid::Ulid::generate(),
             mime.extension()
         );
         let inline = self

@@ -729,7 +729,7 @@ pub async fn list_tasks(
 /// `GET /images/{key}`: a stored result image.
 #[utoipa::path(get, path = "/images/{key}", tag = "images",
     description = "Serves result images from the blob store (local directory or S3) when `IMAGE_URL_MODE=public`. Input photos are never served; in presigned mode nothing is (404), so URL expiry cannot be bypassed.",
-    params(("key" = String, Path, description = "Storage key, e.g. `results/task_…/0.png`")),
+    params(("key" = String, Path, description = "Storage key, e.g. `results/task_…/0-01J….png`")),
     responses(
         (status = 200, description = "The image bytes", content_type = "image/png"),
         (status = 404, description = "No such image (1003)", body = ErrorEnvelope),

@@ -190,7 +190,7 @@ pub struct TaskChange {
 /// images live on its own OSS bucket) is served at its URL as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageLocation {
-    /// Blob-store key, e.g. `results/task_…/0.png` (column `storage_key`).
+    /// Blob-store key, e.g. `results/task_…/0-01J….png` (column `storage_key`).
     Stored(String),
     /// Absolute `http(s)` URL of an image we do not hold (column `remote_url`).
     Remote(String),

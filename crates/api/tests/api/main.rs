@@ -7,6 +7,7 @@ mod fuzz;
 mod helpers;
 mod hostile_input;
 mod http_contract;
+mod lease_takeover;
 mod legacy_contract;
 mod outbound;
 mod personal_data;
