@@ -1,4 +1,5 @@
-//! Operator alerts: Apimart 401/402 (bad key, no balance) and dead callbacks.
+//! Operator alerts: Apimart 401/402 (bad key, no balance), a failing balance
+//! check (crate::health::run_balance_checks) and dead callbacks.
 //!
 //! Every alert is an error log with the stable event name `modelgen.alert`
 //! and a `alerts_total{kind}` counter increment. When an alert webhook is

@@ -362,6 +362,12 @@ pub struct Config {
     pub lease_seconds: f64,
     /// How often idle workers look for due work, seconds.
     pub worker_idle_interval: f64,
+    /// `/healthz` answers 503 when an engine loop (tasks, callbacks) of this
+    /// process has not gone round for this many seconds (crate::health::Heartbeat).
+    pub worker_stall_timeout: f64,
+    /// Seconds between two reads of the Apimart balance (`GET /v1/balance`),
+    /// whose failure `/readyz` reports as degraded; 0 turns the check off.
+    pub balance_check_interval: f64,
     /// Task duration of the built-in simulator, seconds.
     pub sim_task_duration: f64,
     /// Where the built-in simulator keeps its tasks across restarts; default: see
@@ -448,6 +454,8 @@ impl Default for Config {
             worker_batch_size: 32,
             lease_seconds: 60.0,
             worker_idle_interval: 0.5,
+            worker_stall_timeout: 120.0,
+            balance_check_interval: 60.0,
             sim_task_duration: 3.0,
             sim_state_dir: None,
             sim_rate_limit: 0,
@@ -525,6 +533,8 @@ pub const ENV_KEYS: &[&str] = &[
     "WORKER_BATCH_SIZE",
     "LEASE_SECONDS",
     "WORKER_IDLE_INTERVAL",
+    "WORKER_STALL_TIMEOUT",
+    "BALANCE_CHECK_INTERVAL",
     "SIM_TASK_DURATION",
     "SIM_STATE_DIR",
     "SIM_RATE_LIMIT",
@@ -624,6 +634,7 @@ impl Config {
             ("SIM_TASK_DURATION", self.sim_task_duration),
             ("SHUTDOWN_GRACE", self.shutdown_grace),
             ("ALERT_INTERVAL", self.alert_interval),
+            ("WORKER_STALL_TIMEOUT", self.worker_stall_timeout),
         ];
         for (name, value) in positive {
             // Also bounds the value so Duration::from_secs_f64 cannot panic.
@@ -638,6 +649,24 @@ impl Config {
             problems.push(
                 "INPUT_RETENTION must be a number of seconds, 0 (keep forever) or more".into(),
             );
+        }
+        if !(self.balance_check_interval.is_finite()
+            && self.balance_check_interval >= 0.0
+            && self.balance_check_interval < 1e9)
+        {
+            problems.push(
+                "BALANCE_CHECK_INTERVAL must be a number of seconds, 0 (no check) or more".into(),
+            );
+        }
+        // A loop goes round at least every WORKER_IDLE_INTERVAL, a claim waits
+        // DATABASE_CALL_TIMEOUT at most, a callback round CALLBACK_TIMEOUT plus
+        // its writes: a shorter stall bound would restart healthy workers.
+        let round =
+            self.worker_idle_interval + self.callback_timeout + 2.0 * self.database_call_timeout;
+        if self.worker_stall_timeout.is_finite() && self.worker_stall_timeout <= round {
+            problems.push(format!(
+                "WORKER_STALL_TIMEOUT must exceed WORKER_IDLE_INTERVAL + CALLBACK_TIMEOUT + 2 × DATABASE_CALL_TIMEOUT ({round}s), the longest healthy round of an engine loop"
+            ));
         }
         if self.task_poll_interval > self.task_poll_max_interval {
             problems.push("TASK_POLL_INTERVAL must not exceed TASK_POLL_MAX_INTERVAL".into());
@@ -746,6 +775,12 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{}:{}", self.host, bound_port),
         }
+    }
+
+    /// The pause between two Apimart balance checks; `None` when
+    /// `BALANCE_CHECK_INTERVAL` is 0 (no check).
+    pub fn balance_check_interval(&self) -> Option<Duration> {
+        (self.balance_check_interval > 0.0).then(|| Self::secs(self.balance_check_interval))
     }
 
     /// How long uploaded input images are kept after their task ends;

@@ -34,6 +34,7 @@ use modelgen_persistence::{
 
 use crate::alerts::Alerts;
 use crate::error::CODE_UPSTREAM;
+use crate::health::EngineLoop;
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
 use crate::service::BLOB_REF_PREFIX;
 
@@ -115,6 +116,9 @@ pub struct Engine {
     pub shutdown: CancellationToken,
     /// Steps and callback attempts that failed during the shutdown.
     pub interrupted: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped by the task and callback loops every time round; `/healthz`
+    /// fails when a running loop falls silent (crate::health::Heartbeat).
+    pub heartbeat: crate::health::Heartbeat,
 }
 
 /// How a step ended, for logs and metrics.
@@ -171,16 +175,21 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut running = JoinSet::new();
         info!(worker.owner = %self.settings.owner, "task worker started");
+        self.heartbeat.started(EngineLoop::Tasks);
         loop {
+            self.heartbeat.beat(EngineLoop::Tasks);
             while running.try_join_next().is_some() {}
             if token.is_cancelled() {
                 break;
             }
             let free = permits.available_permits();
             if free == 0 {
+                // Every permit is busy: still go round every idle interval, so
+                // the heartbeat says the loop is alive while slow steps run.
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = running.join_next() => continue,
+                    _ = tokio::time::sleep(self.settings.idle_interval) => continue,
                 }
             }
             let limit = (free as i64).min(self.settings.batch_size);
@@ -217,6 +226,7 @@ impl Engine {
                 });
             }
         }
+        self.heartbeat.stopped(EngineLoop::Tasks);
         info!(
             in_flight = running.len(),
             "task worker stopping; finishing in-flight steps"
@@ -834,7 +844,9 @@ impl Engine {
             return;
         }
         info!("callback worker started");
+        self.heartbeat.started(EngineLoop::Callbacks);
         loop {
+            self.heartbeat.beat(EngineLoop::Callbacks);
             if token.is_cancelled() {
                 break;
             }
@@ -853,6 +865,7 @@ impl Engine {
                 }
             }
         }
+        self.heartbeat.stopped(EngineLoop::Callbacks);
         info!("callback worker stopped");
     }
 

@@ -132,6 +132,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
+/// Registers the routes of a `serve --workers-only` replica: `/healthz`,
+/// `/readyz` and `/metrics` (still behind `METRICS_AUTH_TOKEN`; GET and
+/// HEAD); every other path is 404 in the envelope, so no API request can
+/// land on a worker.
+pub fn configure_probes(cfg: &mut web::ServiceConfig) {
+    cfg.service(endpoint("/healthz", Method::GET, crate::health::healthz))
+        .service(endpoint("/readyz", Method::GET, crate::health::readyz))
+        .service(endpoint("/metrics", Method::GET, metrics_text))
+        .default_service(web::to(not_found));
+}
+
 /// A path served by `handler` for `method` (a GET path also answers HEAD,
 /// which every general-purpose server must support: RFC 9110 §9.1); any
 /// other method gets 405/1009 with `Allow` listing the ones it has (RFC 9110
@@ -777,6 +788,15 @@ pub async fn metrics_text(
     metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
     metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
     metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
+    for (which, age) in state.readiness.heartbeat.ages() {
+        metrics::gauge!("engine_loop_last_beat_seconds", "loop" => which.as_str())
+            .set(age.as_secs_f64());
+    }
+    let degraded = state.readiness.upstream.degradations();
+    for check in ["upstream_auth", "upstream_balance"] {
+        let on = degraded.iter().any(|d| d.check == check);
+        metrics::gauge!("upstream_degraded", "check" => check).set(if on { 1.0 } else { 0.0 });
+    }
     for (reason, n) in crate::telemetry::log_lines_dropped() {
         metrics::counter!("log_lines_dropped_total", "reason" => reason).absolute(n);
     }

@@ -67,7 +67,8 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
     components(schemas(
         CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, BodyProfileDto, OneOrMany,
         CreatedTask, TaskView, ImageView, TaskPage, CallbackView, CallbackPage, Redelivered, ErrorEnvelope, FieldErrors,
-        FieldErrorView, PurgeReport, PurgeItem
+        FieldErrorView, PurgeReport, PurgeItem, crate::health::LivenessView,
+        crate::health::LoopBeat, crate::health::ReadinessView, crate::health::DegradedView
     )),
     modifiers(&BearerAuth),
     tags(

@@ -25,6 +25,7 @@ pub struct PacedGenerator {
     inner: Arc<dyn ImageGenerator>,
     limiter: DefaultDirectRateLimiter,
     paused_until: Mutex<Option<Instant>>,
+    health: crate::health::UpstreamHealth,
 }
 
 impl PacedGenerator {
@@ -34,7 +35,15 @@ impl PacedGenerator {
             inner,
             limiter: RateLimiter::direct(Quota::per_second(per_second)),
             paused_until: Mutex::new(None),
+            health: crate::health::UpstreamHealth::default(),
         }
+    }
+
+    /// Reports every answer to `health` (the 401/402 streak `/readyz` shows).
+    #[must_use]
+    pub fn with_health(mut self, health: crate::health::UpstreamHealth) -> Self {
+        self.health = health;
+        self
     }
 
     async fn admit(&self) {
@@ -96,6 +105,7 @@ impl ImageGenerator for PacedGenerator {
         let result = self.inner.submit(request, idempotency_key).await;
         record_call("submit", started, &result);
         self.observe(&result);
+        self.health.observe(&result, chrono::Utc::now());
         result
     }
 
@@ -105,6 +115,7 @@ impl ImageGenerator for PacedGenerator {
         let result = self.inner.status(external_task_id).await;
         record_call("status", started, &result);
         self.observe(&result);
+        self.health.observe(&result, chrono::Utc::now());
         result
     }
 }

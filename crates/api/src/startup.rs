@@ -21,7 +21,7 @@ use crate::admin::Admin;
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings};
-use crate::health::Readiness;
+use crate::health::{Heartbeat, Readiness, UpstreamHealth};
 use crate::http::HttpState;
 use crate::ports::{HttpImageFetcher, SystemClock};
 use crate::privacy::Privacy;
@@ -36,14 +36,19 @@ pub enum Role {
     All,
     /// HTTP API only (scale the API apart from the workers).
     ApiOnly,
-    /// Workers only (no HTTP listener except none at all).
+    /// Workers only; its HTTP port serves only `/healthz`, `/readyz` and
+    /// `/metrics` (probes and scraping), never the API.
     WorkersOnly,
 }
 
 /// A built, not yet running service.
 pub struct Application {
     port: u16,
-    server: Option<actix_web::dev::Server>,
+    server: actix_web::dev::Server,
+    /// The Apimart client and pause of the balance check, when one runs.
+    balance_checks: Option<(Arc<ApimartClient>, Duration)>,
+    upstream: UpstreamHealth,
+    alerts: Alerts,
     token: CancellationToken,
     engine: Arc<Engine>,
     privacy: Arc<Privacy>,
@@ -143,20 +148,16 @@ impl Application {
             None => PromptTemplates::builtin(),
         });
 
-        let listener = if role == Role::WorkersOnly {
-            None
-        } else {
-            Some(
-                TcpListener::bind((config.host.as_str(), config.port))
-                    .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?,
-            )
-        };
-        let port = match &listener {
-            Some(l) => l.local_addr()?.port(),
-            None => 0,
-        };
-        let public_base_url = config.public_base_url(port);
-        let blobs = open_blob_store_with(&config, &storage, port)?;
+        // Every role listens on HOST:PORT; a workers-only replica serves only
+        // the probes and the metrics there (crate::http::configure_probes).
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+        let port = listener.local_addr()?.port();
+        // Image URLs name the API's address: a workers-only replica's own port
+        // serves no images (storage::warnings asks for PUBLIC_BASE_URL then).
+        let url_port = if role == Role::WorkersOnly { 0 } else { port };
+        let public_base_url = config.public_base_url(url_port);
+        let blobs = open_blob_store_with(&config, &storage, url_port)?;
         for warning in crate::storage::warnings(&config, role) {
             warn!("{warning}");
         }
@@ -215,15 +216,27 @@ impl Application {
         }
         info!(outbound.allowlist = %allowlist, "outbound downloads allowed to internal addresses");
         let outbound = modelgen_outbound::OutboundPolicy::new(allowlist);
-        let client = ApimartClient::new(
-            ApimartConfig::new(api_key)
-                .with_base_url(base_url)
-                .with_timeout(Config::secs(config.http_timeout))
-                .with_retry(retry)
-                .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION")))
-                .with_observer(Arc::new(crate::telemetry::UpstreamMetrics)),
-        )
-        .context("APIMART_BASE_URL: cannot build the Apimart client")?;
+        let client = Arc::new(
+            ApimartClient::new(
+                ApimartConfig::new(api_key)
+                    .with_base_url(base_url)
+                    .with_timeout(Config::secs(config.http_timeout))
+                    .with_retry(retry)
+                    .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION")))
+                    .with_observer(Arc::new(crate::telemetry::UpstreamMetrics)),
+            )
+            .context("APIMART_BASE_URL: cannot build the Apimart client")?,
+        );
+        // Only a process holding a real key (or the built-in simulator) asks for
+        // the balance: an api-only replica without one has no account to watch.
+        let balance_checks = match config.balance_check_interval() {
+            Some(every) if config.apimart_api_key.is_some() || sim.is_some() => {
+                Some((client.clone(), every))
+            }
+            _ => None,
+        };
+        let upstream = UpstreamHealth::default();
+        let heartbeat = Heartbeat::default();
 
         let sender: Option<Arc<dyn CallbackSender>> = match &config.callback_url {
             Some(url) => {
@@ -271,10 +284,14 @@ impl Application {
             ),
             None => Alerts::default(),
         };
-        let generator = Arc::new(crate::pacing::PacedGenerator::new(
-            Arc::new(client),
-            std::num::NonZeroU32::new(config.upstream_max_rps).unwrap_or(std::num::NonZeroU32::MIN),
-        ));
+        let generator = Arc::new(
+            crate::pacing::PacedGenerator::new(
+                client,
+                std::num::NonZeroU32::new(config.upstream_max_rps)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            )
+            .with_health(upstream.clone()),
+        );
         let repo = Arc::new(db.clone());
         let token = CancellationToken::new();
         let owner = worker_owner();
@@ -299,7 +316,7 @@ impl Application {
             )),
             sender: sender.clone(),
             clock: Arc::new(SystemClock),
-            alerts,
+            alerts: alerts.clone(),
             settings: EngineSettings {
                 owner,
                 lease: Config::secs(config.lease_seconds),
@@ -321,11 +338,11 @@ impl Application {
             wake: wake.clone(),
             shutdown: token.clone(),
             interrupted: Arc::default(),
+            heartbeat: heartbeat.clone(),
         });
 
-        let server = match listener {
-            None => None,
-            Some(listener) => {
+        let server = {
+            {
                 let state = web::Data::new(HttpState {
                     service: TaskService {
                         tasks: repo.clone(),
@@ -342,6 +359,9 @@ impl Application {
                     readiness: Readiness {
                         db: db.clone(),
                         blobs,
+                        upstream: upstream.clone(),
+                        heartbeat,
+                        stall_timeout: Config::secs(config.worker_stall_timeout),
                     },
                     metrics,
                     auth_token: if config.auth_required() {
@@ -355,18 +375,21 @@ impl Application {
                     serve_images: config.image_url_mode == crate::storage::ImageUrlMode::Public,
                     metrics_token: config.metrics_auth_token.clone(),
                 });
-                Some(
-                    HttpServer::new(move || {
-                        App::new()
-                            .app_data(state.clone())
-                            .wrap(from_fn(crate::http::middleware))
-                            .configure(crate::http::configure)
-                    })
-                    .listen(listener)?
-                    .disable_signals()
-                    .shutdown_timeout(config.shutdown_grace.ceil() as u64)
-                    .run(),
-                )
+                let probes_only = role == Role::WorkersOnly;
+                HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .wrap(from_fn(crate::http::middleware))
+                        .configure(if probes_only {
+                            crate::http::configure_probes
+                        } else {
+                            crate::http::configure
+                        })
+                })
+                .listen(listener)?
+                .disable_signals()
+                .shutdown_timeout(config.shutdown_grace.ceil() as u64)
+                .run()
             }
         };
         info!(port, role = ?role, public_base_url = %public_base_url, storage = %storage.describe(),
@@ -381,6 +404,9 @@ impl Application {
                 config.input_retention(),
                 Config::secs(config.retention_sweep_interval),
             ),
+            balance_checks,
+            upstream,
+            alerts,
             role,
             grace: Config::secs(config.shutdown_grace),
             sim,
@@ -388,7 +414,7 @@ impl Application {
         })
     }
 
-    /// The bound HTTP port (0 for workers-only).
+    /// The bound HTTP port (on workers-only: the probes' and metrics' port).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -462,19 +488,24 @@ impl Application {
                 let _ = cancelled_at.set(std::time::Instant::now());
             });
         }
-        match self.server {
-            Some(server) => {
-                let handle = server.handle();
-                let stopper = token.clone();
-                tokio::spawn(async move {
-                    stopper.cancelled().await;
-                    handle.stop(true).await;
-                });
-                server.await?;
-                token.cancel();
-            }
-            None => token.cancelled().await,
+        if let Some((client, every)) = self.balance_checks.clone() {
+            workers.push(tokio::spawn(crate::health::run_balance_checks(
+                client,
+                self.upstream.clone(),
+                self.alerts.clone(),
+                every,
+                token.clone(),
+            )));
         }
+        let server = self.server;
+        let handle = server.handle();
+        let stopper = token.clone();
+        tokio::spawn(async move {
+            stopper.cancelled().await;
+            handle.stop(true).await;
+        });
+        server.await?;
+        token.cancel();
         let spent = cancelled_at.get().map_or(Duration::ZERO, |t| t.elapsed());
         let all = futures_util::future::join_all(workers);
         if tokio::time::timeout(self.grace.saturating_sub(spent), all)

@@ -219,13 +219,26 @@ fn describe_metrics() {
         "Callers waiting for a database connection"
     );
     describe_counter!("alerts_total", "Alerts raised, by kind");
+    describe_gauge!(
+        "engine_loop_last_beat_seconds",
+        "Seconds since each running engine loop (tasks, callbacks) last went round (read at scrape time); /healthz fails beyond WORKER_STALL_TIMEOUT"
+    );
+    describe_gauge!(
+        "upstream_degraded",
+        "1 while /readyz reports the upstream check (upstream_auth, upstream_balance) as degraded"
+    );
     describe_counter!(
         "log_lines_dropped_total",
         "Log lines lost because the log output was full (queue_full) or refused them (write_failed)"
     );
     metrics::counter!("upstream_submit_unknown_total").increment(0);
     metrics::counter!("callbacks_dead_total").increment(0);
-    for kind in ["unauthorized", "insufficient_balance", "callback_dead"] {
+    for kind in [
+        "unauthorized",
+        "insufficient_balance",
+        "balance_check_failed",
+        "callback_dead",
+    ] {
         metrics::counter!("alerts_total", "kind" => kind).increment(0);
     }
 }
