@@ -1022,7 +1022,8 @@ pub fn png_data_uri(seed: u32) -> String {
     )
 }
 
-/// Starts `modelgen serve --workers-only` (no HTTP port) with `env` in `workdir`;
+/// Starts `modelgen serve --workers-only` with `env` in `workdir`, its probes
+/// on a free loopback port (use [`Service::start_with_args`] to reach them);
 /// its output goes to `workers-<ulid>.log` there. The caller kills it.
 pub fn spawn_workers_only(workdir: &Path, env: Vec<(String, String)>) -> Child {
     let log =
@@ -1034,6 +1035,8 @@ pub fn spawn_workers_only(workdir: &Path, env: Vec<(String, String)>) -> Child {
         .current_dir(workdir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", free_port().to_string())
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

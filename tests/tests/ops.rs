@@ -516,6 +516,267 @@ async fn readyz_turns_503_when_the_storage_is_unwritable() {
     let _ = (&ops.sim, &ops.receiver);
 }
 
+// ---------------------------------------------------------------- 2b. workers-only probes, degraded upstream
+
+/// A workers-only replica and an API-only replica on one database: the
+/// worker answers `/healthz`, `/readyz` and `/metrics` (behind
+/// `METRICS_AUTH_TOKEN`) on its own port and nothing else, and its metrics
+/// show the engine's counters moving once the task it ran is done.
+async fn workers_only_probes_and_metrics(backend: Backend) {
+    let db = TestDb::fresh(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(
+        SimConfig {
+            task_duration: Duration::from_millis(300),
+            estimated_time: Duration::from_millis(300),
+            api_key: Some("probe-key".into()),
+            ..SimConfig::default()
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let mut env = modelgen_e2e::fast_env(
+        &db,
+        dir.path(),
+        &sim.base_url(),
+        "probe-key",
+        &[("METRICS_AUTH_TOKEN", "scrape-secret".into())],
+    );
+    let api_service =
+        Service::start_with_args(dir.path(), env.clone(), &["serve", "--api-only"]).await;
+    env.push(("PUBLIC_BASE_URL".into(), api_service.base_url()));
+    // Service waits for a 200 from /healthz on the worker's own port.
+    let worker_service =
+        Service::start_with_args(dir.path(), env, &["serve", "--workers-only"]).await;
+    assert_ne!(api_service.port, worker_service.port);
+    let api = Api::new(api_service.base_url()).with_timeout(REQUEST_TIMEOUT);
+    let worker = Api::new(worker_service.base_url()).with_timeout(REQUEST_TIMEOUT);
+    let scraper = worker.with_token(Some("scrape-secret"));
+
+    let (status, live) = worker.get("/healthz").await;
+    assert_eq!(status, 200, "{live}");
+    assert_eq!(live["data"]["status"], "ok", "{live}");
+    assert_eq!(live["data"]["loops"]["tasks"]["stale"], false, "{live}");
+    // The API-only replica runs no engine loop.
+    let (_, api_live) = api.get("/healthz").await;
+    assert_eq!(api_live["data"]["loops"], json!({}), "{api_live}");
+    assert_ready(&worker).await;
+
+    // Metrics keep their token; the API is not served on the worker's port.
+    assert_eq!(worker.get_text("/metrics").await.0, 401);
+    for (method, path) in [
+        ("POST", "/models/default"),
+        ("GET", "/tasks"),
+        ("GET", "/openapi.json"),
+        ("GET", "/admin/callbacks"),
+    ] {
+        let (status, body) = if method == "POST" {
+            worker
+                .post(path, &json!({"user_id": "u-probe", "user_image": fixture_data_uri("person_front.jpg"), "body_profile": body_profile()}))
+                .await
+        } else {
+            worker.get(path).await
+        };
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (404, Some(1003)),
+            "{method} {path}: {body}"
+        );
+    }
+    let before = scrape(&scraper).await;
+    assert!(
+        before
+            .iter()
+            .any(|s| s.name == "engine_loop_last_beat_seconds"
+                && s.labels.get("loop").map(String::as_str) == Some("tasks")),
+        "no engine_loop_last_beat_seconds{{loop=tasks}}"
+    );
+
+    let id = create_default(&api, "u-probe").await;
+    let task = api.wait_terminal(&id, DEADLINE).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let after = scrape(&scraper).await;
+    for (name, filters) in [
+        ("lease_claims_total", &[("kind", "task")][..]),
+        (
+            "upstream_calls_total",
+            &[("endpoint", "submit"), ("outcome", "ok")][..],
+        ),
+        ("upstream_calls_total", &[("endpoint", "status")][..]),
+        ("tasks_finished_total", &[("status", "completed")][..]),
+    ] {
+        let (b, a) = (
+            metric_sum(&before, name, filters),
+            metric_sum(&after, name, filters),
+        );
+        assert!(
+            a > b,
+            "{name}{filters:?} did not increase on the worker: {b} -> {a}"
+        );
+    }
+    // The create was counted by the API replica, not the worker.
+    assert_eq!(
+        metric_sum(&after, "tasks_created_total", &[]),
+        0.0,
+        "the worker created a task"
+    );
+    drop(worker_service);
+    drop(api_service);
+    let _ = (&sim, &dir);
+}
+
+#[actix_web::test]
+async fn workers_only_replica_serves_probes_and_metrics_on_its_port() {
+    workers_only_probes_and_metrics(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn workers_only_replica_serves_probes_and_metrics_on_postgres() {
+    if skip_pg() {
+        return;
+    }
+    workers_only_probes_and_metrics(Backend::Postgres).await;
+}
+
+/// Waits until `/readyz` is 200 `degraded` naming `check`; returns its reason.
+async fn wait_degraded(http: &Http, check: &str) -> String {
+    let body = wait_for(&format!("/readyz degraded ({check})"), DEADLINE, || async {
+        let (status, body) = http.get("/readyz").await;
+        (status == 200 && body["data"]["degraded"].get(check).is_some()).then_some(body)
+    })
+    .await;
+    assert_eq!(body["code"], 0, "{body}");
+    assert_eq!(body["data"]["status"], "degraded", "{body}");
+    assert!(
+        body["data"]["degraded"][check]["since"].is_string(),
+        "{body}"
+    );
+    let reason = body["data"]["degraded"][check]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!reason.trim().is_empty(), "no {check} reason: {body}");
+    reason
+}
+
+async fn wait_ready_again(http: &Http) {
+    wait_for("/readyz ready again", DEADLINE, || async {
+        let (status, body) = http.get("/readyz").await;
+        (status == 200 && body["data"]["status"] == "ready").then_some(())
+    })
+    .await;
+    assert_ready(http).await;
+}
+
+/// Creates `n` tasks and waits until each has failed; returns their error messages.
+async fn failed_tasks(http: &Http, user: &str, n: usize) -> Vec<String> {
+    let mut errors = Vec::new();
+    for _ in 0..n {
+        let id = create_default(http, user).await;
+        let task = http.wait_terminal(&id, DEADLINE).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        errors.push(task["error"].to_string());
+    }
+    errors
+}
+
+#[actix_web::test]
+async fn readyz_is_degraded_while_the_balance_check_fails_or_the_key_is_refused() {
+    let ops = Ops::start(
+        Backend::Sqlite,
+        "ops-degraded-key",
+        &[("BALANCE_CHECK_INTERVAL", "0.2")],
+    )
+    .await;
+    assert_ready(&ops.http).await;
+
+    // GET /v1/balance answers 500: degraded (still 200), with the reason.
+    ops.sim.set_config(SimConfig {
+        balance_status: Some(500),
+        ..ops.sim.config()
+    });
+    let reason = wait_degraded(&ops.http, "upstream_balance").await;
+    assert!(reason.contains("balance"), "{reason}");
+    assert!(reason.contains("500"), "{reason}");
+    let metrics = scrape(&ops.http).await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "upstream_degraded",
+            &[("check", "upstream_balance")]
+        ),
+        1.0
+    );
+    assert_healthz_ok(&ops.http).await;
+    ops.sim.set_config(SimConfig {
+        balance_status: None,
+        ..ops.sim.config()
+    });
+    wait_ready_again(&ops.http).await;
+
+    // The key is refused: a streak of 401s from submits (and the balance read).
+    ops.sim.set_config(SimConfig {
+        api_key: Some("rotated-key".into()),
+        ..ops.sim.config()
+    });
+    failed_tasks(&ops.http, "u-degraded", 3).await;
+    let reason = wait_degraded(&ops.http, "upstream_auth").await;
+    assert!(reason.contains("401"), "{reason}");
+    assert!(
+        !reason.contains("ops-degraded-key"),
+        "the key leaked: {reason}"
+    );
+
+    // The key works again: the next balance read clears both, and work flows.
+    ops.sim.set_config(SimConfig {
+        api_key: Some("ops-degraded-key".into()),
+        ..ops.sim.config()
+    });
+    wait_ready_again(&ops.http).await;
+    let id = create_default(&ops.http, "u-degraded").await;
+    assert_eq!(
+        ops.http.wait_terminal(&id, DEADLINE).await["status"],
+        "completed"
+    );
+    let _ = (&ops.receiver, &ops.dir);
+}
+
+#[actix_web::test]
+async fn readyz_is_degraded_after_a_402_streak_until_a_task_succeeds() {
+    // No balance check: only the tasks' own answers speak.
+    let ops = Ops::start(
+        Backend::Sqlite,
+        "ops-credit-key",
+        &[("BALANCE_CHECK_INTERVAL", "0")],
+    )
+    .await;
+    ops.sim.set_config(SimConfig {
+        balance: Some(0.0),
+        ..ops.sim.config()
+    });
+    // Two refusals are not a streak yet.
+    failed_tasks(&ops.http, "u-credit", 2).await;
+    assert_ready(&ops.http).await;
+    failed_tasks(&ops.http, "u-credit", 1).await;
+    let reason = wait_degraded(&ops.http, "upstream_auth").await;
+    assert!(reason.contains("402"), "{reason}");
+    assert!(reason.contains("3 consecutive"), "{reason}");
+
+    // Credit is back: the first task that goes through ends the streak.
+    ops.sim.set_config(SimConfig {
+        balance: Some(1_000.0),
+        ..ops.sim.config()
+    });
+    let id = create_default(&ops.http, "u-credit").await;
+    assert_eq!(
+        ops.http.wait_terminal(&id, DEADLINE).await["status"],
+        "completed"
+    );
+    assert_ready(&ops.http).await;
+    let _ = (&ops.receiver, &ops.dir);
+}
+
 // ---------------------------------------------------------------- 3. logs
 
 /// Every maximal run of base64-alphabet characters of `text` at least `min` long.
