@@ -850,6 +850,28 @@ mod tests {
     }
 
     #[test]
+    fn the_stall_bound_must_exceed_a_healthy_round_and_the_balance_check_may_be_off() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.balance_check_interval(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            with(&[("balance_check_interval", "0")])
+                .unwrap()
+                .balance_check_interval(),
+            None
+        );
+        let err = with(&[("balance_check_interval", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BALANCE_CHECK_INTERVAL"), "{err}");
+        // 0.5 + 10 + 2 × 5 = 20.5 s is the longest healthy round by default.
+        let err = with(&[("worker_stall_timeout", "20")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WORKER_STALL_TIMEOUT"), "{err}");
+        assert!(with(&[("worker_stall_timeout", "21")]).is_ok());
+    }
+
+    #[test]
     fn the_simulator_state_lives_beside_the_data() {
         let path = |pairs: &[(&str, &str)]| with(pairs).unwrap().sim_state_path();
         assert_eq!(path(&[]), Path::new("data/apimart-sim"));
