@@ -345,7 +345,7 @@ async fn api_only_and_workers_only_processes_share_the_work() {
         "an api-only process ran a task"
     );
     assert_eq!(sim.stats().submit_requests, 0);
-    // A workers-only process (no HTTP port) picks it up.
+    // A workers-only process (its port serves only the probes) picks it up.
     let mut workers = modelgen_e2e::spawn_workers_only(dir.path(), env);
     let task = api.wait_terminal(&id, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");

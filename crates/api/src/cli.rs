@@ -138,7 +138,7 @@ pub struct ServeArgs {
     /// Serve the HTTP API only; run no workers.
     #[arg(long, conflicts_with = "workers_only")]
     pub api_only: bool,
-    /// Run the workers only; open no HTTP port.
+    /// Run the workers only; HOST:PORT serves only /healthz, /readyz and /metrics.
     #[arg(long)]
     pub workers_only: bool,
 }

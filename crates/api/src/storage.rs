@@ -331,7 +331,7 @@ pub fn warnings(config: &Config, role: Role) -> Vec<String> {
         Storage::Local { .. } if config.public_base_url.is_none() => {
             if role == Role::WorkersOnly {
                 out.push(format!(
-                    "a `serve --workers-only` replica has no HTTP port: the image URLs it puts in callbacks would be http://{}:0/images/…; set PUBLIC_BASE_URL to the API's public address",
+                    "a `serve --workers-only` replica serves no images on its port: the image URLs it puts in callbacks would be http://{}:0/images/…; set PUBLIC_BASE_URL to the API's public address",
                     config.host
                 ));
             } else if unroutable_host(&config.host) || config.port == 0 {
