@@ -426,6 +426,21 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
                     }
                 ))?;
             }
+            out(
+                &match (config.max_queued_tasks, config.max_queued_tasks()) {
+                    (_, None) => {
+                        "# admission: no limit on queued tasks (MAX_QUEUED_TASKS = 0)".into()
+                    }
+                    (Some(_), Some(n)) => {
+                        format!("# admission: creates answer 429 at {n} queued tasks")
+                    }
+                    (None, Some(n)) => format!(
+                        "# admission: creates answer 429 at {n} queued tasks \
+                     (default: QUEUE_TIMEOUT x UPSTREAM_MAX_RPS / {})",
+                        crate::admission::NOMINAL_REQUESTS_PER_TASK
+                    ),
+                },
+            )?;
             let notes = crate::legacy::notes_from_env(&config);
             if !notes.is_empty() {
                 out("# settings of the earlier service:")?;

@@ -293,8 +293,15 @@ pub struct Config {
     pub task_poll_interval: f64,
     /// Longest interval between status polls, seconds.
     pub task_poll_max_interval: f64,
-    /// A task not terminal after this many seconds fails with `timeout`.
+    /// A task still running upstream this many seconds after the upstream
+    /// accepted it fails with `timeout`.
     pub task_timeout: f64,
+    /// A task not yet accepted upstream this many seconds after it was
+    /// created (or retried) fails with `queue_timeout` (default 24 h).
+    pub queue_timeout: f64,
+    /// Creates are refused (429/1010) while this many tasks wait to be
+    /// submitted; `0`: no limit; unset: derived, see [`Config::max_queued_tasks`].
+    pub max_queued_tasks: Option<u64>,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Largest accepted input image after base64 decoding, bytes.
@@ -430,6 +437,8 @@ impl Default for Config {
             task_poll_interval: 2.0,
             task_poll_max_interval: 30.0,
             task_timeout: 600.0,
+            queue_timeout: 24.0 * 3600.0,
+            max_queued_tasks: None,
             max_body_bytes: 32 * 1024 * 1024,
             max_image_bytes: 10 * 1024 * 1024,
             max_result_image_bytes: 30 * 1024 * 1024,
@@ -509,6 +518,8 @@ pub const ENV_KEYS: &[&str] = &[
     "TASK_POLL_INTERVAL",
     "TASK_POLL_MAX_INTERVAL",
     "TASK_TIMEOUT",
+    "QUEUE_TIMEOUT",
+    "MAX_QUEUED_TASKS",
     "MAX_BODY_BYTES",
     "MAX_IMAGE_BYTES",
     "MAX_RESULT_IMAGE_BYTES",
@@ -617,6 +628,7 @@ impl Config {
             ("TASK_POLL_INTERVAL", self.task_poll_interval),
             ("TASK_POLL_MAX_INTERVAL", self.task_poll_max_interval),
             ("TASK_TIMEOUT", self.task_timeout),
+            ("QUEUE_TIMEOUT", self.queue_timeout),
             ("DATABASE_ACQUIRE_TIMEOUT", self.database_acquire_timeout),
             ("DATABASE_CONNECT_TIMEOUT", self.database_connect_timeout),
             (
@@ -781,6 +793,21 @@ impl Config {
     /// `BALANCE_CHECK_INTERVAL` is 0 (no check).
     pub fn balance_check_interval(&self) -> Option<Duration> {
         (self.balance_check_interval > 0.0).then(|| Self::secs(self.balance_check_interval))
+    }
+
+    /// The backlog at which creates are refused, `None` for no limit
+    /// (`MAX_QUEUED_TASKS=0`). Unset, it is what one replica drains within
+    /// `QUEUE_TIMEOUT` at its nominal rate
+    /// ([`crate::admission::default_max_queued`]: 432 000 with the defaults).
+    pub fn max_queued_tasks(&self) -> Option<u64> {
+        match self.max_queued_tasks {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(crate::admission::default_max_queued(
+                Self::secs(self.queue_timeout),
+                self.upstream_max_rps,
+            )),
+        }
     }
 
     /// How long uploaded input images are kept after their task ends;

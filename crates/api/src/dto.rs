@@ -378,6 +378,14 @@ pub struct TaskView {
     pub updated_at: String,
     /// Terminal time.
     pub completed_at: Option<String>,
+    /// When the task's current run joined the submit queue: its creation, or
+    /// an operator's retry (`modelgen tasks retry`). `QUEUE_TIMEOUT` counts
+    /// from here until `submitted_at`.
+    pub queued_at: String,
+    /// When the upstream accepted the task; null while it waits in the queue
+    /// (and for a task that ended before it was submitted). `TASK_TIMEOUT`
+    /// counts from here.
+    pub submitted_at: Option<String>,
 }
 
 /// `GET /tasks` page.

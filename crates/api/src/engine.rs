@@ -38,8 +38,15 @@ use crate::health::EngineLoop;
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
 use crate::service::BLOB_REF_PREFIX;
 
-/// `error_message` of a task that ran past `TASK_TIMEOUT`.
+/// `error_message` (and metrics `error_kind`) of a task whose upstream run
+/// went on past `TASK_TIMEOUT`, counted from its submission (`submitted_at`).
+/// The earlier service's wording, kept.
 pub const TIMEOUT_MESSAGE: &str = "timeout";
+/// `error_message` (and metrics `error_kind`) of a task that waited to be
+/// submitted for longer than `QUEUE_TIMEOUT`, counted from its creation (or
+/// its operator retry). It was never sent upstream, or the answer to its
+/// submit was lost (the unknown window).
+pub const QUEUE_TIMEOUT_MESSAGE: &str = "queue_timeout";
 /// Delay before retrying a result download that failed transiently.
 pub const DOWNLOAD_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Most bytes of a result image read before its type and pixel size must be
@@ -65,8 +72,12 @@ pub struct EngineSettings {
     pub poll_interval: Duration,
     /// Longest interval between polls.
     pub poll_max_interval: Duration,
-    /// Tasks not terminal after this fail with [`TIMEOUT_MESSAGE`].
+    /// Tasks whose upstream run is not over this long after their submission
+    /// fail with [`TIMEOUT_MESSAGE`].
     pub task_timeout: Duration,
+    /// Tasks not submitted this long after they were queued fail with
+    /// [`QUEUE_TIMEOUT_MESSAGE`].
+    pub queue_timeout: Duration,
     /// Upstream model.
     pub model: String,
     /// Result image size cap, bytes.
@@ -127,6 +138,35 @@ enum Step {
     Done,
     /// The lease was lost or the task changed under us (e.g. cancelled): stop quietly.
     Superseded,
+}
+
+/// Which of a task's two clocks ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// Not submitted within `QUEUE_TIMEOUT` of being queued.
+    Queue,
+    /// Not finished within `TASK_TIMEOUT` of the upstream accepting it.
+    Upstream,
+}
+
+/// The timeout decision for a non-terminal task at `now` (pure): a task not
+/// yet accepted upstream ([`TaskRecord::upstream_started_at`] is `None`) is
+/// bounded by `queue_timeout` from [`TaskRecord::run_started_at`]; one
+/// accepted is bounded by `task_timeout` from its submission only, however
+/// long it waited before.
+pub fn timed_out(
+    task: &TaskRecord,
+    now: DateTime<Utc>,
+    settings: &EngineSettings,
+) -> Option<TimedOut> {
+    match task.upstream_started_at() {
+        None => {
+            (now - task.run_started_at() >= d(settings.queue_timeout)).then_some(TimedOut::Queue)
+        }
+        Some(submitted) => {
+            (now - submitted >= d(settings.task_timeout)).then_some(TimedOut::Upstream)
+        }
+    }
 }
 
 fn d(td: Duration) -> TimeDelta {
@@ -316,9 +356,20 @@ impl Engine {
                 .await?;
             return Ok(Step::Done);
         }
-        if now - task.run_started_at() >= d(self.settings.task_timeout) {
-            warn!("task timed out");
-            return self.fail(&task, TIMEOUT_MESSAGE.into(), "timeout").await;
+        match timed_out(&task, now, &self.settings) {
+            Some(TimedOut::Queue) => {
+                warn!("task waited too long to be submitted (QUEUE_TIMEOUT)");
+                return self
+                    .fail(&task, QUEUE_TIMEOUT_MESSAGE.into(), QUEUE_TIMEOUT_MESSAGE)
+                    .await;
+            }
+            Some(TimedOut::Upstream) => {
+                warn!("task timed out upstream (TASK_TIMEOUT)");
+                return self
+                    .fail(&task, TIMEOUT_MESSAGE.into(), TIMEOUT_MESSAGE)
+                    .await;
+            }
+            None => {}
         }
         match task.external_task_id.clone() {
             None => self.submit(task).await,

@@ -30,6 +30,9 @@ pub const CODE_UNSUPPORTED_MEDIA_TYPE: i32 = 1008;
 /// Envelope code: the path exists but not with this method (HTTP 405, with an
 /// `Allow` header listing the methods it has).
 pub const CODE_METHOD_NOT_ALLOWED: i32 = 1009;
+/// Envelope code: the queue of tasks waiting to be submitted upstream is at
+/// `MAX_QUEUED_TASKS`; retry after the `Retry-After` header (HTTP 429).
+pub const CODE_QUEUE_FULL: i32 = 1010;
 
 /// Every response body: `{"code": int, "msg": string, "data": object|null}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -58,17 +61,18 @@ pub struct FieldErrorView {
     pub message: String,
 }
 
-/// An error envelope: `code` is one of 1001–1009, `data` is null or details.
+/// An error envelope: `code` is one of 1001–1010, `data` is null or details.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"code": 1003, "msg": "task task_01ARZ3NDEKTSV4RRFFQ69G5FAV not found", "data": null}))]
 pub struct ErrorEnvelope {
     /// 1001 invalid parameters, 1002 Apimart failed, 1003 not found, 1004 internal,
     /// 1005 unauthorized, 1006 conflict, 1007 too large, 1008 unsupported media
-    /// type, 1009 method not allowed.
+    /// type, 1009 method not allowed, 1010 queue full.
     pub code: i32,
     /// Human-readable message.
     pub msg: String,
-    /// `{"errors": [...]}` for 1001, `{"task_id", "status"}` for some 1006, else null.
+    /// `{"errors": [...]}` for 1001, `{"task_id", "status"}` for some 1006,
+    /// `{"queued", "max_queued_tasks", "retry_after"}` for 1010, else null.
     pub data: Option<serde_json::Value>,
 }
 
@@ -122,6 +126,18 @@ pub enum ApiError {
         /// The methods the path has, comma-separated (the `Allow` header).
         allow: String,
     },
+    /// 429/1010 with `Retry-After`: too many tasks wait to be submitted.
+    #[error(
+        "queue full: {queued} tasks are waiting to be submitted (MAX_QUEUED_TASKS {limit}); retry after {retry_after} s"
+    )]
+    QueueFull {
+        /// The backlog as this replica counts it.
+        queued: u64,
+        /// `MAX_QUEUED_TASKS`.
+        limit: u64,
+        /// Seconds, also in the `Retry-After` header.
+        retry_after: u64,
+    },
     /// 502/1002.
     #[error("{0}")]
     Upstream(String),
@@ -151,6 +167,7 @@ impl ApiError {
             ApiError::TooLarge(_) => CODE_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => CODE_UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => CODE_METHOD_NOT_ALLOWED,
+            ApiError::QueueFull { .. } => CODE_QUEUE_FULL,
             ApiError::Upstream(_) => CODE_UPSTREAM,
             ApiError::Unavailable(_) | ApiError::Internal(_) => CODE_INTERNAL,
         }
@@ -197,6 +214,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -207,6 +225,13 @@ impl ResponseError for ApiError {
         let data = match self {
             ApiError::Invalid(errors) => Some(serde_json::json!({ "errors": errors })),
             ApiError::Conflict { data, .. } => data.clone(),
+            ApiError::QueueFull {
+                queued,
+                limit,
+                retry_after,
+            } => Some(serde_json::json!({
+                "queued": queued, "max_queued_tasks": limit, "retry_after": retry_after
+            })),
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 None
@@ -229,6 +254,12 @@ impl ResponseError for ApiError {
                 builder.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
             }
             _ => {}
+        }
+        if let ApiError::QueueFull { retry_after, .. } = self {
+            builder.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after.to_string(),
+            ));
         }
         builder.json(Envelope {
             code: self.code(),

@@ -534,6 +534,7 @@ fn created_response(created: crate::service::Created) -> HttpResponse {
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
     ),
     security(("bearer" = []), ())
@@ -563,6 +564,7 @@ pub async fn create_default(
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
         (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
     ),
@@ -593,6 +595,7 @@ pub async fn create_edit(
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
         (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
     ),
@@ -799,6 +802,11 @@ pub async fn metrics_text(
     }
     for (reason, n) in crate::telemetry::log_lines_dropped() {
         metrics::counter!("log_lines_dropped_total", "reason" => reason).absolute(n);
+    }
+    // The submit queue (depth, oldest age, drain rate): refreshed at most
+    // once per second per replica, shared with admission control.
+    if let Err(e) = state.service.admission.snapshot().await {
+        tracing::warn!(error = %e, "could not read the submit queue for metrics");
     }
     match db.count_active_tasks().await {
         Ok(counts) => {

@@ -7,6 +7,7 @@
 //! ([`engine::Engine`]) as trait objects.
 
 pub mod admin;
+pub mod admission;
 pub mod alerts;
 pub mod cli;
 pub mod config;

@@ -52,6 +52,8 @@ pub struct TaskService {
     pub wake: Arc<Notify>,
     /// Whether terminal tasks enqueue a callback.
     pub callbacks_enabled: bool,
+    /// Refuses creates while the submit queue is full (`MAX_QUEUED_TASKS`).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// A create's result: the task, and whether it was an idempotent replay.
@@ -339,6 +341,8 @@ pub async fn task_view(
         created_at: format_timestamp(task.created_at),
         updated_at: format_timestamp(task.updated_at),
         completed_at: task.completed_at.map(format_timestamp),
+        queued_at: format_timestamp(task.run_started_at()),
+        submitted_at: task.upstream_started_at().map(format_timestamp),
     })
 }
 
@@ -659,8 +663,29 @@ impl TaskService {
     }
 
     async fn insert(&self, draft: Draft) -> Result<Created, ApiError> {
-        let task_id = TaskId::generate();
         let fingerprint = draft.request_id.as_ref().map(|_| fingerprint(&draft));
+        // Admission before anything is stored; a replay of an existing task
+        // is answered whatever the queue holds.
+        let admitted = match self.admission.admit().await {
+            Ok(admitted) => admitted,
+            Err(Err(e)) => return Err(e.into()),
+            Err(Ok(full)) => {
+                if let Some(request_id) = draft.request_id.as_deref()
+                    && let Some(task) = self
+                        .tasks
+                        .find_by_request_id(&draft.user_id, request_id)
+                        .await?
+                {
+                    return existing(task, &draft, fingerprint.as_ref());
+                }
+                return Err(ApiError::QueueFull {
+                    queued: full.depth,
+                    limit: full.limit,
+                    retry_after: full.retry_after,
+                });
+            }
+        };
+        let task_id = TaskId::generate();
         let mut refs = Vec::with_capacity(draft.inputs.len());
         for (i, input) in draft.inputs.iter().enumerate() {
             refs.push(match input {
@@ -698,6 +723,7 @@ impl TaskService {
         }
         match outcome? {
             InsertOutcome::Created(task) => {
+                admitted.keep();
                 metrics::counter!("tasks_created_total", "type" => task.task_type.as_str())
                     .increment(1);
                 tracing::info!(task.id = %task.task_id, task.r#type = %task.task_type, "task created");
@@ -707,22 +733,7 @@ impl TaskService {
                     replayed: false,
                 })
             }
-            InsertOutcome::Existing(task) => {
-                if task.request_fingerprint == fingerprint && task.task_type == draft.task_type {
-                    Ok(Created {
-                        task: created(&task),
-                        replayed: true,
-                    })
-                } else {
-                    Err(ApiError::Conflict {
-                        message: format!(
-                            "request_id {} was already used with a different payload",
-                            draft.request_id.unwrap_or_default()
-                        ),
-                        data: Some(serde_json::json!({ "task_id": task.task_id.to_string() })),
-                    })
-                }
-            }
+            InsertOutcome::Existing(task) => existing(task, &draft, fingerprint.as_ref()),
         }
     }
 
@@ -883,6 +894,29 @@ fn input_key(task_id: &TaskId, index: usize, mime: ImageMime) -> String {
         modelgen_persistence::INPUTS_PREFIX,
         mime.extension()
     )
+}
+
+/// The answer to a create whose idempotency key names an existing task: a
+/// replay when the payload is the same, else 409/1006.
+fn existing(
+    task: TaskRecord,
+    draft: &Draft,
+    fingerprint: Option<&String>,
+) -> Result<Created, ApiError> {
+    if task.request_fingerprint.as_ref() == fingerprint && task.task_type == draft.task_type {
+        Ok(Created {
+            task: created(&task),
+            replayed: true,
+        })
+    } else {
+        Err(ApiError::Conflict {
+            message: format!(
+                "request_id {} was already used with a different payload",
+                draft.request_id.as_deref().unwrap_or_default()
+            ),
+            data: Some(serde_json::json!({ "task_id": task.task_id.to_string() })),
+        })
+    }
 }
 
 fn created(task: &TaskRecord) -> CreatedTask {

@@ -326,6 +326,7 @@ impl Application {
                 poll_interval: Config::secs(config.task_poll_interval),
                 poll_max_interval: Config::secs(config.task_poll_max_interval),
                 task_timeout: Config::secs(config.task_timeout),
+                queue_timeout: Config::secs(config.queue_timeout),
                 model: config.apimart_model.clone(),
                 max_result_image_bytes: config.max_result_image_bytes,
                 result_pixel_budget: config.pixel_budget(),
@@ -341,6 +342,12 @@ impl Application {
             heartbeat: heartbeat.clone(),
         });
 
+        let admission = Arc::new(crate::admission::Admission::new(
+            repo.clone(),
+            Arc::new(SystemClock),
+            config.max_queued_tasks(),
+            config.upstream_max_rps,
+        ));
         let server = {
             {
                 let state = web::Data::new(HttpState {
@@ -354,6 +361,7 @@ impl Application {
                         pixel_budget: config.pixel_budget(),
                         wake,
                         callbacks_enabled: sender.is_some(),
+                        admission,
                     },
                     blobs: blobs.clone(),
                     readiness: Readiness {

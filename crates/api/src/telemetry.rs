@@ -182,6 +182,23 @@ fn describe_metrics() {
         "tasks_in_flight",
         "Non-terminal tasks by status (read at scrape time)"
     );
+    describe_gauge!(
+        "queue_depth",
+        "Tasks waiting to be submitted upstream, all replicas (read at most once per second)"
+    );
+    describe_gauge!(
+        "queue_oldest_age_seconds",
+        Unit::Seconds,
+        "How long the oldest task waiting to be submitted has waited; 0 when none waits"
+    );
+    describe_gauge!(
+        "queue_drain_rate",
+        "Tasks accepted upstream per second over the last 60 s, all replicas"
+    );
+    describe_counter!(
+        "tasks_refused_total",
+        "Creates refused before anything was stored, by reason (queue_full: 429/1010)"
+    );
     describe_counter!(
         "upstream_calls_total",
         "Logical Apimart calls (a submit or a status read, retries included) by endpoint and outcome"

@@ -98,13 +98,30 @@ pub struct TaskRecord {
     /// When the owner's data was erased ([`crate::DataRetention::erase_task_data`]):
     /// images deleted, prompt, inputs and messages blanked.
     pub purged_at: Option<DateTime<Utc>>,
+    /// When the upstream accepted the current run (the write that stored
+    /// `external_task_id`); `None` while the task waits to be submitted.
+    /// `TASK_TIMEOUT` counts from here, `QUEUE_TIMEOUT` until here.
+    pub submitted_at: Option<DateTime<Utc>>,
 }
 
 impl TaskRecord {
-    /// When the current run started: the last retry, else creation. The task
-    /// timeout counts from here.
+    /// When the current run started: the last retry, else creation. The
+    /// queue timeout (`QUEUE_TIMEOUT`) counts from here.
     pub fn run_started_at(&self) -> DateTime<Utc> {
         self.started_at.unwrap_or(self.created_at)
+    }
+
+    /// When the upstream accepted the current run, if it has: `submitted_at`,
+    /// or, for a row that has an upstream id but no stamp (written before the
+    /// column existed, or imported), the start of its run. The task timeout
+    /// (`TASK_TIMEOUT`) counts from here. `None` while the task is queued
+    /// (also in the unknown window after a submit whose answer was lost).
+    pub fn upstream_started_at(&self) -> Option<DateTime<Utc>> {
+        self.submitted_at.or_else(|| {
+            self.external_task_id
+                .as_ref()
+                .map(|_| self.run_started_at())
+        })
     }
 
     /// Blob keys of the images the client uploaded for this task
@@ -128,6 +145,22 @@ impl TaskRecord {
                 .filter(|_| !self.uploaded_input_keys().is_empty())
         })
     }
+}
+
+/// The submit queue as one replica sees it at one instant
+/// ([`crate::TaskRepository::queue_stats`]). The queue is every task not yet
+/// accepted upstream: `status = 'submitted' AND submitted_at IS NULL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Tasks waiting to be submitted (the backlog), across all replicas.
+    pub depth: u64,
+    /// `next_run_at` of the first task in submit order, `None` when the queue
+    /// is empty. A queued task is due from when it was queued, so this is
+    /// when the oldest waiting task joined the queue.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Tasks the upstream accepted (`submitted_at`) within the window asked
+    /// for, by every replica: the drain rate is this over the window.
+    pub submitted_in_window: u64,
 }
 
 /// Prefix of an input reference that points into the blob store
@@ -162,7 +195,8 @@ pub enum Fence {
 pub struct TaskChange {
     /// State-machine event (via `modelgen_domain::transition`); `None` keeps the state.
     pub event: Option<TaskEvent>,
-    /// Set `external_task_id`.
+    /// Set `external_task_id`; when the task had none, `submitted_at` becomes
+    /// the change's `now` in the same write.
     pub external_task_id: Option<String>,
     /// Set `error_code` and `error_message`.
     pub error: Option<(i32, String)>,

@@ -12,7 +12,7 @@ use modelgen_domain::TaskId;
 use crate::error::RepoError;
 use crate::models::{
     AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord, ImportOutcome,
-    ImportedTask, InsertOutcome, NewTask, TaskChange, TaskQuery, TaskRecord,
+    ImportedTask, InsertOutcome, NewTask, QueueStats, TaskChange, TaskQuery, TaskRecord,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -25,6 +25,25 @@ pub trait TaskRepository: Send + Sync {
 
     /// One task. [`RepoError::NotFound`] when absent.
     async fn get_task(&self, id: &TaskId) -> Result<TaskRecord, RepoError>;
+
+    /// The task `user_id` created with idempotency key `request_id`, if any
+    /// (read before admission control refuses a create, so that a replay is
+    /// still answered). One lookup on the unique `(user_id, request_id)` index.
+    async fn find_by_request_id(
+        &self,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<TaskRecord>, RepoError>;
+
+    /// The submit queue at `now`: its depth, its oldest entry, and how many
+    /// tasks the upstream accepted in the last `window`. Three index range
+    /// reads on `idx_task_submitted_status` (no table scan): the depth costs
+    /// O(depth) index entries, the rate O(submissions in the window).
+    async fn queue_stats(
+        &self,
+        now: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<QueueStats, RepoError>;
 
     /// Tasks matching `query`, newest first (descending task id), at most `query.limit`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
@@ -84,7 +103,7 @@ pub trait TaskRepository: Send + Sync {
     ) -> Result<TaskRecord, RepoError>;
 
     /// Operator action: puts a `failed` task back to `submitted` (progress 0,
-    /// error, upstream id, counters and lease cleared, due now, `started_at =
+    /// error, upstream id, `submitted_at`, counters and lease cleared, due now, `started_at =
     /// now`, `completed_at` cleared) and deletes its earlier callback rows, so
     /// the retried run's outcome gets a fresh callback. This is the one
     /// deliberate exception to "terminal states never change".

@@ -88,6 +88,7 @@ pub(crate) struct TaskRow {
     pub started_at: Option<NaiveDateTime>,
     pub inputs_purged_at: Option<NaiveDateTime>,
     pub purged_at: Option<NaiveDateTime>,
+    pub submitted_at: Option<NaiveDateTime>,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -106,6 +107,7 @@ pub(crate) struct TaskUpdateRow {
     pub lease_expires_at: Option<NaiveDateTime>,
     pub updated_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
+    pub submitted_at: Option<NaiveDateTime>,
 }
 
 fn corrupt(id: &str, reason: impl std::fmt::Display) -> RepoError {
@@ -164,6 +166,7 @@ impl TaskRow {
             started_at: None,
             inputs_purged_at: None,
             purged_at: None,
+            submitted_at: None,
         })
     }
 
@@ -219,6 +222,7 @@ impl TaskRow {
             started_at: self.started_at.map(from_db),
             inputs_purged_at: self.inputs_purged_at.map(from_db),
             purged_at: self.purged_at.map(from_db),
+            submitted_at: self.submitted_at.map(from_db),
         })
     }
 }
@@ -406,6 +410,7 @@ pub(crate) struct ImportUpdateRow {
     pub updated_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
     pub started_at: Option<NaiveDateTime>,
+    pub submitted_at: Option<NaiveDateTime>,
 }
 
 impl TaskRow {
@@ -444,6 +449,7 @@ impl TaskRow {
             started_at: update.started_at,
             inputs_purged_at: None,
             purged_at: None,
+            submitted_at: update.submitted_at,
         }
     }
 }
@@ -471,6 +477,14 @@ impl ImportUpdateRow {
             updated_at: to_db(task.updated_at),
             completed_at: task.completed_at.map(to_db),
             started_at: schedule.1,
+            // The earlier service submitted upstream when it created a task:
+            // one with an upstream id was accepted then, or, resumed here,
+            // counts its TASK_TIMEOUT from the resume (`started_at`). It is
+            // never in the submit queue (nor counted by admission control).
+            submitted_at: task
+                .external_task_id
+                .as_ref()
+                .map(|_| schedule.1.unwrap_or_else(|| to_db(task.created_at))),
         }
     }
 }

@@ -33,6 +33,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         inputs_purged_at -> Nullable<Timestamp>,
         purged_at -> Nullable<Timestamp>,
+        submitted_at -> Nullable<Timestamp>,
     }
 }
 

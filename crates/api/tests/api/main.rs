@@ -2,6 +2,8 @@
 //! properties, the HTTP contract and the database specifics, through real
 //! HTTP on loopback, a real database and the Apimart simulator.
 
+mod admission;
+mod clocks;
 mod database_specifics;
 mod fuzz;
 mod helpers;

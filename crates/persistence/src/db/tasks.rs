@@ -13,8 +13,8 @@ use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
 use super::Database;
 use crate::error::RepoError;
 use crate::models::{
-    Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, TaskChange, TaskQuery,
-    TaskRecord,
+    Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, QueueStats, TaskChange,
+    TaskQuery, TaskRecord,
 };
 use crate::repo::{ImageRepository, TaskRepository};
 use crate::rows::{
@@ -125,6 +125,11 @@ fn plan_update(
         lease_expires_at,
         updated_at: to_db(updated_at),
         completed_at: new.completed_at.map(to_db),
+        // The upstream accepted the run when its id is first stored.
+        submitted_at: match (&row.external_task_id, &change.external_task_id) {
+            (None, Some(_)) => Some(now_db),
+            _ => row.submitted_at,
+        },
     };
     Ok(Plan {
         update,
@@ -184,6 +189,57 @@ impl TaskRepository for Database {
                 .optional()?)
         })?;
         row.ok_or(RepoError::NotFound)?.into_record()
+    }
+
+    async fn find_by_request_id(
+        &self,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Option<TaskRecord>, RepoError> {
+        let row = with_conn!(self, |conn| {
+            Ok(t::table
+                .filter(t::user_id.eq(user_id))
+                .filter(t::request_id.eq(request_id))
+                .select(TaskRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })?;
+        row.map(TaskRow::into_record).transpose()
+    }
+
+    async fn queue_stats(
+        &self,
+        now: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<QueueStats, RepoError> {
+        let since = to_db(now) - chrono::TimeDelta::from_std(window).unwrap_or_default();
+        let queued = TaskStatus::Submitted.as_str();
+        let (depth, oldest, recent) = with_conn!(self, |conn| {
+            let depth: i64 = t::table
+                .filter(t::submitted_at.is_null())
+                .filter(t::status.eq(queued))
+                .count()
+                .get_result(conn)
+                .await?;
+            let oldest: Option<chrono::NaiveDateTime> = t::table
+                .filter(t::submitted_at.is_null())
+                .filter(t::status.eq(queued))
+                .select(diesel::dsl::min(t::next_run_at))
+                .first(conn)
+                .await?;
+            let recent: i64 = t::table
+                .filter(t::submitted_at.gt(since))
+                .count()
+                .get_result(conn)
+                .await?;
+            Ok((depth, oldest, recent))
+        })?;
+        Ok(QueueStats {
+            depth: u64::try_from(depth).unwrap_or(0),
+            oldest_queued_at: oldest.map(rows::from_db),
+            submitted_in_window: u64::try_from(recent).unwrap_or(0),
+        })
     }
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError> {
@@ -402,6 +458,7 @@ impl TaskRepository for Database {
                     t::updated_at.eq(stamp),
                     t::completed_at.eq(None::<chrono::NaiveDateTime>),
                     t::started_at.eq(Some(now_db)),
+                    t::submitted_at.eq(None::<chrono::NaiveDateTime>),
                 ),
                 TaskRow
             )?;

@@ -26,7 +26,7 @@ const MYSQL_UP: &str =
 const MYSQL_DOWN: &str =
     include_str!("../../../../migrations/mysql/2026-12-02-000000_image_location/down.sql");
 
-async fn exec(backend: Backend, url: &str, sql: &str) -> Result<(), String> {
+pub(crate) async fn exec(backend: Backend, url: &str, sql: &str) -> Result<(), String> {
     match backend {
         Backend::Sqlite => {
             use diesel::Connection as _;

@@ -595,6 +595,11 @@ pub async fn bookkeeping_fields_are_applied(db: Database) {
         .unwrap();
     assert_eq!(updated.external_task_id.as_deref(), Some("ext-42"));
     assert_eq!(
+        updated.submitted_at,
+        Some(at(1)),
+        "storing the upstream id stamps the submission"
+    );
+    assert_eq!(
         (updated.error_code, updated.error_message.as_deref()),
         (Some(1500), Some("upstream 503"))
     );
@@ -615,6 +620,7 @@ pub async fn bookkeeping_fields_are_applied(db: Database) {
         .await
         .unwrap();
     assert_eq!(later.external_task_id.as_deref(), Some("ext-42"));
+    assert_eq!(later.submitted_at, Some(at(1)));
     assert_eq!(later.error_code, Some(1500));
     assert_eq!((later.submit_attempts, later.poll_count), (1, 2));
     assert_eq!(later.next_run_at, at(30_000));
@@ -700,6 +706,10 @@ pub async fn retry_puts_only_failed_tasks_back_to_submitted(db: Database) {
         (None, None)
     );
     assert_eq!(retried.external_task_id, None);
+    assert_eq!(
+        retried.submitted_at, None,
+        "the retried run is queued again"
+    );
     assert_eq!((retried.submit_attempts, retried.poll_count), (0, 0));
     assert_eq!(retried.completed_at, None);
     assert_eq!(retried.started_at, Some(at(10)));

@@ -1,0 +1,315 @@
+//! Admission control (README, "Admission control"): creates are refused with
+//! 429/1010 while the backlog of tasks not yet submitted upstream is at
+//! `MAX_QUEUED_TASKS`, so a burst larger than the upstream can drain within
+//! `QUEUE_TIMEOUT` is pushed back to the client instead of failing later.
+//!
+//! The backlog is shared by every replica, so it is read from the database;
+//! cheaply: each replica reads it (with the drain rate, one call of
+//! [`TaskRepository::queue_stats`], index range reads only) at most once per
+//! [`REFRESH_INTERVAL`], when a create or a metrics scrape needs it, and counts
+//! its own admissions since that read on top. Within one replica the limit is
+//! exact (a reservation is taken atomically before the insert). Across
+//! replicas each one sees the others' creates only at its next read, so the
+//! backlog can overshoot the limit by at most what the *other* replicas admit
+//! in one refresh interval: `(replicas − 1) × (creates per second of one
+//! replica) × REFRESH_INTERVAL`, and never more than `(replicas − 1) ×
+//! MAX_QUEUED_TASKS`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use modelgen_persistence::{QueueStats, RepoError, TaskRepository};
+
+use crate::ports::Clock;
+
+/// How old a replica's reading of the backlog may get before a create or a
+/// scrape reads it again.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// The window over which the drain rate (tasks accepted upstream per second,
+/// by every replica) is measured.
+pub const DRAIN_WINDOW: Duration = Duration::from_secs(60);
+/// Upstream requests one task is assumed to cost when nothing is measured:
+/// a submit and up to three polls. The simulator's tasks take 2 (a submit and
+/// one poll, docs/benchmarks.md); longer real tasks are polled a few times
+/// more. Used for the default `MAX_QUEUED_TASKS` and the `Retry-After` before
+/// a drain rate is measured.
+pub const NOMINAL_REQUESTS_PER_TASK: f64 = 4.0;
+/// Shortest `Retry-After` of a refused create, seconds.
+pub const MIN_RETRY_AFTER: u64 = 1;
+/// Longest `Retry-After` of a refused create, seconds.
+pub const MAX_RETRY_AFTER: u64 = 300;
+
+/// The default `MAX_QUEUED_TASKS`: the tasks one replica drains in
+/// `queue_timeout` at its nominal rate, `upstream_max_rps /`
+/// [`NOMINAL_REQUESTS_PER_TASK`] tasks per second. A full queue then empties
+/// before its last task's `QUEUE_TIMEOUT` runs out even with one replica and
+/// twice the upstream requests per task the simulator measures. With the
+/// shipped defaults (24 h, 20 requests/s): 432 000.
+pub fn default_max_queued(queue_timeout: Duration, upstream_max_rps: u32) -> u64 {
+    let per_second = f64::from(upstream_max_rps) / NOMINAL_REQUESTS_PER_TASK;
+    (queue_timeout.as_secs_f64() * per_second).floor().max(1.0) as u64
+}
+
+/// `Retry-After` for a create refused with `excess` tasks above the room
+/// left: the time the queue needs to drain them at `drain_per_second` (the
+/// measured rate, or `nominal_per_second` while none is measured), bounded to
+/// [`MIN_RETRY_AFTER`]..=[`MAX_RETRY_AFTER`] seconds.
+pub fn retry_after_secs(excess: u64, drain_per_second: f64, nominal_per_second: f64) -> u64 {
+    let rate = if drain_per_second > 0.0 {
+        drain_per_second
+    } else {
+        nominal_per_second
+    };
+    if !(rate.is_finite() && rate > 0.0) {
+        return MAX_RETRY_AFTER;
+    }
+    let secs = (excess.max(1) as f64 / rate).ceil();
+    if secs.is_finite() {
+        (secs as u64).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+    } else {
+        MAX_RETRY_AFTER
+    }
+}
+
+/// A create admitted: hold it until the insert is known, then
+/// [`Admitted::keep`] it (a task was created) or drop it (a replay, a conflict
+/// or a failure: the reservation is given back).
+#[must_use = "dropping an admission gives the reservation back"]
+pub struct Admitted {
+    counters: Option<Arc<Counters>>,
+}
+
+impl Admitted {
+    /// The task was created: it now counts in this replica's backlog until
+    /// the next reading of the database includes it.
+    pub fn keep(mut self) {
+        if let Some(c) = self.counters.take() {
+            // Counted as kept before the reservation ends: for an instant
+            // the depth is one too high, never one too low.
+            c.kept.fetch_add(1, Ordering::AcqRel);
+            c.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(c) = self.counters.take() {
+            c.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// This replica's admissions that the last database reading may not include.
+#[derive(Default)]
+struct Counters {
+    /// Admitted, insert not finished yet.
+    pending: AtomicI64,
+    /// Created since the last reading began.
+    kept: AtomicI64,
+}
+
+impl Counters {
+    fn local(&self) -> u64 {
+        let n = self.pending.load(Ordering::Acquire) + self.kept.load(Ordering::Acquire);
+        u64::try_from(n).unwrap_or(0)
+    }
+}
+
+/// Why a create was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFull {
+    /// The backlog as this replica counts it.
+    pub depth: u64,
+    /// `MAX_QUEUED_TASKS`.
+    pub limit: u64,
+    /// Seconds the client should wait ([`retry_after_secs`]).
+    pub retry_after: u64,
+}
+
+/// A reading of the queue, with what this replica measured from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueSnapshot {
+    /// Tasks waiting to be submitted (database reading plus this replica's
+    /// admissions since).
+    pub depth: u64,
+    /// When the oldest waiting task joined the queue.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Tasks accepted upstream per second over [`DRAIN_WINDOW`], by every
+    /// replica; 0 when none was.
+    pub drain_per_second: f64,
+    /// When the database was read.
+    pub read_at: DateTime<Utc>,
+}
+
+struct Reading {
+    stats: QueueStats,
+    at: DateTime<Utc>,
+}
+
+/// One replica's admission control.
+pub struct Admission {
+    tasks: Arc<dyn TaskRepository>,
+    clock: Arc<dyn Clock>,
+    /// `MAX_QUEUED_TASKS`; `None` admits everything (`0` in the config).
+    limit: Option<u64>,
+    /// Tasks per second a replica drains at its upstream cap, when nothing is
+    /// measured yet.
+    nominal_per_second: f64,
+    /// Admissions of this replica not yet in `reading`.
+    counters: Arc<Counters>,
+    reading: Mutex<Option<Reading>>,
+}
+
+impl Admission {
+    /// Admission control over `tasks` with `limit` (`None`: no limit) and the
+    /// replica's upstream cap (for the nominal drain rate).
+    pub fn new(
+        tasks: Arc<dyn TaskRepository>,
+        clock: Arc<dyn Clock>,
+        limit: Option<u64>,
+        upstream_max_rps: u32,
+    ) -> Admission {
+        Admission {
+            tasks,
+            clock,
+            limit,
+            nominal_per_second: f64::from(upstream_max_rps.max(1)) / NOMINAL_REQUESTS_PER_TASK,
+            counters: Arc::default(),
+            reading: Mutex::new(None),
+        }
+    }
+
+    /// `MAX_QUEUED_TASKS`, `None` when there is no limit.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// The queue as of at most [`REFRESH_INTERVAL`] ago: reads the database
+    /// when the last reading is older (one caller reads, concurrent callers
+    /// wait for it), and updates the queue gauges.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub async fn snapshot(&self) -> Result<QueueSnapshot, RepoError> {
+        Ok(self.read().await?.0)
+    }
+
+    /// [`Admission::snapshot`], and the depth the database reported.
+    async fn read(&self) -> Result<(QueueSnapshot, u64), RepoError> {
+        let mut reading = self.reading.lock().await;
+        let now = self.clock.now();
+        let fresh = reading.as_ref().is_some_and(|r| {
+            now >= r.at
+                && (now - r.at)
+                    .to_std()
+                    .is_ok_and(|age| age < REFRESH_INTERVAL)
+        });
+        if !fresh {
+            // Tasks created before the read are in the database by then;
+            // later ones stay counted here. One that commits during the read
+            // may be counted twice until the next reading: an overestimate,
+            // never an underestimate. Pending reservations always count.
+            let before = self.counters.kept.load(Ordering::Acquire);
+            let stats = self.tasks.queue_stats(now, DRAIN_WINDOW).await?;
+            self.counters.kept.fetch_sub(before, Ordering::AcqRel);
+            *reading = Some(Reading { stats, at: now });
+        }
+        let Some(r) = reading.as_ref() else {
+            return Err(RepoError::Unavailable("no queue reading".into()));
+        };
+        let db_depth = r.stats.depth;
+        let snapshot = QueueSnapshot {
+            depth: db_depth.saturating_add(self.counters.local()),
+            oldest_queued_at: r.stats.oldest_queued_at,
+            drain_per_second: r.stats.submitted_in_window as f64 / DRAIN_WINDOW.as_secs_f64(),
+            read_at: r.at,
+        };
+        drop(reading);
+        metrics::gauge!("queue_depth").set(snapshot.depth as f64);
+        metrics::gauge!("queue_oldest_age_seconds").set(
+            snapshot
+                .oldest_queued_at
+                .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+        );
+        metrics::gauge!("queue_drain_rate").set(snapshot.drain_per_second);
+        Ok((snapshot, db_depth))
+    }
+
+    /// Admits one create, or refuses it when the backlog is at the limit.
+    /// Refusals are counted in `tasks_refused_total{reason="queue_full"}`.
+    ///
+    /// # Errors
+    /// `Err(Ok(QueueFull))` when refused; `Err(Err(_))` when the backlog
+    /// cannot be read.
+    pub async fn admit(&self) -> Result<Admitted, Result<QueueFull, RepoError>> {
+        let Some(limit) = self.limit else {
+            return Ok(Admitted { counters: None });
+        };
+        let (snapshot, db_depth) = self.read().await.map_err(Err)?;
+        // Reserve atomically: concurrent creates of this replica never
+        // admit more than the room left.
+        let mut pending = self.counters.pending.load(Ordering::Acquire);
+        loop {
+            let kept = self.counters.kept.load(Ordering::Acquire);
+            let local = u64::try_from(pending.saturating_add(kept)).unwrap_or(0);
+            let depth = db_depth.saturating_add(local);
+            if depth >= limit {
+                metrics::counter!("tasks_refused_total", "reason" => "queue_full").increment(1);
+                return Err(Ok(QueueFull {
+                    depth,
+                    limit,
+                    retry_after: retry_after_secs(
+                        depth + 1 - limit,
+                        snapshot.drain_per_second,
+                        self.nominal_per_second,
+                    ),
+                }));
+            }
+            match self.counters.pending.compare_exchange(
+                pending,
+                pending + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        counters: Some(self.counters.clone()),
+                    });
+                }
+                Err(seen) => pending = seen,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_limit_drains_within_the_queue_timeout_at_the_nominal_rate() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(default_max_queued(day, 20), 432_000);
+        let limit = default_max_queued(day, 20) as f64;
+        let nominal = 20.0 / NOMINAL_REQUESTS_PER_TASK;
+        assert!(limit / nominal <= day.as_secs_f64());
+        assert_eq!(default_max_queued(Duration::from_secs(1), 1), 1);
+    }
+
+    #[test]
+    fn retry_after_follows_the_measured_rate_within_bounds() {
+        assert_eq!(retry_after_secs(100, 10.0, 5.0), 10);
+        assert_eq!(retry_after_secs(1, 10.0, 5.0), MIN_RETRY_AFTER);
+        assert_eq!(retry_after_secs(0, 10.0, 5.0), MIN_RETRY_AFTER);
+        assert_eq!(retry_after_secs(1_000_000, 10.0, 5.0), MAX_RETRY_AFTER);
+        // Nothing measured: the nominal rate.
+        assert_eq!(retry_after_secs(50, 0.0, 5.0), 10);
+        assert_eq!(retry_after_secs(50, 0.0, 0.0), MAX_RETRY_AFTER);
+        assert_eq!(retry_after_secs(50, f64::NAN, f64::NAN), MAX_RETRY_AFTER);
+    }
+}
