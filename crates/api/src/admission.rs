@@ -240,6 +240,19 @@ impl Admission {
         Ok((snapshot, db_depth))
     }
 
+    /// How long the queue needs to submit `tasks` more at the drain rate of
+    /// `snapshot`, or the nominal rate while none is measured (capped at a
+    /// year, so any count gives a representable instant).
+    pub fn time_to_drain(&self, tasks: u64, snapshot: &QueueSnapshot) -> chrono::TimeDelta {
+        let rate = if snapshot.drain_per_second > 0.0 {
+            snapshot.drain_per_second
+        } else {
+            self.nominal_per_second
+        };
+        let secs = (tasks as f64 / rate).clamp(0.0, 365.0 * 86_400.0);
+        chrono::TimeDelta::milliseconds((secs * 1000.0) as i64)
+    }
+
     /// Admits one create, or refuses it when the backlog is at the limit.
     /// Refusals are counted in `tasks_refused_total{reason="queue_full"}`.
     ///

@@ -386,6 +386,15 @@ pub struct TaskView {
     /// (and for a task that ended before it was submitted). `TASK_TIMEOUT`
     /// counts from here.
     pub submitted_at: Option<String>,
+    /// While the task waits to be submitted: how many tasks are ahead of it in
+    /// the submit order (0: it is next). Null once submitted or ended, and in
+    /// `GET /tasks` lists (only `GET /tasks/{task_id}` computes it).
+    pub queue_position: Option<u64>,
+    /// While the task waits to be submitted: when it should be, from its
+    /// position and the drain rate measured over the last minute (or the
+    /// nominal rate, `UPSTREAM_MAX_RPS / 4` tasks/s, before any is measured).
+    /// An estimate; null like `queue_position`.
+    pub estimated_start_at: Option<String>,
 }
 
 /// `GET /tasks` page.

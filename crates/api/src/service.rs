@@ -343,6 +343,8 @@ pub async fn task_view(
         completed_at: task.completed_at.map(format_timestamp),
         queued_at: format_timestamp(task.run_started_at()),
         submitted_at: task.upstream_started_at().map(format_timestamp),
+        queue_position: None,
+        estimated_start_at: None,
     })
 }
 
@@ -774,7 +776,21 @@ impl TaskService {
         } else {
             Vec::new()
         };
-        Ok(task_view(&*self.blobs, &task, &images, &inline).await?)
+        let mut view = task_view(&*self.blobs, &task, &images, &inline).await?;
+        if !task.status.is_terminal() && task.upstream_started_at().is_none() {
+            let position = self.tasks.queue_position(&task).await?;
+            let snapshot = self.admission.snapshot().await?;
+            view.queue_position = position;
+            view.estimated_start_at = position.map(|ahead| {
+                format_timestamp(
+                    Utc::now()
+                        + self
+                            .admission
+                            .time_to_drain(ahead.saturating_add(1), &snapshot),
+                )
+            });
+        }
+        Ok(view)
     }
 
     /// `GET /tasks`: newest first, keyset pagination with an opaque cursor.

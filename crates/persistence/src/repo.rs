@@ -45,6 +45,13 @@ pub trait TaskRepository: Send + Sync {
         window: Duration,
     ) -> Result<QueueStats, RepoError>;
 
+    /// How many queued tasks are ahead of `task` in the submit order (the
+    /// claim order among tasks not yet accepted upstream: `next_run_at`, then
+    /// `task_id`); `None` when `task` is not queued (`status` is not
+    /// `submitted`, or `submitted_at` is set). One index range count on
+    /// `idx_task_submitted_status`, O(position) entries.
+    async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError>;
+
     /// Tasks matching `query`, newest first (descending task id), at most `query.limit`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
 

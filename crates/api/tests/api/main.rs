@@ -13,4 +13,5 @@ mod lease_takeover;
 mod legacy_contract;
 mod outbound;
 mod personal_data;
+mod queue_view;
 mod seed_properties;

@@ -242,6 +242,28 @@ impl TaskRepository for Database {
         })
     }
 
+    async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError> {
+        if task.status != TaskStatus::Submitted || task.submitted_at.is_some() {
+            return Ok(None);
+        }
+        let queued = TaskStatus::Submitted.as_str();
+        let due = to_db(task.next_run_at);
+        let id = task.task_id.to_string();
+        let ahead: i64 = with_conn!(self, |conn| {
+            Ok(t::table
+                .filter(t::submitted_at.is_null())
+                .filter(t::status.eq(queued))
+                // A range of the index (next_run_at <= due), then the tie
+                // on task_id among equal stamps.
+                .filter(t::next_run_at.le(due))
+                .filter(t::next_run_at.lt(due).or(t::task_id.lt(&id)))
+                .count()
+                .get_result(conn)
+                .await?)
+        })?;
+        Ok(Some(u64::try_from(ahead).unwrap_or(0)))
+    }
+
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError> {
         if query.limit <= 0 {
             return Ok(Vec::new());

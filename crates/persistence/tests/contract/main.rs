@@ -64,6 +64,7 @@ contract_tests!(
     tasks::migrations_are_idempotent,
     tasks::concurrent_updates_do_not_lose_writes,
     tasks::retry_puts_only_failed_tasks_back_to_submitted,
+    tasks::queue_stats_and_positions_follow_submissions,
     tasks::keyset_pages_over_60_tasks_of_one_millisecond_return_each_once,
     tasks::text_and_timestamps_round_trip_exactly,
     claims::concurrent_claimers_get_disjoint_tasks,

@@ -869,3 +869,84 @@ pub async fn text_and_timestamps_round_trip_exactly(db: Database) {
     assert_eq!(failed.completed_at, Some(when));
     assert_eq!(db.get_task(&stored.task_id).await.unwrap(), failed);
 }
+
+/// The submit queue read by admission control and the task view: its depth,
+/// oldest entry, the drain over a window, and a task's place in submit order.
+pub async fn queue_stats_and_positions_follow_submissions(db: Database) {
+    use std::time::Duration;
+    let empty = db
+        .queue_stats(at(0), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(empty, modelgen_persistence::QueueStats::default());
+    let a = create(&db, new_task("qa", None, at(1_000))).await;
+    let b = create(&db, new_task("qb", None, at(2_000))).await;
+    let c = create(&db, new_task("qc", None, at(3_000))).await;
+    let stats = db
+        .queue_stats(at(4_000), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats.depth,
+            stats.oldest_queued_at,
+            stats.submitted_in_window
+        ),
+        (3, Some(at(1_000)), 0)
+    );
+    for (task, ahead) in [(&a, 0), (&b, 1), (&c, 2)] {
+        assert_eq!(db.queue_position(task).await.unwrap(), Some(ahead));
+    }
+    // `a` is accepted upstream: out of the queue, counted in the drain.
+    let a = db
+        .update_task(
+            &a.task_id,
+            &Fence::Unfenced,
+            at(5_000),
+            TaskChange {
+                external_task_id: Some("up-a".into()),
+                ..TaskChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    let stats = db
+        .queue_stats(at(6_000), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats.depth,
+            stats.oldest_queued_at,
+            stats.submitted_in_window
+        ),
+        (2, Some(at(2_000)), 1)
+    );
+    assert_eq!(db.queue_position(&a).await.unwrap(), None);
+    assert_eq!(db.queue_position(&b).await.unwrap(), Some(0));
+    assert_eq!(db.queue_position(&c).await.unwrap(), Some(1));
+    // The window slides past the submission.
+    let later = db
+        .queue_stats(at(70_000), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(later.submitted_in_window, 0);
+    // A task cancelled in the queue leaves it.
+    db.update_task(
+        &b.task_id,
+        &Fence::Unfenced,
+        at(7_000),
+        TaskChange {
+            event: Some(TaskEvent::Cancelled),
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stats = db
+        .queue_stats(at(8_000), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((stats.depth, stats.oldest_queued_at), (1, Some(at(3_000))));
+    assert_eq!(db.queue_position(&c).await.unwrap(), Some(0));
+}
