@@ -356,6 +356,19 @@ async fn exec(url: &str, sql: &str) {
 
 /// Runs `modelgen import legacy <extra>` with `env` from `source`; returns its summary.
 async fn import(dir: &Path, env: &[(String, String)], source: &str, extra: &[&str]) -> Value {
+    let (status, summary) = import_status(dir, env, source, extra).await;
+    assert_eq!(status, 0, "import failed: {summary}");
+    summary
+}
+
+/// Runs `modelgen import legacy <extra>`, which must print its summary;
+/// returns its exit status and the summary.
+async fn import_status(
+    dir: &Path,
+    env: &[(String, String)],
+    source: &str,
+    extra: &[&str],
+) -> (i32, Value) {
     let out = tokio::process::Command::new(modelgen_bin())
         .args(["import", "legacy", "--source-timezone", SERVER_ZONE])
         .args(extra)
@@ -369,12 +382,24 @@ async fn import(dir: &Path, env: &[(String, String)], source: &str, extra: &[&st
         .output()
         .await
         .expect("run modelgen import legacy");
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the summary is JSON")
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON summary ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), summary)
+}
+
+/// The stored location of each image of `task_id`.
+async fn locations(db: &Database, task_id: &str) -> Vec<ImageLocation> {
+    db.images_for_task(&task_id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.location)
+        .collect()
 }
 
 async fn target_db(db: &TestDb) -> Database {
@@ -801,9 +826,36 @@ async fn legacy_import_copies_images_into_storage_once() {
     let broken = data.images.iter_mut().find(|i| i.url.is_some()).unwrap();
     broken.url = Some(format!("http://127.0.0.1:{port}/img/missing"));
     let broken_id = broken.id;
+    let broken_url = broken.url.clone().unwrap();
+    let broken_task = data
+        .rows
+        .iter()
+        .find(|r| r.id == broken.task_id)
+        .unwrap()
+        .task_id
+        .clone();
     fill(&source.url, &data).await;
     // (edit_task and outfit_task are empty here.)
     let with_url: Vec<&Image> = data.images.iter().filter(|i| i.url.is_some()).collect();
+    // The task of the last image with a URL takes the (user_id, request_id)
+    // of base model 1: it is skipped, and its image is counted nowhere.
+    let dup_image = *with_url.last().unwrap();
+    assert_ne!(dup_image.id, broken_id);
+    assert!(dup_image.task_id > 1);
+    exec(
+        &source.url,
+        &format!(
+            "UPDATE base_model_task AS d JOIN base_model_task AS o ON o.id = 1 \
+             SET d.user_id = o.user_id, d.request_id = o.request_id WHERE d.id = {}",
+            dup_image.task_id
+        ),
+    )
+    .await;
+    let dup_reason = "another task of this user already has this request_id";
+    let with_url: Vec<&Image> = with_url
+        .into_iter()
+        .filter(|i| i.id != dup_image.id)
+        .collect();
     let inline = data.images.iter().filter(|i| i.inline.is_some()).count() as u64;
     assert_eq!(inline, 1);
 
@@ -843,38 +895,64 @@ async fn legacy_import_copies_images_into_storage_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let refused = import(
+    let dry = import(
         dir.path(),
         &env,
         &source.url,
         &["--copy-images", "--dry-run"],
     )
     .await;
+    assert_eq!(dry["images"]["copied"], 0, "a dry run claims no copy: {dry}");
+    // (A dry run does not foresee the request_id clash between two rows
+    // it would create: the duplicate counts as created there.)
+    assert_eq!(dry["tasks"]["skipped"], 1, "only the unknown status: {dry}");
     assert_eq!(
-        refused["images"]["copied"],
-        with_url.len() as u64,
-        "{refused}"
+        dry["images"]["would_copy"],
+        with_url.len() as u64 + 1,
+        "{dry}"
     );
     assert_eq!(
         images.hits.load(Ordering::SeqCst),
         0,
         "a dry run downloads nothing"
     );
-    let refused = import(dir.path(), &env, &source.url, &["--copy-images"]).await;
-    assert_eq!(refused["images"]["copied"], 0, "{refused}");
+    // Imported with remote URLs first; then a copy whose downloads are
+    // refused (loopback is not allowed) keeps every remote URL, changes
+    // nothing, and exits with status 3.
+    let plain = import(dir.path(), &env, &source.url, &[]).await;
+    assert_eq!(plain["images"]["remote"], with_url.len() as u64, "{plain}");
+    assert_eq!(plain["tasks"]["skipped"], 2, "{plain}");
+    assert_eq!(plain["skipped_by_reason"][dup_reason], 1, "{plain}");
+    let db = target_db(&target).await;
     assert_eq!(
-        refused["images"]["skipped"],
+        locations(&db, &broken_task).await,
+        vec![ImageLocation::Remote(broken_url.clone())]
+    );
+    let (status, refused) =
+        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    assert_eq!(status, 3, "a failed copy exits with status 3: {refused}");
+    assert_eq!(refused["images"]["copied"], 0, "{refused}");
+    assert_eq!(refused["images"]["skipped"], 0, "{refused}");
+    assert_eq!(
+        refused["images"]["copy_failed"],
         with_url.len() as u64,
         "{refused}"
     );
+    assert_eq!(refused["tasks"]["updated"], 0, "{refused}");
     assert!(
-        refused["skipped"][0]["reason"]
+        refused["copy_failures"][0]["reason"]
             .as_str()
             .unwrap()
             .starts_with("result image URL refused"),
         "{refused}"
     );
+    assert_eq!(
+        locations(&db, &broken_task).await,
+        vec![ImageLocation::Remote(broken_url.clone())],
+        "a refused copy keeps the remote URL"
+    );
     assert_eq!(images.hits.load(Ordering::SeqCst), 0);
+    drop(db);
     drop(target);
     let target = TestDb::fresh(Backend::Sqlite).await;
     let env = modelgen_e2e::fast_env(
@@ -890,38 +968,46 @@ async fn legacy_import_copies_images_into_storage_once() {
             ),
         )],
     );
-    let summary = import(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    let (status, summary) =
+        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    assert_eq!(status, 3, "{summary}");
     assert_eq!(
         summary["images"]["copied"],
         with_url.len() as u64 - 1,
         "{summary}"
     );
     assert_eq!(summary["images"]["remote"], 0);
+    assert_eq!(summary["images"]["skipped"], 0, "{summary}");
+    assert_eq!(summary["images"]["copy_failed"], 1, "{summary}");
+    assert_eq!(summary["copy_failures"][0]["id"], broken_id, "{summary}");
     assert_eq!(
-        summary["skipped_by_reason"]["result image is gone (HTTP 404)"], 1,
+        summary["copy_failures"][0]["reason"], "result image is gone (HTTP 404)",
         "{summary}"
     );
-    assert!(
-        summary["skipped"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["table"] == "generation_image" && s["id"] == broken_id)
+    let db = target_db(&target).await;
+    assert_eq!(
+        locations(&db, &broken_task).await,
+        vec![ImageLocation::Remote(broken_url.clone())],
+        "a 404 keeps the remote URL"
     );
+    // The skipped duplicate's image was fetched but is not counted.
     let fetched = images.hits.load(Ordering::SeqCst);
-    assert_eq!(fetched, with_url.len() as u64);
+    assert_eq!(fetched, with_url.len() as u64 + 1);
 
     // Again: nothing downloaded twice, nothing changed (the 404 is tried again).
-    let again = import(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    let (status, again) =
+        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    assert_eq!(status, 3, "{again}");
     assert_eq!(
         again["images"]["already_copied"],
         with_url.len() as u64 - 1 + inline,
         "{again}"
     );
     assert_eq!(again["images"]["copied"], 0);
+    assert_eq!(again["images"]["copy_failed"], 1);
     assert_eq!(again["tasks"]["created"], 0);
     assert_eq!(again["tasks"]["updated"], 0, "{again}");
-    assert_eq!(images.hits.load(Ordering::SeqCst), fetched + 1);
+    assert_eq!(images.hits.load(Ordering::SeqCst), fetched + 2);
 
     // The copies are served by modelgen, and an edit on a copied base works.
     let service = Service::start(dir.path(), env.clone()).await;

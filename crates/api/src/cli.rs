@@ -76,6 +76,28 @@ pub enum ImportCommand {
     Legacy(LegacyImportArgs),
 }
 
+/// Exit status of `import legacy` when the import finished but some
+/// `--copy-images` download failed (docs/legacy.md, "Exit status").
+pub const IMPORT_COPY_FAILED: u8 = 3;
+
+/// A command that did its work but not all of it: the binary exits with
+/// `status` (not 1) after printing `message`.
+#[derive(Debug)]
+pub struct PartialFailure {
+    /// The process exit status.
+    pub status: u8,
+    /// What was not done.
+    pub message: String,
+}
+
+impl std::fmt::Display for PartialFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PartialFailure {}
+
 /// Options of `import legacy`.
 #[derive(Debug, Args)]
 pub struct LegacyImportArgs {
@@ -394,7 +416,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = crate::import::run(&options, &target)
                 .await
                 .context("import legacy")?;
-            print_json(&summary)
+            print_json(&summary)?;
+            if summary.copy_failed() {
+                return Err(PartialFailure {
+                    status: IMPORT_COPY_FAILED,
+                    message: format!(
+                        "{} image(s) could not be copied and kept their remote URL \
+                         (copy_failures in the summary)",
+                        summary.images.copy_failed
+                    ),
+                }
+                .into());
+            }
+            Ok(())
         }
         Command::Config(ConfigCommand::Check) => Ok(()),
     }

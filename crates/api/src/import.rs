@@ -8,7 +8,7 @@
 //! run reads the same rows and asks [`plan_import`] what would happen.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use modelgen_persistence::legacy::{
 };
 use modelgen_persistence::{
     BlobStore, ImageLocation, ImageRecord, ImageRepository, ImportOutcome, ImportedImage,
-    ImportedTask, RepoError, TaskImport, TaskRepository, plan_import,
+    ImportedTask, RepoError, TaskImport, TaskRepository, parked_until, plan_import,
 };
 use serde::Serialize;
 
@@ -145,30 +145,42 @@ pub struct ImportOptions {
     pub progress: bool,
 }
 
-/// Task counts of a run.
+/// Task counts of a run (docs/legacy.md defines each field). Every source
+/// task row is counted once in `created`, `updated`, `unchanged` or
+/// `skipped`; `resumed` and `parked` count among the created and updated ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TaskCounts {
     /// New tasks written (or that would be).
     pub created: u64,
-    /// Earlier imports brought up to date.
+    /// Earlier imports brought up to date (or that would be).
     pub updated: u64,
-    /// Already imported as they are.
+    /// Already imported as they are: nothing written.
     pub unchanged: u64,
     /// Not written; see `skipped_by_reason`.
     pub skipped: u64,
-    /// Unfinished tasks handed to the workers to resume (polling their upstream id).
+    /// Unfinished tasks this run made due, for the workers to resume
+    /// (polling their upstream id).
     pub resumed: u64,
-    /// Unfinished tasks imported as they are, not resumed.
+    /// Unfinished tasks this run created or updated that are left parked
+    /// (not run). Tasks parked by an earlier run and unchanged now are not
+    /// counted: this is not the number of parked tasks in the database.
     pub parked: u64,
 }
 
-/// Image counts of a run.
+/// Image counts of a run: only images of tasks counted as created, updated
+/// or unchanged (images of skipped tasks are not counted anywhere).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ImageCounts {
-    /// Kept as their remote URL.
+    /// Kept as their remote URL (without `--copy-images`).
     pub remote: u64,
-    /// Downloaded into modelgen's storage (`--copy-images`).
+    /// Downloaded into modelgen's storage (`--copy-images`, not in a dry run).
     pub copied: u64,
+    /// `--copy-images --dry-run`: would be downloaded; nothing was fetched,
+    /// so whether the download would succeed is not known.
+    pub would_copy: u64,
+    /// `--copy-images`: the download failed (see `copy_failures`); the
+    /// image keeps its remote URL, and the command exits with status 3.
+    pub copy_failed: u64,
     /// Already copied by an earlier run (not downloaded again).
     pub already_copied: u64,
     /// Held only inline (base64) in the source: decoded into modelgen's storage.
@@ -205,9 +217,66 @@ pub struct ImportSummary {
     pub skipped_by_reason: BTreeMap<String, u64>,
     /// The first skipped rows, one by one.
     pub skipped: Vec<SkippedRow>,
+    /// The first images whose download failed (`--copy-images`), with why;
+    /// they keep their remote URL.
+    pub copy_failures: Vec<SkippedRow>,
+    /// Warnings about the run as a whole (also printed on stderr).
+    pub notes: Vec<String>,
+}
+
+/// How many tasks' timestamps look like a wrong `--source-timezone`, and the
+/// largest gap.
+#[derive(Debug, Default)]
+struct ClockSkew {
+    tasks: u64,
+    worst: chrono::TimeDelta,
+}
+
+impl ClockSkew {
+    fn note(&self, zones: &Zones) -> Option<String> {
+        (self.tasks > 0).then(|| {
+            format!(
+                "{} imported task(s) have created_at later than their updated_at or \
+                 completed_at (by up to {} min): --source-timezone ({}) is probably not \
+                 the earlier database server's zone (run `SELECT @@global.time_zone, \
+                 @@system_time_zone` on it), or --app-timezone ({}) is wrong; \
+                 re-run the import with the right zone to correct them",
+                self.tasks,
+                self.worst.num_minutes(),
+                zones.server,
+                zones.app,
+            )
+        })
+    }
+}
+
+/// How long `created_at` lies after the task's later timestamps (`None`
+/// when it does not): the sign of a wrong `--source-timezone`.
+pub fn created_after_end(task: &ImportedTask) -> Option<chrono::TimeDelta> {
+    let end = task
+        .completed_at
+        .map_or(task.updated_at, |c| c.min(task.updated_at));
+    (task.created_at > end).then(|| task.created_at - end)
 }
 
 impl ImportSummary {
+    /// Some `--copy-images` download failed: the command exits with status 3.
+    pub fn copy_failed(&self) -> bool {
+        self.images.copy_failed > 0
+    }
+
+    fn copy_failure(&mut self, id: i64, task_id: &str, reason: String) {
+        self.images.copy_failed += 1;
+        if self.copy_failures.len() < LISTED_SKIPS {
+            self.copy_failures.push(SkippedRow {
+                table: "generation_image",
+                id,
+                task_id: Some(task_id.to_owned()),
+                reason,
+            });
+        }
+    }
+
     fn skip(&mut self, table: &'static str, id: i64, task_id: Option<&str>, reason: String) {
         *self.skipped_by_reason.entry(reason.clone()).or_default() += 1;
         if self.skipped.len() < LISTED_SKIPS {
@@ -392,8 +461,23 @@ fn stored_image(
 enum ImageResult {
     Remote(ImportedImage),
     Copied(ImportedImage),
+    /// Dry run: the download is not tried.
+    WouldCopy(ImportedImage),
+    /// The download failed (the reason): the image keeps its remote URL.
+    CopyFailed(ImportedImage, String),
     AlreadyCopied(ImportedImage),
     FromInline(ImportedImage),
+}
+
+/// What is counted for one image once its task's outcome is known.
+enum ImageTally {
+    Remote,
+    Copied,
+    WouldCopy,
+    CopyFailed(i64, String),
+    AlreadyCopied,
+    FromInline,
+    Skipped(i64, String),
 }
 
 /// Runs an import. Progress goes to a bar on stderr when asked and stderr
@@ -425,6 +509,7 @@ pub async fn run(options: &ImportOptions, target: &Target) -> anyhow::Result<Imp
     let mut present: HashSet<String> = HashSet::new();
     let now = Utc::now();
     let resume_at = options.resume_unfinished.then_some(now);
+    let mut skew = ClockSkew::default();
     for table in LegacyTable::ALL {
         bar.set_message(table.table_name());
         let mut after = 0_i64;
@@ -474,8 +559,9 @@ pub async fn run(options: &ImportOptions, target: &Target) -> anyhow::Result<Imp
                 }
                 let existing = existing_images(target, &task.task_id).await?;
                 let mut pending_copies = Vec::new();
+                let mut tally = Vec::new();
                 for image in images.remove(&row.id).unwrap_or_default() {
-                    match import_image(
+                    let (counted, kept) = match import_image(
                         &mut source,
                         target,
                         options,
@@ -486,33 +572,30 @@ pub async fn run(options: &ImportOptions, target: &Target) -> anyhow::Result<Imp
                     )
                     .await
                     {
-                        Ok(ImageResult::Remote(i)) => {
-                            summary.images.remote += 1;
-                            task.images.push(i);
+                        Ok(ImageResult::Remote(i)) => (ImageTally::Remote, Some(i)),
+                        Ok(ImageResult::Copied(i)) => (ImageTally::Copied, Some(i)),
+                        Ok(ImageResult::WouldCopy(i)) => (ImageTally::WouldCopy, Some(i)),
+                        Ok(ImageResult::CopyFailed(i, reason)) => {
+                            (ImageTally::CopyFailed(image.id, reason), Some(i))
                         }
-                        Ok(ImageResult::Copied(i)) => {
-                            summary.images.copied += 1;
-                            task.images.push(i);
-                        }
-                        Ok(ImageResult::AlreadyCopied(i)) => {
-                            summary.images.already_copied += 1;
-                            task.images.push(i);
-                        }
-                        Ok(ImageResult::FromInline(i)) => {
-                            summary.images.stored_from_inline += 1;
-                            task.images.push(i);
-                        }
-                        Err(reason) => {
-                            summary.images.skipped += 1;
-                            summary.skip(
-                                "generation_image",
-                                image.id,
-                                Some(row.task_id.as_str()),
-                                reason,
-                            );
-                        }
-                    }
+                        Ok(ImageResult::AlreadyCopied(i)) => (ImageTally::AlreadyCopied, Some(i)),
+                        Ok(ImageResult::FromInline(i)) => (ImageTally::FromInline, Some(i)),
+                        Err(reason) => (ImageTally::Skipped(image.id, reason), None),
+                    };
+                    tally.push(counted);
+                    task.images.extend(kept);
                 }
+                // Whether the task is due now (resumed by an earlier run),
+                // to tell a task this run parks from one it leaves running.
+                let was_due = if task.status.is_terminal() {
+                    false
+                } else {
+                    match target.tasks.get_task(&task.task_id).await {
+                        Ok(t) => !t.status.is_terminal() && t.next_run_at < parked_until(),
+                        Err(RepoError::NotFound) => false,
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 let outcome = if options.dry_run {
                     dry_outcome(target, &task, now).await?
                 } else {
@@ -541,12 +624,37 @@ pub async fn run(options: &ImportOptions, target: &Target) -> anyhow::Result<Imp
                         );
                     }
                 }
-                if unfinished && matches!(outcome, ImportOutcome::Created | ImportOutcome::Updated)
+                if unfinished
+                    && matches!(outcome, ImportOutcome::Created | ImportOutcome::Updated)
+                    && !was_due
                 {
                     if task.resume_at.is_some() {
                         summary.tasks.resumed += 1;
                     } else {
                         summary.tasks.parked += 1;
+                    }
+                }
+                // Images count only for tasks that are (or would be) in modelgen.
+                if !matches!(outcome, ImportOutcome::Skipped(_)) {
+                    if let Some(gap) = created_after_end(&task) {
+                        skew.tasks += 1;
+                        skew.worst = skew.worst.max(gap);
+                    }
+                    for counted in tally {
+                        match counted {
+                            ImageTally::Remote => summary.images.remote += 1,
+                            ImageTally::Copied => summary.images.copied += 1,
+                            ImageTally::WouldCopy => summary.images.would_copy += 1,
+                            ImageTally::CopyFailed(id, reason) => {
+                                summary.copy_failure(id, &row.task_id, reason);
+                            }
+                            ImageTally::AlreadyCopied => summary.images.already_copied += 1,
+                            ImageTally::FromInline => summary.images.stored_from_inline += 1,
+                            ImageTally::Skipped(id, reason) => {
+                                summary.images.skipped += 1;
+                                summary.skip("generation_image", id, Some(&row.task_id), reason);
+                            }
+                        }
                     }
                 }
                 if table == LegacyTable::BaseModel && outcome.task_present() {
@@ -557,6 +665,20 @@ pub async fn run(options: &ImportOptions, target: &Target) -> anyhow::Result<Imp
         }
     }
     bar.finish_and_clear();
+    if let Some(note) = skew.note(&options.zones) {
+        summary.notes.push(note);
+    }
+    if summary.copy_failed() {
+        summary.notes.push(format!(
+            "{} image download(s) failed (see copy_failures); those images keep their \
+             remote URL: fix the cause and run the import again to copy them",
+            summary.images.copy_failed
+        ));
+    }
+    for note in &summary.notes {
+        // Not `eprintln!`: it panics when stderr is a closed pipe.
+        let _ = writeln!(std::io::stderr(), "warning: {note}");
+    }
     Ok(summary)
 }
 
@@ -627,19 +749,20 @@ async fn import_image(
             .is_some_and(|k| k.starts_with(&prefix))
     });
     if let Some(url) = url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err("image URL is not http(s)".into());
+        }
+        let remote = ImportedImage {
+            angle,
+            location: ImageLocation::Remote(url.to_owned()),
+            mime: None,
+            width: None,
+            height: None,
+            bytes: None,
+            created_at,
+        };
         if !options.copy_images {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err("image URL is not http(s)".into());
-            }
-            return Ok(ImageResult::Remote(ImportedImage {
-                angle,
-                location: ImageLocation::Remote(url.to_owned()),
-                mime: None,
-                width: None,
-                height: None,
-                bytes: None,
-                created_at,
-            }));
+            return Ok(ImageResult::Remote(remote));
         }
         if let Some(done) = earlier {
             return Ok(ImageResult::AlreadyCopied(from_record(
@@ -648,7 +771,7 @@ async fn import_image(
         }
         if options.dry_run {
             // Not downloaded: the key's extension is a guess until then.
-            return Ok(ImageResult::Copied(ImportedImage {
+            return Ok(ImageResult::WouldCopy(ImportedImage {
                 angle,
                 location: ImageLocation::Stored(format!("{prefix}img")),
                 mime: None,
@@ -658,12 +781,20 @@ async fn import_image(
                 created_at,
             }));
         }
-        let bytes = read_all(&*target.fetcher, url, MAX_IMAGE_BYTES)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (key, image) = stored_image(&task.task_id, row, &bytes, angle, created_at)?;
-        pending.push((key, bytes));
-        return Ok(ImageResult::Copied(image));
+        // A failed copy keeps the remote URL: the image stays usable.
+        let bytes = match read_all(&*target.fetcher, url, MAX_IMAGE_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(e) => return Ok(ImageResult::CopyFailed(remote, e.to_string())),
+        };
+        return Ok(
+            match stored_image(&task.task_id, row, &bytes, angle, created_at) {
+                Ok((key, image)) => {
+                    pending.push((key, bytes));
+                    ImageResult::Copied(image)
+                }
+                Err(reason) => ImageResult::CopyFailed(remote, reason),
+            },
+        );
     }
     if row.has_inline == 0 {
         return Err("no image URL and no inline image".into());
@@ -817,6 +948,39 @@ mod tests {
         r.apimart_task_id = None;
         let t = convert_task(LegacyTable::BaseModel, &r, None, &z, Some(at)).unwrap();
         assert_eq!(t.resume_at, None);
+    }
+
+    #[test]
+    fn created_after_end_flags_a_wrong_source_zone() {
+        // The row: created 08:00 server time, completed 00:05 UTC.
+        let right = convert_task(
+            LegacyTable::BaseModel,
+            &row("completed"),
+            None,
+            &zones("+08:00", "UTC"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(created_after_end(&right), None);
+        let wrong = convert_task(
+            LegacyTable::BaseModel,
+            &row("completed"),
+            None,
+            &zones("UTC", "UTC"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            created_after_end(&wrong).map(|d| d.num_minutes()),
+            Some(475)
+        );
+        let skew = ClockSkew {
+            tasks: 1,
+            worst: chrono::TimeDelta::minutes(475),
+        };
+        let note = skew.note(&zones("UTC", "UTC")).unwrap();
+        assert!(note.contains("--source-timezone (UTC)"), "{note}");
+        assert_eq!(ClockSkew::default().note(&zones("UTC", "UTC")), None);
     }
 
     #[test]

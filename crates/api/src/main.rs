@@ -14,7 +14,10 @@ async fn main() -> std::process::ExitCode {
         Err(e) => {
             // Not `eprintln!`: it panics when stderr is a closed pipe.
             let _ = writeln!(std::io::stderr(), "error: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<modelgen_api::cli::PartialFailure>() {
+                Some(partial) => std::process::ExitCode::from(partial.status),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
