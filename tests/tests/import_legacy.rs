@@ -741,6 +741,25 @@ async fn legacy_import_then_edit_and_outfit(backend: Backend) {
         "{body}"
     );
     assert_eq!(body["data"]["progress"], parked.progress);
+    // A parked base model never completes by itself: the hint says so.
+    let parked_base = want
+        .imported
+        .iter()
+        .find(|r| !r.terminal() && r.table == "base_model_task")
+        .unwrap();
+    let (status, body) = api
+        .post(
+            "/models/edit",
+            &json!({"user_id": parked_base.user_id, "base_model_task_id": parked_base.task_id,
+                    "edit_instructions": "换成微笑的表情"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("not running") && msg.contains("--resume-unfinished"),
+        "{body}"
+    );
     // Nothing imported was submitted upstream: only the edit and the outfit.
     assert_eq!(sim.stats().tasks_created, 2);
     drop(service);

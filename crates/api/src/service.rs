@@ -15,7 +15,8 @@ use modelgen_domain::{
 };
 use modelgen_persistence::{
     BlobError, BlobStore, Fence, ImageLocation, ImageRecord, ImageRepository, InsertOutcome,
-    NewTask, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository,
+    IMPORT_FINGERPRINT_PREFIX, NewTask, RepoError, TaskChange, TaskQuery, TaskRecord,
+    TaskRepository, parked_until,
 };
 
 use crate::dto::{
@@ -632,10 +633,23 @@ impl TaskService {
             )]));
         }
         if base.status != TaskStatus::Completed {
+            let imported = base
+                .request_fingerprint
+                .as_deref()
+                .is_some_and(|f| f.starts_with(IMPORT_FINGERPRINT_PREFIX));
+            let hint = if base.status.is_terminal() {
+                "it will never complete; create a new base model"
+            } else if imported && base.next_run_at >= parked_until() {
+                "it was imported unfinished and is not running (an operator can resume \
+                 it with `modelgen import legacy --resume-unfinished` when it kept its \
+                 Apimart id); create a new base model"
+            } else {
+                "wait until it completes"
+            };
             return Err(ApiError::Invalid(vec![field_error(
                 "base_model_task_id",
                 format!(
-                    "base model task {raw} is {}, not completed; wait until it completes",
+                    "base model task {raw} is {}, not completed; {hint}",
                     base.status
                 ),
             )]));

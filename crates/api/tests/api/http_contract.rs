@@ -206,7 +206,25 @@ async fn base_model_must_be_completed_and_of_a_model_type() {
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)));
     assert!(
-        body["msg"].as_str().unwrap().contains("not completed"),
+        body["msg"].as_str().unwrap().contains("wait until it completes"),
+        "{body}"
+    );
+    // A cancelled base will never complete: the hint says so.
+    let cancelled = app.create_default("bm").await;
+    let (status, body) = app
+        .post(&format!("/tasks/{cancelled}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .post(
+            "/models/edit",
+            &json!({"user_id": "bm", "base_model_task_id": cancelled, "edit_instructions": "x"}),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(1001)));
+    let msg = body["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("will never complete") && !msg.contains("wait"),
         "{body}"
     );
     app.drive_until_terminal(&pending).await;
