@@ -76,6 +76,19 @@ pub enum ImportCommand {
     Legacy(LegacyImportArgs),
 }
 
+/// What `migrate` prints: how many migrations it applied, and their names.
+fn migrate_report(applied: &[String]) -> String {
+    if applied.is_empty() {
+        "applied 0 migrations: the database is up to date".to_owned()
+    } else {
+        format!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        )
+    }
+}
+
 /// Exit status of `import legacy` when the import finished but some
 /// `--copy-images` download failed (docs/legacy.md, "Exit status").
 pub const IMPORT_COPY_FAILED: u8 = 3;
@@ -271,11 +284,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = open_database(&config).await?;
             let applied = db.migrate().await.context("running migrations")?;
-            out(&format!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
-            ))
+            out(&migrate_report(&applied))
         }
         Command::Tasks(TasksCommand::Show { task_id }) => {
             let db = open_database(&config).await?;
@@ -519,4 +528,21 @@ fn toml_like(config: &Config) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrate_report_has_no_dangling_colon() {
+        assert_eq!(
+            migrate_report(&[]),
+            "applied 0 migrations: the database is up to date"
+        );
+        assert_eq!(
+            migrate_report(&["0001_init".to_owned(), "0002_x".to_owned()]),
+            "applied 2 migration(s): 0001_init, 0002_x"
+        );
+    }
 }

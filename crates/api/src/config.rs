@@ -129,7 +129,23 @@ fn opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Erro
         .map(Secret))
 }
 
-/// Serializes a URL with its password (if any) replaced by `***`.
+/// Query parameters of database URLs whose values are settings, not
+/// secrets: shown by `config check` (every other query value is `***`).
+const PLAIN_QUERY_PARAMS: &[&str] = &[
+    "charset",
+    "collation",
+    "sslmode",
+    "ssl_mode",
+    "ssl-mode",
+    "connect_timeout",
+    "application_name",
+    "mode",
+    "cache",
+];
+
+/// Serializes a URL with its password (if any) replaced by `***`, and the
+/// values of its query parameters too, except known settings such as
+/// `charset` ([`PLAIN_QUERY_PARAMS`]).
 fn redact_url_password<S: serde::Serializer>(
     value: &str,
     serializer: S,
@@ -139,15 +155,29 @@ fn redact_url_password<S: serde::Serializer>(
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
-            // Query values often carry tokens (`?token=…`): keep the names only.
+            // Query values often carry tokens (`?token=…`, under any name):
+            // only the values of known connection settings are shown.
             if u.query().is_some() {
-                let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
-                let mut pairs = u.query_pairs_mut();
-                pairs.clear();
-                for name in names {
-                    pairs.append_pair(&name, "***");
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let shown = if PLAIN_QUERY_PARAMS
+                            .iter()
+                            .any(|p| p.eq_ignore_ascii_case(&k))
+                        {
+                            v.into_owned()
+                        } else {
+                            "***".to_owned()
+                        };
+                        (k.into_owned(), shown)
+                    })
+                    .collect();
+                let mut query = u.query_pairs_mut();
+                query.clear();
+                for (name, value) in pairs {
+                    query.append_pair(&name, &value);
                 }
-                drop(pairs);
+                drop(query);
             }
             serializer.serialize_str(u.as_str())
         }
@@ -1081,6 +1111,16 @@ mod tests {
         assert!(
             json.contains("http://hook:***@cb.example/x?token=***&v=***"),
             "{json}"
+        );
+        let db = with(&[(
+            "database_url",
+            "\"mysql+aiomysql://app:dbPASS5@db/m?charset=utf8mb4\"",
+        )])
+        .unwrap();
+        let json = serde_json::to_string(&db).unwrap();
+        assert!(
+            json.contains("mysql+aiomysql://app:***@db/m?charset=utf8mb4"),
+            "a setting like charset is shown, the password is not: {json}"
         );
         // The values themselves are untouched for use.
         assert_eq!(

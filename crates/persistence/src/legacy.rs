@@ -275,7 +275,7 @@ impl LegacySource {
     pub async fn connect(url: &str) -> Result<LegacySource, LegacySourceError> {
         if !crate::db::is_mysql_url(url) {
             return Err(LegacySourceError::Url(
-                "expected mysql://user:password@host:3306/database (or mariadb://, mysql+aiomysql://)"
+                "expected mysql://user:password@host:3306/database (or mariadb://, mysql+aiomysql://, mysql+pymysql://)"
                     .into(),
             ));
         }

@@ -364,7 +364,7 @@ impl Backend {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         Err(RepoError::UnsupportedUrl(format!(
             "scheme `{}` is not one of sqlite://, postgres://, postgresql://, mysql:// \
-             (also mysql+aiomysql://, mariadb://)",
+             (also mysql+aiomysql://, mysql+pymysql://, mariadb://)",
             scheme.chars().take(32).collect::<String>()
         )))
     }
@@ -597,7 +597,8 @@ impl Database {
         let _ = mysql_prelude;
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         Err(RepoError::UnsupportedUrl(format!(
-            "scheme `{}` is not one of sqlite://, postgres://, postgresql://, mysql://",
+            "scheme `{}` is not one of sqlite://, postgres://, postgresql://, mysql:// \
+             (also mysql+aiomysql://, mysql+pymysql://, mariadb://)",
             scheme.chars().take(32).collect::<String>()
         )))
     }
@@ -833,4 +834,24 @@ fn is_mysql_transient(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_scheme_lists_every_accepted_mysql_spelling() {
+        let parsed = Backend::parse_url("redis://h/0").unwrap_err().to_string();
+        let lazy = Database::connect_lazy("redis://h/0", PoolOptions::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for message in [parsed, lazy] {
+            assert!(
+                message.contains("mysql+aiomysql://") && message.contains("mysql+pymysql://"),
+                "{message}"
+            );
+        }
+    }
 }
