@@ -13,6 +13,8 @@ MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 CARGO_FUZZ_VERSION ?= 0.13.2
 FUZZ_TARGETS ?= data_uri image_header apimart_response
 FUZZ_SECONDS ?= 60
+# Port of `make s3-server`, which `make run-s3` connects to.
+S3_PORT ?= 8014
 
 .PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
 
@@ -88,16 +90,16 @@ load:
 s3-tools:
 	@[ -x $(S3S_FS) ] || $(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked --root $(TOOLS)
 
-## A local S3-compatible server for trying modelgen on S3: 127.0.0.1:8014,
+## A local S3-compatible server for trying modelgen on S3: 127.0.0.1:$(S3_PORT) (8014),
 ## access key `modelgen`, secret `modelgen-secret`, bucket `modelgen`, data in ./data/s3.
 s3-server: s3-tools
 	mkdir -p data/s3/modelgen
-	$(S3S_FS) --host 127.0.0.1 --port 8014 --access-key modelgen --secret-key modelgen-secret data/s3
+	$(S3S_FS) --host 127.0.0.1 --port $(S3_PORT) --access-key modelgen --secret-key modelgen-secret data/s3
 
 ## modelgen against `make s3-server` (run that first, in another terminal),
 ## with presigned image URLs.
 run-s3:
-	STORAGE_URL=s3://modelgen/images AWS_ENDPOINT_URL=http://127.0.0.1:8014 AWS_ALLOW_HTTP=true \
+	STORAGE_URL=s3://modelgen/images AWS_ENDPOINT_URL=http://127.0.0.1:$(S3_PORT) AWS_ALLOW_HTTP=true \
 	AWS_ACCESS_KEY_ID=modelgen AWS_SECRET_ACCESS_KEY=modelgen-secret AWS_REGION=us-east-1 \
 	IMAGE_URL_MODE=presigned $(CARGO) run -p modelgen-api --bin modelgen -- serve
 

@@ -27,7 +27,8 @@ use mysql_async::prelude::Queryable as _;
 use serde_json::{Value, json};
 
 /// The four tables as the earlier service's SQLAlchemy models declare them
-/// (`app/models/__init__.py`; docs/legacy.md lists the columns), plus
+/// (`app/models/__init__.py`; docs/legacy.md lists the columns and shows
+/// this DDL for users to copy: keep both the same), plus
 /// `apimart_task_id`, which its later repositories read and write.
 const LEGACY_DDL: &str = "
 CREATE TABLE base_model_task (
