@@ -697,7 +697,9 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// `GET /tasks`: list tasks, newest first, with a keyset cursor.
+/// `GET /tasks`: list tasks in descending `task_id` order (bytewise: newest
+/// first for ids modelgen creates; imported legacy ids sort by their bytes,
+/// docs/legacy.md), with a keyset cursor.
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(
         ("user_id" = Option<String>, Query, description = "Only this user's tasks"),

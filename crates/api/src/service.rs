@@ -807,7 +807,7 @@ impl TaskService {
         Ok(view)
     }
 
-    /// `GET /tasks`: newest first, keyset pagination with an opaque cursor.
+    /// `GET /tasks`: descending task id (newest first for modelgen's ULID ids), keyset pagination with an opaque cursor.
     ///
     /// # Errors
     /// 400/1001 for a bad filter, limit or cursor.

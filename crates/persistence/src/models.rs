@@ -297,7 +297,7 @@ pub struct ImageRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Filters for listing tasks, newest first.
+/// Filters for listing tasks (descending task id order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskQuery {
     /// Only this user's tasks.

@@ -52,7 +52,7 @@ pub trait TaskRepository: Send + Sync {
     /// `idx_task_submitted_status`, O(position) entries.
     async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError>;
 
-    /// Tasks matching `query`, newest first (descending task id), at most `query.limit`.
+    /// Tasks matching `query` in descending task id order, bytewise (newest first for ULID ids), at most `query.limit`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
 
     /// Claims up to `limit` non-terminal tasks with `next_run_at <= now` whose
