@@ -922,7 +922,10 @@ async fn legacy_import_copies_images_into_storage_once() {
         &["--copy-images", "--dry-run"],
     )
     .await;
-    assert_eq!(dry["images"]["copied"], 0, "a dry run claims no copy: {dry}");
+    assert_eq!(
+        dry["images"]["copied"], 0,
+        "a dry run claims no copy: {dry}"
+    );
     // (A dry run does not foresee the request_id clash between two rows
     // it would create: the duplicate counts as created there.)
     assert_eq!(dry["tasks"]["skipped"], 1, "only the unknown status: {dry}");
@@ -948,8 +951,7 @@ async fn legacy_import_copies_images_into_storage_once() {
         locations(&db, &broken_task).await,
         vec![ImageLocation::Remote(broken_url.clone())]
     );
-    let (status, refused) =
-        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    let (status, refused) = import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
     assert_eq!(status, 3, "a failed copy exits with status 3: {refused}");
     assert_eq!(refused["images"]["copied"], 0, "{refused}");
     assert_eq!(refused["images"]["skipped"], 0, "{refused}");
@@ -988,8 +990,7 @@ async fn legacy_import_copies_images_into_storage_once() {
             ),
         )],
     );
-    let (status, summary) =
-        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    let (status, summary) = import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
     assert_eq!(status, 3, "{summary}");
     assert_eq!(
         summary["images"]["copied"],
@@ -1015,8 +1016,7 @@ async fn legacy_import_copies_images_into_storage_once() {
     assert_eq!(fetched, with_url.len() as u64 + 1);
 
     // Again: nothing downloaded twice, nothing changed (the 404 is tried again).
-    let (status, again) =
-        import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
+    let (status, again) = import_status(dir.path(), &env, &source.url, &["--copy-images"]).await;
     assert_eq!(status, 3, "{again}");
     assert_eq!(
         again["images"]["already_copied"],

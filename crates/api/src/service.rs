@@ -14,8 +14,8 @@ use modelgen_domain::{
     format_timestamp,
 };
 use modelgen_persistence::{
-    BlobError, BlobStore, Fence, ImageLocation, ImageRecord, ImageRepository, InsertOutcome,
-    IMPORT_FINGERPRINT_PREFIX, NewTask, RepoError, TaskChange, TaskQuery, TaskRecord,
+    BlobError, BlobStore, Fence, IMPORT_FINGERPRINT_PREFIX, ImageLocation, ImageRecord,
+    ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange, TaskQuery, TaskRecord,
     TaskRepository, parked_until,
 };
 

@@ -206,7 +206,10 @@ async fn base_model_must_be_completed_and_of_a_model_type() {
         .await;
     assert_eq!((status, body["code"].as_i64()), (400, Some(1001)));
     assert!(
-        body["msg"].as_str().unwrap().contains("wait until it completes"),
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("wait until it completes"),
         "{body}"
     );
     // A cancelled base will never complete: the hint says so.
