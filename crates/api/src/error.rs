@@ -33,6 +33,10 @@ pub const CODE_METHOD_NOT_ALLOWED: i32 = 1009;
 /// Envelope code: the queue of tasks waiting to be submitted upstream is at
 /// `MAX_QUEUED_TASKS`; retry after the `Retry-After` header (HTTP 429).
 pub const CODE_QUEUE_FULL: i32 = 1010;
+/// Envelope code: a state-changing request a browser sent from another site
+/// (`Sec-Fetch-Site: cross-site` or `same-site`; HTTP 403). Servers such as
+/// the Java backend never send that header.
+pub const CODE_CROSS_SITE: i32 = 1011;
 
 /// Every response body: `{"code": int, "msg": string, "data": object|null}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -61,13 +65,13 @@ pub struct FieldErrorView {
     pub message: String,
 }
 
-/// An error envelope: `code` is one of 1001–1010, `data` is null or details.
+/// An error envelope: `code` is one of 1001–1011, `data` is null or details.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"code": 1003, "msg": "task task_01ARZ3NDEKTSV4RRFFQ69G5FAV not found", "data": null}))]
 pub struct ErrorEnvelope {
     /// 1001 invalid parameters, 1002 Apimart failed, 1003 not found, 1004 internal,
     /// 1005 unauthorized, 1006 conflict, 1007 too large, 1008 unsupported media
-    /// type, 1009 method not allowed, 1010 queue full.
+    /// type, 1009 method not allowed, 1010 queue full, 1011 cross-site request.
     pub code: i32,
     /// Human-readable message.
     pub msg: String,
@@ -126,6 +130,16 @@ pub enum ApiError {
         /// The methods the path has, comma-separated (the `Allow` header).
         allow: String,
     },
+    /// 403/1011: a browser sent this state-changing request from another site.
+    #[error(
+        "cross-site request refused: a browser sent this {method} from another site (Sec-Fetch-Site: {site}); call modelgen from a server"
+    )]
+    CrossSite {
+        /// The method used.
+        method: String,
+        /// The `Sec-Fetch-Site` value.
+        site: String,
+    },
     /// 429/1010 with `Retry-After`: too many tasks wait to be submitted.
     #[error(
         "queue full: {queued} tasks are waiting to be submitted (MAX_QUEUED_TASKS {limit}); retry after {retry_after} s"
@@ -168,6 +182,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => CODE_UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => CODE_METHOD_NOT_ALLOWED,
             ApiError::QueueFull { .. } => CODE_QUEUE_FULL,
+            ApiError::CrossSite { .. } => CODE_CROSS_SITE,
             ApiError::Upstream(_) => CODE_UPSTREAM,
             ApiError::Unavailable(_) | ApiError::Internal(_) => CODE_INTERNAL,
         }
@@ -215,6 +230,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::CrossSite { .. } => StatusCode::FORBIDDEN,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -230,14 +230,16 @@ pub async fn middleware(
         Some(token) if !is_public(req.path()) => !bearer_matches(req.request(), &token),
         _ => false,
     };
+    let refused = if denied {
+        Some(ApiError::Unauthorized)
+    } else {
+        browser_refusal(req.request())
+    };
 
-    let mut response = if denied {
+    let mut response = if let Some(refusal) = refused {
         let (http_req, _) = req.into_parts();
-        ServiceResponse::new(
-            http_req,
-            actix_web::ResponseError::error_response(&ApiError::Unauthorized),
-        )
-        .map_into_right_body()
+        ServiceResponse::new(http_req, actix_web::ResponseError::error_response(&refusal))
+            .map_into_right_body()
     } else {
         next.call(req)
             .instrument(span.clone())
@@ -262,6 +264,60 @@ pub async fn middleware(
             .insert(header::HeaderName::from_static("x-request-id"), v);
     }
     Ok(response)
+}
+
+/// What a browser can send another site's server without a CORS preflight
+/// (the Fetch standard's "CORS-safelisted" request types): an HTML form or a
+/// `fetch` with one of these types, or with no body at all.
+const SIMPLE_REQUEST_TYPES: [&str; 3] = [
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
+];
+
+/// Refuses, for every state-changing method (anything but GET, HEAD and
+/// OPTIONS), what only a cross-site browser request looks like, before any
+/// handler runs: more than one `Content-Type` header (415/1008: ambiguous,
+/// a proxy may read the other one), a form or `text/plain` type on any route
+/// — the ones that take no body too, e.g. cancel — (415/1008), and
+/// `Sec-Fetch-Site: cross-site|same-site` (403/1011), which browsers set on
+/// every request and servers never do. `None` lets the request through.
+pub fn browser_refusal(req: &HttpRequest) -> Option<ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let headers = req.headers();
+    let mut types = headers.get_all(header::CONTENT_TYPE);
+    if let Some(first) = types.next() {
+        if types.next().is_some() {
+            return Some(ApiError::UnsupportedMediaType(
+                "more than one Content-Type header; send exactly one: application/json".into(),
+            ));
+        }
+        let essence = first
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if SIMPLE_REQUEST_TYPES
+            .iter()
+            .any(|t| essence.eq_ignore_ascii_case(t))
+        {
+            return Some(ApiError::UnsupportedMediaType(format!(
+                "Content-Type `{}` is what a cross-site HTML form sends: modelgen takes JSON bodies only (Content-Type: application/json), and no body where a route takes none",
+                echoed_media_type(essence)
+            )));
+        }
+    }
+    let site = headers.get("sec-fetch-site")?.to_str().ok()?;
+    (site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site")).then(|| {
+        ApiError::CrossSite {
+            method: req.method().to_string(),
+            site: site.to_ascii_lowercase(),
+        }
+    })
 }
 
 /// Checks the declared type ([`check_json_content_type`], 415/1008), reads the

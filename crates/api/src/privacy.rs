@@ -424,8 +424,10 @@ impl Privacy {
     }
 }
 
-/// Query of `DELETE /admin/users/{user_id}/data`.
+/// Query of `DELETE /admin/users/{user_id}/data`. Unknown parameters are
+/// refused (400/1001): a misspelled `dry_run` must not erase for real.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PurgeQuery {
     dry_run: Option<String>,
 }

@@ -441,3 +441,105 @@ async fn an_empty_limit_is_refused_on_both_list_routes() {
     let (status, body) = app.get("/tasks?status=&type=&cursor=").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Found by a black-box attack after issue 11's 415 landed: the POST routes
+/// that take no body (cancel, redeliver) took a cross-site HTML form post, a
+/// second `Content-Type` header slipped past the first, and a page on
+/// another site could cancel with a body-less `fetch`. Each is refused before
+/// any handler runs, and changes nothing.
+#[tokio::test]
+async fn cross_site_browser_requests_are_refused_on_every_state_changing_route() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let id = app.create_default("csrf").await;
+    let cancel = format!("/tasks/{id}/cancel");
+    for (path, content_type) in [
+        (cancel.as_str(), "application/x-www-form-urlencoded"),
+        (cancel.as_str(), "multipart/form-data; boundary=x"),
+        (cancel.as_str(), "TEXT/PLAIN;charset=utf-8"),
+        (
+            "/admin/callbacks/redeliver-dead",
+            "application/x-www-form-urlencoded",
+        ),
+    ] {
+        let (status, body) = post_typed(&app, path, Some(content_type), b"a=b".to_vec()).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (415, Some(1008)),
+            "{path} {content_type}: {body}"
+        );
+    }
+    // Two Content-Type headers: ambiguous, whichever comes first.
+    for (first, second) in [
+        ("application/json", "text/plain"),
+        ("text/plain", "application/json"),
+    ] {
+        let r = app
+            .client
+            .post(format!("{}/models/default", app.base))
+            .header("content-type", first)
+            .header("content-type", second)
+            .body(default_body("csrf-two"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["code"].as_i64()), (415, Some(1008)), "{body}");
+        assert!(
+            body["msg"]
+                .as_str()
+                .unwrap()
+                .contains("more than one Content-Type"),
+            "{body}"
+        );
+    }
+    let (_, page) = app.get("/tasks?user_id=csrf-two").await;
+    assert_eq!(page["data"]["items"], json!([]), "nothing stored: {page}");
+    // A body-less fetch from another site.
+    for site in ["cross-site", "same-site"] {
+        let r = app
+            .client
+            .post(format!("{}{cancel}", app.base))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["code"].as_i64()), (403, Some(1011)), "{body}");
+    }
+    let (_, view) = app.get(&format!("/tasks/{id}")).await;
+    assert_eq!(view["data"]["status"], "submitted", "not cancelled: {view}");
+    // Same-origin requests, and servers (no Sec-Fetch-Site), go through.
+    let r = app
+        .client
+        .post(format!("{}{cancel}", app.base))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, view) = app.get(&format!("/tasks/{id}")).await;
+    assert_eq!(view["data"]["status"], "cancelled", "{view}");
+}
+
+/// Found by a black-box attack: `?dryrun=true` (misspelled) was ignored and
+/// the user's data erased for real.
+#[tokio::test]
+async fn an_erasure_with_an_unknown_query_parameter_is_refused_and_erases_nothing() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let id = app.create_default("keep-me-too").await;
+    for query in ["dryrun=true", "dry-run=true", "dry_run=true&force=1"] {
+        let (status, body) = app
+            .delete(&format!("/admin/users/keep-me-too/data?{query}"))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (400, Some(1001)),
+            "{query}: {body}"
+        );
+    }
+    let (_, view) = app.get(&format!("/tasks/{id}")).await;
+    assert_eq!(view["data"]["status"], "submitted", "not cancelled: {view}");
+    assert!(app.stored_inputs() > 0, "its photo is still there");
+}
