@@ -558,66 +558,6 @@ mod tests {
             .map_err(|e| format!("{e:?}"))
     }
 
-    /// Arbitrary JSON, biased towards the keys the parser looks at.
-    fn arb_json() -> impl Strategy<Value = Value> {
-        let key = prop_oneof![
-            prop::sample::select(vec![
-                "code",
-                "data",
-                "id",
-                "task_id",
-                "status",
-                "progress",
-                "result",
-                "images",
-                "url",
-                "expires_at",
-                "error",
-                "message",
-                "msg",
-                "type",
-                "task_info",
-                "estimated_time",
-                "actual_time",
-                "created",
-                "completed",
-                "cost",
-                "credits_cost",
-                "success",
-                "remain_balance",
-                "unlimited_quota",
-            ])
-            .prop_map(str::to_owned),
-            "[a-z]{0,6}",
-        ];
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            prop::sample::select(vec![
-                "completed",
-                "failed",
-                "pending",
-                "200",
-                "-5",
-                "1e308",
-                "NaN",
-                "inf"
-            ])
-            .prop_map(Value::from),
-            ".{0,12}".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 48, 6, move |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
         #[test]
         fn any_integer_progress_clamps(p in any::<i64>()) {
@@ -636,7 +576,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_json_never_panics(v in arb_json()) {
+        fn arbitrary_json_never_panics(v in crate::parse_fuzz::value()) {
             let raw = bytes(&v);
             let _ = parse_submit(&raw);
             let _ = parse_status(&raw, "asked");

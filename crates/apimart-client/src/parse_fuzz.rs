@@ -49,8 +49,9 @@ fn fuzz_apimart_response_corpus() {
     }
 }
 
-/// Any JSON value, leaves biased to what the parsers read.
-fn value() -> impl Strategy<Value = Value> {
+/// Any JSON value, leaves biased to what the parsers read, keys to the ones
+/// they look at (also `parse.rs`'s `arbitrary_json_never_panics`).
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
@@ -84,7 +85,7 @@ fn value() -> impl Strategy<Value = Value> {
         .prop_map(Value::from),
         ".{0,20}".prop_map(Value::from),
     ];
-    leaf.prop_recursive(3, 32, 6, |inner| {
+    leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             proptest::collection::btree_map(
