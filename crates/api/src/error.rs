@@ -12,7 +12,7 @@ pub const CODE_OK: i32 = 0;
 /// Envelope code: invalid parameters (HTTP 400).
 pub const CODE_INVALID: i32 = 1001;
 /// Envelope code: the Apimart call failed (HTTP 502; also a failed task's `error_code`).
-pub const CODE_UPSTREAM: i32 = 1002;
+pub const CODE_UPSTREAM: i32 = modelgen_engine::CODE_UPSTREAM;
 /// Envelope code: task not found (HTTP 404).
 pub const CODE_NOT_FOUND: i32 = 1003;
 /// Envelope code: internal error (HTTP 500).

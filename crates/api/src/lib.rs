@@ -8,24 +8,23 @@
 
 pub mod admin;
 pub mod admission;
-pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod dto;
-pub mod engine;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod import;
 pub mod legacy;
 pub mod openapi;
-pub mod pacing;
-pub mod ports;
 pub mod privacy;
 pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+
+// The engine is its own crate; its modules keep their old paths here.
+pub use modelgen_engine::{alerts, engine, pacing, ports};
 
 pub use config::Config;
 pub use startup::{Application, Role};

@@ -290,17 +290,7 @@ fn fingerprint(draft: &Draft) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
-/// The URL a client gets for `image`, rendered now from the store's URL mode:
-/// a stored image's key through [`BlobStore::url`], a remote image's own URL.
-///
-/// # Errors
-/// When the store cannot render the URL (e.g. presigning credentials unavailable).
-pub async fn image_url(blobs: &dyn BlobStore, image: &ImageRecord) -> Result<String, BlobError> {
-    match &image.location {
-        ImageLocation::Stored(key) => blobs.url(key).await,
-        ImageLocation::Remote(url) => Ok(url.clone()),
-    }
-}
+pub use modelgen_engine::image_url;
 
 /// The API view of a task and its images, with URLs rendered now. `inline`
 /// holds `(image id, base64)` pairs to include (`?include=image_base64`).

@@ -14,7 +14,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
 /// Apimart, or anything that speaks its task protocol.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait ImageGenerator: Send + Sync {
     /// Submits a generation; `idempotency_key` is stable for the task.
@@ -72,7 +72,7 @@ pub enum FetchError {
 pub type ImageChunks = BoxStream<'static, Result<Bytes, FetchError>>;
 
 /// Downloads result images.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait ImageFetcher: Send + Sync {
     /// GETs `url` and, once the response is accepted (2xx, announced length
@@ -169,7 +169,7 @@ impl ImageFetcher for HttpImageFetcher {
 }
 
 /// Current time, injectable.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 pub trait Clock: Send + Sync {
     /// Now, UTC.
     fn now(&self) -> DateTime<Utc>;

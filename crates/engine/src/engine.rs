@@ -1,6 +1,6 @@
 //! The task engine: workers that claim due tasks under a lease, submit them to
 //! Apimart, poll them, download and store results, and deliver callbacks from
-//! the outbox (DESIGN.md, "Engine" and "Callbacks").
+//! the outbox (docs/design.md, "Leases and fencing" and "Completion and callbacks").
 //!
 //! Every write is fenced by the worker's lease, so a worker that lost its lease
 //! (paused, partitioned, slow) cannot overwrite what a newer worker wrote.
@@ -32,11 +32,11 @@ use modelgen_persistence::{
     ImageRepository, NewImage, RepoError, TaskChange, TaskRecord, TaskRepository,
 };
 
+use crate::CODE_UPSTREAM;
 use crate::alerts::Alerts;
-use crate::error::CODE_UPSTREAM;
 use crate::health::EngineLoop;
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
-use crate::service::BLOB_REF_PREFIX;
+use modelgen_persistence::{BLOB_REF_PREFIX, RESULTS_PREFIX};
 
 /// `error_message` (and metrics `error_kind`) of a task whose upstream run
 /// went on past `TASK_TIMEOUT`, counted from its submission (`submitted_at`).
@@ -174,7 +174,7 @@ fn d(td: Duration) -> TimeDelta {
 }
 
 /// A short label for an upstream error, for logs and metrics.
-pub(crate) fn upstream_error_kind(e: &ApimartError) -> &'static str {
+pub fn upstream_error_kind(e: &ApimartError) -> &'static str {
     match e {
         ApimartError::BadRequest { .. } => "bad_request",
         ApimartError::Unauthorized { .. } => "unauthorized",
@@ -538,7 +538,7 @@ impl Engine {
         }
     }
 
-    /// The Apimart error policy (DESIGN.md "Engine"): 400/403/404 fail the task
+    /// The Apimart error policy (docs/design.md, "Polling and pacing"): 400/403/404 fail the task
     /// with the message kept; 401/402 fail it and raise an alert; transient
     /// errors (already retried with backoff inside the client) fail a submit,
     /// and reschedule a poll (the task timeout bounds it).
@@ -837,7 +837,7 @@ impl Engine {
         // completed the task recorded under the same task.
         let key = format!(
             "{}{}/{index}-{}.{}",
-            crate::http::RESULTS_PREFIX,
+            RESULTS_PREFIX,
             task.task_id,
             ulid::Ulid::generate(),
             mime.extension()
@@ -977,7 +977,7 @@ impl Engine {
         for i in &records {
             // Rendered now, for this attempt: current PUBLIC_BASE_URL, or a
             // presigned URL valid from now on.
-            let image_url = crate::service::image_url(&*self.blobs, i)
+            let image_url = crate::image_url(&*self.blobs, i)
                 .await
                 .map_err(|e| RepoError::Unavailable(format!("rendering an image URL: {e}")))?;
             images.push(CallbackImage {
