@@ -82,7 +82,7 @@ async fn assert_completed_with_png(api: &Api, task: &serde_json::Value) {
 }
 
 /// The callback for `task_id` arrived with the token, a verifiable signature
-/// and the DESIGN.md payload.
+/// and the documented payload (README, "Callbacks").
 async fn assert_callback(world: &World, task_id: &str, status: &str) {
     let received = wait_for(&format!("callback for {task_id}"), DEADLINE, || async {
         let got = world.receiver.delivered_for(task_id);

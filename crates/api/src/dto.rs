@@ -21,9 +21,9 @@ use modelgen_domain::{
     MAX_WEIGHT_KG,
 };
 
-/// Longest `user_id` and `request_id`, characters (DESIGN.md).
+/// Longest `user_id` and `request_id`, characters (README, "API").
 pub const MAX_ID_CHARS: u64 = 64;
-/// Most garment images per outfit task (DESIGN.md).
+/// Most garment images per outfit task (README, "API").
 pub const MAX_OUTFIT_IMAGES: u64 = 5;
 
 /// Positive numbers as [`modelgen_domain::body::parse_decimal`] reads them
@@ -344,7 +344,7 @@ pub struct ImageView {
     pub image_base64: Option<String>,
 }
 
-/// `GET /tasks/{task_id}` (DESIGN.md "Task view"); times are RFC 3339 UTC.
+/// `GET /tasks/{task_id}` (README, "API"); times are RFC 3339 UTC.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct TaskView {
     /// Task id.

@@ -1,5 +1,5 @@
 //! The response envelope and the one place where errors become HTTP statuses
-//! and envelope codes (DESIGN.md, "Wire contract").
+//! and envelope codes (README, "API").
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

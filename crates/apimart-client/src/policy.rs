@@ -11,7 +11,7 @@ use std::time::Duration;
 /// and that delay, unless this exceeds `max_rate_limit_wait`: then the call gives up at once
 /// with [`crate::ApimartError::RateLimited`].
 ///
-/// The defaults follow DESIGN.md (base 1 s, cap 32 s, 5 attempts).
+/// The defaults: base 1 s, cap 32 s, 5 attempts (README.md of this crate, "Errors and retries").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total tries including the first; must be at least 1 ([`crate::ApimartClient::new`]
@@ -27,11 +27,11 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Default total tries: 5 (DESIGN.md, "Upstream errors").
+    /// Default total tries: 5.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-    /// Default base delay: 1 s (DESIGN.md).
+    /// Default base delay: 1 s.
     pub const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
-    /// Default delay cap: 32 s (DESIGN.md).
+    /// Default delay cap: 32 s.
     pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(32);
     /// Default longest honoured rate-limit wait: 60 s, so one call never hangs for minutes on
     /// a long `Retry-After`; the caller can reschedule instead.

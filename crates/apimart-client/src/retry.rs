@@ -1,7 +1,7 @@
 //! The retry loop with jittered exponential backoff.
 //!
 //! This is the only module that touches the `backoff` crate (flagged unmaintained,
-//! RUSTSEC-2025-0012; STACK.md): replacing it means rewriting [`Schedule`] alone.
+//! RUSTSEC-2025-0012): replacing it means rewriting [`Schedule`] alone.
 
 use std::future::Future;
 use std::time::Duration;

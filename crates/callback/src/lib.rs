@@ -1,4 +1,4 @@
-//! Callbacks to the Java backend (DESIGN.md, "Callbacks to the Java backend").
+//! Callbacks to the Java backend (the modelgen README, "Callbacks").
 //!
 //! - [`CallbackPayload`]: the JSON body sent when a task reaches a terminal state.
 //! - [`sign`] / [`verify`]: Standard Webhooks HMAC-SHA256 signatures

@@ -1,5 +1,5 @@
 //! The JSON body POSTed to `CALLBACK_URL` when a task reaches a terminal state
-//! (DESIGN.md, "Callbacks to the Java backend"). Field names are the wire contract
+//! (the modelgen README, "Callbacks"). Field names are the wire contract
 //! the Java backend parses; `null` fields are always present, never omitted.
 
 use chrono::{DateTime, Utc};
@@ -35,7 +35,7 @@ pub struct CallbackPayload {
     pub image_url: Option<String>,
     /// Every result image, in upstream order; empty unless `completed`.
     pub images: Vec<CallbackImage>,
-    /// Wire error code (DESIGN.md, "Wire contract") for `failed`, else `null`.
+    /// Wire error code (the modelgen README, "API") for `failed`, else `null`.
     pub error_code: Option<i32>,
     /// Human-readable failure reason for `failed`, else `null`.
     pub error_message: Option<String>,

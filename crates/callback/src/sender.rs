@@ -1,4 +1,4 @@
-//! One delivery attempt of a callback over HTTP (DESIGN.md, "Callbacks to the Java
+//! One delivery attempt of a callback over HTTP (the modelgen README, "Callbacks to the Java
 //! backend"). Retries are not made here: the outbox worker records each outcome and
 //! schedules the next attempt durably (see [`crate::backoff`]).
 //!

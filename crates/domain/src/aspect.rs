@@ -1,5 +1,5 @@
 //! The `size` of a generated image: an aspect ratio from Apimart's list
-//! (APIMART.md, "Submit"; docs.apimart.ai, `size`).
+//! (docs/apimart.md, "Submit").
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,7 +12,7 @@ use crate::task::ParseEnumError;
 /// `size`. Model-specific extras (`auto`, pixel sizes) are deliberately left
 /// out so that a request never depends on the configured model.
 ///
-/// Defaults to `4:3`, as in the earlier service (DESIGN.md, "Inputs").
+/// Defaults to `4:3`, as in the earlier service (docs/legacy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AspectRatio {
     /// `1:1`, square.

@@ -1,4 +1,4 @@
-//! Exponential backoff with jitter, as pure functions (CONVENTIONS.md, "Domain values").
+//! Exponential backoff with jitter, as pure functions.
 //!
 //! The engine's schedules (upstream retries: base 1 s, cap 32 s; polling;
 //! callback redelivery) all compute their waits here, so the arithmetic is

@@ -1,4 +1,4 @@
-//! The body profile of a default-model request (DESIGN.md, "Wire contract", "Inputs").
+//! The body profile of a default-model request (README, "API").
 //!
 //! Every field is optional, as in the earlier service's latest code
 //! (docs/legacy.md, "Body profile"): a missing field is left out of the prompt,
@@ -31,7 +31,7 @@ pub const MAX_AGE_YEARS: u8 = 150;
 
 /// Longest accepted `skin_tone` and `body_shape`, in characters (Unicode scalar
 /// values, not bytes), after trimming. Both go into the prompt verbatim, and
-/// the prompt must stay under Apimart's 1000-character limit (APIMART.md).
+/// the prompt must stay under Apimart's 1000-character limit (docs/apimart.md, "Submit").
 pub const MAX_BODY_TEXT_CHARS: usize = 64;
 
 /// The wire path of the body profile object in a default-model request.

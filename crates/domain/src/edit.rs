@@ -1,4 +1,4 @@
-//! The `edit_instructions` of an edit request (DESIGN.md, "Wire contract").
+//! The `edit_instructions` of an edit request (README, "API").
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,9 +6,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest accepted edit instructions, in characters (Unicode scalar values,
-/// not bytes) after trimming (DESIGN.md: 1–500). The edit prompt wraps them in
+/// not bytes) after trimming (README, "API": 1–500). The edit prompt wraps them in
 /// about 450 characters of fixed text and must stay under Apimart's
-/// 1000-character prompt limit (APIMART.md).
+/// 1000-character prompt limit (docs/apimart.md, "Submit").
 pub const MAX_EDIT_INSTRUCTIONS_CHARS: usize = 500;
 
 /// What the client wants changed on a base model, e.g. "make the hair short

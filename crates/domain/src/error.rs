@@ -1,7 +1,7 @@
 //! The per-field validation error shared by every input parser.
 //!
 //! The HTTP layer answers `400` / code `1001` with `data.errors` = a list of
-//! these (DESIGN.md, "Wire contract"), so a client learns about every bad field
+//! these (README, "API"), so a client learns about every bad field
 //! at once rather than one per round trip.
 
 use std::fmt;

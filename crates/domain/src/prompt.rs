@@ -1,4 +1,4 @@
-//! Prompt templates for the three jobs (DESIGN.md, "The three jobs"), rendered
+//! Prompt templates for the three jobs (README, "modelgen"), rendered
 //! with minijinja.
 //!
 //! The built-in templates live in `crates/domain/templates/*.j2` and are
@@ -24,12 +24,12 @@ use crate::outfit::OutfitDescription;
 use crate::task::Angle;
 
 /// Apimart's prompt length limit on several models, in characters
-/// (APIMART.md, "Submit"). Rendered prompts are always strictly shorter; the
+/// (docs/apimart.md, "Submit"). Rendered prompts are always strictly shorter; the
 /// built-in templates stay well below it for every valid input (tested), and
 /// an override that runs longer is cut at a word boundary.
 pub const MAX_PROMPT_CHARS: usize = 1000;
 
-/// Most garment images an outfit request may carry (DESIGN.md: 1–5).
+/// Most garment images an outfit request may carry (README, "API": 1–5).
 pub const MAX_OUTFIT_GARMENTS: usize = 5;
 
 /// File name of the default-model template (F1).

@@ -1,4 +1,4 @@
-//! Task types, states and the pure transition function (DESIGN.md, "Task state machine").
+//! Task types, states and the pure transition function (docs/design.md, "The state machine").
 //!
 //! ```text
 //! submitted ──▶ processing ──▶ completed
@@ -77,7 +77,7 @@ macro_rules! wire_enum {
 }
 
 wire_enum!(
-    /// The three jobs (DESIGN.md, "The three jobs").
+    /// The three jobs (README, "modelgen").
     TaskType {
         /// F1: a user's own model from a front photo and body measurements.
         Default => "default",
@@ -213,7 +213,7 @@ pub enum TransitionError {
 pub const MIN_UPDATE_STEP: TimeDelta = TimeDelta::milliseconds(1);
 
 /// A timestamp as every API and callback shows it: RFC 3339, UTC, with
-/// milliseconds, e.g. `2026-11-29T11:35:33.123Z` (DESIGN.md, "Task view").
+/// milliseconds, e.g. `2026-11-29T11:35:33.123Z` (README, "API").
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
