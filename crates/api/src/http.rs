@@ -849,6 +849,12 @@ pub async fn metrics_text(
     metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
     metrics::gauge!("db_pool_connections", "state" => "max").set(pool.max as f64);
     metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
+    // SQLite: the one connection every write of this process goes through.
+    if let Some(writer) = db.writer_pool_status() {
+        metrics::gauge!("db_writer_connections", "state" => "in_use")
+            .set(writer.open.saturating_sub(writer.idle) as f64);
+        metrics::gauge!("db_writer_waiting").set(writer.waiting as f64);
+    }
     for (which, age) in state.readiness.heartbeat.ages() {
         metrics::gauge!("engine_loop_last_beat_seconds", "loop" => which.as_str())
             .set(age.as_secs_f64());

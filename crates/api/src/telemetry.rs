@@ -235,6 +235,14 @@ fn describe_metrics() {
         "db_pool_waiting",
         "Callers waiting for a database connection"
     );
+    describe_gauge!(
+        "db_writer_connections",
+        "SQLite: the writer connection (0 or 1 in use)"
+    );
+    describe_gauge!(
+        "db_writer_waiting",
+        "SQLite: writes queued for the writer connection"
+    );
     describe_counter!("alerts_total", "Alerts raised, by kind");
     describe_gauge!(
         "engine_loop_last_beat_seconds",

@@ -936,6 +936,8 @@ const KEPT_METRICS: &[&str] = &[
     "lease_claims_total",
     "db_pool_connections",
     "db_pool_waiting",
+    "db_writer_connections",
+    "db_writer_waiting",
 ];
 
 fn kept_metrics(text: &str) -> Vec<String> {

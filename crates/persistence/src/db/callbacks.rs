@@ -182,7 +182,7 @@ impl CallbackOutbox for Database {
 
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
         let now_db = to_db(now);
-        let count = with_conn!(self, |conn| {
+        let count = write_conn!(self, |conn| {
             Ok(
                 diesel::update(c::table.filter(c::status.eq(CallbackStatus::Dead.as_str())))
                     .set((

@@ -130,7 +130,9 @@ macro_rules! due_callbacks {
 /// Runs `$body` (an expression of type `Result<T, RepoError>` that may `.await`
 /// and use `?`) with `$conn` bound to a pooled connection of the database's
 /// backend, and `$dialect` naming that backend's module (`sqlite`, `postgres`
-/// or `mysql`).
+/// or `mysql`). For reads only: on SQLite the connection is one of the
+/// readers, which refuse writes (`PRAGMA query_only`); a statement that writes
+/// goes through [`write_conn!`] or [`write_tx!`].
 /// Errors are passed through [`classify`]; a pool failure is
 /// [`RepoError::Unavailable`].
 ///
@@ -140,14 +142,32 @@ macro_rules! due_callbacks {
 /// [`RepoError::Unavailable`] and the connection is closed rather than put
 /// back (it may still be waiting for an answer).
 macro_rules! with_conn {
-    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
+    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {
+        $crate::db::on_conn!(read, $db, |$conn $(, $dialect)?| $body)
+    };
+}
+
+/// Like [`with_conn!`], for a body that writes (one autocommitted statement,
+/// or several that need no transaction): on SQLite it runs on the one writer
+/// connection of the process, waiting its turn (FIFO) behind the other writes,
+/// within the same call deadline. On PostgreSQL and MySQL it is [`with_conn!`].
+macro_rules! write_conn {
+    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {
+        $crate::db::on_conn!(write, $db, |$conn $(, $dialect)?| $body)
+    };
+}
+
+/// The body of [`with_conn!`] and [`write_conn!`]: `$role` (`read` or
+/// `write`) picks the SQLite pool; the other backends have one pool.
+macro_rules! on_conn {
+    ($role:ident, $db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
         let budget = $db.timeouts.call;
         let deadline = ::tokio::time::Instant::now() + budget;
         let result: Result<_, $crate::error::RepoError> = match &$db.pools {
             #[cfg(feature = "sqlite")]
-            $crate::db::Pools::Sqlite(pool) => {
+            $crate::db::Pools::Sqlite(pools) => {
                 $(use $crate::db::sqlite as $dialect;)?
-                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let mut guard = $crate::db::checkout(&pools.$role, deadline, budget).await?;
                 let outcome = {
                     let $conn: &mut $crate::db::sqlite::Conn = &mut guard;
                     ::tokio::time::timeout_at(deadline, async { $body }).await
@@ -178,22 +198,25 @@ macro_rules! with_conn {
         result.map_err($crate::db::classify)
     }};
 }
+pub(crate) use on_conn;
 
-/// Like [`with_conn!`], but runs `$body` in a write transaction: `BEGIN
-/// IMMEDIATE` on SQLite (takes the database write lock before the first read, so
-/// read-check-write cannot interleave with another writer), a plain transaction
-/// on PostgreSQL and MySQL (the body locks what it reads with `dialect::lock_*`,
-/// i.e. `SELECT … FOR UPDATE`). Any `Err` rolls the transaction back; so does
-/// the call timeout (the connection is closed, which ends the transaction).
+/// Like [`write_conn!`], but runs `$body` in a write transaction: `BEGIN
+/// IMMEDIATE` on SQLite, on the one writer connection (it takes the database
+/// write lock before the first read, so read-check-write cannot interleave
+/// with another writer — another process's; this process's writes already
+/// queue for the writer connection), a plain transaction on PostgreSQL and
+/// MySQL (the body locks what it reads with `dialect::lock_*`, i.e. `SELECT …
+/// FOR UPDATE`). Any `Err` rolls the transaction back; so does the call
+/// timeout (the connection is closed, which ends the transaction).
 macro_rules! write_tx {
     ($db:expr, |$conn:ident, $dialect:ident| $body:expr) => {{
         let budget = $db.timeouts.call;
         let deadline = ::tokio::time::Instant::now() + budget;
         let result: Result<_, $crate::error::RepoError> = match &$db.pools {
             #[cfg(feature = "sqlite")]
-            $crate::db::Pools::Sqlite(pool) => {
+            $crate::db::Pools::Sqlite(pools) => {
                 use $crate::db::sqlite as $dialect;
-                let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
+                let mut guard = $crate::db::checkout(&pools.write, deadline, budget).await?;
                 let outcome = {
                     let c: &mut $crate::db::sqlite::Conn = &mut guard;
                     ::tokio::time::timeout_at(
@@ -296,7 +319,8 @@ mod retention;
 pub(crate) mod sqlite;
 mod tasks;
 
-/// A snapshot of the connection pool.
+/// A snapshot of a connection pool ([`Database::pool_status`],
+/// [`Database::writer_pool_status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStatus {
     /// Configured maximum.
@@ -307,6 +331,17 @@ pub struct PoolStatus {
     pub idle: usize,
     /// Callers waiting for a connection.
     pub waiting: usize,
+}
+
+impl PoolStatus {
+    fn of(status: deadpool::Status) -> PoolStatus {
+        PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
 }
 
 /// Which database a [`Database`] talks to, chosen from the URL scheme.
@@ -410,9 +445,13 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`DEFAULT_CALL_TIMEOUT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
-    /// Most connections open at once (default 10; 0 is treated as 1).
+    /// Most connections open at once (default 10; 0 is treated as 1). On
+    /// SQLite these are the readers; the one writer connection comes on top.
     pub max_connections: usize,
-    /// Longest wait for a free connection (default 5 s); then [`RepoError::Unavailable`].
+    /// Longest wait for a free connection (default 5 s); then
+    /// [`RepoError::Unavailable`]. On SQLite, a write waits for the writer
+    /// connection in turn (FIFO) until `call_timeout` instead: waiting is how
+    /// writes take turns there.
     pub acquire_timeout: Duration,
     /// Longest time to open a new connection, or to check a pooled one
     /// (default 2 s); then [`RepoError::Unavailable`].
@@ -448,11 +487,11 @@ pub(crate) struct Timeouts {
     pub(crate) call: Duration,
 }
 
-/// The pool of one backend.
+/// The pool of one backend (on SQLite, its readers and its one writer).
 #[derive(Clone)]
 pub(crate) enum Pools {
     #[cfg(feature = "sqlite")]
-    Sqlite(diesel_async::pooled_connection::deadpool::Pool<sqlite::Conn>),
+    Sqlite(sqlite::Pools),
     #[cfg(feature = "postgres")]
     Postgres(diesel_async::pooled_connection::deadpool::Pool<postgres::Conn>),
     #[cfg(feature = "mysql")]
@@ -487,7 +526,9 @@ impl Database {
     /// Accepted URLs:
     /// - `sqlite://data/modelgen.db` (relative to the current directory),
     ///   `sqlite:///abs/path.db` (parent directories are created; every SQLite
-    ///   connection runs with WAL, a 5 s busy timeout and foreign keys on);
+    ///   connection runs with WAL, the statement timeout as busy timeout and
+    ///   foreign keys on; `max_connections` read-only connections serve the
+    ///   reads, and one more, the writer, every write of the process);
     /// - `postgres://user:pass@host:port/db` and `postgresql://…` (no TLS);
     /// - `mysql://user:pass@host:port/db` (no TLS), also `mariadb://…` and
     ///   SQLAlchemy's `mysql+aiomysql://…` as the earlier service wrote it; a
@@ -543,9 +584,9 @@ impl Database {
                 let path = sqlite::parse_path(rest)?;
                 sqlite::prepare_path(&path)?;
                 let target = path.to_string_lossy().into_owned();
-                let pool = sqlite::build_pool(&target, &options)?;
+                let pools = sqlite::build_pools(&target, &options)?;
                 return Ok(Database {
-                    pools: Pools::Sqlite(pool),
+                    pools: Pools::Sqlite(pools),
                     target,
                     timeouts,
                 });
@@ -664,21 +705,29 @@ impl Database {
         })?
     }
 
-    /// Connections of the pool right now, for metrics.
+    /// Connections of the pool right now, for metrics: on SQLite the readers
+    /// ([`PoolOptions::max_connections`] of them at most), see
+    /// [`Database::writer_pool_status`] for the writer.
     pub fn pool_status(&self) -> PoolStatus {
-        let status = match &self.pools {
+        match &self.pools {
             #[cfg(feature = "sqlite")]
-            Pools::Sqlite(pool) => pool.status(),
+            Pools::Sqlite(pools) => PoolStatus::of(pools.read.status()),
             #[cfg(feature = "postgres")]
-            Pools::Postgres(pool) => pool.status(),
+            Pools::Postgres(pool) => PoolStatus::of(pool.status()),
             #[cfg(feature = "mysql")]
-            Pools::Mysql(pool) => pool.status(),
-        };
-        PoolStatus {
-            max: status.max_size,
-            open: status.size,
-            idle: status.available,
-            waiting: status.waiting,
+            Pools::Mysql(pool) => PoolStatus::of(pool.status()),
+        }
+    }
+
+    /// The SQLite writer right now (`max` 1; `waiting`: writes queued for
+    /// it), for metrics. `None` on PostgreSQL and MySQL, whose writes share
+    /// the one pool of [`Database::pool_status`].
+    pub fn writer_pool_status(&self) -> Option<PoolStatus> {
+        match &self.pools {
+            #[cfg(feature = "sqlite")]
+            Pools::Sqlite(pools) => Some(PoolStatus::of(pools.write.status())),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 

@@ -4,6 +4,16 @@
 //! SQLite has no row locks. Every read-check-write runs in a `BEGIN IMMEDIATE`
 //! transaction (see `write_tx!`), which takes the database's single write lock
 //! before its first read; the `lock_*` functions here are therefore plain reads.
+//!
+//! SQLite has one write lock per file, and a connection that finds it taken
+//! sleeps and polls in its busy handler (unfair, and "database is locked" once
+//! the busy timeout is spent). So the process writes through ONE connection
+//! ([`Pools::write`]): its writes queue for it in order, in the pool's FIFO
+//! semaphore, bounded by the call timeout; reads use the other connections
+//! ([`Pools::read`]), which WAL lets run beside the writer and which refuse
+//! writes (`PRAGMA query_only`), so a write sent to a reader by mistake fails
+//! at once instead of contending for the lock. The busy timeout stays, against
+//! other processes on the same file (the CLI, a second replica).
 
 use std::path::PathBuf;
 
@@ -40,17 +50,42 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migra
 /// it rather than failing.
 const MIGRATION_BUSY_TIMEOUT_MS: u128 = 60_000;
 
+/// The SQLite pools of one [`crate::Database`]: readers, and the one writer
+/// every statement that writes goes through (see the module documentation).
+#[derive(Clone)]
+pub(crate) struct Pools {
+    /// Up to [`PoolOptions::max_connections`] read-only connections
+    /// (`PRAGMA query_only = ON`): `with_conn!`.
+    pub(crate) read: Pool<Conn>,
+    /// One connection: `write_conn!` and `write_tx!`.
+    pub(crate) write: Pool<Conn>,
+}
+
+/// What a pooled connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Reads only; writes fail with "attempt to write a readonly database".
+    Read,
+    /// Every write of the process.
+    Write,
+}
+
 /// Run on every new connection: wait up to `busy_timeout_ms` for another
-/// writer's lock before failing with "database is locked" (without it
-/// concurrent writers fail at once; STACK.md: 27 of 32 concurrent inserts
-/// failed), write-ahead log (readers do not block the writer), enforce the
-/// `REFERENCES` clauses (SQLite ignores them unless asked, per connection).
-/// `busy_timeout` comes first so that switching to WAL waits instead of
-/// failing when another connection holds the lock.
-fn connection_pragmas(busy_timeout_ms: u128) -> String {
+/// writer's lock before failing with "database is locked" (the backstop
+/// against other processes: this one writes through one connection),
+/// write-ahead log (readers do not block the writer), enforce the
+/// `REFERENCES` clauses (SQLite ignores them unless asked, per connection);
+/// a reader then refuses writes. `busy_timeout` comes first so that switching
+/// to WAL waits instead of failing when another connection holds the lock,
+/// and `query_only` last, after the switch (which writes the file header).
+fn connection_pragmas(busy_timeout_ms: u128, role: Role) -> String {
+    let query_only = match role {
+        Role::Read => " PRAGMA query_only = ON;",
+        Role::Write => "",
+    };
     format!(
         "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;{query_only}"
     )
 }
 
@@ -103,13 +138,14 @@ pub(crate) fn prepare_path(path: &std::path::Path) -> Result<(), RepoError> {
 fn setup_connection(
     path: &str,
     busy_timeout_ms: u128,
+    role: Role,
     home: Option<tokio::runtime::Handle>,
 ) -> BoxFuture<'_, ConnectionResult<Conn>> {
     let path = path.to_owned();
     Box::pin(async move {
         let open = async move {
             let mut conn = <Conn as AsyncConnection>::establish(&path).await?;
-            conn.batch_execute(&connection_pragmas(busy_timeout_ms))
+            conn.batch_execute(&connection_pragmas(busy_timeout_ms, role))
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
@@ -123,20 +159,44 @@ fn setup_connection(
     })
 }
 
-/// A deadpool of SQLite connections to the file at `path`.
-pub(crate) fn build_pool(path: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
+/// The pools of the file at `path`: `options.max_connections` readers, waited
+/// for up to `options.acquire_timeout`, and one writer, waited for in FIFO
+/// order (deadpool's semaphore is tokio's, which is fair) until the call
+/// deadline of `write_conn!`/`write_tx!` ([`PoolOptions::call_timeout`]):
+/// waiting for it is the normal state of a write under load, not a shortage.
+pub(crate) fn build_pools(path: &str, options: &PoolOptions) -> Result<Pools, RepoError> {
+    Ok(Pools {
+        read: build_pool(
+            path,
+            options,
+            Role::Read,
+            options.max_connections,
+            Some(options.acquire_timeout),
+        )?,
+        write: build_pool(path, options, Role::Write, 1, None)?,
+    })
+}
+
+/// A deadpool of up to `size` SQLite connections for `role` to the file at `path`.
+fn build_pool(
+    path: &str,
+    options: &PoolOptions,
+    role: Role,
+    size: usize,
+    wait: Option<std::time::Duration>,
+) -> Result<Pool<Conn>, RepoError> {
     let mut config = ManagerConfig::<Conn>::default();
     let busy_timeout_ms = options.statement_timeout.as_millis().max(1);
     let home = tokio::runtime::Handle::try_current().ok();
     config.custom_setup =
-        Box::new(move |path| setup_connection(path, busy_timeout_ms, home.clone()));
+        Box::new(move |path| setup_connection(path, busy_timeout_ms, role, home.clone()));
     // A file connection does not drop like a socket; the ping per checkout would
     // cost a blocking-thread round trip for nothing.
     config.recycling_method = RecyclingMethod::Fast;
     let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
     Pool::builder(manager)
-        .max_size(options.max_connections)
-        .wait_timeout(Some(options.acquire_timeout))
+        .max_size(size)
+        .wait_timeout(wait)
         .create_timeout(Some(options.connect_timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
@@ -147,7 +207,7 @@ pub(crate) fn build_pool(path: &str, options: &PoolOptions) -> Result<Pool<Conn>
 fn migration_connection(path: &str) -> Result<SqliteConnection, RepoError> {
     let mut conn = SqliteConnection::establish(path)
         .map_err(|e| RepoError::Unavailable(format!("cannot open {path}: {e}")))?;
-    conn.batch_execute(&connection_pragmas(MIGRATION_BUSY_TIMEOUT_MS))?;
+    conn.batch_execute(&connection_pragmas(MIGRATION_BUSY_TIMEOUT_MS, Role::Write))?;
     Ok(conn)
 }
 
@@ -254,6 +314,112 @@ pub(crate) async fn due_callback_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Database;
+    use crate::repo::TaskRepository;
+    use diesel::sql_types::Integer;
+    use std::time::Duration;
+
+    /// A migrated database in a new file, with a short call timeout.
+    async fn database(dir: &tempfile::TempDir) -> Database {
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let options = PoolOptions {
+            call_timeout: Duration::from_millis(300),
+            ..PoolOptions::default()
+        };
+        let db = Database::connect(&url, options).await.unwrap();
+        db.migrate().await.unwrap();
+        db
+    }
+
+    fn pools(db: &Database) -> &Pools {
+        #[allow(irrefutable_let_patterns)]
+        let crate::db::Pools::Sqlite(pools) = &db.pools else {
+            panic!("not SQLite")
+        };
+        pools
+    }
+
+    #[derive(QueryableByName)]
+    struct UserVersion {
+        #[diesel(sql_type = Integer)]
+        user_version: i32,
+    }
+
+    async fn user_version(db: &Database) -> Result<i32, RepoError> {
+        with_conn!(db, |conn| {
+            Ok(diesel::sql_query("PRAGMA user_version")
+                .get_result::<UserVersion>(conn)
+                .await?
+                .user_version)
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_refuses_a_write_and_the_writer_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let write = || diesel::sql_query("DELETE FROM callback_delivery");
+        let refused: Result<usize, RepoError> =
+            async { with_conn!(db, |conn| Ok(write().execute(conn).await?)) }.await;
+        assert!(
+            format!("{refused:?}").contains("readonly"),
+            "a reader ran a write: {refused:?}"
+        );
+        let done: Result<usize, RepoError> =
+            async { write_conn!(db, |conn| Ok(write().execute(conn).await?)) }.await;
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(db.writer_pool_status().map(|s| s.max), Some(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_go_on_beside_a_busy_writer_and_writes_queue_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let held = pools(&db).write.get().await.unwrap();
+        // Reads use the readers; a write waits for the writer until its call
+        // deadline, then is Unavailable (503), not "database is locked".
+        assert_eq!(user_version(&db).await.unwrap(), 0);
+        let waited = db.release_all_task_leases("nobody").await;
+        assert!(
+            matches!(&waited, Err(RepoError::Unavailable(m)) if m.contains("no database connection")),
+            "{waited:?}"
+        );
+
+        // Writes queued behind the held writer run in the order they queued:
+        // the last one queued is the last one applied.
+        let mut queued = Vec::new();
+        for version in 1..=5 {
+            let db2 = db.clone();
+            let slow = PoolOptions {
+                call_timeout: Duration::from_secs(60),
+                ..PoolOptions::default()
+            };
+            let db2 = Database {
+                timeouts: crate::db::Timeouts {
+                    call: slow.call_timeout,
+                },
+                ..db2
+            };
+            queued.push(tokio::spawn(async move {
+                let written: Result<(), RepoError> = write_conn!(db2, |conn| {
+                    diesel::sql_query(format!("PRAGMA user_version = {version}"))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                });
+                written
+            }));
+            while pools(&db).write.status().waiting < version {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(db.writer_pool_status().map(|s| s.waiting), Some(5));
+        drop(held);
+        for write in queued {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(user_version(&db).await.unwrap(), 5);
+    }
 
     #[test]
     fn url_paths_are_relative_or_absolute() {

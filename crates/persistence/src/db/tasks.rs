@@ -142,7 +142,7 @@ fn plan_update(
 impl TaskRepository for Database {
     async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError> {
         let row = TaskRow::from_new(&task)?;
-        let inserted = with_conn!(self, |conn, dialect| {
+        let inserted = write_conn!(self, |conn, dialect| {
             Ok(dialect::insert_returning!(
                 conn,
                 t::table,
@@ -329,7 +329,7 @@ impl TaskRepository for Database {
         let id = id.to_string();
         let now_db = to_db(now);
         let expires = to_db(add(now, lease));
-        let renewed = with_conn!(self, |conn| {
+        let renewed = write_conn!(self, |conn| {
             Ok(diesel::update(
                 t::table
                     .find(&id)
@@ -360,7 +360,7 @@ impl TaskRepository for Database {
 
     async fn release_task_lease(&self, id: &TaskId, owner: &str) -> Result<(), RepoError> {
         let id = id.to_string();
-        with_conn!(self, |conn| {
+        write_conn!(self, |conn| {
             diesel::update(t::table.find(&id).filter(t::lease_owner.eq(owner)))
                 .set((
                     t::lease_owner.eq(None::<String>),
@@ -373,7 +373,7 @@ impl TaskRepository for Database {
     }
 
     async fn release_all_task_leases(&self, owner: &str) -> Result<u64, RepoError> {
-        let released = with_conn!(self, |conn| {
+        let released = write_conn!(self, |conn| {
             Ok(diesel::update(t::table.filter(t::lease_owner.eq(owner)))
                 .set((
                     t::lease_owner.eq(None::<String>),

@@ -15,6 +15,7 @@ mod import;
 mod mysql;
 mod properties;
 mod retention;
+mod sqlite_writer;
 mod submitted_at_migration;
 mod support;
 mod tasks;
