@@ -118,11 +118,17 @@ async fn complete(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_writers_never_meet_a_locked_database() {
     let (_migrated, guard) = fresh_database(Backend::Sqlite).await;
-    // As the measured burst: 16 pooled connections (now readers), the defaults otherwise.
+    // As the measured burst: 16 pooled connections (now readers). SQLite's
+    // busy timeout (the statement timeout) cut to 50 ms: writers of this
+    // process wait for each other in its own queue (bounded by the 5 s call
+    // timeout), never in SQLite's busy handler, so no write may come near
+    // it. With 16 connections writing, many would wait longer and fail
+    // "database is locked".
     let db = Database::connect(
         guard.url(),
         PoolOptions {
             max_connections: 16,
+            statement_timeout: Duration::from_millis(50),
             ..PoolOptions::default()
         },
     )
