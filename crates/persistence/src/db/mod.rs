@@ -726,8 +726,10 @@ impl Database {
         match &self.pools {
             #[cfg(feature = "sqlite")]
             Pools::Sqlite(pools) => Some(PoolStatus::of(pools.write.status())),
-            #[allow(unreachable_patterns)]
-            _ => None,
+            #[cfg(feature = "postgres")]
+            Pools::Postgres(_) => None,
+            #[cfg(feature = "mysql")]
+            Pools::Mysql(_) => None,
         }
     }
 

@@ -332,7 +332,10 @@ mod tests {
     }
 
     fn pools(db: &Database) -> &Pools {
-        #[allow(irrefutable_let_patterns)]
+        #[cfg_attr(
+            not(any(feature = "postgres", feature = "mysql")),
+            expect(irrefutable_let_patterns, reason = "SQLite is the only backend built")
+        )]
         let crate::db::Pools::Sqlite(pools) = &db.pools else {
             panic!("not SQLite")
         };
