@@ -256,14 +256,10 @@ pub(super) async fn run_burst(
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let upstream_samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
     let sampling = {
-        let (stop, out, sim_stats) = (
-            stop_sampling.clone(),
-            upstream_samples.clone(),
-            sim.base_url(),
-        );
+        let (stop, out, sim_addr) = (stop_sampling.clone(), upstream_samples.clone(), sim.addr());
         let client = client.clone();
         tokio::spawn(async move {
-            let url = format!("{sim_stats}/_sim/stats");
+            let url = format!("http://{sim_addr}/_sim/stats");
             while !stop.load(Ordering::Relaxed) {
                 if let Some(v) = super::get_json(&client, &url).await {
                     let n = v["submit_requests"].as_u64().unwrap_or(0)
