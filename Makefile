@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -85,6 +85,30 @@ load:
 	$(CARGO) build --release -p modelgen-api --bin modelgen
 	$(CARGO) run --release -p modelgen-e2e --bin load -- \
 		--bin $${CARGO_TARGET_DIR:-target}/release/modelgen $(LOAD_ARGS)
+
+## Burst runs (docs/benchmarks.md, "Bursts"), the release binary against the in-process
+## simulator: `load --mode burst` on SQLite and on PostgreSQL ($(PG_URL); MODELGEN_SKIP_PG=1
+## leaves it out) with UPSTREAM_MAX_RPS=200 and MAX_QUEUED_TASKS=10000 (user A posts
+## BURST_REQUESTS (20000) creates at 16 connections, user B one every 2 s until A's backlog
+## is gone; tasks of 3 s), then the two end-to-end runs with shipped defaults on SQLite:
+## 1000 instant tasks created by 32 clients, and 1000 tasks of 60 s. The markdown report
+## is printed and written to $(BURST_REPORT).
+BURST_REQUESTS ?= 20000
+BURST_REPORT ?= $${CARGO_TARGET_DIR:-target}/burst.md
+burst:
+	$(CARGO) build --release -p modelgen-api --bin modelgen -p modelgen-e2e --bin load
+	set -e; bin=$${CARGO_TARGET_DIR:-target}/release; report=$(BURST_REPORT); : > $$report; \
+	$$bin/load --bin $$bin/modelgen --mode burst --burst-requests $(BURST_REQUESTS) --task-duration 3 \
+		--reads 3000 --label burst-sqlite | tee -a $$report; \
+	if [ -z "$$MODELGEN_SKIP_PG" ]; then \
+		$$bin/load --bin $$bin/modelgen --mode burst --burst-requests $(BURST_REQUESTS) --task-duration 3 \
+			--reads 3000 --database-url $(PG_URL) --label burst-postgres | tee -a $$report; fi; \
+	echo '### End to end, shipped defaults (SQLite)' | tee -a $$report; \
+	$$bin/load --bin $$bin/modelgen --requests 1000 --concurrency 32 --task-duration 0 --reads 0 \
+		--label e2e-instant | tee -a $$report; \
+	$$bin/load --bin $$bin/modelgen --requests 1000 --concurrency 32 --task-duration 60 --reads 0 \
+		--label e2e-60s | tee -a $$report; \
+	echo "burst: report written to $$report"
 
 ## Installs s3s-fs (crates.io), the S3 server the storage tests start on loopback.
 s3-tools:

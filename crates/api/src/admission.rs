@@ -44,13 +44,17 @@ pub const MIN_RETRY_AFTER: u64 = 1;
 pub const MAX_RETRY_AFTER: u64 = 300;
 
 /// The default `MAX_QUEUED_TASKS`: the tasks one replica drains in
-/// `queue_timeout` at its nominal rate, `upstream_max_rps /`
-/// [`NOMINAL_REQUESTS_PER_TASK`] tasks per second. A full queue then empties
-/// before its last task's `QUEUE_TIMEOUT` runs out even with one replica and
-/// twice the upstream requests per task the simulator measures. With the
-/// shipped defaults (24 h, 20 requests/s): 432 000.
-pub fn default_max_queued(queue_timeout: Duration, upstream_max_rps: u32) -> u64 {
-    let per_second = f64::from(upstream_max_rps) / NOMINAL_REQUESTS_PER_TASK;
+/// `queue_timeout` at its nominal rate, `start_rps /`
+/// [`NOMINAL_REQUESTS_PER_TASK`] tasks per second. `start_rps` is the rate
+/// the upstream pacer starts at (`AimdSettings::start` in
+/// `crates/engine/src/pacing.rs`: 20 requests/s, or `UPSTREAM_MAX_RPS` when
+/// lower), not the ceiling: the pacer only rises above it while Apimart
+/// answers without a 429, so the ceiling promises nothing. A full queue then
+/// empties before its last task's `QUEUE_TIMEOUT` runs out even with one
+/// replica and twice the upstream requests per task the simulator measures.
+/// With the shipped defaults (24 h, 20 requests/s): 432 000.
+pub fn default_max_queued(queue_timeout: Duration, start_rps: f64) -> u64 {
+    let per_second = start_rps.max(0.0) / NOMINAL_REQUESTS_PER_TASK;
     (queue_timeout.as_secs_f64() * per_second).floor().max(1.0) as u64
 }
 
@@ -167,18 +171,19 @@ pub struct Admission {
 
 impl Admission {
     /// Admission control over `tasks` with `limit` (`None`: no limit) and the
-    /// replica's upstream cap (for the nominal drain rate).
+    /// replica's upstream start rate in requests/s (for the nominal drain rate;
+    /// see [`default_max_queued`]).
     pub fn new(
         tasks: Arc<dyn TaskRepository>,
         clock: Arc<dyn Clock>,
         limit: Option<u64>,
-        upstream_max_rps: u32,
+        start_rps: f64,
     ) -> Admission {
         Admission {
             tasks,
             clock,
             limit,
-            nominal_per_second: f64::from(upstream_max_rps.max(1)) / NOMINAL_REQUESTS_PER_TASK,
+            nominal_per_second: start_rps.max(1.0) / NOMINAL_REQUESTS_PER_TASK,
             counters: Arc::default(),
             reading: Mutex::new(None),
         }
@@ -307,11 +312,20 @@ mod tests {
     #[test]
     fn the_default_limit_drains_within_the_queue_timeout_at_the_nominal_rate() {
         let day = Duration::from_secs(86_400);
-        assert_eq!(default_max_queued(day, 20), 432_000);
-        let limit = default_max_queued(day, 20) as f64;
+        assert_eq!(default_max_queued(day, 20.0), 432_000);
+        let limit = default_max_queued(day, 20.0) as f64;
         let nominal = 20.0 / NOMINAL_REQUESTS_PER_TASK;
         assert!(limit / nominal <= day.as_secs_f64());
-        assert_eq!(default_max_queued(Duration::from_secs(1), 1), 1);
+        assert_eq!(default_max_queued(Duration::from_secs(1), 1.0), 1);
+    }
+
+    #[test]
+    fn the_default_limit_follows_the_pacers_start_rate_not_its_ceiling() {
+        let day = Duration::from_secs(86_400);
+        let shipped = modelgen_engine::pacing::AimdSettings::with_ceiling(100);
+        assert_eq!(default_max_queued(day, shipped.start), 432_000);
+        let low = modelgen_engine::pacing::AimdSettings::with_ceiling(8);
+        assert_eq!(default_max_queued(day, low.start), 172_800);
     }
 
     #[test]

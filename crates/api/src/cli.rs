@@ -479,7 +479,7 @@ fn config_check(file: Option<&std::path::Path>) -> anyhow::Result<()> {
                     }
                     (None, Some(n)) => format!(
                         "# admission: creates answer 429 at {n} queued tasks \
-                     (default: QUEUE_TIMEOUT x UPSTREAM_MAX_RPS / {})",
+                     (default: QUEUE_TIMEOUT x min(20, UPSTREAM_MAX_RPS) / {})",
                         crate::admission::NOMINAL_REQUESTS_PER_TASK
                     ),
                 },

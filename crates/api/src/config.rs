@@ -381,7 +381,9 @@ pub struct Config {
     /// The bearer token clients must send.
     #[serde(deserialize_with = "opt_secret")]
     pub api_auth_token: Option<Secret>,
-    /// Most Apimart requests per second from this replica (submits and polls together).
+    /// The ceiling of this replica's Apimart requests per second (submits and
+    /// polls together). The pacer starts at 20 (or this, when lower), rises
+    /// while Apimart answers and halves on a 429 (`crates/engine/src/pacing.rs`).
     pub upstream_max_rps: u32,
     /// Where alerts (Apimart 401/402, dead callbacks) are POSTed as JSON; none when absent.
     #[serde(
@@ -486,7 +488,7 @@ impl Default for Config {
             callback_timeout: 10.0,
             api_auth_enabled: None,
             api_auth_token: None,
-            upstream_max_rps: 20,
+            upstream_max_rps: 100,
             alert_webhook_url: None,
             alert_interval: 300.0,
             worker_concurrency: 16,
@@ -835,9 +837,16 @@ impl Config {
             Some(n) => Some(n),
             None => Some(crate::admission::default_max_queued(
                 Self::secs(self.queue_timeout),
-                self.upstream_max_rps,
+                self.upstream_pacing().start,
             )),
         }
+    }
+
+    /// The upstream pacer's parameters: ceiling `UPSTREAM_MAX_RPS`, the
+    /// shipped start, floor and AIMD steps
+    /// ([`modelgen_engine::pacing::AimdSettings::with_ceiling`]).
+    pub fn upstream_pacing(&self) -> modelgen_engine::pacing::AimdSettings {
+        modelgen_engine::pacing::AimdSettings::with_ceiling(self.upstream_max_rps)
     }
 
     /// How long uploaded input images are kept after their task ends;

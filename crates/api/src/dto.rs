@@ -392,7 +392,7 @@ pub struct TaskView {
     pub queue_position: Option<u64>,
     /// While the task waits to be submitted: when it should be, from its
     /// position and the drain rate measured over the last minute (or the
-    /// nominal rate, `UPSTREAM_MAX_RPS / 4` tasks/s, before any is measured).
+    /// nominal rate, the pacer's start rate / 4 tasks/s, before any is measured).
     /// An estimate; null like `queue_position`.
     pub estimated_start_at: Option<String>,
 }

@@ -216,6 +216,7 @@ impl Application {
         }
         info!(outbound.allowlist = %allowlist, "outbound downloads allowed to internal addresses");
         let outbound = modelgen_outbound::OutboundPolicy::new(allowlist);
+        let pacer = crate::pacing::Pacer::new(config.upstream_pacing());
         let client = Arc::new(
             ApimartClient::new(
                 ApimartConfig::new(api_key)
@@ -223,7 +224,11 @@ impl Application {
                     .with_timeout(Config::secs(config.http_timeout))
                     .with_retry(retry)
                     .with_user_agent(concat!("modelgen/", env!("CARGO_PKG_VERSION")))
-                    .with_observer(Arc::new(crate::telemetry::UpstreamMetrics)),
+                    // Every HTTP attempt (a 429 retried inside the client too)
+                    // adjusts the pacer's rate, then is counted.
+                    .with_observer(
+                        pacer.observer(Some(Arc::new(crate::telemetry::UpstreamMetrics))),
+                    ),
             )
             .context("APIMART_BASE_URL: cannot build the Apimart client")?,
         );
@@ -285,12 +290,7 @@ impl Application {
             None => Alerts::default(),
         };
         let generator = Arc::new(
-            crate::pacing::PacedGenerator::new(
-                client,
-                std::num::NonZeroU32::new(config.upstream_max_rps)
-                    .unwrap_or(std::num::NonZeroU32::MIN),
-            )
-            .with_health(upstream.clone()),
+            crate::pacing::PacedGenerator::new(client, pacer).with_health(upstream.clone()),
         );
         let repo = Arc::new(db.clone());
         let token = CancellationToken::new();
@@ -346,7 +346,7 @@ impl Application {
             repo.clone(),
             Arc::new(SystemClock),
             config.max_queued_tasks(),
-            config.upstream_max_rps,
+            config.upstream_pacing().start,
         ));
         let server = {
             {

@@ -218,7 +218,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "upstream_throttled_total",
-        "Upstream calls delayed by the rate cap or a 429 pause"
+        "Upstream calls that waited: for a pacing slot (rps_cap) or a 429's pause (rate_limited)"
+    );
+    describe_gauge!(
+        "upstream_rate_limit_rps",
+        "The upstream pacer's current rate, requests/s (adaptive, at most UPSTREAM_MAX_RPS)"
     );
     describe_counter!(
         "upstream_submit_unknown_total",

@@ -17,8 +17,15 @@
 //! 3. **read**: `--reads` × `GET /tasks/{id}` at `--concurrency`.
 //!
 //! Throughout, the child's `VmRSS`/`VmHWM` (`/proc/<pid>/status`) are sampled
-//! every 250 ms. The report is printed as a plain-text table and, with
+//! every 250 ms. The report is printed as markdown tables and, with
 //! `--out`, written as JSON.
+//!
+//! `--mode burst` runs the burst scenario instead (one user's burst against
+//! admission control while another user posts single tasks): see
+//! `load/burst.rs` and `make burst`.
+
+#[path = "load/burst.rs"]
+mod burst;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -63,6 +70,21 @@ const MAX_FAILURE_MESSAGES: usize = 10;
     about = "Load run: modelgen child process + in-process Apimart simulator + callback receiver"
 )]
 struct Args {
+    /// `load`: the three phases above; `burst`: the burst scenario (`load/burst.rs`).
+    #[arg(long, value_enum, default_value_t = Mode::Load)]
+    mode: Mode,
+    /// Burst mode: user A's creates.
+    #[arg(long, default_value_t = 20_000)]
+    burst_requests: usize,
+    /// Burst mode: user A's connections.
+    #[arg(long, default_value_t = 16)]
+    burst_concurrency: usize,
+    /// Burst mode: seconds between user B's creates.
+    #[arg(long, default_value_t = 2.0)]
+    steady_every: f64,
+    /// The simulator's rate limit, requests/s (429 with `Retry-After` beyond it); 0: none.
+    #[arg(long, default_value_t = 0)]
+    sim_rate_limit: u32,
     /// The `modelgen` binary. Default: `$MODELGEN_BIN`, else `modelgen` next to this executable.
     #[arg(long)]
     bin: Option<PathBuf>,
@@ -106,6 +128,15 @@ struct Args {
     /// Keep the temp dir (database, images, service log) and print its path.
     #[arg(long)]
     keep: bool,
+}
+
+/// What `load` runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Create, end-to-end, read.
+    Load,
+    /// One user's burst while another posts single tasks.
+    Burst,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -931,6 +962,7 @@ const KEPT_METRICS: &[&str] = &[
     "upstream_request_duration_seconds",
     "upstream_retries_total",
     "upstream_throttled_total",
+    "upstream_rate_limit_rps",
     "upstream_submit_unknown_total",
     "callback_deliveries_total",
     "lease_claims_total",
@@ -1104,6 +1136,16 @@ fn render_text(r: &Report) -> String {
         u.image_downloads,
         u.idempotent_replays
     );
+    let requests = u.submit_requests + u.status_requests;
+    s += &format!(
+        "upstream requests (submits + polls): {requests}, {:.2} per task; answered 429 by the simulator: {}\n",
+        if u.tasks_created > 0 {
+            requests as f64 / u.tasks_created as f64
+        } else {
+            0.0
+        },
+        u.rate_limited
+    );
     s += &format!(
         "shutdown: exit {:?} after {:.2} s; service log {} bytes, {} WARN lines, {} ERROR lines\n",
         r.shutdown_exit_code, r.shutdown_s, r.log_bytes, r.log_warn_lines, r.log_error_lines
@@ -1168,7 +1210,14 @@ async fn main() -> anyhow::Result<()> {
         .tempdir()
         .context("creating the temp dir")?;
     let db = create_database(&args, workdir.path()).await?;
-    let result = run(&args, &bin, workdir.path(), &db).await;
+    let result = match args.mode {
+        Mode::Load => run(&args, &bin, workdir.path(), &db)
+            .await
+            .map(|r| (render_text(&r), serde_json::to_vec_pretty(&r))),
+        Mode::Burst => burst::run_burst(&args, &bin, workdir.path(), &db)
+            .await
+            .map(|r| (burst::render_burst(&r), serde_json::to_vec_pretty(&r))),
+    };
     if let Some((admin, name)) = &db.pg
         && let Err(e) = pg_exec(
             admin,
@@ -1182,11 +1231,10 @@ async fn main() -> anyhow::Result<()> {
         let kept = workdir.keep();
         eprintln!("load: kept {}", kept.display());
     }
-    let report = result?;
-    let text = render_text(&report);
+    let (text, json) = result?;
     println!("{text}");
     if let Some(out) = &args.out {
-        let json = serde_json::to_vec_pretty(&report)?;
+        let json = json?;
         std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("load: report written to {}", out.display());
     }
@@ -1205,6 +1253,7 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
             estimated_time: task_duration,
             api_key: Some(SIM_KEY.into()),
             image_long_side: args.image_long_side,
+            rate_limit: std::num::NonZeroU32::new(args.sim_rate_limit),
             ..SimConfig::default()
         },
         0,
