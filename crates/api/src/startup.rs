@@ -320,6 +320,9 @@ impl Application {
             settings: EngineSettings {
                 owner,
                 lease: Config::secs(config.lease_seconds),
+                step_timeout: modelgen_engine::decide::default_step_timeout(Config::secs(
+                    config.lease_seconds,
+                )),
                 concurrency: config.worker_concurrency,
                 batch_size: config.worker_batch_size,
                 idle_interval: Config::secs(config.worker_idle_interval),
@@ -337,6 +340,7 @@ impl Application {
                 callback_max_delay: callback_cap,
             },
             wake: wake.clone(),
+            callback_wake: Arc::new(Notify::new()),
             shutdown: token.clone(),
             interrupted: Arc::default(),
             heartbeat: heartbeat.clone(),
