@@ -482,6 +482,15 @@ impl Application {
             workers.push(tokio::spawn(
                 self.engine.clone().run_callback_worker(token.clone()),
             ));
+            // Tasks created by other processes wake this one's task loop
+            // (PostgreSQL LISTEN/NOTIFY; none on SQLite and MySQL).
+            if let Some(announcements) = self.db.task_notifications() {
+                workers.push(tokio::spawn(
+                    self.engine
+                        .clone()
+                        .follow_wakeups(announcements, token.clone()),
+                ));
+            }
             if let (Some(retention), interval) = self.retention {
                 workers.push(tokio::spawn(self.privacy.clone().run_input_retention(
                     retention,

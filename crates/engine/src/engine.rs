@@ -312,6 +312,27 @@ impl Engine {
         }
     }
 
+    /// Forwards `announcements` (one item per task created in any process,
+    /// e.g. `modelgen_persistence::Database::task_notifications`) to the task
+    /// loop's wake-up until `token` is cancelled or the stream ends, so a
+    /// task created by another replica is claimed at once rather than at the
+    /// next idle interval.
+    pub async fn follow_wakeups(
+        self: Arc<Self>,
+        mut announcements: futures_util::stream::BoxStream<'static, ()>,
+        token: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                next = announcements.next() => match next {
+                    Some(()) => self.wake.notify_one(),
+                    None => return,
+                },
+            }
+        }
+    }
+
     /// Claims one batch and processes it to the end of each task's current
     /// step. Returns how many tasks were claimed. Used by tests and the CLI to
     /// drive the engine step by step.

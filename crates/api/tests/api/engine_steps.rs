@@ -3,7 +3,9 @@
 //! poll is one request and a durable snooze; a failed download of image 2 of 2
 //! keeps image 1; a panicking step, a step past its timeout and a step cut off
 //! by the shutdown all leave the task to be resumed, never lost. The seams are
-//! thin wrappers around the real simulator client and downloader.
+//! thin wrappers around the real simulator client and downloader. On
+//! PostgreSQL, a task created through one database handle wakes the task loop
+//! of an engine on another (LISTEN/NOTIFY).
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
@@ -18,7 +20,7 @@ use modelgen_api::engine::{Engine, EngineSettings};
 use modelgen_api::ports::{FetchError, ImageChunks, ImageFetcher, ImageGenerator};
 use modelgen_domain::{TaskId, TaskStatus};
 use modelgen_e2e::Backend;
-use modelgen_persistence::{TaskRecord, TaskRepository as _};
+use modelgen_persistence::{Database, PoolOptions, TaskRecord, TaskRepository as _};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -364,4 +366,67 @@ async fn the_shutdown_interrupts_a_step_and_hands_the_task_back_at_once() {
         drive(&app.engine, &app, &id).await.status,
         TaskStatus::Completed
     );
+}
+
+#[tokio::test]
+async fn on_postgres_a_task_created_elsewhere_wakes_an_idle_task_loop() {
+    if Backend::Postgres.skipped() {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres, AppOptions::default()).await;
+    // A second process's view: its own pool, its own wake-up, and an idle
+    // interval far longer than the test, so only the announcement can wake it.
+    let other = Database::connect(app.database_url(), PoolOptions::default())
+        .await
+        .unwrap();
+    let announcements = other
+        .task_notifications()
+        .expect("PostgreSQL announces new tasks");
+    let repo = Arc::new(other.clone());
+    let engine = Arc::new(Engine {
+        tasks: repo.clone(),
+        images: repo.clone(),
+        outbox: repo,
+        wake: Arc::new(Notify::new()),
+        settings: EngineSettings {
+            owner: "other-process".into(),
+            idle_interval: Duration::from_secs(600),
+            ..app.engine.settings.clone()
+        },
+        ..(*app.engine).clone()
+    });
+    let token = CancellationToken::new();
+    let _stop = token.clone().drop_guard();
+    tokio::spawn(engine.clone().follow_wakeups(announcements, token.clone()));
+    tokio::spawn(engine.clone().run_task_worker(token.clone()));
+    // Wait until the loop has claimed nothing and sleeps in its idle wait
+    // (its heartbeat stops moving), and let the listener connect.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let idle = engine
+            .heartbeat
+            .ages()
+            .iter()
+            .any(|(_, age)| *age >= Duration::from_millis(500));
+        if idle {
+            break;
+        }
+        assert!(Instant::now() < end, "the task loop never went idle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Created through the app's own database handle.
+    let id = TaskId::parse(&app.create_default("elsewhere").await).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = task(&app, &id).await;
+        if t.lease_owner.as_deref() == Some("other-process") || t.submit_attempts > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the other engine never claimed the task: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
