@@ -320,9 +320,7 @@ impl Application {
             settings: EngineSettings {
                 owner,
                 lease: Config::secs(config.lease_seconds),
-                step_timeout: modelgen_engine::decide::default_step_timeout(Config::secs(
-                    config.lease_seconds,
-                )),
+                step_timeout: config.step_timeout(),
                 concurrency: config.worker_concurrency,
                 batch_size: config.worker_batch_size,
                 idle_interval: Config::secs(config.worker_idle_interval),
