@@ -1,6 +1,6 @@
 //! The engine's decisions, as pure functions of their inputs (no clock, no
 //! randomness, no I/O): what an upstream error means for a task, when to poll
-//! next, how long a step may run. The steps in crates/engine/src/engine.rs
+//! next, how long a step may run, what a callback attempt leads to. The steps in crates/engine/src/engine.rs
 //! call them and turn the answer into a [`crate::outcome::StepOutcome`]; the
 //! tables are in docs/design.md, "The engine".
 
@@ -148,6 +148,55 @@ pub fn default_step_timeout(lease: Duration) -> Duration {
     lease.saturating_sub(margin).max(Duration::from_millis(100))
 }
 
+/// What one callback delivery attempt leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackVerdict {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Try again after `after`.
+    Retry {
+        /// Wait before the next attempt.
+        after: Duration,
+        /// Why this attempt failed (`HTTP 503`, a transport error).
+        reason: String,
+    },
+    /// The attempts are spent: the row becomes `dead` (and an alert is raised).
+    Dead {
+        /// Why the last attempt failed.
+        reason: String,
+    },
+}
+
+/// The callback policy for attempt number `attempt` (1-based) that ended
+/// with `result`: delivered; dead once `attempt >= max_attempts`; otherwise
+/// retried after `backoff(attempt)`, or the receiver's `Retry-After` when
+/// longer.
+pub fn callback_outcome(
+    result: &modelgen_callback::DeliveryResult,
+    attempt: u32,
+    max_attempts: u32,
+    backoff: impl FnOnce(u32) -> Duration,
+) -> CallbackVerdict {
+    use modelgen_callback::DeliveryResult;
+    let (reason, retry_after) = match result {
+        DeliveryResult::Delivered { .. } => return CallbackVerdict::Delivered,
+        DeliveryResult::Rejected {
+            status,
+            retry_after,
+            ..
+        } => (format!("HTTP {status}"), *retry_after),
+        DeliveryResult::Failed { reason } => (reason.clone(), None),
+    };
+    if attempt >= max_attempts {
+        return CallbackVerdict::Dead { reason };
+    }
+    let delay = backoff(attempt);
+    CallbackVerdict::Retry {
+        after: retry_after.map_or(delay, |r| r.max(delay)),
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +334,44 @@ mod tests {
         assert_eq!(
             first_poll_delay(Some(Duration::from_secs(3600)), base),
             MAX_FIRST_POLL_DELAY
+        );
+    }
+
+    #[test]
+    fn callbacks_retry_honouring_retry_after_until_their_attempts_run_out() {
+        use modelgen_callback::DeliveryResult;
+        let backoff = |_| Duration::from_secs(4);
+        assert_eq!(
+            callback_outcome(&DeliveryResult::Delivered { status: 204 }, 9, 3, backoff),
+            CallbackVerdict::Delivered
+        );
+        let busy = DeliveryResult::Rejected {
+            status: 503,
+            retry_after: Some(Duration::from_secs(30)),
+            body_excerpt: String::new(),
+        };
+        assert_eq!(
+            callback_outcome(&busy, 1, 3, backoff),
+            CallbackVerdict::Retry {
+                after: Duration::from_secs(30),
+                reason: "HTTP 503".into()
+            }
+        );
+        let down = DeliveryResult::Failed {
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            callback_outcome(&down, 2, 3, backoff),
+            CallbackVerdict::Retry {
+                after: Duration::from_secs(4),
+                reason: "connection refused".into()
+            }
+        );
+        assert_eq!(
+            callback_outcome(&down, 3, 3, backoff),
+            CallbackVerdict::Dead {
+                reason: "connection refused".into()
+            }
         );
     }
 

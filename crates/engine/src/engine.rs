@@ -1190,54 +1190,64 @@ impl Engine {
             .await;
         let attempt = u32::try_from(record.attempts.max(0)).unwrap_or(0) + 1;
         let now = self.clock.now();
-        let (outcome, label) = match result {
-            DeliveryResult::Delivered { status } => {
-                info!(http.status = status, attempt, "callback delivered");
+        let settings = &self.settings;
+        let outcome =
+            decide::callback_outcome(&result, attempt, settings.callback_max_attempts, |a| {
+                modelgen_callback::next_attempt_delay(
+                    a,
+                    settings.callback_base_delay,
+                    settings.callback_max_delay,
+                    fastrand::f64(),
+                )
+            });
+        self.record_callback(&record, attempt, now, &result, outcome)
+            .await
+    }
+
+    /// The callback recorder: logs, alerts and counts one attempt's
+    /// `outcome` and writes it (`record_callback_attempt`, fenced by the
+    /// outbox lease; a lost lease drops it quietly).
+    async fn record_callback(
+        &self,
+        record: &CallbackRecord,
+        attempt: u32,
+        now: DateTime<Utc>,
+        result: &DeliveryResult,
+        outcome: decide::CallbackVerdict,
+    ) -> Result<(), RepoError> {
+        let (written, label) = match outcome {
+            decide::CallbackVerdict::Delivered => {
+                if let DeliveryResult::Delivered { status } = result {
+                    info!(http.status = status, attempt, "callback delivered");
+                }
                 (AttemptOutcome::Delivered, "delivered")
             }
-            other => {
-                let (reason, retry_after) = match other {
-                    DeliveryResult::Rejected {
-                        status,
-                        retry_after,
-                        ..
-                    } => (format!("HTTP {status}"), retry_after),
-                    DeliveryResult::Failed { reason } => (reason, None),
-                    DeliveryResult::Delivered { .. } => (String::new(), None),
-                };
-                if attempt >= self.settings.callback_max_attempts {
-                    self.alerts.raise(
-                        "callback_dead",
-                        &format!(
-                            "callback {} for task {} is dead after {attempt} attempts: {reason}",
-                            record.event_id, record.task_id
-                        ),
-                    );
-                    metrics::counter!("callbacks_dead_total").increment(1);
-                    (AttemptOutcome::Dead { error: reason }, "dead")
-                } else {
-                    let delay = modelgen_callback::next_attempt_delay(
-                        attempt,
-                        self.settings.callback_base_delay,
-                        self.settings.callback_max_delay,
-                        fastrand::f64(),
-                    );
-                    let delay = retry_after.map_or(delay, |r| r.max(delay));
-                    warn!(attempt, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
-                    (
-                        AttemptOutcome::Retry {
-                            next_attempt_at: now + d(delay),
-                            error: reason,
-                        },
-                        "retry",
-                    )
-                }
+            decide::CallbackVerdict::Dead { reason } => {
+                self.alerts.raise(
+                    "callback_dead",
+                    &format!(
+                        "callback {} for task {} is dead after {attempt} attempts: {reason}",
+                        record.event_id, record.task_id
+                    ),
+                );
+                metrics::counter!("callbacks_dead_total").increment(1);
+                (AttemptOutcome::Dead { error: reason }, "dead")
+            }
+            decide::CallbackVerdict::Retry { after, reason } => {
+                warn!(attempt, %reason, retry_in_ms = after.as_millis() as u64, "callback failed; will retry");
+                (
+                    AttemptOutcome::Retry {
+                        next_attempt_at: now + d(after),
+                        error: reason,
+                    },
+                    "retry",
+                )
             }
         };
         metrics::counter!("callback_deliveries_total", "outcome" => label).increment(1);
         match self
             .outbox
-            .record_callback_attempt(&record.event_id, &self.settings.owner, now, outcome)
+            .record_callback_attempt(&record.event_id, &self.settings.owner, now, written)
             .await
         {
             Ok(_) | Err(RepoError::LeaseLost) => Ok(()),
