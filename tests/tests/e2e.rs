@@ -387,8 +387,18 @@ async fn builtin_simulator_keeps_long_tasks_across_restarts() {
             .await;
         assert_eq!(status, 202, "{body}");
         let id = body["data"]["task_id"].as_str().unwrap().to_string();
-        // Running upstream (the built-in simulator), far from done.
-        api.wait_status(&id, "processing", DEADLINE).await;
+        // Running upstream (the built-in simulator), far from done: accepted
+        // (`submitted_at` set); its first poll comes only at the upstream's
+        // estimate, so it may still show `submitted`.
+        wait_for(
+            &format!("task {id} accepted upstream"),
+            DEADLINE,
+            || async {
+                let (_, body) = api.get(&format!("/tasks/{id}")).await;
+                body["data"]["submitted_at"].is_string().then_some(())
+            },
+        )
+        .await;
         assert!(state.exists(), "no simulator state at {}", state.display());
         if crash {
             service.restart().await;

@@ -1437,13 +1437,15 @@ async fn sigterm(backend: Backend) {
     let task = ops.http.wait_terminal(&base, DEADLINE).await;
     assert_eq!(task["status"], "completed", "{task}");
 
-    // A long task whose upstream answers are slow, so a step is often in flight.
+    // A long task whose upstream answers are slow, so a step is often in flight;
+    // without an estimate it is polled from the start (with one, the first poll
+    // would come only when it is done).
     let (status, body) = ops
         .http
         .post(
             "/models/edit",
             &json!({"user_id": "u-term", "base_model_task_id": base,
-                    "edit_instructions": "longer hair [[sim:duration=8000,slow=700]]"}),
+                    "edit_instructions": "longer hair [[sim:duration=8000,slow=700,no-estimate]]"}),
         )
         .await;
     assert_eq!(status, 202, "{body}");

@@ -399,6 +399,10 @@ pub struct Config {
     pub worker_batch_size: i64,
     /// Lease length, seconds; a crashed replica's tasks resume after it.
     pub lease_seconds: f64,
+    /// Longest a task step (upstream calls, input reads, result downloads)
+    /// runs before it is interrupted and the task snoozed, seconds; `0` (the
+    /// default) means the lease minus a fifth.
+    pub step_timeout: f64,
     /// How often idle workers look for due work, seconds.
     pub worker_idle_interval: f64,
     /// `/healthz` answers 503 when an engine loop (tasks, callbacks) of this
@@ -494,6 +498,7 @@ impl Default for Config {
             worker_concurrency: 16,
             worker_batch_size: 32,
             lease_seconds: 60.0,
+            step_timeout: 0.0,
             worker_idle_interval: 0.5,
             worker_stall_timeout: 120.0,
             balance_check_interval: 60.0,
@@ -575,6 +580,7 @@ pub const ENV_KEYS: &[&str] = &[
     "WORKER_CONCURRENCY",
     "WORKER_BATCH_SIZE",
     "LEASE_SECONDS",
+    "STEP_TIMEOUT",
     "WORKER_IDLE_INTERVAL",
     "WORKER_STALL_TIMEOUT",
     "BALANCE_CHECK_INTERVAL",
@@ -685,6 +691,12 @@ impl Config {
             if !(value.is_finite() && value > 0.0 && value < 1e9) {
                 problems.push(format!("{name} must be a positive number of seconds"));
             }
+        }
+        if !(self.step_timeout.is_finite() && self.step_timeout >= 0.0 && self.step_timeout < 1e9) {
+            problems.push(
+                "STEP_TIMEOUT must be a number of seconds, 0 (the lease minus a fifth) or more"
+                    .into(),
+            );
         }
         if !(self.input_retention.is_finite()
             && self.input_retention >= 0.0
@@ -887,6 +899,16 @@ impl Config {
                     .and_then(beside)
             })
             .unwrap_or_else(|| Path::new("data").join(DIR))
+    }
+
+    /// The effective step timeout: `STEP_TIMEOUT`, or when it is `0` the lease
+    /// minus a fifth (`modelgen_engine::decide::default_step_timeout`).
+    pub fn step_timeout(&self) -> Duration {
+        if self.step_timeout > 0.0 {
+            Self::secs(self.step_timeout)
+        } else {
+            modelgen_engine::decide::default_step_timeout(Self::secs(self.lease_seconds))
+        }
     }
 
     /// Seconds as a [`Duration`]; values are checked finite and positive by [`Config::validate`].

@@ -320,6 +320,7 @@ impl Application {
             settings: EngineSettings {
                 owner,
                 lease: Config::secs(config.lease_seconds),
+                step_timeout: config.step_timeout(),
                 concurrency: config.worker_concurrency,
                 batch_size: config.worker_batch_size,
                 idle_interval: Config::secs(config.worker_idle_interval),
@@ -337,6 +338,7 @@ impl Application {
                 callback_max_delay: callback_cap,
             },
             wake: wake.clone(),
+            callback_wake: Arc::new(Notify::new()),
             shutdown: token.clone(),
             interrupted: Arc::default(),
             heartbeat: heartbeat.clone(),
@@ -478,6 +480,15 @@ impl Application {
             workers.push(tokio::spawn(
                 self.engine.clone().run_callback_worker(token.clone()),
             ));
+            // Tasks created by other processes wake this one's task loop
+            // (PostgreSQL LISTEN/NOTIFY; none on SQLite and MySQL).
+            if let Some(announcements) = self.db.task_notifications() {
+                workers.push(tokio::spawn(
+                    self.engine
+                        .clone()
+                        .follow_wakeups(announcements, token.clone()),
+                ));
+            }
             if let (Some(retention), interval) = self.retention {
                 workers.push(tokio::spawn(self.privacy.clone().run_input_retention(
                     retention,

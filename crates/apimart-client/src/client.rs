@@ -250,6 +250,30 @@ impl ApimartClient {
     /// [`ApimartError`]; `Upstream` for a body `code` other than 200; `Decode` when the body has
     /// no `status`.
     pub async fn get_task_status(&self, task_id: &str) -> Result<TaskStatusResponse, ApimartError> {
+        self.read_task(task_id, &self.inner.retry).await
+    }
+
+    /// [`Self::get_task_status`] with a single attempt: every failure, retryable or not, is
+    /// returned at once, for a caller that schedules its own next try (e.g. a durable
+    /// "poll again at" time) rather than waiting inside the call. Same errors as
+    /// [`Self::get_task_status`].
+    pub async fn get_task_status_once(
+        &self,
+        task_id: &str,
+    ) -> Result<TaskStatusResponse, ApimartError> {
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..self.inner.retry.clone()
+        };
+        self.read_task(task_id, &once).await
+    }
+
+    /// `GET {base}/tasks/{task_id}` under `policy`.
+    async fn read_task(
+        &self,
+        task_id: &str,
+        policy: &RetryPolicy,
+    ) -> Result<TaskStatusResponse, ApimartError> {
         let segment = task_id_segment(task_id)?;
         let span = tracing::debug_span!(
             "apimart.get_task",
@@ -261,19 +285,18 @@ impl ApimartClient {
         let call = async {
             let started = Instant::now();
             let url = format!("{}/tasks/{segment}", self.inner.base_url);
-            let (result, attempts) =
-                retry::run(&self.inner.retry, ApimartError::is_retryable, |_| {
-                    let request = self.inner.http.get(&url);
-                    async move {
-                        let endpoint = crate::config::Endpoint::TaskStatus;
-                        let raw = self.attempt(endpoint, request).await?;
-                        let result = parse::parse_status(&raw.body, task_id)
-                            .map_err(|p| self.body_error(p, &raw));
-                        self.attempt_answered(endpoint, &raw, &result);
-                        result
-                    }
-                })
-                .await;
+            let (result, attempts) = retry::run(policy, ApimartError::is_retryable, |_| {
+                let request = self.inner.http.get(&url);
+                async move {
+                    let endpoint = crate::config::Endpoint::TaskStatus;
+                    let raw = self.attempt(endpoint, request).await?;
+                    let result = parse::parse_status(&raw.body, task_id)
+                        .map_err(|p| self.body_error(p, &raw));
+                    self.attempt_answered(endpoint, &raw, &result);
+                    result
+                }
+            })
+            .await;
             if let Some(observer) = &self.inner.observer {
                 observer.call_finished(
                     crate::config::Endpoint::TaskStatus,

@@ -14,7 +14,7 @@ use apimart_client::{ApimartError, GenerationRequest, TaskStatusResponse, Upstre
 use base64::Engine as _;
 use bytes::BytesMut;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,17 +24,17 @@ use modelgen_callback::{
     CallbackImage, CallbackPayload, CallbackRequest, CallbackSender, DeliveryResult,
 };
 use modelgen_domain::{
-    ImageMime, PixelBudget, Progress, TaskEvent, TaskStatus, TransitionError, backoff_delay,
-    format_timestamp, with_jitter,
+    ImageMime, PixelBudget, Progress, TransitionError, backoff_delay, format_timestamp,
 };
 use modelgen_persistence::{
     AttemptOutcome, BlobError, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageLocation,
     ImageRepository, NewImage, RepoError, TaskChange, TaskRecord, TaskRepository,
 };
 
-use crate::CODE_UPSTREAM;
 use crate::alerts::Alerts;
+use crate::decide::{self, Call, Verdict};
 use crate::health::EngineLoop;
+use crate::outcome::{SnoozeReason, StepOutcome, changes_for};
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
 use modelgen_persistence::{BLOB_REF_PREFIX, RESULTS_PREFIX};
 
@@ -47,13 +47,16 @@ pub const TIMEOUT_MESSAGE: &str = "timeout";
 /// its operator retry). It was never sent upstream, or the answer to its
 /// submit was lost (the unknown window).
 pub const QUEUE_TIMEOUT_MESSAGE: &str = "queue_timeout";
-/// Delay before retrying a result download that failed transiently.
+/// Longest wait between in-step retries of a result download that failed
+/// transiently, and the snooze before a new poll once they are spent.
 pub const DOWNLOAD_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Tries of one result image's download within a step (the first included)
+/// before the step gives up and snoozes the task.
+pub const DOWNLOAD_ATTEMPTS: u32 = 3;
 /// Most bytes of a result image read before its type and pixel size must be
 /// known (a JPEG's size marker can follow large metadata segments).
 pub const MAX_RESULT_HEAD_BYTES: usize = 1024 * 1024;
-/// Longest wait before the first status poll, whatever Apimart estimates.
-pub const MAX_FIRST_POLL_DELAY: Duration = Duration::from_secs(60);
+pub use crate::decide::MAX_FIRST_POLL_DELAY;
 
 /// Tunables of the engine (from `Config`).
 #[derive(Debug, Clone)]
@@ -62,6 +65,11 @@ pub struct EngineSettings {
     pub owner: String,
     /// Lease length.
     pub lease: Duration,
+    /// Longest a task step may run (upstream calls, input reads, downloads)
+    /// before it is interrupted at its next wait and the task snoozed; its
+    /// database writes always finish. Default
+    /// [`decide::default_step_timeout`] of the lease.
+    pub step_timeout: Duration,
     /// Tasks in flight at once in this replica.
     pub concurrency: usize,
     /// Tasks claimed per query.
@@ -120,8 +128,12 @@ pub struct Engine {
     pub alerts: Alerts,
     /// Tunables.
     pub settings: EngineSettings,
-    /// Poked when a task is created or a callback enqueued, to skip the idle wait.
+    /// Poked when a task is created (here, or in another process through
+    /// [`Engine::listen`]), to skip the task loop's idle wait.
     pub wake: Arc<Notify>,
+    /// Poked when a step enqueues a callback, to skip the callback loop's
+    /// idle wait.
+    pub callback_wake: Arc<Notify>,
     /// Cancelled when the process shuts down: failures of work cut off by
     /// the shutdown are expected, and logged as such rather than as errors.
     pub shutdown: CancellationToken,
@@ -132,12 +144,30 @@ pub struct Engine {
     pub heartbeat: crate::health::Heartbeat,
 }
 
-/// How a step ended, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Done,
-    /// The lease was lost or the task changed under us (e.g. cancelled): stop quietly.
-    Superseded,
+/// How a running step is told to stop at its next upstream, input or
+/// download wait (see [`Engine::process_task`]).
+struct StepSignals {
+    /// Cancelled when the step must stop: lease lost, step timeout, or the
+    /// shutdown (it is a child of [`Engine::shutdown`]).
+    work: CancellationToken,
+    /// Cancelled when the lease renewal found the lease gone.
+    lease_lost: CancellationToken,
+}
+
+/// Whether a refused write means "the task is no longer ours": another
+/// worker holds the lease, or it turned terminal (cancelled, erased).
+fn superseded(e: &RepoError) -> bool {
+    matches!(
+        e,
+        RepoError::LeaseLost
+            | RepoError::AlreadyTerminal(_)
+            | RepoError::InvalidTransition(TransitionError::Terminal(_))
+    )
+}
+
+/// Polls made so far, for the poll backoff.
+fn polls(task: &TaskRecord) -> u32 {
+    u32::try_from(task.poll_count.max(0)).unwrap_or(0)
 }
 
 /// Which of a task's two clocks ran out.
@@ -282,6 +312,27 @@ impl Engine {
         }
     }
 
+    /// Forwards `announcements` (one item per task created in any process,
+    /// e.g. `modelgen_persistence::Database::task_notifications`) to the task
+    /// loop's wake-up until `token` is cancelled or the stream ends, so a
+    /// task created by another replica is claimed at once rather than at the
+    /// next idle interval.
+    pub async fn follow_wakeups(
+        self: Arc<Self>,
+        mut announcements: futures_util::stream::BoxStream<'static, ()>,
+        token: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                next = announcements.next() => match next {
+                    Some(()) => self.wake.notify_one(),
+                    None => return,
+                },
+            }
+        }
+    }
+
     /// Claims one batch and processes it to the end of each task's current
     /// step. Returns how many tasks were claimed. Used by tests and the CLI to
     /// drive the engine step by step.
@@ -308,124 +359,252 @@ impl Engine {
         Ok(n)
     }
 
-    /// One step of one claimed task, with the lease renewed in the background
-    /// while the step runs. The step is abandoned when the lease is lost.
+    /// One step of one claimed task: the step runs while a heartbeat renews
+    /// the lease beside it; then the recorder writes the step's outcome.
+    ///
+    /// Nothing here drops a future in the middle of a database call: the
+    /// heartbeat, the step timeout and the shutdown only *signal* (a
+    /// cancellation token the step checks around its upstream, input and
+    /// download waits), and the step returns an outcome that the recorder
+    /// writes to completion. A panic in the step is caught, logged with the
+    /// task id, counted (`engine_step_panics_total`) and recorded as a snooze.
     pub async fn process_task(self: Arc<Self>, task: TaskRecord) {
         let span = info_span!("task", task.id = %task.task_id, task.r#type = %task.task_type,
             apimart.task_id = tracing::field::Empty);
         if let Some(external) = &task.external_task_id {
             span.record("apimart.task_id", external.as_str());
         }
-        let id = task.task_id;
         let engine = self.clone();
         async move {
-            let heartbeat = async {
-                let every = engine.settings.lease / 3;
-                loop {
-                    tokio::time::sleep(every).await;
-                    let now = engine.clock.now();
-                    match engine
-                        .tasks
-                        .renew_task_lease(&id, &engine.settings.owner, now, engine.settings.lease)
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(RepoError::LeaseLost) => return,
-                        Err(e) => warn!(error = %e, "lease renewal failed"),
-                    }
-                }
+            let signals = StepSignals {
+                work: engine.shutdown.child_token(),
+                lease_lost: CancellationToken::new(),
             };
-            tokio::select! {
-                result = engine.step(task) => match result {
-                    Ok(Step::Done) => {}
-                    Ok(Step::Superseded) => debug!("task changed under this worker; step dropped"),
-                    Err(e) => engine.work_failed(&e, "task step failed; it resumes when the lease expires"),
-                },
-                () = heartbeat => warn!("lease lost during step; another worker will resume the task"),
+            let stop = CancellationToken::new();
+            let id = task.task_id;
+            let heartbeat = engine.renew_lease(&id, &stop, &signals);
+            let run = async {
+                let result = engine.run_step(task, &signals).await;
+                stop.cancel();
+                result
+            };
+            let (result, ()) = tokio::join!(run, heartbeat);
+            if let Err(e) = result {
+                engine.work_failed(&e, "task step failed; it resumes when the lease expires");
             }
         }
         .instrument(span)
         .await;
     }
 
-    async fn step(&self, task: TaskRecord) -> Result<Step, RepoError> {
+    /// Renews the lease every third of its length until `stop`; when the
+    /// lease turns out lost, tells the step (`lease_lost`, `work`) and ends.
+    /// A renewal in flight is never abandoned: `stop` is looked at between
+    /// renewals only.
+    async fn renew_lease(
+        &self,
+        id: &modelgen_domain::TaskId,
+        stop: &CancellationToken,
+        signals: &StepSignals,
+    ) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = self.clock.now();
+            match self
+                .tasks
+                .renew_task_lease(id, &self.settings.owner, now, self.settings.lease)
+                .await
+            {
+                Ok(()) => {}
+                Err(RepoError::LeaseLost) => {
+                    warn!("lease lost during step; another worker will resume the task");
+                    signals.lease_lost.cancel();
+                    signals.work.cancel();
+                    return;
+                }
+                Err(e) => warn!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Runs the step under the step timeout with panics caught, then records
+    /// its outcome.
+    async fn run_step(&self, task: TaskRecord, signals: &StepSignals) -> Result<(), RepoError> {
+        let step = std::panic::AssertUnwindSafe(self.step(task.clone(), signals)).catch_unwind();
+        tokio::pin!(step);
+        let caught = tokio::select! {
+            r = &mut step => r,
+            () = tokio::time::sleep(self.settings.step_timeout) => {
+                warn!(
+                    timeout_ms = self.settings.step_timeout.as_millis() as u64,
+                    "step ran past the step timeout; interrupting it"
+                );
+                metrics::counter!("engine_step_timeouts_total").increment(1);
+                signals.work.cancel();
+                step.await
+            }
+        };
+        let outcome = match caught {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => return Err(e),
+            Err(_panic) => {
+                // The panic's payload may quote request data: not logged.
+                error!("task step panicked; the task is retried later");
+                metrics::counter!("engine_step_panics_total", "kind" => "task").increment(1);
+                StepOutcome::Snooze {
+                    until: self.clock.now() + d(self.settings.poll_max_interval),
+                    reason: SnoozeReason::Panicked,
+                    progress: None,
+                    count_poll: false,
+                }
+            }
+        };
+        self.record(&task, outcome).await
+    }
+
+    /// Awaits `fut` unless the step is told to stop first: then the outcome
+    /// of the interruption ([`Engine::interrupted`]). Only for waits that
+    /// are safe to abandon (upstream calls, input reads, downloads), never
+    /// around a database write.
+    async fn guarded<T>(
+        &self,
+        signals: &StepSignals,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, StepOutcome> {
+        tokio::select! {
+            biased;
+            () = signals.work.cancelled() => Err(self.interrupted(signals)),
+            v = fut => Ok(v),
+        }
+    }
+
+    /// What an interrupted step records: nothing when the lease is lost; a
+    /// snooze due at once when the process shuts down (any replica resumes
+    /// it); after a step timeout, a snooze of one poll interval. A submit cut
+    /// off this way was counted before the call, so it is re-sent with the
+    /// same `Idempotency-Key`.
+    fn interrupted(&self, signals: &StepSignals) -> StepOutcome {
+        let now = self.clock.now();
+        if signals.lease_lost.is_cancelled() {
+            StepOutcome::LostLease
+        } else if self.shutdown.is_cancelled() {
+            StepOutcome::Snooze {
+                until: now,
+                reason: SnoozeReason::Shutdown,
+                progress: None,
+                count_poll: false,
+            }
+        } else {
+            StepOutcome::Snooze {
+                until: now + d(self.settings.poll_interval),
+                reason: SnoozeReason::StepTimeout,
+                progress: None,
+                count_poll: false,
+            }
+        }
+    }
+
+    async fn step(
+        &self,
+        task: TaskRecord,
+        signals: &StepSignals,
+    ) -> Result<StepOutcome, RepoError> {
         let now = self.clock.now();
         if task.status.is_terminal() {
-            self.tasks
-                .release_task_lease(&task.task_id, &self.settings.owner)
-                .await?;
-            return Ok(Step::Done);
+            return Ok(StepOutcome::Release);
         }
         match timed_out(&task, now, &self.settings) {
             Some(TimedOut::Queue) => {
                 warn!("task waited too long to be submitted (QUEUE_TIMEOUT)");
-                return self
-                    .fail(&task, QUEUE_TIMEOUT_MESSAGE.into(), QUEUE_TIMEOUT_MESSAGE)
-                    .await;
+                return Ok(StepOutcome::Fail {
+                    kind: QUEUE_TIMEOUT_MESSAGE,
+                    message: QUEUE_TIMEOUT_MESSAGE.into(),
+                    alert: false,
+                });
             }
             Some(TimedOut::Upstream) => {
                 warn!("task timed out upstream (TASK_TIMEOUT)");
-                return self
-                    .fail(&task, TIMEOUT_MESSAGE.into(), TIMEOUT_MESSAGE)
-                    .await;
+                return Ok(StepOutcome::Fail {
+                    kind: TIMEOUT_MESSAGE,
+                    message: TIMEOUT_MESSAGE.into(),
+                    alert: false,
+                });
             }
             None => {}
         }
         match task.external_task_id.clone() {
-            None => self.submit(task).await,
-            Some(external) => self.poll(task, &external).await,
+            None => self.submit(task, signals).await,
+            Some(external) => self.poll(task, &external, signals).await,
         }
     }
 
-    /// Applies a change; maps "someone else owns this now" to [`Step::Superseded`].
-    async fn write(
-        &self,
-        task: &TaskRecord,
-        change: TaskChange,
-    ) -> Result<Result<TaskRecord, Step>, RepoError> {
-        match self
-            .tasks
-            .update_task(&task.task_id, &self.fence(), self.clock.now(), change)
-            .await
-        {
-            Ok(t) => Ok(Ok(t)),
-            Err(RepoError::LeaseLost)
-            | Err(RepoError::AlreadyTerminal(_))
-            | Err(RepoError::InvalidTransition(TransitionError::Terminal(_))) => {
-                Ok(Err(Step::Superseded))
+    /// The recorder: the one place that writes a step's result. Turns
+    /// `outcome` into its fenced writes ([`changes_for`]) and runs them to
+    /// completion, then the metrics (`tasks_finished_total`,
+    /// `task_duration_seconds`, `task_polls`, `task_snoozes_total{reason}`),
+    /// the alerts and the callback loop's wake-up. A write refused because
+    /// the task is no longer ours (lease lost, cancelled, erased) drops the
+    /// outcome quietly and deletes the result blobs it would have recorded.
+    ///
+    /// # Errors
+    /// A database error: nothing more is written, and the task resumes when
+    /// its lease expires.
+    async fn record(&self, task: &TaskRecord, outcome: StepOutcome) -> Result<(), RepoError> {
+        match &outcome {
+            StepOutcome::Release => {
+                return self
+                    .tasks
+                    .release_task_lease(&task.task_id, &self.settings.owner)
+                    .await;
             }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// [`Engine::write`] for a change that ends the step.
-    async fn write_step(&self, task: &TaskRecord, change: TaskChange) -> Result<Step, RepoError> {
-        Ok(match self.write(task, change).await? {
-            Ok(_) => Step::Done,
-            Err(s) => s,
-        })
-    }
-
-    async fn fail(
-        &self,
-        task: &TaskRecord,
-        message: String,
-        kind: &'static str,
-    ) -> Result<Step, RepoError> {
-        let change = TaskChange {
-            event: Some(TaskEvent::Failed),
-            error: Some((CODE_UPSTREAM, message)),
-            enqueue_callback: self.settings.callbacks_enabled,
-            release_lease: true,
-            ..TaskChange::default()
-        };
-        match self.write(task, change).await? {
-            Ok(done) => {
-                self.finished(&done, kind);
-                Ok(Step::Done)
+            StepOutcome::LostLease => {
+                debug!("task changed under this worker; nothing recorded");
+                return Ok(());
             }
-            Err(s) => Ok(s),
+            StepOutcome::Fail {
+                kind,
+                message,
+                alert: true,
+            } => {
+                self.alerts
+                    .raise(kind, &format!("Apimart answered {kind}: {message}"));
+            }
+            _ => {}
         }
+        let mut done = None;
+        for change in changes_for(&outcome, task.status, self.settings.callbacks_enabled) {
+            match self
+                .tasks
+                .update_task(&task.task_id, &self.fence(), self.clock.now(), change)
+                .await
+            {
+                Ok(t) => done = Some(t),
+                Err(e) if superseded(&e) => {
+                    if let StepOutcome::Complete { images, .. } = &outcome {
+                        // Cancelled (or its data erased) while we downloaded: the
+                        // images belong to no task row and must not linger.
+                        self.discard_results(images).await;
+                    }
+                    debug!("task changed under this worker; outcome dropped");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(done) = done else { return Ok(()) };
+        match outcome {
+            StepOutcome::Fail { kind, .. } => self.finished(&done, kind),
+            StepOutcome::Complete { .. } => self.finished(&done, "none"),
+            StepOutcome::Snooze { reason, .. } => {
+                metrics::counter!("task_snoozes_total", "reason" => reason.as_str()).increment(1);
+            }
+            StepOutcome::Submitted { .. } | StepOutcome::Release | StepOutcome::LostLease => {}
+        }
+        Ok(())
     }
 
     fn finished(&self, task: &TaskRecord, error_kind: &'static str) {
@@ -442,7 +621,7 @@ impl Engine {
             .record(f64::from(task.poll_count.max(0)));
         info!(task.status = %task.status, error_kind, "task finished");
         if self.settings.callbacks_enabled {
-            self.wake.notify_one();
+            self.callback_wake.notify_one();
         }
     }
 
@@ -469,17 +648,27 @@ impl Engine {
         Ok(urls)
     }
 
-    async fn submit(&self, task: TaskRecord) -> Result<Step, RepoError> {
-        // Record the attempt before calling upstream: if we crash after Apimart
-        // accepted but before we stored its id, the next worker sees the
-        // attempt and re-sends the same Idempotency-Key.
+    /// Submit step. The attempt is written *before* the call (an intent, not
+    /// a result): if we crash after Apimart accepted but before we stored its
+    /// id, the next worker sees the attempt and re-sends the same
+    /// Idempotency-Key.
+    async fn submit(
+        &self,
+        task: TaskRecord,
+        signals: &StepSignals,
+    ) -> Result<StepOutcome, RepoError> {
         let recorded = TaskChange {
             count_submit_attempt: true,
             ..TaskChange::default()
         };
-        let task = match self.write(&task, recorded).await? {
+        let task = match self
+            .tasks
+            .update_task(&task.task_id, &self.fence(), self.clock.now(), recorded)
+            .await
+        {
             Ok(t) => t,
-            Err(s) => return Ok(s),
+            Err(e) if superseded(&e) => return Ok(StepOutcome::LostLease),
+            Err(e) => return Err(e),
         };
         if task.submit_attempts > 1 {
             metrics::counter!("upstream_submit_unknown_total").increment(1);
@@ -488,11 +677,16 @@ impl Engine {
                 "previous submit outcome unknown; re-sending with the same Idempotency-Key"
             );
         }
-        let image_urls = match self.image_urls(&task).await {
-            Ok(u) => u,
-            Err(msg) => {
+        let image_urls = match self.guarded(signals, self.image_urls(&task)).await {
+            Err(interrupted) => return Ok(interrupted),
+            Ok(Ok(u)) => u,
+            Ok(Err(msg)) => {
                 error!(reason = %msg, "task inputs unreadable");
-                return self.fail(&task, msg, "input").await;
+                return Ok(StepOutcome::Fail {
+                    kind: "input",
+                    message: msg,
+                    alert: false,
+                });
             }
         };
         let request = GenerationRequest {
@@ -503,119 +697,105 @@ impl Engine {
             image_urls,
             resolution: None,
         };
-        let result = self
-            .generator
-            .submit(&request, &task.task_id.to_string())
-            .await;
-        match result {
+        let key = task.task_id.to_string();
+        let result = match self
+            .guarded(signals, self.generator.submit(&request, &key))
+            .await
+        {
+            Err(interrupted) => return Ok(interrupted),
+            Ok(r) => r,
+        };
+        Ok(match result {
             Ok(resp) => {
                 // The task span carries the id from here on; repeating it as an
                 // event field would print it twice on this line.
                 tracing::Span::current().record("apimart.task_id", resp.task_id.as_str());
                 info!(replayed = resp.replayed, "submitted upstream");
-                let first = resp
-                    .estimated_time
-                    .map(|e| e / 2)
-                    .unwrap_or(self.settings.poll_interval)
-                    .clamp(
-                        self.settings.poll_interval,
-                        MAX_FIRST_POLL_DELAY.max(self.settings.poll_interval),
-                    );
-                let change = TaskChange {
-                    external_task_id: Some(resp.task_id),
-                    next_run_at: Some(self.clock.now() + d(first)),
-                    release_lease: true,
-                    ..TaskChange::default()
-                };
-                self.write_step(&task, change).await
-            }
-            Err(e) => {
-                if e.outcome_unknown() {
-                    metrics::counter!("upstream_submit_unknown_total").increment(1);
+                let first =
+                    decide::first_poll_delay(resp.estimated_time, self.settings.poll_interval);
+                StepOutcome::Submitted {
+                    external_id: resp.task_id,
+                    first_poll_at: self.clock.now() + d(first),
                 }
-                self.upstream_failed(&task, e, true).await
             }
-        }
+            Err(e) => self.upstream_outcome(&task, &e, Call::Submit),
+        })
     }
 
-    /// The Apimart error policy (docs/design.md, "Polling and pacing"): 400/403/404 fail the task
-    /// with the message kept; 401/402 fail it and raise an alert; transient
-    /// errors (already retried with backoff inside the client) fail a submit,
-    /// and reschedule a poll (the task timeout bounds it).
-    async fn upstream_failed(
-        &self,
-        task: &TaskRecord,
-        e: ApimartError,
-        submitting: bool,
-    ) -> Result<Step, RepoError> {
-        let kind = upstream_error_kind(&e);
-        match &e {
-            ApimartError::Unauthorized { .. } | ApimartError::InsufficientBalance { .. } => {
-                self.alerts
-                    .raise(kind, &format!("Apimart answered {kind}: {e}"));
-                self.fail(task, format!("apimart {kind}: {e}"), kind).await
-            }
-            ApimartError::RateLimited { .. }
-            | ApimartError::Server { .. }
-            | ApimartError::Timeout
-            | ApimartError::Connect { .. }
-            | ApimartError::Transport { .. }
-                if !submitting =>
-            {
-                warn!(error = %e, "status poll failed; retrying later");
-                let delay = self.poll_delay(task);
-                let wait = e.retry_after().map_or(delay, |r| r.max(delay));
-                let change = TaskChange {
-                    count_poll: true,
-                    next_run_at: Some(self.clock.now() + d(wait)),
-                    release_lease: true,
-                    ..TaskChange::default()
-                };
-                self.write_step(task, change).await
-            }
-            _ => {
+    /// The outcome of a failed upstream call, from
+    /// [`decide::upstream_verdict`] (README.md, "Apimart errors").
+    fn upstream_outcome(&self, task: &TaskRecord, e: &ApimartError, call: Call) -> StepOutcome {
+        if call == Call::Submit && e.outcome_unknown() {
+            metrics::counter!("upstream_submit_unknown_total").increment(1);
+        }
+        let now = self.clock.now();
+        let s = &self.settings;
+        match decide::upstream_verdict(e, call, task.submit_attempts) {
+            Verdict::Fail { kind, alert } => {
                 warn!(error = %e, "upstream call failed; task fails");
-                self.fail(task, format!("apimart: {e}"), kind).await
+                let message = match e {
+                    ApimartError::NotFound { message } if call == Call::Poll => {
+                        format!("apimart task not found: {message}")
+                    }
+                    _ if alert => format!("apimart {kind}: {e}"),
+                    _ => format!("apimart: {e}"),
+                };
+                StepOutcome::Fail {
+                    kind,
+                    message,
+                    alert,
+                }
+            }
+            Verdict::Resubmit => {
+                warn!(error = %e, submit.attempt = task.submit_attempts,
+                    "submit outcome unknown; re-sending later with the same Idempotency-Key");
+                let wait = decide::resubmit_delay(
+                    task.submit_attempts,
+                    s.poll_interval,
+                    s.poll_max_interval,
+                    fastrand::f64(),
+                );
+                StepOutcome::Snooze {
+                    until: now + d(wait),
+                    reason: SnoozeReason::SubmitUnknown,
+                    progress: None,
+                    count_poll: false,
+                }
+            }
+            Verdict::PollLater { at_least } => {
+                warn!(error = %e, "status poll failed; retrying later");
+                let wait = decide::poll_retry_delay(
+                    polls(task),
+                    s.poll_interval,
+                    s.poll_max_interval,
+                    fastrand::f64(),
+                    at_least,
+                );
+                StepOutcome::Snooze {
+                    until: now + d(wait),
+                    reason: SnoozeReason::PollFailed,
+                    progress: None,
+                    count_poll: true,
+                }
             }
         }
     }
 
-    /// Wait before the next poll: exponential backoff with jitter over the
-    /// polls made so far, from `poll_interval` up to `poll_max_interval`.
-    fn poll_delay(&self, task: &TaskRecord) -> Duration {
-        with_jitter(
-            backoff_delay(
-                task.poll_count.max(0) as u32,
-                self.settings.poll_interval,
-                self.settings.poll_max_interval,
-            ),
-            fastrand::f64(),
-        )
-        .max(self.settings.poll_interval / 2)
-    }
-
-    fn next_poll(&self, task: &TaskRecord) -> DateTime<Utc> {
-        self.clock.now() + d(self.poll_delay(task))
-    }
-
-    async fn poll(&self, task: TaskRecord, external: &str) -> Result<Step, RepoError> {
-        let result = self.generator.status(external).await;
-        let resp = match result {
-            Ok(r) => r,
-            Err(ApimartError::NotFound { message }) => {
-                return self
-                    .fail(
-                        &task,
-                        format!("apimart task not found: {message}"),
-                        "not_found",
-                    )
-                    .await;
-            }
-            Err(e) => return self.upstream_failed(&task, e, false).await,
+    async fn poll(
+        &self,
+        task: TaskRecord,
+        external: &str,
+        signals: &StepSignals,
+    ) -> Result<StepOutcome, RepoError> {
+        let resp = match self.guarded(signals, self.generator.status(external)).await {
+            Err(interrupted) => return Ok(interrupted),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Ok(self.upstream_outcome(&task, &e, Call::Poll)),
         };
         debug!(upstream.status = ?resp.status, upstream.progress = resp.progress, "polled");
-        match &resp.status {
-            UpstreamStatus::Completed => self.complete(task, &resp).await,
+        let progress = Progress::clamped(i64::from(resp.progress));
+        Ok(match &resp.status {
+            UpstreamStatus::Completed => return self.complete(task, &resp, signals).await,
             UpstreamStatus::Failed => {
                 let msg = resp
                     .error
@@ -623,155 +803,145 @@ impl Engine {
                     .map(|e| e.message.clone())
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| "upstream task failed".into());
-                self.fail(&task, format!("apimart: {msg}"), "upstream_failed")
-                    .await
+                StepOutcome::Fail {
+                    kind: "upstream_failed",
+                    message: format!("apimart: {msg}"),
+                    alert: false,
+                }
             }
-            UpstreamStatus::Cancelled => {
-                self.fail(
-                    &task,
-                    "apimart: task cancelled upstream".into(),
-                    "upstream_cancelled",
-                )
-                .await
-            }
-            status => {
-                let event = match status {
-                    UpstreamStatus::Processing => Some(TaskEvent::Progressed(Progress::clamped(
-                        i64::from(resp.progress),
-                    ))),
-                    _ => None,
-                };
-                let change = TaskChange {
-                    event,
-                    count_poll: true,
-                    next_run_at: Some(self.next_poll(&task)),
-                    release_lease: true,
-                    ..TaskChange::default()
-                };
-                self.write_step(&task, change).await
-            }
-        }
+            UpstreamStatus::Cancelled => StepOutcome::Fail {
+                kind: "upstream_cancelled",
+                message: "apimart: task cancelled upstream".into(),
+                alert: false,
+            },
+            status => StepOutcome::Snooze {
+                until: self.clock.now()
+                    + d(decide::poll_delay(
+                        polls(&task),
+                        self.settings.poll_interval,
+                        self.settings.poll_max_interval,
+                        fastrand::f64(),
+                    )),
+                reason: SnoozeReason::Running,
+                progress: matches!(status, UpstreamStatus::Processing).then_some(progress),
+                count_poll: true,
+            },
+        })
     }
 
+    /// Download step: every result image is streamed into the blob store. A
+    /// transient failure of image k retries image k alone, in the step, up
+    /// to [`DOWNLOAD_ATTEMPTS`] times (the images already stored are kept,
+    /// nothing is polled again); only then is everything stored discarded
+    /// and the task snoozed for a new poll.
     async fn complete(
         &self,
         task: TaskRecord,
         resp: &TaskStatusResponse,
-    ) -> Result<Step, RepoError> {
+        signals: &StepSignals,
+    ) -> Result<StepOutcome, RepoError> {
+        let fail = |kind: &'static str, message: String| StepOutcome::Fail {
+            kind,
+            message,
+            alert: false,
+        };
         if resp.images.is_empty() {
-            return self
-                .fail(
-                    &task,
-                    "apimart completed the task without images".into(),
-                    "no_images",
-                )
-                .await;
+            return Ok(fail(
+                "no_images",
+                "apimart completed the task without images".into(),
+            ));
         }
         let now = self.clock.now();
         let mut rows = Vec::with_capacity(resp.images.len());
         for (i, image) in resp.images.iter().enumerate() {
             let Some(url) = image.urls.first() else {
-                return self
-                    .fail(
-                        &task,
-                        "apimart returned an image without a url".into(),
-                        "no_images",
-                    )
-                    .await;
+                self.discard_results(&rows).await;
+                return Ok(fail(
+                    "no_images",
+                    "apimart returned an image without a url".into(),
+                ));
             };
             if image.expires_at.is_some_and(|exp| exp <= now.timestamp()) {
-                return self
-                    .fail(
-                        &task,
-                        "result image expired before it could be downloaded".into(),
-                        "expired",
-                    )
-                    .await;
+                self.discard_results(&rows).await;
+                return Ok(fail(
+                    "expired",
+                    "result image expired before it could be downloaded".into(),
+                ));
             }
-            match self.store_result(&task, i, url, now).await {
-                Ok(row) => rows.push(row),
+            let mut attempt = 1;
+            let stored = loop {
+                let result = match self
+                    .guarded(signals, self.store_result(&task, i, url, now))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(interrupted) => {
+                        self.discard_results(&rows).await;
+                        return Ok(interrupted);
+                    }
+                };
+                match result {
+                    Err(StoreResult::Fetch(FetchError::Transient(reason)))
+                        if attempt < DOWNLOAD_ATTEMPTS =>
+                    {
+                        warn!(%reason, image = i, attempt, "result download failed; retrying it");
+                        metrics::counter!("result_download_retries_total").increment(1);
+                        let wait = backoff_delay(
+                            attempt - 1,
+                            self.settings.poll_interval,
+                            DOWNLOAD_RETRY_DELAY,
+                        );
+                        attempt += 1;
+                        if let Err(interrupted) =
+                            self.guarded(signals, tokio::time::sleep(wait)).await
+                        {
+                            self.discard_results(&rows).await;
+                            return Ok(interrupted);
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            let outcome = match stored {
+                Ok(row) => {
+                    rows.push(row);
+                    continue;
+                }
                 Err(StoreResult::Fetch(FetchError::Transient(reason))) => {
-                    warn!(%reason, "result download failed; retrying");
-                    self.discard_results(&rows).await;
+                    warn!(%reason, "result download failed; polling again later");
                     // Apimart has finished its run: show that (`processing` at
                     // 100 %, the nearest status until our copy is stored) rather
                     // than a stale `submitted` while the download is retried.
-                    let change = TaskChange {
-                        event: Some(TaskEvent::Progressed(Progress::clamped(100))),
+                    StepOutcome::Snooze {
+                        until: now + d(DOWNLOAD_RETRY_DELAY),
+                        reason: SnoozeReason::DownloadFailed,
+                        progress: Some(Progress::clamped(100)),
                         count_poll: true,
-                        next_run_at: Some(now + d(DOWNLOAD_RETRY_DELAY)),
-                        release_lease: true,
-                        ..TaskChange::default()
-                    };
-                    return self.write_step(&task, change).await;
+                    }
                 }
                 Err(StoreResult::Fetch(e @ FetchError::Refused(_))) => {
                     // The upstream named an address downloads may not reach: no
                     // retry can change that, and nothing was sent there.
                     warn!(error = %e, "result image URL refused; task fails");
-                    self.discard_results(&rows).await;
-                    return self.fail(&task, e.to_string(), "refused").await;
+                    fail("refused", e.to_string())
                 }
                 Err(StoreResult::Fetch(e)) => {
-                    self.discard_results(&rows).await;
-                    return self
-                        .fail(
-                            &task,
-                            format!("could not download result image: {e}"),
-                            "download",
-                        )
-                        .await;
+                    fail("download", format!("could not download result image: {e}"))
                 }
-                Err(StoreResult::Invalid(msg)) => {
-                    self.discard_results(&rows).await;
-                    return self.fail(&task, msg, "bad_image").await;
-                }
+                Err(StoreResult::Invalid(msg)) => fail("bad_image", msg),
                 Err(StoreResult::Blob(e)) => {
                     error!(error = %e, "storing result image failed");
+                    self.discard_results(&rows).await;
                     return Err(RepoError::Unavailable(format!("blob store: {e}")));
                 }
-            }
-        }
-        // The state machine requires passing through processing.
-        let task = if task.status == TaskStatus::Submitted {
-            let change = TaskChange {
-                event: Some(TaskEvent::Progressed(Progress::clamped(i64::from(
-                    resp.progress,
-                )))),
-                ..TaskChange::default()
             };
-            match self.write(&task, change).await? {
-                Ok(t) => t,
-                Err(s) => {
-                    self.discard_results(&rows).await;
-                    return Ok(s);
-                }
-            }
-        } else {
-            task
-        };
-        let stored = rows.clone();
-        let change = TaskChange {
-            event: Some(TaskEvent::Completed),
-            images: rows,
-            count_poll: true,
-            enqueue_callback: self.settings.callbacks_enabled,
-            release_lease: true,
-            ..TaskChange::default()
-        };
-        match self.write(&task, change).await {
-            Ok(Ok(done)) => {
-                self.finished(&done, "none");
-                Ok(Step::Done)
-            }
-            Ok(Err(s)) => {
-                // Cancelled (or its data erased) while we downloaded: the
-                // images belong to no task row and must not linger.
-                self.discard_results(&stored).await;
-                Ok(s)
-            }
-            Err(e) => Err(e),
+            self.discard_results(&rows).await;
+            return Ok(outcome);
         }
+        Ok(StepOutcome::Complete {
+            images: rows,
+            progress: Progress::clamped(i64::from(resp.progress)),
+        })
     }
 
     /// Deletes result blobs stored by a step that will not record them
@@ -911,7 +1081,7 @@ impl Engine {
             if n == 0 {
                 tokio::select! {
                     _ = token.cancelled() => break,
-                    _ = self.wake.notified() => {}
+                    _ = self.callback_wake.notified() => {}
                     _ = tokio::time::sleep(self.settings.idle_interval) => {}
                 }
             }
@@ -1020,54 +1190,64 @@ impl Engine {
             .await;
         let attempt = u32::try_from(record.attempts.max(0)).unwrap_or(0) + 1;
         let now = self.clock.now();
-        let (outcome, label) = match result {
-            DeliveryResult::Delivered { status } => {
-                info!(http.status = status, attempt, "callback delivered");
+        let settings = &self.settings;
+        let outcome =
+            decide::callback_outcome(&result, attempt, settings.callback_max_attempts, |a| {
+                modelgen_callback::next_attempt_delay(
+                    a,
+                    settings.callback_base_delay,
+                    settings.callback_max_delay,
+                    fastrand::f64(),
+                )
+            });
+        self.record_callback(&record, attempt, now, &result, outcome)
+            .await
+    }
+
+    /// The callback recorder: logs, alerts and counts one attempt's
+    /// `outcome` and writes it (`record_callback_attempt`, fenced by the
+    /// outbox lease; a lost lease drops it quietly).
+    async fn record_callback(
+        &self,
+        record: &CallbackRecord,
+        attempt: u32,
+        now: DateTime<Utc>,
+        result: &DeliveryResult,
+        outcome: decide::CallbackVerdict,
+    ) -> Result<(), RepoError> {
+        let (written, label) = match outcome {
+            decide::CallbackVerdict::Delivered => {
+                if let DeliveryResult::Delivered { status } = result {
+                    info!(http.status = status, attempt, "callback delivered");
+                }
                 (AttemptOutcome::Delivered, "delivered")
             }
-            other => {
-                let (reason, retry_after) = match other {
-                    DeliveryResult::Rejected {
-                        status,
-                        retry_after,
-                        ..
-                    } => (format!("HTTP {status}"), retry_after),
-                    DeliveryResult::Failed { reason } => (reason, None),
-                    DeliveryResult::Delivered { .. } => (String::new(), None),
-                };
-                if attempt >= self.settings.callback_max_attempts {
-                    self.alerts.raise(
-                        "callback_dead",
-                        &format!(
-                            "callback {} for task {} is dead after {attempt} attempts: {reason}",
-                            record.event_id, record.task_id
-                        ),
-                    );
-                    metrics::counter!("callbacks_dead_total").increment(1);
-                    (AttemptOutcome::Dead { error: reason }, "dead")
-                } else {
-                    let delay = modelgen_callback::next_attempt_delay(
-                        attempt,
-                        self.settings.callback_base_delay,
-                        self.settings.callback_max_delay,
-                        fastrand::f64(),
-                    );
-                    let delay = retry_after.map_or(delay, |r| r.max(delay));
-                    warn!(attempt, %reason, retry_in_ms = delay.as_millis() as u64, "callback failed; will retry");
-                    (
-                        AttemptOutcome::Retry {
-                            next_attempt_at: now + d(delay),
-                            error: reason,
-                        },
-                        "retry",
-                    )
-                }
+            decide::CallbackVerdict::Dead { reason } => {
+                self.alerts.raise(
+                    "callback_dead",
+                    &format!(
+                        "callback {} for task {} is dead after {attempt} attempts: {reason}",
+                        record.event_id, record.task_id
+                    ),
+                );
+                metrics::counter!("callbacks_dead_total").increment(1);
+                (AttemptOutcome::Dead { error: reason }, "dead")
+            }
+            decide::CallbackVerdict::Retry { after, reason } => {
+                warn!(attempt, %reason, retry_in_ms = after.as_millis() as u64, "callback failed; will retry");
+                (
+                    AttemptOutcome::Retry {
+                        next_attempt_at: now + d(after),
+                        error: reason,
+                    },
+                    "retry",
+                )
             }
         };
         metrics::counter!("callback_deliveries_total", "outcome" => label).increment(1);
         match self
             .outbox
-            .record_callback_attempt(&record.event_id, &self.settings.owner, now, outcome)
+            .record_callback_attempt(&record.event_id, &self.settings.owner, now, written)
             .await
         {
             Ok(_) | Err(RepoError::LeaseLost) => Ok(()),

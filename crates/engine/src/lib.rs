@@ -12,14 +12,20 @@
 //!
 //! Modules:
 //! - [`engine`]: the task and callback workers ([`Engine`], [`EngineSettings`]);
+//! - [`outcome`]: what a step decided ([`outcome::StepOutcome`]) and the
+//!   writes that record it;
+//! - [`decide`]: the pure decisions (upstream error policy, poll delays,
+//!   step timeout);
 //! - [`pacing`]: the shared upstream request pacing ([`pacing::PacedGenerator`]);
 //! - [`health`]: the loops' heartbeat and the upstream account's health;
 //! - [`alerts`]: rate-limited operator alerts;
 //! - [`ports`]: the seams that are not storage.
 
 pub mod alerts;
+pub mod decide;
 pub mod engine;
 pub mod health;
+pub mod outcome;
 pub mod pacing;
 pub mod ports;
 

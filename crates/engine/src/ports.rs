@@ -24,7 +24,8 @@ pub trait ImageGenerator: Send + Sync {
         idempotency_key: &str,
     ) -> Result<SubmitResponse, ApimartError>;
 
-    /// Reads an upstream task's status.
+    /// Reads an upstream task's status, once: the engine schedules the next
+    /// try itself when this fails.
     async fn status(&self, external_task_id: &str) -> Result<TaskStatusResponse, ApimartError>;
 }
 
@@ -38,8 +39,11 @@ impl ImageGenerator for ApimartClient {
         self.submit_generation(request, Some(idempotency_key)).await
     }
 
+    /// One attempt, no in-client retries: a failed poll becomes a durable
+    /// snooze of the task (`next_run_at`), not sleeps holding a worker permit
+    /// (crates/engine/src/decide.rs).
     async fn status(&self, external_task_id: &str) -> Result<TaskStatusResponse, ApimartError> {
-        self.get_task_status(external_task_id).await
+        self.get_task_status_once(external_task_id).await
     }
 }
 

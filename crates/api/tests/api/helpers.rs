@@ -157,6 +157,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The URL of this app's database (`DATABASE_URL`).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The blob store's directory (`STORAGE_URL`).
     pub fn images_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("images")

@@ -5,6 +5,7 @@
 mod admission;
 mod clocks;
 mod database_specifics;
+mod engine_steps;
 mod fuzz;
 mod helpers;
 mod hostile_input;

@@ -312,6 +312,7 @@ mod callbacks;
 mod import;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
+mod notify;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod retention;

@@ -152,7 +152,11 @@ impl TaskRepository for Database {
             )?)
         });
         match inserted {
-            Ok(row) => Ok(InsertOutcome::Created(row.into_record()?)),
+            Ok(row) => {
+                // Wakes the workers of other processes (db/notify.rs).
+                self.announce_task_created().await;
+                Ok(InsertOutcome::Created(row.into_record()?))
+            }
             // The unique (user_id, request_id) constraint is the arbiter between
             // concurrent replicas: the loser reads the winner's row.
             Err(RepoError::Conflict(message)) => {

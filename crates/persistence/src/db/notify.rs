@@ -1,0 +1,130 @@
+//! Cross-process wake-ups for new tasks. On PostgreSQL a created task is
+//! announced with `NOTIFY modelgen_tasks`, and [`Database::task_notifications`]
+//! follows the channel on a dedicated `LISTEN` connection, so a worker in any
+//! process sharing the database claims a new task at once instead of at its
+//! next idle interval. SQLite and MySQL have no such channel: their workers
+//! rely on the in-process wake-up and the idle interval.
+
+use std::time::Duration;
+
+use diesel_async::RunQueryDsl as _;
+use futures_util::stream::BoxStream;
+
+use super::{Backend, Database};
+
+/// The PostgreSQL channel announcing created tasks (no payload).
+pub(crate) const TASKS_CHANNEL: &str = "modelgen_tasks";
+
+/// Longest wait between attempts to (re)open the `LISTEN` connection.
+#[cfg(feature = "postgres")]
+const MAX_RELISTEN_DELAY: Duration = Duration::from_secs(30);
+
+impl Database {
+    /// Announces a created task to the workers of every process
+    /// (PostgreSQL `NOTIFY modelgen_tasks`; nothing on other backends). Best
+    /// effort: a failure is logged and the listeners' idle interval still
+    /// finds the task.
+    pub(crate) async fn announce_task_created(&self) {
+        if self.backend() != Backend::Postgres {
+            return;
+        }
+        if let Err(e) = self.notify_tasks_channel().await {
+            tracing::warn!(error = %e, "could not announce a new task to other processes");
+        }
+    }
+
+    async fn notify_tasks_channel(&self) -> Result<(), crate::error::RepoError> {
+        with_conn!(self, |conn| {
+            diesel::sql_query(format!("NOTIFY {TASKS_CHANNEL}"))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// A stream that yields once for every task created by any process on
+    /// this database, and once after each (re)connection of its listener
+    /// (announcements may have been missed meanwhile); it never ends. On
+    /// PostgreSQL it holds one connection of its own (outside the pool)
+    /// listening on [`TASKS_CHANNEL`], reopened with backoff (at most 30 s)
+    /// when it breaks. `None` on SQLite and MySQL, which have no such channel.
+    pub fn task_notifications(&self) -> Option<BoxStream<'static, ()>> {
+        #[cfg(feature = "postgres")]
+        if self.backend() == Backend::Postgres {
+            return Some(listen_postgres(self.target.clone()));
+        }
+        None
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn listen_postgres(url: String) -> BoxStream<'static, ()> {
+    use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+    use futures_util::StreamExt as _;
+
+    struct State {
+        url: String,
+        conn: Option<AsyncPgConnection>,
+        failures: u32,
+    }
+
+    async fn open(url: &str) -> Result<AsyncPgConnection, String> {
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        diesel::sql_query(format!("LISTEN {TASKS_CHANNEL}"))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    let state = State {
+        url,
+        conn: None,
+        failures: 0,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            match state.conn.as_mut() {
+                None => match open(&state.url).await {
+                    Ok(conn) => {
+                        tracing::debug!(channel = TASKS_CHANNEL, "listening for new tasks");
+                        state.conn = Some(conn);
+                        state.failures = 0;
+                        return Some(((), state));
+                    }
+                    Err(error) => {
+                        let wait = modelgen_domain::backoff_delay(
+                            state.failures,
+                            Duration::from_millis(500),
+                            MAX_RELISTEN_DELAY,
+                        );
+                        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64,
+                            "could not listen for new tasks; retrying");
+                        state.failures = state.failures.saturating_add(1);
+                        tokio::time::sleep(wait).await;
+                    }
+                },
+                Some(conn) => {
+                    let next = {
+                        let mut notifications = std::pin::pin!(conn.notifications_stream());
+                        notifications.next().await
+                    };
+                    match next {
+                        Some(Ok(_)) => return Some(((), state)),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "the new-task listener broke; reopening it");
+                            state.conn = None;
+                        }
+                        None => {
+                            tracing::warn!("the new-task listener closed; reopening it");
+                            state.conn = None;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
