@@ -34,13 +34,27 @@ macro_rules! queue_order {
 }
 pub(crate) use queue_order;
 
+/// The order of the poll lane on backends whose planner sees that
+/// `queue_rank IS NULL` fixes the rank (SQLite, MySQL/MariaDB): due time, then
+/// id. MariaDB sorts (filesort) when the order names the rank too; PostgreSQL
+/// sorts unless it does, so its poll lane uses [`queue_order!`].
+macro_rules! due_order {
+    () => {{
+        use $crate::schema::ai_generation_task as t;
+        (t::next_run_at.asc(), t::task_id.asc())
+    }};
+}
+pub(crate) use due_order;
+
 /// The poll lane of a claim, for one `$status` (`submitted` or
 /// `processing`): tasks without a fair rank (running upstream, or queued
 /// without a rank, e.g. by a replica older than the rank), due at `$now`,
-/// lease free or expired, in `next_run_at` order. One index range of
-/// `idx_task_queue` per status; the claim merges the two.
+/// lease free or expired, in `next_run_at` order (`$order`: the dialect's
+/// `poll_order!`, [`due_order!`] or [`queue_order!`], whichever its planner
+/// reads from the index without a sort). One index range of `idx_task_queue`
+/// per status; the claim merges the two.
 macro_rules! due_polls {
-    ($now:expr, $status:expr) => {{
+    ($now:expr, $status:expr, $order:expr) => {{
         use $crate::schema::ai_generation_task as t;
         let now: ::chrono::NaiveDateTime = $now;
         t::table
@@ -48,7 +62,7 @@ macro_rules! due_polls {
             .filter(t::queue_rank.is_null())
             .filter(t::next_run_at.le(now))
             .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
-            .order($crate::db::queue_order!())
+            .order($order)
     }};
 }
 pub(crate) use due_polls;

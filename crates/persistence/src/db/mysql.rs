@@ -475,6 +475,10 @@ macro_rules! mysql_explain {
 #[cfg(feature = "testing")]
 pub(crate) use mysql_explain as explain;
 
+/// The poll lane's order here ([`crate::db::due_polls!`]): MariaDB/MySQL sort (filesort) when the order names the rank, fixed by
+/// `queue_rank IS NULL`: due time and id only.
+pub(crate) use crate::db::due_order as poll_order;
+
 /// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
 /// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; locked with `FOR UPDATE SKIP
 /// LOCKED` so that concurrent claimers take disjoint rows.
@@ -485,7 +489,7 @@ pub(crate) async fn due_poll_keys(
     limit: i64,
 ) -> QueryResult<Vec<(NaiveDateTime, String)>> {
     claim_lock!(
-        crate::db::due_polls!(now, status)
+        crate::db::due_polls!(now, status, poll_order!())
             .select((t::next_run_at, t::task_id))
             .limit(limit)
     )

@@ -169,6 +169,10 @@ macro_rules! pg_explain {
 #[cfg(feature = "testing")]
 pub(crate) use pg_explain as explain;
 
+/// The poll lane's order here ([`crate::db::due_polls!`]): PostgreSQL does not take `queue_rank IS NULL` as fixing the rank: the
+/// order names it, or the planner sorts.
+pub(crate) use crate::db::queue_order as poll_order;
+
 /// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
 /// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; locked with `FOR UPDATE SKIP
 /// LOCKED` so that concurrent claimers take disjoint rows.
@@ -179,7 +183,7 @@ pub(crate) async fn due_poll_keys(
     limit: i64,
 ) -> QueryResult<Vec<(NaiveDateTime, String)>> {
     claim_lock!(
-        crate::db::due_polls!(now, status)
+        crate::db::due_polls!(now, status, poll_order!())
             .select((t::next_run_at, t::task_id))
             .limit(limit)
     )

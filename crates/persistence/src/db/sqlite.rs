@@ -232,6 +232,10 @@ macro_rules! sqlite_explain {
 #[cfg(feature = "testing")]
 pub(crate) use sqlite_explain as explain;
 
+/// The poll lane's order here ([`crate::db::due_polls!`]): SQLite reads `queue_rank IS NULL` as an equality: the index gives
+/// `next_run_at` order.
+pub(crate) use crate::db::due_order as poll_order;
+
 /// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
 /// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; the caller's immediate
 /// transaction keeps other claimers out until it commits.
@@ -242,7 +246,7 @@ pub(crate) async fn due_poll_keys(
     limit: i64,
 ) -> QueryResult<Vec<(NaiveDateTime, String)>> {
     claim_lock!(
-        crate::db::due_polls!(now, status)
+        crate::db::due_polls!(now, status, poll_order!())
             .select((t::next_run_at, t::task_id))
             .limit(limit)
     )
