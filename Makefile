@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -109,6 +109,16 @@ burst:
 	$$bin/load --bin $$bin/modelgen --requests 1000 --concurrency 32 --task-duration 60 --reads 0 \
 		--label e2e-60s | tee -a $$report; \
 	echo "burst: report written to $$report"
+
+## Claim benchmark (docs/benchmarks.md, "Claims at 100 000 queued"): on SQLite, PostgreSQL
+## and MariaDB, fills 100 000 queued tasks (most from one user) and 1 000 running upstream,
+## prints the EXPLAIN of the queue's queries and times claims of 32 (median of 20) against
+## an empty queue. Debug build (shares `make test`'s artifacts). MODELGEN_SKIP_PG=1 or
+## MODELGEN_SKIP_MYSQL=1 leave one out.
+claim-bench:
+	MODELGEN_TEST_PG_URL=$${MODELGEN_TEST_PG_URL:-$(PG_URL)} \
+		MODELGEN_TEST_MYSQL_URL=$${MODELGEN_TEST_MYSQL_URL:-$(MYSQL_URL)} \
+		$(CARGO) test -p modelgen-persistence --test claim_bench -- --ignored --nocapture
 
 ## Installs s3s-fs (crates.io), the S3 server the storage tests start on loopback.
 s3-tools:

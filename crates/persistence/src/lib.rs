@@ -11,6 +11,7 @@
 pub mod blob;
 mod db;
 pub mod error;
+pub mod fair;
 #[cfg(feature = "mysql")]
 pub mod legacy;
 pub mod models;
@@ -28,6 +29,8 @@ pub use blob::{
     Addressing, BlobError, BlobStore, BlobStream, ObjectBlobStore, S3Settings, UrlMode,
     is_public_key,
 };
+#[cfg(feature = "testing")]
+pub use db::explain::QueryPlan;
 pub use db::{
     Backend, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT, Database, PoolOptions, PoolStatus,

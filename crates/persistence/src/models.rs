@@ -102,6 +102,11 @@ pub struct TaskRecord {
     /// `external_task_id`); `None` while the task waits to be submitted.
     /// `TASK_TIMEOUT` counts from here, `QUEUE_TIMEOUT` until here.
     pub submitted_at: Option<DateTime<Utc>>,
+    /// The task's place in the fair submit order ([`crate::fair`]) while it
+    /// waits to be submitted upstream (`submitted`, no `submitted_at`, not
+    /// parked); `None` otherwise. Cleared when the upstream id is stored or
+    /// the task ends, set again by an operator retry.
+    pub queue_rank: Option<i64>,
 }
 
 impl TaskRecord {

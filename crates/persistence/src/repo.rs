@@ -19,8 +19,11 @@ use crate::models::{
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
-    /// Inserts a task. When `(user_id, request_id)` already exists (including a
-    /// race with another replica), returns [`InsertOutcome::Existing`] with that row.
+    /// Inserts a task, queued at its fair rank ([`crate::fair::queue_rank`]
+    /// of the queue's head and the user's last queued rank, two index lookups
+    /// in the same write transaction). When `(user_id, request_id)` already
+    /// exists (including a race with another replica), returns
+    /// [`InsertOutcome::Existing`] with that row.
     async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError>;
 
     /// One task. [`RepoError::NotFound`] when absent.
@@ -35,33 +38,44 @@ pub trait TaskRepository: Send + Sync {
         request_id: &str,
     ) -> Result<Option<TaskRecord>, RepoError>;
 
-    /// The submit queue at `now`: its depth, its oldest entry, and how many
-    /// tasks the upstream accepted in the last `window`. Three index range
-    /// reads on `idx_task_submitted_status` (no table scan): the depth costs
-    /// O(depth) index entries, the rate O(submissions in the window).
+    /// The submit queue at `now`: its depth (ranked tasks, see
+    /// [`crate::fair`]), its oldest entry, and how many tasks the upstream
+    /// accepted in the last `window`. Index range reads: the depth counts the
+    /// ranked range of `idx_task_queue` (O(depth) entries), the oldest entry
+    /// and the rate read `idx_task_submitted_status` (the rate costs
+    /// O(submissions in the window)).
     async fn queue_stats(
         &self,
         now: DateTime<Utc>,
         window: Duration,
     ) -> Result<QueueStats, RepoError>;
 
-    /// How many queued tasks are ahead of `task` in the submit order (the
-    /// claim order among tasks not yet accepted upstream: `next_run_at`, then
-    /// `task_id`); `None` when `task` is not queued (`status` is not
-    /// `submitted`, or `submitted_at` is set). One index range count on
-    /// `idx_task_submitted_status`, O(position) entries.
+    /// How many queued tasks are ahead of `task` in the fair submit order
+    /// (the claim order of the submit lane: `queue_rank`, then `next_run_at`,
+    /// then `task_id`; see [`crate::fair`]), as the queue stands now; `None`
+    /// when `task` is not queued (`status` is not `submitted`, `submitted_at`
+    /// is set, or it has no `queue_rank`: parked, or written by an older
+    /// replica). One covering index range count on `idx_task_queue`,
+    /// O(position) entries.
     async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError>;
 
     /// Tasks matching `query` in descending task id order, bytewise (newest first for ULID ids), at most `query.limit`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
 
     /// Claims up to `limit` non-terminal tasks with `next_run_at <= now` whose
-    /// lease is free or expired — tasks already running upstream (with an
-    /// `external_task_id`) first, then oldest due first — setting `lease_owner = owner`
-    /// and `lease_expires_at = now + lease`. Two concurrent callers never get the
-    /// same task (`FOR UPDATE SKIP LOCKED` on PostgreSQL, an immediate transaction
-    /// on SQLite). A claim does not change `updated_at` (it is not a business
-    /// change). `limit <= 0` returns nothing.
+    /// lease is free or expired, setting `lease_owner = owner` and
+    /// `lease_expires_at = now + lease`, from two lanes: polls (tasks without
+    /// a `queue_rank`: running upstream, or queued by an older replica), in
+    /// `next_run_at` order, and submits (ranked tasks), in fair order
+    /// (`queue_rank`, `next_run_at`, `task_id`). Polls come first, but
+    /// submits get at least a quarter of `limit` while tasks are queued, and a
+    /// slot one lane leaves unused goes to the other
+    /// ([`crate::fair::split_claim`]). Returned polls first, each lane in its
+    /// order. Each lane is one index range read (`idx_task_queue`): the cost
+    /// is O(limit), not O(backlog). Two concurrent callers never get the same
+    /// task (`FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, an immediate
+    /// transaction on SQLite). A claim does not change `updated_at` (it is not
+    /// a business change). `limit <= 0` returns nothing.
     async fn claim_due_tasks(
         &self,
         owner: &str,
@@ -100,7 +114,9 @@ pub trait TaskRepository: Send + Sync {
     /// state is entered. With `enqueue_callback`, whenever the resulting status
     /// is terminal (also with no event, to repair a missing row) one
     /// `callback_delivery` row `task.<status>` is inserted unless one exists.
-    /// Timestamps are stored with microsecond precision (truncated).
+    /// Timestamps are stored with microsecond precision (truncated). The
+    /// task keeps its `queue_rank` only while it stays `submitted` without an
+    /// upstream id: the write that stores the id, or any other status, clears it.
     async fn update_task(
         &self,
         id: &TaskId,
@@ -111,7 +127,7 @@ pub trait TaskRepository: Send + Sync {
 
     /// Operator action: puts a `failed` task back to `submitted` (progress 0,
     /// error, upstream id, `submitted_at`, counters and lease cleared, due now, `started_at =
-    /// now`, `completed_at` cleared) and deletes its earlier callback rows, so
+    /// now`, `completed_at` cleared, queued at a fresh fair rank as a new task of its user) and deletes its earlier callback rows, so
     /// the retried run's outcome gets a fresh callback. This is the one
     /// deliberate exception to "terminal states never change".
     /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task is

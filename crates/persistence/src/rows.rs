@@ -89,6 +89,7 @@ pub(crate) struct TaskRow {
     pub inputs_purged_at: Option<NaiveDateTime>,
     pub purged_at: Option<NaiveDateTime>,
     pub submitted_at: Option<NaiveDateTime>,
+    pub queue_rank: Option<i64>,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -108,6 +109,7 @@ pub(crate) struct TaskUpdateRow {
     pub updated_at: NaiveDateTime,
     pub completed_at: Option<NaiveDateTime>,
     pub submitted_at: Option<NaiveDateTime>,
+    pub queue_rank: Option<i64>,
 }
 
 fn corrupt(id: &str, reason: impl std::fmt::Display) -> RepoError {
@@ -133,8 +135,9 @@ fn parse_angle(row_id: &str, value: Option<&str>) -> Result<Option<Angle>, RepoE
 }
 
 impl TaskRow {
-    /// The row of a freshly inserted task (`submitted`, 0 %, due at creation).
-    pub(crate) fn from_new(task: &NewTask) -> Result<Self, RepoError> {
+    /// The row of a freshly inserted task (`submitted`, 0 %, due at creation),
+    /// queued at `queue_rank` ([`crate::fair::queue_rank`]).
+    pub(crate) fn from_new(task: &NewTask, queue_rank: i64) -> Result<Self, RepoError> {
         let created = to_db(task.created_at);
         let input_images = serde_json::to_string(&task.input_images)
             .map_err(|e| corrupt(&task.task_id.to_string(), format!("input_images: {e}")))?;
@@ -167,6 +170,7 @@ impl TaskRow {
             inputs_purged_at: None,
             purged_at: None,
             submitted_at: None,
+            queue_rank: Some(queue_rank),
         })
     }
 
@@ -223,6 +227,7 @@ impl TaskRow {
             inputs_purged_at: self.inputs_purged_at.map(from_db),
             purged_at: self.purged_at.map(from_db),
             submitted_at: self.submitted_at.map(from_db),
+            queue_rank: self.queue_rank,
         })
     }
 }
@@ -411,16 +416,20 @@ pub(crate) struct ImportUpdateRow {
     pub completed_at: Option<NaiveDateTime>,
     pub started_at: Option<NaiveDateTime>,
     pub submitted_at: Option<NaiveDateTime>,
+    pub queue_rank: Option<i64>,
 }
 
 impl TaskRow {
-    /// The row of an imported task. `schedule` is `(next_run_at, started_at)`.
-    /// The source keeps no prompt, model, size or inputs: those are empty.
+    /// The row of an imported task. `schedule` is `(next_run_at, started_at)`,
+    /// `queue_rank` its place in the submit queue (see
+    /// [`ImportUpdateRow::from_imported`]). The source keeps no prompt, model,
+    /// size or inputs: those are empty.
     pub(crate) fn from_imported(
         task: &ImportedTask,
         schedule: (NaiveDateTime, Option<NaiveDateTime>),
+        queue_rank: Option<i64>,
     ) -> Self {
-        let update = ImportUpdateRow::from_imported(task, schedule);
+        let update = ImportUpdateRow::from_imported(task, schedule, queue_rank);
         TaskRow {
             task_id: task.task_id.to_string(),
             request_id: update.request_id,
@@ -450,15 +459,19 @@ impl TaskRow {
             inputs_purged_at: None,
             purged_at: None,
             submitted_at: update.submitted_at,
+            queue_rank: update.queue_rank,
         }
     }
 }
 
 impl ImportUpdateRow {
-    /// The source's fields of `task`, with `schedule` = `(next_run_at, started_at)`.
+    /// The source's fields of `task`, with `schedule` = `(next_run_at,
+    /// started_at)` and `queue_rank` (`Some` only for a task that waits to be
+    /// submitted here: resumed, `submitted`, without an upstream id).
     pub(crate) fn from_imported(
         task: &ImportedTask,
         schedule: (NaiveDateTime, Option<NaiveDateTime>),
+        queue_rank: Option<i64>,
     ) -> Self {
         ImportUpdateRow {
             request_id: task.request_id.clone(),
@@ -485,6 +498,7 @@ impl ImportUpdateRow {
                 .external_task_id
                 .as_ref()
                 .map(|_| schedule.1.unwrap_or_else(|| to_db(task.created_at))),
+            queue_rank,
         }
     }
 }

@@ -34,6 +34,7 @@ diesel::table! {
         inputs_purged_at -> Nullable<Timestamp>,
         purged_at -> Nullable<Timestamp>,
         submitted_at -> Nullable<Timestamp>,
+        queue_rank -> Nullable<BigInt>,
     }
 }
 

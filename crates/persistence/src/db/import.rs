@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use modelgen_domain::TaskStatus;
 
 use super::Database;
 use crate::error::RepoError;
@@ -67,16 +68,30 @@ impl TaskImport for Database {
             };
             let outcome = plan_import(existing.as_ref().map(|(t, i)| (t, i.as_slice())), task, now);
             let plan = schedule(task, existing.as_ref().map(|(t, _)| t));
+            // A task that waits here to be submitted (resumed, `submitted`,
+            // no upstream id) joins the fair queue, or keeps its place in it.
+            let queued = task.status == TaskStatus::Submitted
+                && task.external_task_id.is_none()
+                && plan.0 < to_db(parked_until());
+            let rank = match (&outcome, queued) {
+                (ImportOutcome::Created | ImportOutcome::Updated, true) => {
+                    match existing.as_ref().and_then(|(stored, _)| stored.queue_rank) {
+                        Some(rank) => Some(rank),
+                        None => Some(dialect::next_queue_rank(conn, &task.user_id).await?),
+                    }
+                }
+                _ => None,
+            };
             match outcome {
                 ImportOutcome::Created => {
                     diesel::insert_into(t::table)
-                        .values(TaskRow::from_imported(task, plan))
+                        .values(TaskRow::from_imported(task, plan, rank))
                         .execute(conn)
                         .await?;
                 }
                 ImportOutcome::Updated => {
                     diesel::update(t::table.find(&id))
-                        .set(ImportUpdateRow::from_imported(task, plan))
+                        .set(ImportUpdateRow::from_imported(task, plan, rank))
                         .execute(conn)
                         .await?;
                     diesel::delete(img::table.filter(img::task_id.eq(&id)))

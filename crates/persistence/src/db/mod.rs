@@ -21,35 +21,144 @@ compile_error!(
 /// Statuses a worker may still act on (claimable when due).
 pub(crate) const ACTIVE_STATUSES: [&str; 2] = ["submitted", "processing"];
 
-/// The due-task filter of a claim: active, due at `$now`, lease free or expired.
-/// One definition for both backends; only the locking around it differs.
-macro_rules! due_tasks {
+/// The order of both claim lanes, which `idx_task_queue (status, queue_rank,
+/// next_run_at, task_id)` holds: fair rank (all NULL in the poll lane), then
+/// due time, then id. Every lane query filters on one `status` and on
+/// `queue_rank` being NULL or not, so the index range is read in this order:
+/// no sort of the backlog.
+macro_rules! queue_order {
+    () => {{
+        use $crate::schema::ai_generation_task as t;
+        (t::queue_rank.asc(), t::next_run_at.asc(), t::task_id.asc())
+    }};
+}
+pub(crate) use queue_order;
+
+/// The order of the poll lane on backends whose planner sees that
+/// `queue_rank IS NULL` fixes the rank (SQLite, MySQL/MariaDB): due time, then
+/// id. MariaDB sorts (filesort) when the order names the rank too; PostgreSQL
+/// sorts unless it does, so its poll lane uses [`queue_order!`].
+macro_rules! due_order {
+    () => {{
+        use $crate::schema::ai_generation_task as t;
+        (t::next_run_at.asc(), t::task_id.asc())
+    }};
+}
+pub(crate) use due_order;
+
+/// The poll lane of a claim, for one `$status` (`submitted` or
+/// `processing`): tasks without a fair rank (running upstream, or queued
+/// without a rank, e.g. by a replica older than the rank), due at `$now`,
+/// lease free or expired, in `next_run_at` order (`$order`: the dialect's
+/// `poll_order!`, [`due_order!`] or [`queue_order!`], whichever its planner
+/// reads from the index without a sort). One index range of `idx_task_queue`
+/// per status; the claim merges the two.
+macro_rules! due_polls {
+    ($now:expr, $status:expr, $order:expr) => {{
+        use $crate::schema::ai_generation_task as t;
+        let now: ::chrono::NaiveDateTime = $now;
+        t::table
+            .filter(t::status.eq($status))
+            .filter(t::queue_rank.is_null())
+            .filter(t::next_run_at.le(now))
+            .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
+            .order($order)
+    }};
+}
+pub(crate) use due_polls;
+
+/// The submit lane of a claim: ranked tasks (waiting to be submitted
+/// upstream), due at `$now`, lease free or expired, in fair order
+/// ([`queue_order!`]). One index range of `idx_task_queue`; rows skipped on the
+/// way are only the queue's in-flight (leased) and snoozed (not yet due) ones.
+macro_rules! due_submits {
     ($now:expr) => {{
         use $crate::schema::ai_generation_task as t;
         let now: ::chrono::NaiveDateTime = $now;
         t::table
-            .filter(t::status.eq_any($crate::db::ACTIVE_STATUSES))
+            .filter(t::status.eq($crate::db::QUEUED_STATUS))
+            .filter(t::queue_rank.is_not_null())
             .filter(t::next_run_at.le(now))
             .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
+            .order($crate::db::queue_order!())
     }};
 }
+pub(crate) use due_submits;
 
-/// The order tasks are claimed in: tasks already running upstream (they have
-/// an `external_task_id`: their polls and downloads are owed, and results
-/// expire) before new submits, then oldest due first. Without the first key a
-/// backlog of new tasks starves the polls of started ones under the upstream
-/// rate cap.
-macro_rules! claim_order {
+/// The only status a ranked (queued) task has.
+pub(crate) const QUEUED_STATUS: &str = "submitted";
+
+/// The head of the fair queue: the smallest `queue_rank` (the first ranked
+/// entry of `idx_task_queue`), as a query of one `Nullable<BigInt>` row.
+macro_rules! queue_head {
     () => {{
         use $crate::schema::ai_generation_task as t;
-        (
-            t::external_task_id.is_null().asc(),
-            t::next_run_at.asc(),
-            t::task_id.asc(),
-        )
+        t::table
+            .filter(t::status.eq($crate::db::QUEUED_STATUS))
+            .filter(t::queue_rank.is_not_null())
+            .select(t::queue_rank)
+            .order(t::queue_rank.asc())
+            .limit(1)
     }};
 }
-pub(crate) use claim_order;
+pub(crate) use queue_head;
+
+/// `$user`'s last queued rank (the last ranked entry of its range of
+/// `idx_task_user_rank`), as a query of one `Nullable<BigInt>` row.
+macro_rules! user_last_rank {
+    ($user:expr) => {{
+        use $crate::schema::ai_generation_task as t;
+        t::table
+            .filter(t::user_id.eq($user))
+            .filter(t::queue_rank.is_not_null())
+            .select(t::queue_rank)
+            .order(t::queue_rank.desc())
+            .limit(1)
+    }};
+}
+pub(crate) use user_last_rank;
+
+/// How many queued tasks are ahead of a task at `($rank, $due, $id)` in fair
+/// order: a count over the range of `idx_task_queue` up to `$rank` (covering),
+/// O(position) entries.
+macro_rules! queue_ahead {
+    ($rank:expr, $due:expr, $id:expr) => {{
+        use $crate::schema::ai_generation_task as t;
+        let rank: i64 = $rank;
+        let due: ::chrono::NaiveDateTime = $due;
+        t::table
+            .filter(t::status.eq($crate::db::QUEUED_STATUS))
+            .filter(t::queue_rank.le(rank))
+            .filter(
+                t::queue_rank
+                    .lt(rank)
+                    .or(t::next_run_at.lt(due))
+                    .or(t::next_run_at.eq(due).and(t::task_id.lt($id))),
+            )
+            .count()
+    }};
+}
+pub(crate) use queue_ahead;
+
+/// The rank a task of `$user` gets when it joins the queue
+/// ([`crate::fair::queue_rank`] of the head and the user's last rank): two
+/// index lookups on `$conn` (a `&mut` connection), inside the caller's write
+/// transaction. The body of each dialect's `next_queue_rank`, in a function
+/// returning `QueryResult<i64>`.
+macro_rules! next_queue_rank {
+    ($conn:expr, $user:expr) => {{
+        let head: Option<Option<i64>> = $crate::db::queue_head!()
+            .first::<Option<i64>>(&mut *$conn)
+            .await
+            .optional()?;
+        let last: Option<Option<i64>> = $crate::db::user_last_rank!($user)
+            .first::<Option<i64>>(&mut *$conn)
+            .await
+            .optional()?;
+        Ok($crate::fair::queue_rank(head.flatten(), last.flatten()))
+    }};
+}
+pub(crate) use next_queue_rank;
 
 /// Terminal statuses: a task in one of them never runs again (except through
 /// an operator's retry of a `failed` one).
@@ -70,24 +179,12 @@ macro_rules! due_purges {
             .filter(t::lease_owner.is_null().or(t::lease_expires_at.le(now)))
     }};
 }
-/// `INSERT … RETURNING` one row, for backends that have it (SQLite,
-/// PostgreSQL); `$lookup` (the row by key) is what MySQL's version reads back
-/// instead. Evaluates to `QueryResult<$row>`. Each dialect module exports its
-/// own `insert_returning!`, `update_returning_all!` and `update_returning_one!`.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-macro_rules! native_insert_returning {
-    ($conn:expr, $table:expr, $values:expr, $row:ty, $lookup:expr) => {{
-        ::diesel::insert_into($table)
-            .values($values)
-            .returning(<$row>::as_returning())
-            .get_result::<$row>($conn)
-            .await
-    }};
-}
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use native_insert_returning;
 
-/// `UPDATE … RETURNING` every updated row: `QueryResult<Vec<$row>>`.
+/// `UPDATE … RETURNING`, for backends that have it (SQLite, PostgreSQL);
+/// MySQL's versions read the rows back instead. Each dialect module exports
+/// its own `update_returning_all!` and `update_returning_one!`.
+///
+/// This one: every updated row: `QueryResult<Vec<$row>>`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! native_update_returning_all {
     ($conn:expr, $target:expr, $changes:expr, $row:ty) => {{
@@ -309,6 +406,8 @@ pub(crate) fn finish<M: deadpool::managed::Manager, T>(
 }
 
 mod callbacks;
+#[cfg(feature = "testing")]
+pub(crate) mod explain;
 mod import;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;

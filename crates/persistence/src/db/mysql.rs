@@ -450,21 +450,70 @@ pub(crate) async fn lock_callback(
         .optional()
 }
 
-/// Ids of up to `limit` claimable tasks in [`crate::db::claim_order!`] order, locked with
-/// `FOR UPDATE SKIP LOCKED` so that concurrent claimers take disjoint rows.
-pub(crate) async fn due_task_ids(
+/// A claim lane's query with `FOR UPDATE SKIP LOCKED`: concurrent claimers
+/// take disjoint rows.
+macro_rules! mysql_claim_lock {
+    ($query:expr) => {
+        $query.for_update().skip_locked()
+    };
+}
+pub(crate) use mysql_claim_lock as claim_lock;
+
+/// `EXPLAIN FORMAT=JSON $query` on `$conn` (tests and the claim benchmark).
+#[cfg(feature = "testing")]
+macro_rules! mysql_explain {
+    ($conn:expr, $query:expr) => {{
+        let rows: Vec<String> = $crate::db::explain::Explain::<_, ::diesel::sql_types::Text>::new(
+            "EXPLAIN FORMAT=JSON ",
+            $query,
+        )
+        .load(&mut *$conn)
+        .await?;
+        rows.join("\n")
+    }};
+}
+#[cfg(feature = "testing")]
+pub(crate) use mysql_explain as explain;
+
+/// The poll lane's order here ([`crate::db::due_polls!`]): MariaDB/MySQL sort (filesort) when the order names the rank, fixed by
+/// `queue_rank IS NULL`: due time and id only.
+pub(crate) use crate::db::due_order as poll_order;
+
+/// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
+/// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; locked with `FOR UPDATE SKIP
+/// LOCKED` so that concurrent claimers take disjoint rows.
+pub(crate) async fn due_poll_keys(
+    conn: &mut Conn,
+    status: &str,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(NaiveDateTime, String)>> {
+    claim_lock!(
+        crate::db::due_polls!(now, status, poll_order!())
+            .select((t::next_run_at, t::task_id))
+            .limit(limit)
+    )
+    .load(conn)
+    .await
+}
+
+/// Ids of up to `limit` claimable tasks of the submit lane
+/// ([`crate::db::due_submits!`]), in fair order; locked with `FOR UPDATE SKIP
+/// LOCKED` so that concurrent claimers take disjoint rows.
+pub(crate) async fn due_submit_ids(
     conn: &mut Conn,
     now: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<String>> {
-    due_tasks!(now)
-        .select(t::task_id)
-        .order(crate::db::claim_order!())
-        .limit(limit)
-        .for_update()
-        .skip_locked()
+    claim_lock!(crate::db::due_submits!(now).select(t::task_id).limit(limit))
         .load(conn)
         .await
+}
+
+/// The rank a new (or retried) task of `user_id` joins the queue at
+/// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
+pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {
+    crate::db::next_queue_rank!(conn, user_id)
 }
 
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; locked with
@@ -485,7 +534,7 @@ pub(crate) async fn due_purge_ids(
         .await
 }
 
-/// Ids of up to `limit` claimable outbox rows, locked like [`due_task_ids`].
+/// Ids of up to `limit` claimable outbox rows, locked like [`due_submit_ids`].
 pub(crate) async fn due_callback_ids(
     conn: &mut Conn,
     now: NaiveDateTime,
@@ -500,26 +549,6 @@ pub(crate) async fn due_callback_ids(
         .load(conn)
         .await
 }
-
-/// `INSERT` of `$values` into `$table`, then the row read back through
-/// `$lookup` (a query naming it by key), both in one transaction. Evaluates to
-/// `QueryResult<$row>`. Use outside `write_tx!` only (it opens its own).
-macro_rules! mysql_insert_returning {
-    ($conn:expr, $table:expr, $values:expr, $row:ty, $lookup:expr) => {{
-        ::diesel_async::AsyncConnection::transaction(
-            $conn,
-            async |conn| -> ::diesel::QueryResult<$row> {
-                ::diesel::insert_into($table)
-                    .values($values)
-                    .execute(&mut *conn)
-                    .await?;
-                $lookup.select(<$row>::as_select()).first(conn).await
-            },
-        )
-        .await
-    }};
-}
-pub(crate) use mysql_insert_returning as insert_returning;
 
 /// `UPDATE $target SET $changes`, then the updated rows read back through
 /// `$target` again. Evaluates to `QueryResult<Vec<$row>>`. Inside `write_tx!`

@@ -12,7 +12,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::PoolOptions;
-pub(crate) use super::native_insert_returning as insert_returning;
 pub(crate) use super::native_update_returning_all as update_returning_all;
 pub(crate) use super::native_update_returning_one as update_returning_one;
 use crate::error::RepoError;
@@ -146,21 +145,69 @@ pub(crate) async fn lock_callback(
         .optional()
 }
 
-/// Ids of up to `limit` claimable tasks in [`crate::db::claim_order!`] order, locked with
-/// `FOR UPDATE SKIP LOCKED` so that concurrent claimers take disjoint rows.
-pub(crate) async fn due_task_ids(
+/// A claim lane's query with `FOR UPDATE SKIP LOCKED`: concurrent claimers
+/// take disjoint rows.
+macro_rules! pg_claim_lock {
+    ($query:expr) => {
+        $query.for_update().skip_locked()
+    };
+}
+pub(crate) use pg_claim_lock as claim_lock;
+
+/// The lines of `EXPLAIN $query` on `$conn`, joined (tests and the claim
+/// benchmark).
+#[cfg(feature = "testing")]
+macro_rules! pg_explain {
+    ($conn:expr, $query:expr) => {{
+        let rows: Vec<String> =
+            $crate::db::explain::Explain::<_, ::diesel::sql_types::Text>::new("EXPLAIN ", $query)
+                .load(&mut *$conn)
+                .await?;
+        rows.join("\n")
+    }};
+}
+#[cfg(feature = "testing")]
+pub(crate) use pg_explain as explain;
+
+/// The poll lane's order here ([`crate::db::due_polls!`]): PostgreSQL does not take `queue_rank IS NULL` as fixing the rank: the
+/// order names it, or the planner sorts.
+pub(crate) use crate::db::queue_order as poll_order;
+
+/// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
+/// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; locked with `FOR UPDATE SKIP
+/// LOCKED` so that concurrent claimers take disjoint rows.
+pub(crate) async fn due_poll_keys(
+    conn: &mut Conn,
+    status: &str,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(NaiveDateTime, String)>> {
+    claim_lock!(
+        crate::db::due_polls!(now, status, poll_order!())
+            .select((t::next_run_at, t::task_id))
+            .limit(limit)
+    )
+    .load(conn)
+    .await
+}
+
+/// Ids of up to `limit` claimable tasks of the submit lane
+/// ([`crate::db::due_submits!`]), in fair order; locked with `FOR UPDATE SKIP
+/// LOCKED` so that concurrent claimers take disjoint rows.
+pub(crate) async fn due_submit_ids(
     conn: &mut Conn,
     now: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<String>> {
-    due_tasks!(now)
-        .select(t::task_id)
-        .order(crate::db::claim_order!())
-        .limit(limit)
-        .for_update()
-        .skip_locked()
+    claim_lock!(crate::db::due_submits!(now).select(t::task_id).limit(limit))
         .load(conn)
         .await
+}
+
+/// The rank a new (or retried) task of `user_id` joins the queue at
+/// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
+pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {
+    crate::db::next_queue_rank!(conn, user_id)
 }
 
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; locked with
@@ -181,7 +228,7 @@ pub(crate) async fn due_purge_ids(
         .await
 }
 
-/// Ids of up to `limit` claimable outbox rows, locked like [`due_task_ids`].
+/// Ids of up to `limit` claimable outbox rows, locked like [`due_submit_ids`].
 pub(crate) async fn due_callback_ids(
     conn: &mut Conn,
     now: NaiveDateTime,

@@ -31,7 +31,6 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
 
 use super::PoolOptions;
-pub(crate) use super::native_insert_returning as insert_returning;
 pub(crate) use super::native_update_returning_all as update_returning_all;
 pub(crate) use super::native_update_returning_one as update_returning_one;
 use crate::error::RepoError;
@@ -266,19 +265,72 @@ pub(crate) async fn lock_callback(
         .optional()
 }
 
-/// Ids of up to `limit` claimable tasks in [`crate::db::claim_order!`] order; the caller's
-/// immediate transaction keeps other claimers out until it commits.
-pub(crate) async fn due_task_ids(
+/// A claim lane's query as it is run on SQLite: unchanged (the caller's
+/// immediate transaction keeps other claimers out until it commits).
+macro_rules! sqlite_claim_lock {
+    ($query:expr) => {
+        $query
+    };
+}
+pub(crate) use sqlite_claim_lock as claim_lock;
+
+/// The `detail` lines of `EXPLAIN QUERY PLAN $query` on `$conn`, joined
+/// (tests and the claim benchmark).
+#[cfg(feature = "testing")]
+macro_rules! sqlite_explain {
+    ($conn:expr, $query:expr) => {{
+        use ::diesel::sql_types::{Integer, Text};
+        let rows: Vec<(i32, i32, i32, String)> = $crate::db::explain::Explain::<
+            _,
+            (Integer, Integer, Integer, Text),
+        >::new("EXPLAIN QUERY PLAN ", $query)
+        .load(&mut *$conn)
+        .await?;
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }};
+}
+#[cfg(feature = "testing")]
+pub(crate) use sqlite_explain as explain;
+
+/// The poll lane's order here ([`crate::db::due_polls!`]): SQLite reads `queue_rank IS NULL` as an equality: the index gives
+/// `next_run_at` order.
+pub(crate) use crate::db::due_order as poll_order;
+
+/// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
+/// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; the caller's immediate
+/// transaction keeps other claimers out until it commits.
+pub(crate) async fn due_poll_keys(
+    conn: &mut Conn,
+    status: &str,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<(NaiveDateTime, String)>> {
+    claim_lock!(
+        crate::db::due_polls!(now, status, poll_order!())
+            .select((t::next_run_at, t::task_id))
+            .limit(limit)
+    )
+    .load(conn)
+    .await
+}
+
+/// Ids of up to `limit` claimable tasks of the submit lane
+/// ([`crate::db::due_submits!`]), in fair order; the caller's immediate
+/// transaction keeps other claimers out until it commits.
+pub(crate) async fn due_submit_ids(
     conn: &mut Conn,
     now: NaiveDateTime,
     limit: i64,
 ) -> QueryResult<Vec<String>> {
-    due_tasks!(now)
-        .select(t::task_id)
-        .order(crate::db::claim_order!())
-        .limit(limit)
+    claim_lock!(crate::db::due_submits!(now).select(t::task_id).limit(limit))
         .load(conn)
         .await
+}
+
+/// The rank a new (or retried) task of `user_id` joins the queue at
+/// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
+pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {
+    crate::db::next_queue_rank!(conn, user_id)
 }
 
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; the caller's

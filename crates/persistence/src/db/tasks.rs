@@ -12,6 +12,7 @@ use modelgen_domain::{TaskEvent, TaskId, TaskState, TaskStatus, transition};
 
 use super::Database;
 use crate::error::RepoError;
+use crate::fair;
 use crate::models::{
     Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, QueueStats, TaskChange,
     TaskQuery, TaskRecord,
@@ -35,6 +36,17 @@ fn fence_holds(
             lease_owner == Some(owner.as_str()) && lease_expires_at.is_some_and(|exp| exp > now)
         }
     }
+}
+
+/// The order of a claimed batch: polls (no rank) by due time, then submits in
+/// fair order.
+fn claim_key(row: &TaskRow) -> (bool, Option<i64>, chrono::NaiveDateTime, &str) {
+    (
+        row.queue_rank.is_some(),
+        row.queue_rank,
+        row.next_run_at,
+        &row.task_id,
+    )
 }
 
 /// What `update_task` computed from the locked row and the change: the columns
@@ -107,7 +119,7 @@ fn plan_update(
     } else {
         (row.lease_owner.clone(), row.lease_expires_at)
     };
-    let update = TaskUpdateRow {
+    let mut update = TaskUpdateRow {
         external_task_id: change
             .external_task_id
             .clone()
@@ -130,7 +142,16 @@ fn plan_update(
             (None, Some(_)) => Some(now_db),
             _ => row.submitted_at,
         },
+        queue_rank: None,
     };
+    // The task keeps its place in the fair queue only while it still waits
+    // to be submitted: an upstream id, or any other status, takes it out.
+    if new.status == TaskStatus::Submitted
+        && update.external_task_id.is_none()
+        && update.submitted_at.is_none()
+    {
+        update.queue_rank = row.queue_rank;
+    }
     Ok(Plan {
         update,
         write: state_changed || fields_changed || lease_released,
@@ -141,15 +162,19 @@ fn plan_update(
 #[async_trait]
 impl TaskRepository for Database {
     async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError> {
-        let row = TaskRow::from_new(&task)?;
-        let inserted = write_conn!(self, |conn, dialect| {
-            Ok(dialect::insert_returning!(
-                conn,
-                t::table,
-                &row,
-                TaskRow,
-                t::table.find(&row.task_id)
-            )?)
+        let row = TaskRow::from_new(&task, 0)?;
+        // The rank is read and written in one write transaction (SQLite: the
+        // write lock; elsewhere two concurrent creates of one user may get
+        // the same rank, a tie broken by next_run_at and task_id).
+        let inserted = write_tx!(self, |conn, dialect| {
+            let mut row = row.clone();
+            row.queue_rank = Some(dialect::next_queue_rank(conn, &row.user_id).await?);
+            diesel::insert_into(t::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            // Every column was written from `row` as it is: it is the stored row.
+            Ok(row)
         });
         match inserted {
             Ok(row) => {
@@ -221,14 +246,15 @@ impl TaskRepository for Database {
         let queued = TaskStatus::Submitted.as_str();
         let (depth, oldest, recent) = with_conn!(self, |conn| {
             let depth: i64 = t::table
-                .filter(t::submitted_at.is_null())
                 .filter(t::status.eq(queued))
+                .filter(t::queue_rank.is_not_null())
                 .count()
                 .get_result(conn)
                 .await?;
             let oldest: Option<chrono::NaiveDateTime> = t::table
                 .filter(t::submitted_at.is_null())
                 .filter(t::status.eq(queued))
+                .filter(t::queue_rank.is_not_null())
                 .select(diesel::dsl::min(t::next_run_at))
                 .first(conn)
                 .await?;
@@ -247,21 +273,16 @@ impl TaskRepository for Database {
     }
 
     async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError> {
+        let Some(rank) = task.queue_rank else {
+            return Ok(None);
+        };
         if task.status != TaskStatus::Submitted || task.submitted_at.is_some() {
             return Ok(None);
         }
-        let queued = TaskStatus::Submitted.as_str();
         let due = to_db(task.next_run_at);
         let id = task.task_id.to_string();
         let ahead: i64 = with_conn!(self, |conn| {
-            Ok(t::table
-                .filter(t::submitted_at.is_null())
-                .filter(t::status.eq(queued))
-                // A range of the index (next_run_at <= due), then the tie
-                // on task_id among equal stamps.
-                .filter(t::next_run_at.le(due))
-                .filter(t::next_run_at.lt(due).or(t::task_id.lt(&id)))
-                .count()
+            Ok(crate::db::queue_ahead!(rank, due, &id)
                 .get_result(conn)
                 .await?)
         })?;
@@ -306,8 +327,24 @@ impl TaskRepository for Database {
         }
         let now_db = to_db(now);
         let expires = to_db(add(now, lease));
+        let slots = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut rows = write_tx!(self, |conn, dialect| {
-            let ids = dialect::due_task_ids(conn, now_db, limit).await?;
+            // Each lane reads at most `limit` entries of its index range, in
+            // its order; `split_claim` then shares the batch between them.
+            let submits = dialect::due_submit_ids(conn, now_db, limit).await?;
+            let mut polls = Vec::new();
+            for status in crate::db::ACTIVE_STATUSES {
+                polls.extend(dialect::due_poll_keys(conn, status, now_db, limit).await?);
+            }
+            polls.sort_unstable();
+            let (take_polls, take_submits) =
+                fair::split_claim(slots, polls.len().min(slots), submits.len());
+            let ids: Vec<String> = polls
+                .into_iter()
+                .take(take_polls)
+                .map(|(_, id)| id)
+                .chain(submits.into_iter().take(take_submits))
+                .collect();
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -319,7 +356,8 @@ impl TaskRepository for Database {
                 TaskRow
             )?)
         })?;
-        rows.sort_by(|a, b| (a.next_run_at, &a.task_id).cmp(&(b.next_run_at, &b.task_id)));
+        // Polls first (no rank), each lane in its own order.
+        rows.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
         rows::task_records(rows)
     }
 
@@ -467,6 +505,8 @@ impl TaskRepository for Database {
                 .execute(conn)
                 .await?;
             let stamp = to_db(next_update_stamp(rows::from_db(row.updated_at), now));
+            // Back in the queue, fairly: as a new task of its user.
+            let rank = dialect::next_queue_rank(conn, &row.user_id).await?;
             let row = dialect::update_returning_one!(
                 conn,
                 t::table.find(&id),
@@ -485,6 +525,7 @@ impl TaskRepository for Database {
                     t::completed_at.eq(None::<chrono::NaiveDateTime>),
                     t::started_at.eq(Some(now_db)),
                     t::submitted_at.eq(None::<chrono::NaiveDateTime>),
+                    t::queue_rank.eq(Some(rank)),
                 ),
                 TaskRow
             )?;
@@ -560,7 +601,7 @@ mod tests {
             request_fingerprint: None,
             created_at: now,
         };
-        TaskRow::from_new(&task).unwrap()
+        TaskRow::from_new(&task, 0).unwrap()
     }
 
     #[test]

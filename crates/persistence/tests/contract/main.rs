@@ -10,6 +10,8 @@ mod blob;
 mod callbacks;
 mod claims;
 mod connect;
+mod fair_queue_migration;
+mod fairness;
 mod image_migration;
 mod import;
 mod mysql;
@@ -73,6 +75,15 @@ contract_tests!(
     claims::expired_lease_is_reclaimed_and_the_stale_owner_is_fenced_out,
     claims::leases_renew_and_release,
     claims::tasks_running_upstream_are_claimed_before_new_submits,
+    fairness::a_late_user_is_served_in_the_next_batch,
+    fairness::backlogs_of_several_users_interleave,
+    fairness::polls_come_first_and_submits_keep_their_share,
+    fairness::the_rank_follows_the_tasks_life,
+    fairness::positions_follow_the_fair_order,
+    fairness::imported_tasks_join_the_queue_only_when_resumed,
+    fairness::a_queued_task_without_a_rank_is_still_claimed,
+    fairness::concurrent_claimers_drain_both_lanes_without_loss,
+    fairness::queue_queries_are_served_by_the_new_indexes,
     callbacks::callback_lifecycle_claim_retry_dead_redeliver_deliver,
     callbacks::concurrent_callback_claimers_get_disjoint_rows,
     callbacks::redeliver_all_dead_and_not_found,
