@@ -492,6 +492,10 @@ impl Engine {
         if signals.lease_lost.is_cancelled() {
             StepOutcome::LostLease
         } else if self.shutdown.is_cancelled() {
+            // Counted in the exit line's `interrupted=N`, with the other work
+            // the shutdown cut off.
+            self.interrupted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             StepOutcome::Snooze {
                 until: now,
                 reason: SnoozeReason::Shutdown,
