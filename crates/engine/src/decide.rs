@@ -18,6 +18,58 @@ pub const MAX_FIRST_POLL_DELAY: Duration = Duration::from_secs(60);
 /// honours it returns the task it created rather than charging again.
 pub const MAX_SUBMIT_ATTEMPTS: i32 = 6;
 
+/// Longest `Retry-After` a poll's snooze honours, like the pacer's own pause
+/// ([`crate::pacing::MAX_RATE_LIMIT_PAUSE`]): a bogus or hostile value (an
+/// HTTP date years ahead, `99999999`) cannot park a task past `TASK_TIMEOUT`.
+pub const MAX_POLL_RETRY_AFTER: Duration = crate::pacing::MAX_RATE_LIMIT_PAUSE;
+
+/// Longest upstream task id kept, bytes: the `external_task_id` column is
+/// `VARCHAR(255)` on MySQL (migrations/mysql), and the client refuses longer
+/// ids when it polls.
+pub const MAX_UPSTREAM_ID_LEN: usize = 255;
+
+/// Longest `error_message` stored for a failed task, characters: an upstream
+/// error text is cut there (with `…`), so a 100 KB message cannot bloat the
+/// row, the task view and the callback.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 1000;
+
+/// Whether an upstream task id can be stored and polled: not empty, at most
+/// [`MAX_UPSTREAM_ID_LEN`] bytes, no control characters (PostgreSQL refuses
+/// NUL in text), not `.`/`..`. `Err` says why, for the task's `error_message`.
+///
+/// # Errors
+/// The reason the id is unusable.
+pub fn usable_upstream_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err("apimart returned an unusable task id (empty, `.` or `..`)".into());
+    }
+    if id.len() > MAX_UPSTREAM_ID_LEN {
+        return Err(format!(
+            "apimart returned an unusable task id ({} bytes, over {MAX_UPSTREAM_ID_LEN})",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("apimart returned an unusable task id (control characters)".into());
+    }
+    Ok(())
+}
+
+/// `message` made safe to store and show: control characters (NUL, which
+/// PostgreSQL refuses in text, escapes, line breaks) become spaces, and it is
+/// cut to [`MAX_ERROR_MESSAGE_CHARS`] characters with a trailing `…`.
+pub fn bounded_error_message(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .take(MAX_ERROR_MESSAGE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if message.chars().nth(MAX_ERROR_MESSAGE_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Which upstream call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
@@ -119,7 +171,7 @@ pub fn poll_retry_delay(
     at_least: Option<Duration>,
 ) -> Duration {
     let delay = poll_delay(polls, base, max, jitter);
-    at_least.map_or(delay, |r| r.max(delay))
+    at_least.map_or(delay, |r| r.min(MAX_POLL_RETRY_AFTER).max(delay))
 }
 
 /// Wait before re-sending a submit whose outcome is unknown, after
@@ -200,6 +252,37 @@ pub fn callback_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_retry_after_is_capped_and_never_overflows() {
+        let base = Duration::from_secs(2);
+        let max = Duration::from_secs(60);
+        let huge = poll_retry_delay(1, base, max, 0.5, Some(Duration::MAX));
+        assert_eq!(huge, MAX_POLL_RETRY_AFTER);
+        let small = poll_retry_delay(0, base, max, 0.0, Some(Duration::from_secs(7)));
+        assert_eq!(small, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn unusable_upstream_ids_are_named() {
+        assert!(usable_upstream_id("task_01ABC").is_ok());
+        assert!(usable_upstream_id(&"x".repeat(MAX_UPSTREAM_ID_LEN)).is_ok());
+        for bad in ["", ".", "..", "ctl\0x", "line\nbreak"] {
+            assert!(usable_upstream_id(bad).is_err(), "{bad:?}");
+        }
+        let long = usable_upstream_id(&"x".repeat(MAX_UPSTREAM_ID_LEN + 1)).unwrap_err();
+        assert!(long.contains("256 bytes"), "{long}");
+    }
+
+    #[test]
+    fn error_messages_lose_control_characters_and_are_bounded() {
+        assert_eq!(bounded_error_message("a\0b\nc"), "a b c");
+        let long = bounded_error_message(&"é".repeat(MAX_ERROR_MESSAGE_CHARS + 5));
+        assert_eq!(long.chars().count(), MAX_ERROR_MESSAGE_CHARS + 1);
+        assert!(long.ends_with('…'));
+        let exact = bounded_error_message(&"e".repeat(MAX_ERROR_MESSAGE_CHARS));
+        assert!(!exact.ends_with('…'));
+    }
     use proptest::prelude::*;
 
     fn server(status: u16) -> ApimartError {
@@ -482,14 +565,20 @@ mod tests {
             prop_assert!(poll_delay(polls + 1, base, max, 0.5) >= poll_delay(polls, base, max, 0.5));
         }
 
-        /// A failed poll waits at least what the upstream asked for.
+        /// A failed poll waits at least what the upstream asked for, up to
+        /// [`MAX_POLL_RETRY_AFTER`], and never longer than that or its backoff.
         #[test]
         fn poll_retry_honours_retry_after(polls in 0u32..16, ra in proptest::option::of(0u64..120_000), jitter in 0.0f64..1.0) {
             let base = Duration::from_millis(500);
             let max = Duration::from_secs(10);
             let got = poll_retry_delay(polls, base, max, jitter, ra.map(Duration::from_millis));
-            prop_assert!(got >= poll_delay(polls, base, max, jitter));
-            if let Some(r) = ra { prop_assert!(got >= Duration::from_millis(r)); }
+            let backoff = poll_delay(polls, base, max, jitter);
+            prop_assert!(got >= backoff);
+            if let Some(r) = ra {
+                let honoured = Duration::from_millis(r).min(MAX_POLL_RETRY_AFTER);
+                prop_assert!(got >= honoured);
+                prop_assert!(got <= honoured.max(backoff));
+            }
         }
 
         /// The step timeout always fits inside the lease.

@@ -199,9 +199,15 @@ pub fn timed_out(
     }
 }
 
+/// `td` as a `TimeDelta`, at most [`MAX_DELAY`], so `now + d(td)` cannot
+/// overflow whatever a setting or an upstream header says.
 fn d(td: Duration) -> TimeDelta {
-    TimeDelta::from_std(td).unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(td.min(MAX_DELAY)).unwrap_or(TimeDelta::MAX)
 }
+
+/// The longest delay the engine ever schedules (a year): far beyond every
+/// timeout, and far from `DateTime`'s limits.
+const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A short label for an upstream error, for logs and metrics.
 pub fn upstream_error_kind(e: &ApimartError) -> &'static str {
@@ -706,10 +712,21 @@ impl Engine {
             .guarded(signals, self.generator.submit(&request, &key))
             .await
         {
-            Err(interrupted) => return Ok(interrupted),
+            Err(interrupted) => return Ok(self.submit_cut_off(&task, interrupted)),
             Ok(r) => r,
         };
         Ok(match result {
+            Ok(resp) if decide::usable_upstream_id(&resp.task_id).is_err() => {
+                let message = decide::usable_upstream_id(&resp.task_id)
+                    .err()
+                    .unwrap_or_default();
+                warn!(reason = %message, "submit answered with an unusable task id; task fails");
+                StepOutcome::Fail {
+                    kind: "bad_answer",
+                    message,
+                    alert: false,
+                }
+            }
             Ok(resp) => {
                 // The task span carries the id from here on; repeating it as an
                 // event field would print it twice on this line.
@@ -724,6 +741,49 @@ impl Engine {
             }
             Err(e) => self.upstream_outcome(&task, &e, Call::Submit),
         })
+    }
+
+    /// A submit cut off by the step timeout is an attempt whose outcome is
+    /// unknown (its request may have left): it is re-sent after the resubmit
+    /// backoff, and the task fails once [`decide::MAX_SUBMIT_ATTEMPTS`] are
+    /// spent, as for any unknown outcome. Other interruptions (shutdown, lost
+    /// lease) pass through.
+    fn submit_cut_off(&self, task: &TaskRecord, outcome: StepOutcome) -> StepOutcome {
+        let StepOutcome::Snooze {
+            reason: SnoozeReason::StepTimeout,
+            ..
+        } = outcome
+        else {
+            return outcome;
+        };
+        metrics::counter!("upstream_submit_unknown_total").increment(1);
+        if task.submit_attempts >= decide::MAX_SUBMIT_ATTEMPTS {
+            warn!(
+                submit.attempt = task.submit_attempts,
+                "submit cut off by the step timeout again; task fails"
+            );
+            return StepOutcome::Fail {
+                kind: "timeout",
+                message: format!(
+                    "apimart: submit outcome unknown after {} attempts (each cut off by STEP_TIMEOUT)",
+                    task.submit_attempts
+                ),
+                alert: false,
+            };
+        }
+        let s = &self.settings;
+        let wait = decide::resubmit_delay(
+            task.submit_attempts,
+            s.poll_interval,
+            s.poll_max_interval,
+            fastrand::f64(),
+        );
+        StepOutcome::Snooze {
+            until: self.clock.now() + d(wait),
+            reason: SnoozeReason::StepTimeout,
+            progress: None,
+            count_poll: false,
+        }
     }
 
     /// The outcome of a failed upstream call, from

@@ -145,7 +145,7 @@ pub fn changes_for(
         }
         StepOutcome::Fail { message, .. } => vec![TaskChange {
             event: Some(TaskEvent::Failed),
-            error: Some((CODE_UPSTREAM, message.clone())),
+            error: Some((CODE_UPSTREAM, crate::decide::bounded_error_message(message))),
             enqueue_callback: callbacks_enabled,
             release_lease: true,
             ..TaskChange::default()

@@ -430,3 +430,137 @@ async fn on_postgres_a_task_created_elsewhere_wakes_an_idle_task_loop() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Hostile upstream answers (found by a black-box attack): the submit's task
+/// id replaced by `bad_id`, every submit hanging, or the first poll answered
+/// 429 with a `Retry-After` of `Duration::MAX`.
+struct Hostile {
+    inner: Arc<dyn ImageGenerator>,
+    bad_id: Option<&'static str>,
+    hang_submits: bool,
+    huge_retry_after_once: AtomicBool,
+}
+
+impl Hostile {
+    fn new(app: &TestApp) -> Hostile {
+        Hostile {
+            inner: app.engine.generator.clone(),
+            bad_id: None,
+            hang_submits: false,
+            huge_retry_after_once: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl ImageGenerator for Hostile {
+    async fn submit(
+        &self,
+        request: &GenerationRequest,
+        key: &str,
+    ) -> Result<SubmitResponse, ApimartError> {
+        if self.hang_submits {
+            std::future::pending::<()>().await;
+        }
+        let mut answer = self.inner.submit(request, key).await?;
+        if let Some(bad) = self.bad_id {
+            answer.task_id = bad.to_owned();
+        }
+        Ok(answer)
+    }
+
+    async fn status(&self, id: &str) -> Result<TaskStatusResponse, ApimartError> {
+        if self.huge_retry_after_once.swap(false, Ordering::SeqCst) {
+            return Err(ApimartError::RateLimited {
+                retry_after: Some(Duration::MAX),
+                message: "slow down".into(),
+            });
+        }
+        self.inner.status(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_submit_answered_with_an_unusable_task_id_fails_the_task_with_the_reason() {
+    for bad in ["ctl\0id", "", "..", "x\u{7f}y"] {
+        let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+        let engine = Arc::new(Engine {
+            generator: Arc::new(Hostile {
+                bad_id: Some(bad),
+                ..Hostile::new(&app)
+            }),
+            ..(*app.engine).clone()
+        });
+        let id = TaskId::parse(&app.create_default("badid").await).unwrap();
+        let done = drive(&engine, &app, &id).await;
+        assert_eq!(done.status, TaskStatus::Failed, "{bad:?}: {done:?}");
+        assert_eq!(done.submit_attempts, 1, "{bad:?}: not re-sent");
+        assert!(
+            done.error_message
+                .as_deref()
+                .is_some_and(|m| m.contains("unusable task id")),
+            "{bad:?}: {done:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_submit_cut_off_by_the_step_timeout_every_time_fails_after_the_attempt_cap() {
+    let app = spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            extra: vec![("lease_seconds".into(), "600".into())],
+        },
+    )
+    .await;
+    let engine = Arc::new(Engine {
+        generator: Arc::new(Hostile {
+            hang_submits: true,
+            ..Hostile::new(&app)
+        }),
+        settings: EngineSettings {
+            step_timeout: Duration::from_millis(200),
+            ..app.engine.settings.clone()
+        },
+        ..(*app.engine).clone()
+    });
+    let id = TaskId::parse(&app.create_default("cutoff").await).unwrap();
+    let done = drive(&engine, &app, &id).await;
+    assert_eq!(done.status, TaskStatus::Failed, "{done:?}");
+    assert_eq!(
+        done.submit_attempts,
+        modelgen_engine::decide::MAX_SUBMIT_ATTEMPTS,
+        "{done:?}"
+    );
+    assert!(
+        done.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("STEP_TIMEOUT")),
+        "{done:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_poll_answered_429_with_an_endless_retry_after_snoozes_at_most_a_minute() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default()).await;
+    let hostile = Arc::new(Hostile::new(&app));
+    let engine = Arc::new(Engine {
+        generator: hostile.clone(),
+        ..(*app.engine).clone()
+    });
+    let id = TaskId::parse(&app.create_default("retryafter").await).unwrap();
+    engine.run_once().await.unwrap();
+    assert!(task(&app, &id).await.external_task_id.is_some());
+    until_due(&app, &id).await;
+    hostile.huge_retry_after_once.store(true, Ordering::SeqCst);
+    let before = chrono::Utc::now();
+    engine.run_once().await.unwrap();
+    let snoozed = task(&app, &id).await;
+    assert_eq!(snoozed.status, TaskStatus::Submitted, "{snoozed:?}");
+    assert!(snoozed.lease_owner.is_none(), "{snoozed:?}");
+    let wait = snoozed.next_run_at - before;
+    assert!(
+        wait <= chrono::TimeDelta::seconds(61) && wait >= chrono::TimeDelta::seconds(59),
+        "snoozed for {wait:?}"
+    );
+}
