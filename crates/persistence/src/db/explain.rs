@@ -187,7 +187,7 @@ impl Database {
     /// Database errors.
     pub async fn clear_queue_rank(&self, id: &modelgen_domain::TaskId) -> Result<(), RepoError> {
         let id = id.to_string();
-        with_conn!(self, |conn| {
+        write_conn!(self, |conn| {
             diesel::update(t::table.find(&id))
                 .set(t::queue_rank.eq(None::<i64>))
                 .execute(conn)
@@ -210,7 +210,7 @@ impl Database {
             super::Backend::Postgres => "VACUUM ANALYZE ai_generation_task",
             super::Backend::Sqlite => "ANALYZE ai_generation_task",
         };
-        with_conn!(self, |conn| {
+        write_conn!(self, |conn| {
             diesel::sql_query(statement).execute(conn).await?;
             Ok(())
         })
