@@ -479,37 +479,6 @@ pub(crate) use mysql_explain as explain;
 /// `queue_rank IS NULL`: due time and id only.
 pub(crate) use crate::db::due_order as poll_order;
 
-/// `(next_run_at, task_id)` of up to `limit` claimable tasks of the poll lane
-/// of `status` ([`crate::db::due_polls!`]), in `next_run_at` order; locked with `FOR UPDATE SKIP
-/// LOCKED` so that concurrent claimers take disjoint rows.
-pub(crate) async fn due_poll_keys(
-    conn: &mut Conn,
-    status: &str,
-    now: NaiveDateTime,
-    limit: i64,
-) -> QueryResult<Vec<(NaiveDateTime, String)>> {
-    claim_lock!(
-        crate::db::due_polls!(now, status, poll_order!())
-            .select((t::next_run_at, t::task_id))
-            .limit(limit)
-    )
-    .load(conn)
-    .await
-}
-
-/// Ids of up to `limit` claimable tasks of the submit lane
-/// ([`crate::db::due_submits!`]), in fair order; locked with `FOR UPDATE SKIP
-/// LOCKED` so that concurrent claimers take disjoint rows.
-pub(crate) async fn due_submit_ids(
-    conn: &mut Conn,
-    now: NaiveDateTime,
-    limit: i64,
-) -> QueryResult<Vec<String>> {
-    claim_lock!(crate::db::due_submits!(now).select(t::task_id).limit(limit))
-        .load(conn)
-        .await
-}
-
 /// The rank a new (or retried) task of `user_id` joins the queue at
 /// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
 pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {
@@ -534,7 +503,7 @@ pub(crate) async fn due_purge_ids(
         .await
 }
 
-/// Ids of up to `limit` claimable outbox rows, locked like [`due_submit_ids`].
+/// Ids of up to `limit` claimable outbox rows, locked like the task claim (`claim_lock!`).
 pub(crate) async fn due_callback_ids(
     conn: &mut Conn,
     now: NaiveDateTime,

@@ -331,10 +331,27 @@ impl TaskRepository for Database {
         let mut rows = write_tx!(self, |conn, dialect| {
             // Each lane reads at most `limit` entries of its index range, in
             // its order; `split_claim` then shares the batch between them.
-            let submits = dialect::due_submit_ids(conn, now_db, limit).await?;
-            let mut polls = Vec::new();
+            // The lanes' filters and orders are shared (`due_submits!`,
+            // `due_polls!`); each backend brings its row locking
+            // (`claim_lock!`) and its poll order (`poll_order!`).
+            let submits: Vec<String> = dialect::claim_lock!(
+                crate::db::due_submits!(now_db)
+                    .select(t::task_id)
+                    .limit(limit)
+            )
+            .load(conn)
+            .await?;
+            let mut polls: Vec<(chrono::NaiveDateTime, String)> = Vec::new();
             for status in crate::db::ACTIVE_STATUSES {
-                polls.extend(dialect::due_poll_keys(conn, status, now_db, limit).await?);
+                polls.extend(
+                    dialect::claim_lock!(
+                        crate::db::due_polls!(now_db, status, dialect::poll_order!())
+                            .select((t::next_run_at, t::task_id))
+                            .limit(limit)
+                    )
+                    .load::<(chrono::NaiveDateTime, String)>(conn)
+                    .await?,
+                );
             }
             polls.sort_unstable();
             let (take_polls, take_submits) =
