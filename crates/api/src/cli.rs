@@ -187,10 +187,59 @@ pub enum TasksCommand {
         task_id: String,
     },
     /// Put a failed task back to `submitted` so the workers run it again
-    /// (fresh upstream submit, timeout counted from now, a new callback when it ends).
+    /// (fresh upstream submit, timeout counted from now, a new callback of
+    /// type `task.retry_<status>` when it ends; the earlier callback's record
+    /// is kept). With --failed instead of an id: every failed task the
+    /// filters match (at most 1000 a run), e.g. after an outage:
+    /// `tasks retry --failed --since 2026-12-01T09:00:00Z --error-code 1002 --dry-run`.
+    /// Prints a JSON report (matched, retried, skipped and why).
     Retry {
         /// Task id: `task_…`, or any imported id (1–128 URL-safe ASCII characters).
-        task_id: String,
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        task_id: Option<String>,
+        /// Retry failed tasks by filter rather than one task by id.
+        #[arg(long)]
+        failed: bool,
+        /// Only tasks that failed at or after this instant (RFC 3339).
+        #[arg(long, requires = "failed")]
+        since: Option<String>,
+        /// Only tasks that failed before this instant (RFC 3339).
+        #[arg(long, requires = "failed")]
+        until: Option<String>,
+        /// Only tasks failed with this error code (e.g. 1002).
+        #[arg(long, requires = "failed")]
+        error_code: Option<i32>,
+        /// Only this user's tasks.
+        #[arg(long, requires = "failed")]
+        user: Option<String>,
+        /// Say which tasks would be retried; change nothing.
+        #[arg(long, requires = "failed")]
+        dry_run: bool,
+    },
+    /// List tasks as JSON, newest first, with filters; `next_cursor` of the
+    /// output continues the list (`--cursor`).
+    List {
+        /// Only this user's tasks.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this status: submitted, processing, completed, failed, cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this type: default, edit, outfit.
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        /// Only tasks created at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only tasks created before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -240,6 +289,22 @@ fn out(line: &str) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
+/// An API error as a command-line error: its message, and each bad field
+/// with what is wrong with it (`--since: must be an RFC 3339 date-time`).
+fn cli_error(e: crate::error::ApiError) -> anyhow::Error {
+    match e {
+        crate::error::ApiError::Invalid(fields) => anyhow::anyhow!(
+            "invalid arguments: {}",
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
     }
 }
 
@@ -315,7 +380,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "callbacks": callbacks,
             }))
         }
-        Command::Tasks(TasksCommand::Retry { task_id }) => {
+        Command::Tasks(TasksCommand::Retry {
+            task_id: None,
+            since,
+            until,
+            error_code,
+            user,
+            dry_run,
+            ..
+        }) => {
+            let db: std::sync::Arc<dyn TaskRepository> =
+                std::sync::Arc::new(open_database(&config).await?);
+            let filter = crate::timeline::RetryFilter {
+                user_id: user,
+                error_code,
+                since,
+                until,
+                dry_run,
+            };
+            let query = crate::timeline::retry_query(&filter).map_err(cli_error)?;
+            let report =
+                crate::timeline::retry_failed(&db, query, dry_run, chrono::Utc::now()).await?;
+            print_json(&report)
+        }
+        Command::Tasks(TasksCommand::List {
+            user,
+            status,
+            task_type,
+            since,
+            until,
+            limit,
+            cursor,
+        }) => {
+            let db = open_database(&config).await?;
+            let blobs = open_blob_store(&config)?;
+            let filters = crate::service::ListFilters {
+                user_id: user,
+                status: status.as_deref(),
+                task_type: task_type.as_deref(),
+                limit: Some(limit),
+                cursor: cursor.as_deref(),
+                created: (since.as_deref(), until.as_deref()),
+            };
+            let page = crate::service::list_page(&db, &db, &*blobs, filters)
+                .await
+                .map_err(cli_error)?;
+            print_json(&page)
+        }
+        Command::Tasks(TasksCommand::Retry {
+            task_id: Some(task_id),
+            ..
+        }) => {
             let db = open_database(&config).await?;
             let id = task_id
                 .parse()
@@ -371,11 +486,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let privacy = Privacy {
                 tasks: db.clone(),
                 images: db.clone(),
-                retention: db,
+                retention: db.clone(),
                 blobs: open_blob_store(&config)?,
                 clock: std::sync::Arc::new(SystemClock),
                 owner: format!("modelgen-cli-{}", std::process::id()),
                 callbacks_enabled: config.callback_url.is_some(),
+                events: db,
             };
             let report = privacy
                 .purge_user(&user_id, dry_run, Actor::Cli)

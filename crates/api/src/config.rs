@@ -426,6 +426,10 @@ pub struct Config {
     pub input_retention: f64,
     /// Seconds between two sweeps of the input retention cleanup.
     pub retention_sweep_interval: f64,
+    /// Seconds a task timeline entry (`GET /tasks/{task_id}/events`) is kept
+    /// after it was written (default 30 days); 0 keeps them forever. Swept
+    /// with the input retention cleanup, every `RETENTION_SWEEP_INTERVAL`.
+    pub event_retention: f64,
     /// `text` or `json`.
     pub log_format: LogFormat,
 }
@@ -508,6 +512,7 @@ impl Default for Config {
             shutdown_grace: 30.0,
             input_retention: 7.0 * 24.0 * 3600.0,
             retention_sweep_interval: 300.0,
+            event_retention: 30.0 * 24.0 * 3600.0,
             log_format: LogFormat::Text,
         }
     }
@@ -590,6 +595,7 @@ pub const ENV_KEYS: &[&str] = &[
     "SHUTDOWN_GRACE",
     "INPUT_RETENTION",
     "RETENTION_SWEEP_INTERVAL",
+    "EVENT_RETENTION",
     "LOG_FORMAT",
 ];
 
@@ -704,6 +710,14 @@ impl Config {
         {
             problems.push(
                 "INPUT_RETENTION must be a number of seconds, 0 (keep forever) or more".into(),
+            );
+        }
+        if !(self.event_retention.is_finite()
+            && self.event_retention >= 0.0
+            && self.event_retention < 1e12)
+        {
+            problems.push(
+                "EVENT_RETENTION must be a number of seconds, 0 (keep forever) or more".into(),
             );
         }
         if !(self.balance_check_interval.is_finite()
@@ -865,6 +879,12 @@ impl Config {
     /// `None` when `INPUT_RETENTION` is 0 (kept forever).
     pub fn input_retention(&self) -> Option<Duration> {
         (self.input_retention > 0.0).then(|| Self::secs(self.input_retention))
+    }
+
+    /// How long task timeline entries are kept; `None` when
+    /// `EVENT_RETENTION` is 0 (kept forever).
+    pub fn event_retention(&self) -> Option<Duration> {
+        (self.event_retention > 0.0).then(|| Self::secs(self.event_retention))
     }
 
     /// The built-in simulator's state directory: `SIM_STATE_DIR` when set; else

@@ -395,6 +395,13 @@ pub struct TaskView {
     /// nominal rate, the pacer's start rate / 4 tasks/s, before any is measured).
     /// An estimate; null like `queue_position`.
     pub estimated_start_at: Option<String>,
+    /// What the upstream charged for the task, in the Apimart account's
+    /// balance unit (docs/apimart.md, "Cost"), as it reported on completion;
+    /// null when it reported none, and for failed or cancelled tasks.
+    pub cost: Option<f64>,
+    /// How many times an operator retried the task (0 for its first run).
+    /// A retried run's callback has event type `task.retry_<status>`.
+    pub retries: i32,
 }
 
 /// `GET /tasks` page.

@@ -53,6 +53,8 @@ pub struct HttpState {
     pub serve_images: bool,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (`METRICS_AUTH_TOKEN`).
     pub metrics_token: Option<Secret>,
+    /// Task timelines and usage sums.
+    pub events: Arc<dyn modelgen_persistence::EventLog>,
 }
 
 /// Whether the request carries exactly one `Authorization: Bearer <token>`
@@ -89,6 +91,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(endpoint("/models/outfit", Method::POST, create_outfit))
     .service(endpoint("/tasks", Method::GET, list_tasks))
     .service(endpoint("/tasks/{task_id}", Method::GET, get_task))
+    .service(endpoint(
+        "/tasks/{task_id}/events",
+        Method::GET,
+        crate::timeline::task_events,
+    ))
+    .service(endpoint("/usage", Method::GET, crate::timeline::usage))
+    .service(endpoint(
+        "/admin/tasks/retry",
+        Method::POST,
+        crate::timeline::retry_tasks,
+    ))
     .service(endpoint(
         "/tasks/{task_id}/cancel",
         Method::POST,
@@ -199,13 +212,17 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-/// Paths open without a token: probes, metrics, API description, images
+/// Paths open without a token: probes, metrics, API description and its
+/// Swagger UI page, images
 /// (their keys hold unguessable task ids and the Java side hands them to browsers).
 fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs"
     ) || path.starts_with("/images/")
+        // The Swagger UI page and its assets: a browser cannot send the
+        // token for them; the calls it tries carry it (its Authorize button).
+        || path.starts_with("/docs/")
 }
 
 /// Middleware: request id, span, metrics, bearer-token check.
@@ -323,7 +340,7 @@ pub fn browser_refusal(req: &HttpRequest) -> Option<ApiError> {
 /// Checks the declared type ([`check_json_content_type`], 415/1008), reads the
 /// body with the size cap (413/1007) and parses it as JSON into `T`
 /// ([`decode_json_body`], 400/1001 naming the field).
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
     max: usize,
@@ -751,6 +768,10 @@ pub struct ListQuery {
     pub limit: Option<String>,
     /// Opaque cursor.
     pub cursor: Option<String>,
+    /// Only tasks created at or after this RFC 3339 instant.
+    pub from: Option<String>,
+    /// Only tasks created before this RFC 3339 instant.
+    pub to: Option<String>,
 }
 
 /// `GET /tasks`: list tasks in descending `task_id` order (bytewise: newest
@@ -763,6 +784,8 @@ pub struct ListQuery {
         ("type" = Option<String>, Query, description = "default | edit | outfit"),
         ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("from" = Option<String>, Query, description = "Only tasks created at or after this instant (RFC 3339, e.g. `2026-12-01T00:00:00Z`)"),
+        ("to" = Option<String>, Query, description = "Only tasks created before this instant (RFC 3339)"),
     ),
     responses(
         (status = 200, description = "Newest first", body = Envelope<TaskPage>),
@@ -793,6 +816,10 @@ pub async fn list_tasks(
             q.task_type.as_deref().filter(|s| !s.is_empty()),
             limit,
             q.cursor.as_deref().filter(|s| !s.is_empty()),
+            (
+                q.from.as_deref().filter(|s| !s.is_empty()),
+                q.to.as_deref().filter(|s| !s.is_empty()),
+            ),
         )
         .await?;
     Ok(HttpResponse::Ok().json(Envelope::ok("success", page)))

@@ -22,6 +22,7 @@ pub mod service;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod timeline;
 
 // The engine is its own crate; its modules keep their old paths here.
 pub use modelgen_engine::{alerts, engine, pacing, ports};

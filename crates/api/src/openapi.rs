@@ -63,19 +63,25 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
         crate::admin::redeliver,
         crate::admin::redeliver_all_dead,
         crate::privacy::purge_user_data,
+        crate::timeline::task_events,
+        crate::timeline::usage,
+        crate::timeline::retry_tasks,
     ),
     components(schemas(
         CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, BodyProfileDto, OneOrMany,
         CreatedTask, TaskView, ImageView, TaskPage, CallbackView, CallbackPage, Redelivered, ErrorEnvelope, FieldErrors,
         FieldErrorView, PurgeReport, PurgeItem, crate::health::LivenessView,
-        crate::health::LoopBeat, crate::health::ReadinessView, crate::health::DegradedView
+        crate::health::LoopBeat, crate::health::ReadinessView, crate::health::DegradedView,
+        crate::timeline::EventView, crate::timeline::TaskEvents, crate::timeline::UsageItem,
+        crate::timeline::UsageReport, crate::timeline::RetryFilter, crate::timeline::RetrySkip,
+        crate::timeline::RetryReport
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "models", description = "Create the three jobs"),
         (name = "tasks", description = "Follow, list and cancel tasks"),
         (name = "images", description = "Stored images"),
-        (name = "admin", description = "Callback outbox administration and erasure of a user's data"),
+        (name = "admin", description = "Callback outbox administration, retry of failed tasks by filter, and erasure of a user's data"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]

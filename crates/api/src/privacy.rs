@@ -35,14 +35,17 @@ use tracing::{info, warn};
 
 use modelgen_domain::{TaskEvent, TaskId, TransitionError};
 use modelgen_persistence::{
-    BlobError, BlobStore, DataRetention, Fence, ImageRepository, RepoError, TaskChange, TaskQuery,
-    TaskRecord, TaskRepository,
+    BlobError, BlobStore, DataRetention, EventKind, EventLog, Fence, ImageRepository, NewTaskEvent,
+    RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository,
 };
 
 use crate::error::{ApiError, Envelope};
 use crate::http::HttpState;
 use crate::ports::Clock;
 
+/// Timeline entries deleted per transaction of the timeline retention
+/// cleanup: short enough not to hold a writer (SQLite's one write lock).
+pub const EVENT_PURGE_BATCH: i64 = 1000;
 /// Tasks claimed per input retention batch: one short transaction each.
 pub const RETENTION_BATCH: i64 = 100;
 /// Most batches one sweep works through before it yields to the next
@@ -73,6 +76,8 @@ pub struct Privacy {
     pub owner: String,
     /// Whether a cancel enqueues the task's callback.
     pub callbacks_enabled: bool,
+    /// Task timelines, swept by `EVENT_RETENTION`.
+    pub events: Arc<dyn EventLog>,
 }
 
 /// What one input retention sweep did.
@@ -245,18 +250,49 @@ impl Privacy {
         Ok(report)
     }
 
-    /// Runs [`Privacy::sweep_inputs`] every `interval` (with jitter, so
-    /// replicas started together spread out) until `token` is cancelled.
-    pub async fn run_input_retention(
+    /// Deletes the timeline entries written `retention` before now, in short
+    /// batches (at most [`RETENTION_MAX_BATCHES`] of
+    /// [`EVENT_PURGE_BATCH`]); returns how many. Any number of replicas may
+    /// sweep at once: each batch deletes what is still there.
+    ///
+    /// # Errors
+    /// When a batch fails (the database is down); batches done stay done.
+    pub async fn sweep_events(&self, retention: Duration) -> Result<u64, RepoError> {
+        let cutoff = self.clock.now() - TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX);
+        let mut deleted = 0;
+        for _ in 0..RETENTION_MAX_BATCHES {
+            let n = self.events.purge_events(cutoff, EVENT_PURGE_BATCH).await?;
+            deleted += n;
+            if n < EVENT_PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        if deleted > 0 {
+            info!(
+                action = "event_retention",
+                events = deleted,
+                "task timeline entries past EVENT_RETENTION deleted"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Runs [`Privacy::sweep_inputs`] (with `inputs`, the input retention)
+    /// and [`Privacy::sweep_events`] (with `events`, the timeline retention)
+    /// every `interval` (with jitter, so replicas started together spread
+    /// out) until `token` is cancelled. A `None` retention keeps forever.
+    pub async fn run_retention(
         self: Arc<Self>,
-        retention: Duration,
+        inputs: Option<Duration>,
+        events: Option<Duration>,
         interval: Duration,
         token: CancellationToken,
     ) {
         info!(
-            retention_s = retention.as_secs(),
+            input_retention_s = inputs.map(|r| r.as_secs()),
+            event_retention_s = events.map(|r| r.as_secs()),
             interval_s = interval.as_secs(),
-            "input retention cleanup started"
+            "retention cleanup started"
         );
         loop {
             let wait = modelgen_domain::with_jitter(interval, fastrand::f64());
@@ -264,12 +300,23 @@ impl Privacy {
                 () = token.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
             }
-            let sweep = self.sweep_inputs(retention);
-            tokio::select! {
-                () = token.cancelled() => break,
-                result = sweep => if let Err(e) = result {
-                    warn!(error = %e, "input retention sweep failed; retrying at the next interval");
-                },
+            if let Some(retention) = inputs {
+                let sweep = self.sweep_inputs(retention);
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    result = sweep => if let Err(e) = result {
+                        warn!(error = %e, "input retention sweep failed; retrying at the next interval");
+                    },
+                }
+            }
+            if let Some(retention) = events {
+                let sweep = self.sweep_events(retention);
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    result = sweep => if let Err(e) = result {
+                        warn!(error = %e, "timeline retention sweep failed; retrying at the next interval");
+                    },
+                }
             }
         }
     }
@@ -402,6 +449,9 @@ impl Privacy {
         let change = TaskChange {
             event: Some(TaskEvent::Cancelled),
             enqueue_callback: self.callbacks_enabled,
+            events: vec![
+                NewTaskEvent::new(EventKind::Cancelled).message("the user's data was erased"),
+            ],
             ..TaskChange::default()
         };
         match self

@@ -14,9 +14,9 @@ use modelgen_domain::{
     format_timestamp,
 };
 use modelgen_persistence::{
-    BlobError, BlobStore, Fence, IMPORT_FINGERPRINT_PREFIX, ImageLocation, ImageRecord,
-    ImageRepository, InsertOutcome, NewTask, RepoError, TaskChange, TaskQuery, TaskRecord,
-    TaskRepository, parked_until,
+    BlobError, BlobStore, EventKind, Fence, IMPORT_FINGERPRINT_PREFIX, ImageLocation, ImageRecord,
+    ImageRepository, InsertOutcome, NewTask, NewTaskEvent, RepoError, TaskChange, TaskQuery,
+    TaskRecord, TaskRepository, parked_until,
 };
 
 use crate::dto::{
@@ -336,7 +336,27 @@ pub async fn task_view(
         submitted_at: task.upstream_started_at().map(format_timestamp),
         queue_position: None,
         estimated_start_at: None,
+        cost: task.cost_micros.map(micros_to_units),
+        retries: task.retries,
     })
+}
+
+/// Parses an RFC 3339 instant given as query parameter `field` (e.g.
+/// `2026-12-01T00:00:00Z`), or says why it is not one.
+pub fn parse_instant(value: &str, field: &str) -> Result<chrono::DateTime<Utc>, FieldError> {
+    chrono::DateTime::parse_from_rfc3339(value.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            field_error(
+                field,
+                "must be an RFC 3339 date-time, e.g. 2026-12-01T00:00:00Z",
+            )
+        })
+}
+
+/// Millionths of a balance unit as the unit (the wire form of a cost).
+pub fn micros_to_units(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
 }
 
 impl TaskService {
@@ -808,63 +828,17 @@ impl TaskService {
         task_type: Option<&str>,
         limit: Option<i64>,
         cursor: Option<&str>,
+        created: (Option<&str>, Option<&str>),
     ) -> Result<TaskPage, ApiError> {
-        let mut errors = Vec::new();
-        if let Some(u) = &user_id {
-            check_id(u, "user_id", &mut errors);
-        }
-        let status = status.and_then(|s| {
-            s.parse::<TaskStatus>()
-                .map_err(|e| errors.push(field_error("status", e)))
-                .ok()
-        });
-        let task_type = task_type.and_then(|s| {
-            s.parse::<TaskType>()
-                .map_err(|e| errors.push(field_error("type", e)))
-                .ok()
-        });
-        let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            errors.push(field_error("limit", "must be between 1 and 100"));
-        }
-        let before = cursor.and_then(|c| {
-            decode_cursor(c)
-                .ok_or_else(|| errors.push(field_error("cursor", "is not a valid cursor")))
-                .ok()
-        });
-        if !errors.is_empty() {
-            return Err(ApiError::Invalid(errors));
-        }
-        let rows = self
-            .tasks
-            .list_tasks(&TaskQuery {
-                user_id,
-                status,
-                task_type,
-                before,
-                limit: limit + 1,
-            })
-            .await?;
-        let has_more = rows.len() as i64 > limit;
-        let page = &rows[..rows.len().min(limit as usize)];
-        let ids: Vec<TaskId> = page.iter().map(|t| t.task_id).collect();
-        let images = self.images.images_for_tasks(&ids).await?;
-        let mut items = Vec::with_capacity(page.len());
-        for task in page {
-            let own: Vec<ImageRecord> = images
-                .iter()
-                .filter(|i| i.task_id == task.task_id)
-                .cloned()
-                .collect();
-            items.push(task_view(&*self.blobs, task, &own, &[]).await?);
-        }
-        let next_cursor = if has_more {
-            rows.get(limit as usize - 1)
-                .map(|t| encode_cursor(&t.task_id))
-        } else {
-            None
+        let filters = ListFilters {
+            user_id,
+            status,
+            task_type,
+            limit,
+            cursor,
+            created,
         };
-        Ok(TaskPage { items, next_cursor })
+        list_page(&*self.tasks, &*self.images, &*self.blobs, filters).await
     }
 
     /// `POST /tasks/{id}/cancel`: a non-terminal task becomes `cancelled` (its
@@ -879,6 +853,7 @@ impl TaskService {
         let change = TaskChange {
             event: Some(TaskEvent::Cancelled),
             enqueue_callback: self.callbacks_enabled,
+            events: vec![NewTaskEvent::new(EventKind::Cancelled)],
             ..TaskChange::default()
         };
         match self
@@ -956,4 +931,106 @@ fn decode_cursor(cursor: &str) -> Option<TaskId> {
         .decode(cursor)
         .ok()?;
     String::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Filters of a task list page (`GET /tasks`, `modelgen tasks list`), as
+/// the caller got them: checked by [`list_page`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilters<'a> {
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Only this status (wire form).
+    pub status: Option<&'a str>,
+    /// Only this type (wire form).
+    pub task_type: Option<&'a str>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<&'a str>,
+    /// Creation time range `[from, to)`, RFC 3339.
+    pub created: (Option<&'a str>, Option<&'a str>),
+}
+
+/// A page of tasks (`GET /tasks`, `modelgen tasks list`): descending task id (newest first for modelgen's ULID ids), keyset pagination with an opaque cursor.
+///
+/// # Errors
+/// 400/1001 for a bad filter, limit or cursor.
+pub async fn list_page(
+    tasks: &dyn TaskRepository,
+    images: &dyn ImageRepository,
+    blobs: &dyn BlobStore,
+    filters: ListFilters<'_>,
+) -> Result<TaskPage, ApiError> {
+    let ListFilters {
+        user_id,
+        status,
+        task_type,
+        limit,
+        cursor,
+        created,
+    } = filters;
+    let mut errors = Vec::new();
+    let created_since = created
+        .0
+        .and_then(|v| parse_instant(v, "from").map_err(|e| errors.push(e)).ok());
+    let created_until = created
+        .1
+        .and_then(|v| parse_instant(v, "to").map_err(|e| errors.push(e)).ok());
+    if let Some(u) = &user_id {
+        check_id(u, "user_id", &mut errors);
+    }
+    let status = status.and_then(|s| {
+        s.parse::<TaskStatus>()
+            .map_err(|e| errors.push(field_error("status", e)))
+            .ok()
+    });
+    let task_type = task_type.and_then(|s| {
+        s.parse::<TaskType>()
+            .map_err(|e| errors.push(field_error("type", e)))
+            .ok()
+    });
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        errors.push(field_error("limit", "must be between 1 and 100"));
+    }
+    let before = cursor.and_then(|c| {
+        decode_cursor(c)
+            .ok_or_else(|| errors.push(field_error("cursor", "is not a valid cursor")))
+            .ok()
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let rows = tasks
+        .list_tasks(&TaskQuery {
+            user_id,
+            status,
+            task_type,
+            before,
+            limit: limit + 1,
+            created_since,
+            created_until,
+            ..TaskQuery::default()
+        })
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let ids: Vec<TaskId> = page.iter().map(|t| t.task_id).collect();
+    let images = images.images_for_tasks(&ids).await?;
+    let mut items = Vec::with_capacity(page.len());
+    for task in page {
+        let own: Vec<ImageRecord> = images
+            .iter()
+            .filter(|i| i.task_id == task.task_id)
+            .cloned()
+            .collect();
+        items.push(task_view(blobs, task, &own, &[]).await?);
+    }
+    let next_cursor = if has_more {
+        rows.get(limit as usize - 1)
+            .map(|t| encode_cursor(&t.task_id))
+    } else {
+        None
+    };
+    Ok(TaskPage { items, next_cursor })
 }

@@ -52,8 +52,9 @@ pub struct Application {
     token: CancellationToken,
     engine: Arc<Engine>,
     privacy: Arc<Privacy>,
-    /// `INPUT_RETENTION` (`None`: kept forever) and the sweep interval.
-    retention: (Option<Duration>, Duration),
+    /// `INPUT_RETENTION` and `EVENT_RETENTION` (`None`: kept forever) and
+    /// the sweep interval.
+    retention: (Option<Duration>, Option<Duration>, Duration),
     role: Role,
     grace: Duration,
     sim: Option<SimHandle>,
@@ -303,6 +304,7 @@ impl Application {
             clock: Arc::new(SystemClock),
             owner: owner.clone(),
             callbacks_enabled: sender.is_some(),
+            events: repo.clone(),
         });
         let engine = Arc::new(Engine {
             tasks: repo.clone(),
@@ -380,7 +382,10 @@ impl Application {
                         None
                     },
                     max_body_bytes: config.max_body_bytes,
-                    admin: Admin { outbox: repo },
+                    admin: Admin {
+                        outbox: repo.clone(),
+                    },
+                    events: repo,
                     privacy: privacy.clone(),
                     serve_images: config.image_url_mode == crate::storage::ImageUrlMode::Public,
                     metrics_token: config.metrics_auth_token.clone(),
@@ -412,6 +417,7 @@ impl Application {
             privacy,
             retention: (
                 config.input_retention(),
+                config.event_retention(),
                 Config::secs(config.retention_sweep_interval),
             ),
             balance_checks,
@@ -489,9 +495,11 @@ impl Application {
                         .follow_wakeups(announcements, token.clone()),
                 ));
             }
-            if let (Some(retention), interval) = self.retention {
-                workers.push(tokio::spawn(self.privacy.clone().run_input_retention(
-                    retention,
+            let (inputs, events, interval) = self.retention;
+            if inputs.is_some() || events.is_some() {
+                workers.push(tokio::spawn(self.privacy.clone().run_retention(
+                    inputs,
+                    events,
                     interval,
                     token.clone(),
                 )));

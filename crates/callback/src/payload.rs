@@ -42,6 +42,19 @@ pub struct CallbackPayload {
     /// When the task reached its terminal state, RFC 3339 UTC with milliseconds
     /// (`2026-11-29T11:35:33.123Z`, see [`format_timestamp`]).
     pub completed_at: Option<String>,
+    /// What this callback reports: `task.completed`, `task.failed` or
+    /// `task.cancelled` for a task's first run; `task.retry_completed`,
+    /// `task.retry_failed` or `task.retry_cancelled` for a run an operator
+    /// retried (the task id is the same; the earlier run's callback was sent
+    /// with its own `webhook-id`). Added field: a body without it reads as
+    /// `task.<status>`.
+    #[serde(default)]
+    pub event_type: String,
+    /// What the upstream charged for the task, in the Apimart account's
+    /// balance unit (the modelgen docs/apimart.md, "Cost"); `null` when it
+    /// reported none (failed and cancelled tasks are not charged). Added field.
+    #[serde(default)]
+    pub cost: Option<f64>,
 }
 
 /// One result image.
@@ -81,7 +94,23 @@ impl CallbackPayload {
             error_code: None,
             error_message: None,
             completed_at: None,
+            event_type: format!("task.{}", status.as_str()),
+            cost: None,
         }
+    }
+
+    /// Sets `event_type` (e.g. `task.retry_completed`).
+    #[must_use]
+    pub fn with_event_type(mut self, event_type: &str) -> Self {
+        self.event_type = event_type.to_owned();
+        self
+    }
+
+    /// Sets `cost` (balance units).
+    #[must_use]
+    pub fn with_cost(mut self, cost: Option<f64>) -> Self {
+        self.cost = cost;
+        self
     }
 
     /// Sets `request_id`.
@@ -191,7 +220,9 @@ mod tests {
                 ],
                 "error_code": null,
                 "error_message": null,
-                "completed_at": "2026-11-29T11:35:33.123Z"
+                "completed_at": "2026-11-29T11:35:33.123Z",
+                "event_type": "task.completed",
+                "cost": null
             })
         );
         let back: CallbackPayload = serde_json::from_value(json).expect("deserialises");

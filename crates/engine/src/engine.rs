@@ -27,15 +27,16 @@ use modelgen_domain::{
     ImageMime, PixelBudget, Progress, TransitionError, backoff_delay, format_timestamp,
 };
 use modelgen_persistence::{
-    AttemptOutcome, BlobError, BlobStore, CallbackOutbox, CallbackRecord, Fence, ImageLocation,
-    ImageRepository, NewImage, RepoError, TaskChange, TaskRecord, TaskRepository,
+    AttemptNote, AttemptOutcome, BlobError, BlobStore, CallbackOutbox, CallbackRecord, Fence,
+    ImageLocation, ImageRepository, NewImage, RepoError, TaskChange, TaskRecord, TaskRepository,
 };
 
 use crate::alerts::Alerts;
 use crate::decide::{self, Call, Verdict};
 use crate::health::EngineLoop;
-use crate::outcome::{SnoozeReason, StepOutcome, changes_for};
+use crate::outcome::{SnoozeReason, StepOutcome, changes_for, cost_micros};
 use crate::ports::{Clock, FetchError, ImageFetcher, ImageGenerator};
+use crate::timeline::{StepTrace, events_for};
 use modelgen_persistence::{BLOB_REF_PREFIX, RESULTS_PREFIX};
 
 /// `error_message` (and metrics `error_kind`) of a task whose upstream run
@@ -152,6 +153,18 @@ struct StepSignals {
     work: CancellationToken,
     /// Cancelled when the lease renewal found the lease gone.
     lease_lost: CancellationToken,
+    /// What the step saw upstream, for its timeline entries (never locked
+    /// across an await).
+    trace: std::sync::Mutex<StepTrace>,
+}
+
+impl StepSignals {
+    /// Updates the step's trace (a poisoned lock only loses timeline detail).
+    fn trace(&self, f: impl FnOnce(&mut StepTrace)) {
+        if let Ok(mut t) = self.trace.lock() {
+            f(&mut t);
+        }
+    }
 }
 
 /// Whether a refused write means "the task is no longer ours": another
@@ -385,6 +398,7 @@ impl Engine {
             let signals = StepSignals {
                 work: engine.shutdown.child_token(),
                 lease_lost: CancellationToken::new(),
+                trace: std::sync::Mutex::new(StepTrace::default()),
             };
             let stop = CancellationToken::new();
             let id = task.task_id;
@@ -469,7 +483,8 @@ impl Engine {
                 }
             }
         };
-        self.record(&task, outcome).await
+        let trace = signals.trace.lock().map(|t| t.clone()).unwrap_or_default();
+        self.record(&task, outcome, &trace).await
     }
 
     /// Awaits `fut` unless the step is told to stop first: then the outcome
@@ -553,8 +568,9 @@ impl Engine {
     }
 
     /// The recorder: the one place that writes a step's result. Turns
-    /// `outcome` into its fenced writes ([`changes_for`]) and runs them to
-    /// completion, then the metrics (`tasks_finished_total`,
+    /// `outcome` into its fenced writes ([`changes_for`]), the last of which
+    /// carries the step's timeline entries ([`events_for`], same
+    /// transaction), and runs them to completion, then the metrics (`tasks_finished_total`,
     /// `task_duration_seconds`, `task_polls`, `task_snoozes_total{reason}`),
     /// the alerts and the callback loop's wake-up. A write refused because
     /// the task is no longer ours (lease lost, cancelled, erased) drops the
@@ -563,7 +579,12 @@ impl Engine {
     /// # Errors
     /// A database error: nothing more is written, and the task resumes when
     /// its lease expires.
-    async fn record(&self, task: &TaskRecord, outcome: StepOutcome) -> Result<(), RepoError> {
+    async fn record(
+        &self,
+        task: &TaskRecord,
+        outcome: StepOutcome,
+        trace: &StepTrace,
+    ) -> Result<(), RepoError> {
         match &outcome {
             StepOutcome::Release => {
                 return self
@@ -586,7 +607,11 @@ impl Engine {
             _ => {}
         }
         let mut done = None;
-        for change in changes_for(&outcome, task.status, self.settings.callbacks_enabled) {
+        let mut changes = changes_for(&outcome, task.status, self.settings.callbacks_enabled);
+        if let Some(last) = changes.last_mut() {
+            last.events = events_for(&outcome, trace, &self.settings.owner);
+        }
+        for change in changes {
             match self
                 .tasks
                 .update_task(&task.task_id, &self.fence(), self.clock.now(), change)
@@ -608,7 +633,13 @@ impl Engine {
         let Some(done) = done else { return Ok(()) };
         match outcome {
             StepOutcome::Fail { kind, .. } => self.finished(&done, kind),
-            StepOutcome::Complete { .. } => self.finished(&done, "none"),
+            StepOutcome::Complete { cost_micros, .. } => {
+                if let Some(micros) = cost_micros {
+                    metrics::counter!("upstream_cost_micros_total", "model" => done.model.clone())
+                        .increment(u64::try_from(micros).unwrap_or(0));
+                }
+                self.finished(&done, "none");
+            }
             StepOutcome::Snooze { reason, .. } => {
                 metrics::counter!("task_snoozes_total", "reason" => reason.as_str()).increment(1);
             }
@@ -680,6 +711,7 @@ impl Engine {
             Err(e) if superseded(&e) => return Ok(StepOutcome::LostLease),
             Err(e) => return Err(e),
         };
+        signals.trace(|t| t.submit_attempt = Some(task.submit_attempts));
         if task.submit_attempts > 1 {
             metrics::counter!("upstream_submit_unknown_total").increment(1);
             warn!(
@@ -709,11 +741,20 @@ impl Engine {
         };
         let key = task.task_id.to_string();
         let result = match self
-            .guarded(signals, self.generator.submit(&request, &key))
+            .guarded(
+                signals,
+                crate::timeline::observe(self.generator.submit(&request, &key)),
+            )
             .await
         {
             Err(interrupted) => return Ok(self.submit_cut_off(&task, interrupted)),
-            Ok(r) => r,
+            Ok((r, call)) => {
+                signals.trace(|t| {
+                    t.upstream_task_id = r.as_ref().ok().map(|resp| resp.task_id.clone());
+                    t.submit = Some(call);
+                });
+                r
+            }
         };
         Ok(match result {
             Ok(resp) if decide::usable_upstream_id(&resp.task_id).is_err() => {
@@ -851,10 +892,28 @@ impl Engine {
         external: &str,
         signals: &StepSignals,
     ) -> Result<StepOutcome, RepoError> {
-        let resp = match self.guarded(signals, self.generator.status(external)).await {
+        let polled = self
+            .guarded(
+                signals,
+                crate::timeline::observe(self.generator.status(external)),
+            )
+            .await;
+        let resp = match polled {
             Err(interrupted) => return Ok(interrupted),
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Ok(self.upstream_outcome(&task, &e, Call::Poll)),
+            Ok((result, call)) => {
+                signals.trace(|t| {
+                    t.upstream_task_id = Some(external.to_owned());
+                    if let Ok(r) = &result {
+                        t.upstream_status = Some(upstream_status_name(&r.status));
+                        t.progress = Some(i32::from(r.progress));
+                    }
+                    t.poll = Some(call);
+                });
+                match result {
+                    Ok(r) => r,
+                    Err(e) => return Ok(self.upstream_outcome(&task, &e, Call::Poll)),
+                }
+            }
         };
         debug!(upstream.status = ?resp.status, upstream.progress = resp.progress, "polled");
         let progress = Progress::clamped(i64::from(resp.progress));
@@ -1005,6 +1064,7 @@ impl Engine {
         Ok(StepOutcome::Complete {
             images: rows,
             progress: Progress::clamped(i64::from(resp.progress)),
+            cost_micros: cost_micros(resp.cost),
         })
     }
 
@@ -1233,6 +1293,12 @@ impl Engine {
             error_code: task.error_code,
             error_message: task.error_message.clone(),
             completed_at: task.completed_at.map(format_timestamp),
+            event_type: if task.retries > 0 {
+                format!("task.retry_{}", task.status.as_str())
+            } else {
+                format!("task.{}", task.status.as_str())
+            },
+            cost: task.cost_micros.map(|m| m as f64 / 1_000_000.0),
         })
     }
 
@@ -1241,17 +1307,22 @@ impl Engine {
         sender: &dyn CallbackSender,
         record: CallbackRecord,
     ) -> Result<(), RepoError> {
-        let payload = self.callback_payload(&record.task_id).await?;
+        let mut payload = self.callback_payload(&record.task_id).await?;
+        // The row says which run it reports (a redelivery of an earlier
+        // run's row keeps its type).
+        payload.event_type.clone_from(&record.event_type);
         let body = serde_json::to_vec(&payload).map_err(|e| RepoError::Corrupt {
             id: record.event_id.clone(),
             reason: e.to_string(),
         })?;
+        let started = std::time::Instant::now();
         let result = sender
             .send(CallbackRequest {
                 event_id: &record.event_id,
                 body: &body,
             })
             .await;
+        let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let attempt = u32::try_from(record.attempts.max(0)).unwrap_or(0) + 1;
         let now = self.clock.now();
         let settings = &self.settings;
@@ -1264,7 +1335,7 @@ impl Engine {
                     fastrand::f64(),
                 )
             });
-        self.record_callback(&record, attempt, now, &result, outcome)
+        self.record_callback(&record, attempt, now, &result, outcome, latency_ms)
             .await
     }
 
@@ -1278,6 +1349,7 @@ impl Engine {
         now: DateTime<Utc>,
         result: &DeliveryResult,
         outcome: decide::CallbackVerdict,
+        latency_ms: i64,
     ) -> Result<(), RepoError> {
         let (written, label) = match outcome {
             decide::CallbackVerdict::Delivered => {
@@ -1309,9 +1381,20 @@ impl Engine {
             }
         };
         metrics::counter!("callback_deliveries_total", "outcome" => label).increment(1);
+        let note = AttemptNote {
+            replica: Some(self.settings.owner.clone()),
+            http_status: delivery_status(result),
+            latency_ms: Some(latency_ms),
+        };
         match self
             .outbox
-            .record_callback_attempt(&record.event_id, &self.settings.owner, now, written)
+            .record_callback_attempt_noted(
+                &record.event_id,
+                &self.settings.owner,
+                now,
+                written,
+                note,
+            )
             .await
         {
             Ok(_) | Err(RepoError::LeaseLost) => Ok(()),
@@ -1340,4 +1423,20 @@ enum StoreResult {
     Invalid(String),
     /// The blob store failed.
     Blob(BlobError),
+}
+
+/// The HTTP status a callback attempt got, when the receiver answered.
+fn delivery_status(result: &DeliveryResult) -> Option<i32> {
+    match result {
+        DeliveryResult::Delivered { status } | DeliveryResult::Rejected { status, .. } => {
+            Some(i32::from(*status))
+        }
+        _ => None,
+    }
+}
+
+/// Apimart's status as the timeline shows it: its canonical name, at most
+/// 32 characters (an unknown status is the upstream's own text).
+fn upstream_status_name(status: &UpstreamStatus) -> String {
+    status.as_str().chars().take(32).collect()
 }

@@ -19,7 +19,8 @@
 //! - [`pacing`]: the shared upstream request pacing ([`pacing::PacedGenerator`]);
 //! - [`health`]: the loops' heartbeat and the upstream account's health;
 //! - [`alerts`]: rate-limited operator alerts;
-//! - [`ports`]: the seams that are not storage.
+//! - [`ports`]: the seams that are not storage;
+//! - [`timeline`]: what a step saw upstream, and the timeline entries that record it.
 
 pub mod alerts;
 pub mod decide;
@@ -28,6 +29,7 @@ pub mod health;
 pub mod outcome;
 pub mod pacing;
 pub mod ports;
+pub mod timeline;
 
 pub use engine::{Engine, EngineSettings, TimedOut, timed_out};
 

@@ -42,6 +42,9 @@ pub enum StepOutcome {
         /// The upstream's last progress (shown while passing through
         /// `processing`, which the state machine requires).
         progress: Progress,
+        /// What the upstream charged, millionths of the balance unit
+        /// ([`cost_micros`]), stored on the task.
+        cost_micros: Option<i64>,
     },
     /// The task fails: `error_code` 1002 with `message`.
     Fail {
@@ -91,6 +94,18 @@ impl SnoozeReason {
     }
 }
 
+/// An upstream cost (`cost`, in the account's balance unit; docs/apimart.md,
+/// "Cost") in millionths, rounded; `None` for a missing, negative or
+/// non-finite one, and saturating at `i64::MAX`.
+pub fn cost_micros(cost: Option<f64>) -> Option<i64> {
+    let micros = (cost? * 1_000_000.0).round();
+    if !micros.is_finite() || micros < 0.0 {
+        return None;
+    }
+    // `as` saturates: a cost over i64::MAX millionths becomes i64::MAX.
+    Some(micros as i64)
+}
+
 /// The fenced writes that record `outcome` for a task now in `status`, in
 /// order (pure). Empty for [`StepOutcome::Release`] (a lease release, not a
 /// change) and [`StepOutcome::LostLease`] (nothing to write). Completing a
@@ -125,7 +140,11 @@ pub fn changes_for(
             release_lease: true,
             ..TaskChange::default()
         }],
-        StepOutcome::Complete { images, progress } => {
+        StepOutcome::Complete {
+            images,
+            progress,
+            cost_micros,
+        } => {
             let mut changes = Vec::with_capacity(2);
             if status == TaskStatus::Submitted {
                 changes.push(TaskChange {
@@ -136,6 +155,7 @@ pub fn changes_for(
             changes.push(TaskChange {
                 event: Some(TaskEvent::Completed),
                 images: images.clone(),
+                cost_micros: *cost_micros,
                 count_poll: true,
                 enqueue_callback: callbacks_enabled,
                 release_lease: true,
@@ -203,6 +223,7 @@ mod tests {
         let out = StepOutcome::Complete {
             images: Vec::new(),
             progress: Progress::clamped(100),
+            cost_micros: Some(50_000),
         };
         let changes = changes_for(&out, TaskStatus::Submitted, true);
         assert_eq!(changes.len(), 2);
@@ -213,6 +234,7 @@ mod tests {
         assert!(!changes[0].release_lease);
         assert_eq!(changes[1].event, Some(TaskEvent::Completed));
         assert!(changes[1].enqueue_callback && changes[1].release_lease);
+        assert_eq!(changes[1].cost_micros, Some(50_000));
         let changes = changes_for(&out, TaskStatus::Processing, false);
         assert_eq!(changes.len(), 1);
         assert!(!changes[0].enqueue_callback);
@@ -229,6 +251,16 @@ mod tests {
         assert_eq!(c.event, Some(TaskEvent::Failed));
         assert_eq!(c.error, Some((CODE_UPSTREAM, "apimart: no".into())));
         assert!(c.enqueue_callback && c.release_lease);
+    }
+
+    #[test]
+    fn costs_become_whole_millionths() {
+        assert_eq!(cost_micros(Some(0.05)), Some(50_000));
+        assert_eq!(cost_micros(Some(0.0000004)), Some(0));
+        assert_eq!(cost_micros(Some(-1.0)), None);
+        assert_eq!(cost_micros(Some(f64::NAN)), None);
+        assert_eq!(cost_micros(Some(1e300)), Some(i64::MAX));
+        assert_eq!(cost_micros(None), None);
     }
 
     #[test]

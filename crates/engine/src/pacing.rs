@@ -462,6 +462,10 @@ impl CallObserver for PaceObserver {
         status: Option<u16>,
         error: Option<&ApimartError>,
     ) {
+        if matches!(endpoint, Endpoint::Submit | Endpoint::TaskStatus) {
+            // Filed under the task step making the call, for its timeline.
+            crate::timeline::note_attempt(status, error);
+        }
         if matches!(endpoint, Endpoint::Submit | Endpoint::TaskStatus)
             && let Some(pacer) = self.pacer.upgrade()
         {

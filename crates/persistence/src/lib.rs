@@ -37,8 +37,11 @@ pub use db::{
 };
 pub use error::RepoError;
 pub use models::*;
-pub use repo::{CallbackOutbox, DataRetention, ImageRepository, TaskImport, TaskRepository};
+pub use repo::{
+    CallbackOutbox, DataRetention, EventLog, ImageRepository, TaskImport, TaskRepository,
+};
 #[cfg(feature = "mock")]
 pub use repo::{
-    MockCallbackOutbox, MockDataRetention, MockImageRepository, MockTaskImport, MockTaskRepository,
+    MockCallbackOutbox, MockDataRetention, MockEventLog, MockImageRepository, MockTaskImport,
+    MockTaskRepository,
 };

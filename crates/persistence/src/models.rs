@@ -107,6 +107,13 @@ pub struct TaskRecord {
     /// parked); `None` otherwise. Cleared when the upstream id is stored or
     /// the task ends, set again by an operator retry.
     pub queue_rank: Option<i64>,
+    /// What the upstream charged for the task, in millionths of the account's
+    /// balance unit (docs/apimart.md, "Cost"), stored when it completed;
+    /// `None` when it did not report one (and for failed or cancelled tasks).
+    pub cost_micros: Option<i64>,
+    /// How many times an operator retried the task
+    /// ([`crate::TaskRepository::retry_task`]); 0 for its first run.
+    pub retries: i32,
 }
 
 impl TaskRecord {
@@ -218,6 +225,221 @@ pub struct TaskChange {
     pub enqueue_callback: bool,
     /// Clear `lease_owner`/`lease_expires_at` in the same write.
     pub release_lease: bool,
+    /// Set `cost_micros` (the upstream's reported cost, see
+    /// [`TaskRecord::cost_micros`]).
+    pub cost_micros: Option<i64>,
+    /// Timeline events to append in the same transaction, in order
+    /// (`task_events`, stamped with the change's `now`). Written only when
+    /// the change is applied: a refused change (lease lost, invalid
+    /// transition) writes none.
+    pub events: Vec<NewTaskEvent>,
+}
+
+/// What happened to a task, as one timeline entry (`task_events.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The task was stored (request path).
+    Created,
+    /// A worker took the task's lease for a step (`replica` says which).
+    Claimed,
+    /// The upstream accepted a submit (`upstream_task_id`, `attempt`, `latency_ms`).
+    Submitted,
+    /// A submit failed or its outcome is unknown (`attempt`, `http_status`,
+    /// `latency_ms`, `message`).
+    SubmitFailed,
+    /// A status poll answered (`upstream_status`, `progress`, `latency_ms`).
+    Polled,
+    /// A status poll failed (`http_status`, `latency_ms`, `message`).
+    PollFailed,
+    /// The step was put off for another reason (`message` says which).
+    Snoozed,
+    /// The result images were stored (`message`: how many).
+    Downloaded,
+    /// The task completed.
+    Completed,
+    /// The task failed (`error_code`, `message`).
+    Failed,
+    /// The task was cancelled.
+    Cancelled,
+    /// An operator put the failed task back in the queue.
+    Retried,
+    /// One callback delivery attempt (`attempt`, `http_status`, `latency_ms`,
+    /// `message` on error).
+    CallbackAttempt,
+    /// The receiver answered 2xx.
+    CallbackDelivered,
+    /// The delivery gave up after its last attempt.
+    CallbackDead,
+    /// An operator asked for the callback to be delivered again.
+    CallbackRedelivered,
+}
+
+impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 16] = [
+        EventKind::Created,
+        EventKind::Claimed,
+        EventKind::Submitted,
+        EventKind::SubmitFailed,
+        EventKind::Polled,
+        EventKind::PollFailed,
+        EventKind::Snoozed,
+        EventKind::Downloaded,
+        EventKind::Completed,
+        EventKind::Failed,
+        EventKind::Cancelled,
+        EventKind::Retried,
+        EventKind::CallbackAttempt,
+        EventKind::CallbackDelivered,
+        EventKind::CallbackDead,
+        EventKind::CallbackRedelivered,
+    ];
+
+    /// Stored and wire form: `created`, `claimed`, `submitted`,
+    /// `submit_failed`, `polled`, `poll_failed`, `snoozed`, `downloaded`,
+    /// `completed`, `failed`, `cancelled`, `retried`, `callback_attempt`,
+    /// `callback_delivered`, `callback_dead`, `callback_redelivered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Claimed => "claimed",
+            EventKind::Submitted => "submitted",
+            EventKind::SubmitFailed => "submit_failed",
+            EventKind::Polled => "polled",
+            EventKind::PollFailed => "poll_failed",
+            EventKind::Snoozed => "snoozed",
+            EventKind::Downloaded => "downloaded",
+            EventKind::Completed => "completed",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Retried => "retried",
+            EventKind::CallbackAttempt => "callback_attempt",
+            EventKind::CallbackDelivered => "callback_delivered",
+            EventKind::CallbackDead => "callback_dead",
+            EventKind::CallbackRedelivered => "callback_redelivered",
+        }
+    }
+
+    /// The kind of a stored name, `None` for an unknown one.
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A timeline entry to append; the task id and the time come from the write
+/// that carries it. Every detail is optional: each kind fills in what it
+/// knows ([`EventKind`]). Messages are operator text (upstream and receiver
+/// errors), never request data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTaskEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The replica (lease owner) that did it.
+    pub replica: Option<String>,
+    /// Submit attempt or callback attempt number, from 1.
+    pub attempt: Option<i32>,
+    /// Apimart's task id.
+    pub upstream_task_id: Option<String>,
+    /// Apimart's status as a poll reported it (`pending`, `processing`, …).
+    pub upstream_status: Option<String>,
+    /// Percent, 0–100.
+    pub progress: Option<i32>,
+    /// HTTP status of the upstream or callback answer.
+    pub http_status: Option<i32>,
+    /// How long the upstream or callback call took, milliseconds.
+    pub latency_ms: Option<i64>,
+    /// Envelope error code (e.g. 1002) of a failure.
+    pub error_code: Option<i32>,
+    /// Why (an error, a reason), at most [`MAX_EVENT_MESSAGE_CHARS`].
+    pub message: Option<String>,
+}
+
+/// Longest `message` stored on a timeline entry, in characters; longer ones
+/// are cut.
+pub const MAX_EVENT_MESSAGE_CHARS: usize = 1000;
+
+impl NewTaskEvent {
+    /// An entry of `kind` with no details.
+    pub fn new(kind: EventKind) -> Self {
+        NewTaskEvent {
+            kind,
+            replica: None,
+            attempt: None,
+            upstream_task_id: None,
+            upstream_status: None,
+            progress: None,
+            http_status: None,
+            latency_ms: None,
+            error_code: None,
+            message: None,
+        }
+    }
+
+    /// Sets `replica`.
+    #[must_use]
+    pub fn by(mut self, replica: &str) -> Self {
+        self.replica = Some(replica.to_owned());
+        self
+    }
+
+    /// Sets `message`, cut to [`MAX_EVENT_MESSAGE_CHARS`].
+    #[must_use]
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        self.message = Some(message.chars().take(MAX_EVENT_MESSAGE_CHARS).collect());
+        self
+    }
+}
+
+/// A stored timeline entry (`task_events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEventRecord {
+    /// Increasing with insert order: a task's entries sort by it, oldest first.
+    pub seq: i64,
+    /// The task.
+    pub task_id: TaskId,
+    /// When it was written (the writer's clock, microseconds).
+    pub at: DateTime<Utc>,
+    /// Its kind, and the details it was written with.
+    pub event: NewTaskEvent,
+}
+
+/// A sum of upstream cost over completed tasks, by day or by task type
+/// ([`crate::EventLog::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageGroup {
+    /// By UTC day of `completed_at`.
+    Day,
+    /// By task type.
+    Type,
+}
+
+/// Filters of a usage sum: completed tasks whose `completed_at` is in
+/// `[from, to)`, of one user when `user_id` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    /// Only this user's tasks.
+    pub user_id: Option<String>,
+    /// Start, inclusive.
+    pub from: DateTime<Utc>,
+    /// End, exclusive.
+    pub to: DateTime<Utc>,
+    /// How to group.
+    pub group_by: UsageGroup,
+}
+
+/// One group of a usage sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD` (UTC) or the task type.
+    pub key: String,
+    /// Completed tasks in the group.
+    pub count: u64,
+    /// Their summed cost, millionths of the balance unit (tasks without a
+    /// reported cost add 0).
+    pub cost_micros: i64,
+    /// How many of them reported a cost.
+    pub costed: u64,
 }
 
 /// Where an image's bytes are: in our blob store, or at a URL someone else serves.
@@ -316,6 +538,16 @@ pub struct TaskQuery {
     pub before: Option<TaskId>,
     /// At most this many rows (caller caps it).
     pub limit: i64,
+    /// Only tasks with this `error_code`.
+    pub error_code: Option<i32>,
+    /// Only tasks created at or after this instant.
+    pub created_since: Option<DateTime<Utc>>,
+    /// Only tasks created before this instant.
+    pub created_until: Option<DateTime<Utc>>,
+    /// Only tasks that ended (`completed_at`) at or after this instant.
+    pub ended_since: Option<DateTime<Utc>>,
+    /// Only tasks that ended before this instant.
+    pub ended_until: Option<DateTime<Utc>>,
 }
 
 /// Result of [`crate::TaskRepository::insert_task`].
@@ -377,6 +609,22 @@ pub struct CallbackRecord {
     pub updated_at: DateTime<Utc>,
     /// When a 2xx was received.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The task's run it reports: its `retries` when the row was enqueued
+    /// (0 for the first run). A retried run's callback is a row of its own,
+    /// with event type `task.retry_<status>`; earlier runs' rows are kept.
+    pub run: i32,
+}
+
+/// What the timeline records about one callback attempt, beside its outcome
+/// ([`crate::CallbackOutbox::record_callback_attempt_noted`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptNote {
+    /// The replica that made it.
+    pub replica: Option<String>,
+    /// The receiver's HTTP status, when it answered.
+    pub http_status: Option<i32>,
+    /// How long the attempt took, milliseconds.
+    pub latency_ms: Option<i64>,
 }
 
 /// What one delivery attempt ended with.

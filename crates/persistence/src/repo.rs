@@ -11,8 +11,9 @@ use modelgen_domain::TaskId;
 
 use crate::error::RepoError;
 use crate::models::{
-    AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord, ImportOutcome,
-    ImportedTask, InsertOutcome, NewTask, QueueStats, TaskChange, TaskQuery, TaskRecord,
+    AttemptNote, AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord,
+    ImportOutcome, ImportedTask, InsertOutcome, NewTask, QueueStats, TaskChange, TaskEventRecord,
+    TaskQuery, TaskRecord, UsageQuery, UsageRow,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -23,7 +24,8 @@ pub trait TaskRepository: Send + Sync {
     /// of the queue's head and the user's last queued rank, two index lookups
     /// in the same write transaction). When `(user_id, request_id)` already
     /// exists (including a race with another replica), returns
-    /// [`InsertOutcome::Existing`] with that row.
+    /// [`InsertOutcome::Existing`] with that row. A created task's timeline
+    /// starts with `created`, written in the same transaction.
     async fn insert_task(&self, task: NewTask) -> Result<InsertOutcome, RepoError>;
 
     /// One task. [`RepoError::NotFound`] when absent.
@@ -59,12 +61,15 @@ pub trait TaskRepository: Send + Sync {
     /// O(position) entries.
     async fn queue_position(&self, task: &TaskRecord) -> Result<Option<u64>, RepoError>;
 
-    /// Tasks matching `query` in descending task id order, bytewise (newest first for ULID ids), at most `query.limit`.
+    /// Tasks matching `query` (every filter set must hold) in descending
+    /// task id order, bytewise (newest first for ULID ids), at most
+    /// `query.limit`.
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, RepoError>;
 
     /// Claims up to `limit` non-terminal tasks with `next_run_at <= now` whose
     /// lease is free or expired, setting `lease_owner = owner` and
-    /// `lease_expires_at = now + lease`, from two lanes: polls (tasks without
+    /// `lease_expires_at = now + lease` and appending `claimed` (replica
+    /// `owner`) to each one's timeline in the same transaction, from two lanes: polls (tasks without
     /// a `queue_rank`: running upstream, or queued by an older replica), in
     /// `next_run_at` order, and submits (ranked tasks), in fair order
     /// (`queue_rank`, `next_run_at`, `task_id`). Polls come first, but
@@ -113,7 +118,10 @@ pub trait TaskRepository: Send + Sync {
     /// (or changes nothing) leaves it. `completed_at` is set when a terminal
     /// state is entered. With `enqueue_callback`, whenever the resulting status
     /// is terminal (also with no event, to repair a missing row) one
-    /// `callback_delivery` row `task.<status>` is inserted unless one exists.
+    /// `callback_delivery` row for the task's current run (`task.<status>`,
+    /// or `task.retry_<status>` after an operator retry) is inserted unless
+    /// one exists. `change.events` are appended to the timeline, stamped
+    /// `now`, in the same transaction.
     /// Timestamps are stored with microsecond precision (truncated). The
     /// task keeps its `queue_rank` only while it stays `submitted` without an
     /// upstream id: the write that stores the id, or any other status, clears it.
@@ -126,10 +134,13 @@ pub trait TaskRepository: Send + Sync {
     ) -> Result<TaskRecord, RepoError>;
 
     /// Operator action: puts a `failed` task back to `submitted` (progress 0,
-    /// error, upstream id, `submitted_at`, counters and lease cleared, due now, `started_at =
-    /// now`, `completed_at` cleared, queued at a fresh fair rank as a new task of its user) and deletes its earlier callback rows, so
-    /// the retried run's outcome gets a fresh callback. This is the one
-    /// deliberate exception to "terminal states never change".
+    /// error, upstream id, cost, `submitted_at`, counters and lease cleared,
+    /// due now, `started_at = now`, `completed_at` cleared, `retries` + 1,
+    /// queued at a fresh fair rank as a new task of its user) and appends
+    /// `retried` to its timeline, in one transaction. Its earlier callback
+    /// rows are kept: the retried run's outcome gets a row of its own
+    /// (`run` = the new `retries`, event type `task.retry_<status>`). This is
+    /// the one deliberate exception to "terminal states never change".
     /// Errors: [`RepoError::NotFound`]; [`RepoError::Conflict`] when the task is
     /// not `failed`, was imported ([`crate::TaskImport`]: the source kept no
     /// inputs to run it with), or while the input retention cleanup holds it;
@@ -179,12 +190,29 @@ pub trait CallbackOutbox: Send + Sync {
     /// [`RepoError::LeaseLost`] when the lease is gone, [`RepoError::NotFound`]
     /// when no such row. `Delivered` sets `delivered_at = now`; `Retry` keeps the
     /// row `pending` due at its `next_attempt_at`; both failures keep `last_error`.
+    /// The timeline gets its entries as with
+    /// [`CallbackOutbox::record_callback_attempt_noted`] (replica `owner`, no
+    /// HTTP status or latency).
     async fn record_callback_attempt(
         &self,
         event_id: &str,
         owner: &str,
         now: DateTime<Utc>,
         outcome: AttemptOutcome,
+    ) -> Result<CallbackRecord, RepoError>;
+
+    /// [`CallbackOutbox::record_callback_attempt`], and in the same
+    /// transaction the task's timeline entries: `callback_attempt` (attempt
+    /// number, `note`'s replica, HTTP status and latency, the error of a
+    /// failure), then `callback_delivered` or `callback_dead` when the
+    /// outcome is one. Nothing is written when the lease is gone.
+    async fn record_callback_attempt_noted(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+        note: AttemptNote,
     ) -> Result<CallbackRecord, RepoError>;
 
     /// Rows by status (all when `None`), newest first, at most `limit`.
@@ -201,15 +229,18 @@ pub trait CallbackOutbox: Send + Sync {
     async fn callbacks_for_task(&self, id: &TaskId) -> Result<Vec<CallbackRecord>, RepoError>;
 
     /// Puts a `dead` (or `delivered`) row back to `pending`, due now, attempts
-    /// reset to 0, same event id. [`RepoError::NotFound`] when absent. A lease
-    /// in flight on a `pending` row is left alone (its outcome still records).
+    /// reset to 0, same event id, and appends `callback_redelivered` to the
+    /// task's timeline in the same transaction. [`RepoError::NotFound`] when
+    /// absent. A lease in flight on a `pending` row is left alone (its
+    /// outcome still records).
     async fn redeliver(
         &self,
         event_id: &str,
         now: DateTime<Utc>,
     ) -> Result<CallbackRecord, RepoError>;
 
-    /// Puts every `dead` row back to `pending`; returns how many.
+    /// Puts every `dead` row back to `pending` (each task's timeline gets
+    /// `callback_redelivered`, in the same transaction); returns how many.
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError>;
 }
 
@@ -285,4 +316,29 @@ pub trait TaskImport: Send + Sync {
         task: &ImportedTask,
         now: DateTime<Utc>,
     ) -> Result<ImportOutcome, RepoError>;
+}
+
+/// The task timeline (`task_events`, written by the other repositories in
+/// the transaction of each change) and what the upstream charged
+/// (`cost_micros`).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// One task's timeline, oldest first (by `seq`), at most `limit` entries
+    /// from the start. Empty for an unknown task (the caller tells "no such
+    /// task" from the task table).
+    async fn events_for_task(
+        &self,
+        id: &TaskId,
+        limit: i64,
+    ) -> Result<Vec<TaskEventRecord>, RepoError>;
+
+    /// Deletes up to `limit` timeline entries written before `before`, oldest
+    /// first, in one short transaction; returns how many (the retention
+    /// cleanup calls it until it returns less than `limit`).
+    async fn purge_events(&self, before: DateTime<Utc>, limit: i64) -> Result<u64, RepoError>;
+
+    /// Completed tasks and their summed cost, grouped as `query` asks, in key
+    /// order. One indexed range read of `completed_at`.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, RepoError>;
 }

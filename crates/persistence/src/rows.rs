@@ -8,10 +8,11 @@ use modelgen_domain::{Angle, Progress, TaskId, TaskStatus, TaskType};
 
 use crate::error::RepoError;
 use crate::models::{
-    CallbackRecord, CallbackStatus, IMPORT_FINGERPRINT_PREFIX, ImageLocation, ImageRecord,
-    ImportedImage, ImportedTask, NewImage, NewTask, TaskRecord,
+    CallbackRecord, CallbackStatus, EventKind, IMPORT_FINGERPRINT_PREFIX, ImageLocation,
+    ImageRecord, ImportedImage, ImportedTask, MAX_EVENT_MESSAGE_CHARS, NewImage, NewTask,
+    NewTaskEvent, TaskEventRecord, TaskRecord,
 };
-use crate::schema::{ai_generation_image, ai_generation_task, callback_delivery};
+use crate::schema::{ai_generation_image, ai_generation_task, callback_delivery, task_events};
 
 /// Earliest instant stored: `0001-01-01T00:00:00Z`. Earlier instants would print
 /// with a sign in SQLite's text encoding and break its text ordering.
@@ -90,6 +91,8 @@ pub(crate) struct TaskRow {
     pub purged_at: Option<NaiveDateTime>,
     pub submitted_at: Option<NaiveDateTime>,
     pub queue_rank: Option<i64>,
+    pub cost_micros: Option<i64>,
+    pub retries: i32,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -110,6 +113,7 @@ pub(crate) struct TaskUpdateRow {
     pub completed_at: Option<NaiveDateTime>,
     pub submitted_at: Option<NaiveDateTime>,
     pub queue_rank: Option<i64>,
+    pub cost_micros: Option<i64>,
 }
 
 fn corrupt(id: &str, reason: impl std::fmt::Display) -> RepoError {
@@ -171,6 +175,8 @@ impl TaskRow {
             purged_at: None,
             submitted_at: None,
             queue_rank: Some(queue_rank),
+            cost_micros: None,
+            retries: 0,
         })
     }
 
@@ -228,6 +234,8 @@ impl TaskRow {
             purged_at: self.purged_at.map(from_db),
             submitted_at: self.submitted_at.map(from_db),
             queue_rank: self.queue_rank,
+            cost_micros: self.cost_micros,
+            retries: self.retries,
         })
     }
 }
@@ -334,18 +342,21 @@ pub(crate) struct CallbackRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub delivered_at: Option<NaiveDateTime>,
+    pub run: i32,
 }
 
 /// Prefix of outbox event ids (`evt_` + ULID), sent as `webhook-id`.
 pub(crate) const EVENT_ID_PREFIX: &str = "evt_";
 
 impl CallbackRow {
-    /// A fresh `pending` outbox row for `task_id`'s terminal `status`, due at `now`.
-    pub(crate) fn pending(task_id: &str, status: TaskStatus, now: NaiveDateTime) -> Self {
+    /// A fresh `pending` outbox row for `task_id`'s terminal `status` in
+    /// its run `run` (the task's `retries`), due at `now`.
+    pub(crate) fn pending(task_id: &str, status: TaskStatus, now: NaiveDateTime, run: i32) -> Self {
         CallbackRow {
             event_id: format!("{EVENT_ID_PREFIX}{}", ulid::Ulid::generate()),
             task_id: task_id.to_owned(),
-            event_type: event_type(status),
+            event_type: event_type(status, run),
+            run,
             status: CallbackStatus::Pending.as_str().to_owned(),
             attempts: 0,
             next_attempt_at: now,
@@ -380,6 +391,7 @@ impl CallbackRow {
             created_at: from_db(self.created_at),
             updated_at: from_db(self.updated_at),
             delivered_at: self.delivered_at.map(from_db),
+            run: self.run,
         })
     }
 }
@@ -390,9 +402,102 @@ pub(crate) fn callback_records(rows: Vec<CallbackRow>) -> Result<Vec<CallbackRec
 }
 
 /// The outbox event type of a terminal status: `task.completed`, `task.failed`,
-/// `task.cancelled`.
-pub(crate) fn event_type(status: TaskStatus) -> String {
-    format!("task.{}", status.as_str())
+/// `task.cancelled` for a task's first run; `task.retry_completed`,
+/// `task.retry_failed`, `task.retry_cancelled` for a run an operator retried
+/// (`run` > 0).
+pub(crate) fn event_type(status: TaskStatus, run: i32) -> String {
+    if run > 0 {
+        format!("task.retry_{}", status.as_str())
+    } else {
+        format!("task.{}", status.as_str())
+    }
+}
+
+/// A row of `task_events` to insert (`seq` is the database's).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = task_events, treat_none_as_default_value = false)]
+pub(crate) struct NewEventRow {
+    pub task_id: String,
+    pub at: NaiveDateTime,
+    pub kind: String,
+    pub replica: Option<String>,
+    pub attempt: Option<i32>,
+    pub upstream_task_id: Option<String>,
+    pub upstream_status: Option<String>,
+    pub progress: Option<i32>,
+    pub http_status: Option<i32>,
+    pub latency_ms: Option<i64>,
+    pub error_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+impl NewEventRow {
+    /// The row of `event` about `task_id`, written at `at`.
+    pub(crate) fn new(task_id: &str, at: NaiveDateTime, event: &NewTaskEvent) -> Self {
+        NewEventRow {
+            task_id: task_id.to_owned(),
+            at,
+            kind: event.kind.as_str().to_owned(),
+            replica: event.replica.clone(),
+            attempt: event.attempt,
+            upstream_task_id: event.upstream_task_id.clone(),
+            upstream_status: event.upstream_status.clone(),
+            progress: event.progress,
+            http_status: event.http_status,
+            latency_ms: event.latency_ms,
+            error_code: event.error_code,
+            message: event
+                .message
+                .as_ref()
+                .map(|m| m.chars().take(MAX_EVENT_MESSAGE_CHARS).collect()),
+        }
+    }
+}
+
+/// A row of `task_events` as read back.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = task_events)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg, diesel::mysql::Mysql))]
+pub(crate) struct EventRow {
+    pub seq: i64,
+    pub task_id: String,
+    pub at: NaiveDateTime,
+    pub kind: String,
+    pub replica: Option<String>,
+    pub attempt: Option<i32>,
+    pub upstream_task_id: Option<String>,
+    pub upstream_status: Option<String>,
+    pub progress: Option<i32>,
+    pub http_status: Option<i32>,
+    pub latency_ms: Option<i64>,
+    pub error_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+impl EventRow {
+    /// The domain record, or [`RepoError::Corrupt`] for an unknown kind.
+    pub(crate) fn into_record(self) -> Result<TaskEventRecord, RepoError> {
+        let row_id = format!("task_events#{}", self.seq);
+        let kind = EventKind::parse(&self.kind)
+            .ok_or_else(|| corrupt(&row_id, format!("event kind `{}`", self.kind)))?;
+        Ok(TaskEventRecord {
+            seq: self.seq,
+            task_id: parse_task_id(&row_id, &self.task_id)?,
+            at: from_db(self.at),
+            event: NewTaskEvent {
+                kind,
+                replica: self.replica,
+                attempt: self.attempt,
+                upstream_task_id: self.upstream_task_id,
+                upstream_status: self.upstream_status,
+                progress: self.progress,
+                http_status: self.http_status,
+                latency_ms: self.latency_ms,
+                error_code: self.error_code,
+                message: self.message,
+            },
+        })
+    }
 }
 
 /// The columns an import writes on an earlier imported task (`None` writes NULL).
@@ -460,6 +565,8 @@ impl TaskRow {
             purged_at: None,
             submitted_at: update.submitted_at,
             queue_rank: update.queue_rank,
+            cost_micros: None,
+            retries: 0,
         }
     }
 }

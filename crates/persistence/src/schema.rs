@@ -35,6 +35,8 @@ diesel::table! {
         purged_at -> Nullable<Timestamp>,
         submitted_at -> Nullable<Timestamp>,
         queue_rank -> Nullable<BigInt>,
+        cost_micros -> Nullable<BigInt>,
+        retries -> Integer,
     }
 }
 
@@ -72,6 +74,28 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
+        run -> Integer,
+    }
+}
+
+diesel::table! {
+    /// The task timeline: append-only, one row per thing that happened to a
+    /// task, written in the transaction of the change it describes; see
+    /// `migrations/*/…_task_events`.
+    task_events (seq) {
+        seq -> BigInt,
+        task_id -> Text,
+        at -> Timestamp,
+        kind -> Text,
+        replica -> Nullable<Text>,
+        attempt -> Nullable<Integer>,
+        upstream_task_id -> Nullable<Text>,
+        upstream_status -> Nullable<Text>,
+        progress -> Nullable<Integer>,
+        http_status -> Nullable<Integer>,
+        latency_ms -> Nullable<BigInt>,
+        error_code -> Nullable<Integer>,
+        message -> Nullable<Text>,
     }
 }
 
@@ -82,4 +106,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     ai_generation_task,
     ai_generation_image,
     callback_delivery,
+    task_events,
 );

@@ -16,3 +16,4 @@ mod outbound;
 mod personal_data;
 mod queue_view;
 mod seed_properties;
+mod timeline;

@@ -11,10 +11,12 @@ use modelgen_domain::next_update_stamp;
 
 use super::Database;
 use crate::error::RepoError;
-use crate::models::{AttemptOutcome, CallbackRecord, CallbackStatus};
+use crate::models::{
+    AttemptNote, AttemptOutcome, CallbackRecord, CallbackStatus, EventKind, NewTaskEvent,
+};
 use crate::repo::CallbackOutbox;
-use crate::rows::{self, CallbackRow, add, from_db, to_db};
-use crate::schema::callback_delivery as c;
+use crate::rows::{self, CallbackRow, NewEventRow, add, from_db, to_db};
+use crate::schema::{callback_delivery as c, task_events as ev};
 
 #[async_trait]
 impl CallbackOutbox for Database {
@@ -55,6 +57,22 @@ impl CallbackOutbox for Database {
         now: DateTime<Utc>,
         outcome: AttemptOutcome,
     ) -> Result<CallbackRecord, RepoError> {
+        let note = AttemptNote {
+            replica: Some(owner.to_owned()),
+            ..AttemptNote::default()
+        };
+        self.record_callback_attempt_noted(event_id, owner, now, outcome, note)
+            .await
+    }
+
+    async fn record_callback_attempt_noted(
+        &self,
+        event_id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        outcome: AttemptOutcome,
+        note: AttemptNote,
+    ) -> Result<CallbackRecord, RepoError> {
         let now_db = to_db(now);
         let row = write_tx!(self, |conn, dialect| {
             let row = dialect::lock_callback(conn, event_id)
@@ -89,12 +107,35 @@ impl CallbackOutbox for Database {
                     None,
                 ),
             };
+            let attempt = row.attempts.saturating_add(1);
+            let mut tried = NewTaskEvent::new(EventKind::CallbackAttempt);
+            tried.replica = note.replica.clone();
+            tried.attempt = Some(attempt);
+            tried.http_status = note.http_status;
+            tried.latency_ms = note.latency_ms;
+            let mut events = Vec::with_capacity(2);
+            match &outcome {
+                AttemptOutcome::Delivered => {
+                    events.push(tried);
+                    events.push(NewTaskEvent::new(EventKind::CallbackDelivered));
+                }
+                AttemptOutcome::Retry { error, .. } => events.push(tried.message(error.clone())),
+                AttemptOutcome::Dead { error } => {
+                    events.push(tried.message(error.clone()));
+                    events.push(NewTaskEvent::new(EventKind::CallbackDead));
+                }
+            }
+            let events: Vec<NewEventRow> = events
+                .iter()
+                .map(|e| NewEventRow::new(&row.task_id, now_db, e))
+                .collect();
+            crate::db::insert_events!(conn, events)?;
             Ok(dialect::update_returning_one!(
                 conn,
                 c::table.find(event_id),
                 (
                     c::status.eq(status.as_str()),
-                    c::attempts.eq(row.attempts.saturating_add(1)),
+                    c::attempts.eq(attempt),
                     c::next_attempt_at.eq(next_attempt_at),
                     c::last_error.eq(last_error),
                     c::lease_owner.eq(None::<String>),
@@ -163,7 +204,7 @@ impl CallbackOutbox for Database {
         // The lease is left as it is: a `pending` row may have an attempt in
         // flight, whose outcome is still recorded (and counted) normally.
         let row = write_tx!(self, |conn, dialect| {
-            Ok(dialect::update_returning_one!(
+            let row = dialect::update_returning_one!(
                 conn,
                 c::table.find(event_id),
                 (
@@ -175,15 +216,33 @@ impl CallbackOutbox for Database {
                 ),
                 CallbackRow
             )
-            .optional()?)
+            .optional()?;
+            if let Some(row) = &row {
+                diesel::insert_into(ev::table)
+                    .values(NewEventRow::new(
+                        &row.task_id,
+                        now_db,
+                        &NewTaskEvent::new(EventKind::CallbackRedelivered),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(row)
         })?;
         row.ok_or(RepoError::NotFound)?.into_record()
     }
 
     async fn redeliver_all_dead(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
         let now_db = to_db(now);
-        let count = write_conn!(self, |conn| {
-            Ok(
+        let count = write_tx!(self, |conn| {
+            // The dead rows' tasks, read in the transaction that revives
+            // them: each gets its `callback_redelivered` entry.
+            let tasks: Vec<String> = c::table
+                .filter(c::status.eq(CallbackStatus::Dead.as_str()))
+                .select(c::task_id)
+                .load(conn)
+                .await?;
+            let count =
                 diesel::update(c::table.filter(c::status.eq(CallbackStatus::Dead.as_str())))
                     .set((
                         c::status.eq(CallbackStatus::Pending.as_str()),
@@ -192,8 +251,15 @@ impl CallbackOutbox for Database {
                         c::updated_at.eq(now_db),
                     ))
                     .execute(conn)
-                    .await?,
-            )
+                    .await?;
+            let redelivered = NewTaskEvent::new(EventKind::CallbackRedelivered);
+            crate::db::insert_events!(
+                conn,
+                tasks
+                    .iter()
+                    .map(|task| NewEventRow::new(task, now_db, &redelivered))
+            )?;
+            Ok(count)
         })?;
         Ok(count as u64)
     }

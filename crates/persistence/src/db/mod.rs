@@ -180,6 +180,28 @@ macro_rules! due_purges {
     }};
 }
 
+/// Appends timeline rows (`$rows`: an iterator of `NewEventRow`) on `$conn`,
+/// inside the caller's transaction, one statement each (SQLite takes no
+/// multi-row insert through the async wrapper; a change writes a handful).
+/// Evaluates to `QueryResult<()>`; use inside a body returning `RepoError`.
+macro_rules! insert_events {
+    ($conn:expr, $rows:expr) => {{
+        let mut result: ::diesel::QueryResult<()> = Ok(());
+        for row in $rows {
+            if let Err(e) = ::diesel::insert_into($crate::schema::task_events::table)
+                .values(row)
+                .execute(&mut *$conn)
+                .await
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        result
+    }};
+}
+pub(crate) use insert_events;
+
 /// `UPDATE … RETURNING`, for backends that have it (SQLite, PostgreSQL);
 /// MySQL's versions read the rows back instead. Each dialect module exports
 /// its own `update_returning_all!` and `update_returning_one!`.
@@ -306,13 +328,13 @@ pub(crate) use on_conn;
 /// FOR UPDATE`). Any `Err` rolls the transaction back; so does the call
 /// timeout (the connection is closed, which ends the transaction).
 macro_rules! write_tx {
-    ($db:expr, |$conn:ident, $dialect:ident| $body:expr) => {{
+    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
         let budget = $db.timeouts.call;
         let deadline = ::tokio::time::Instant::now() + budget;
         let result: Result<_, $crate::error::RepoError> = match &$db.pools {
             #[cfg(feature = "sqlite")]
             $crate::db::Pools::Sqlite(pools) => {
-                use $crate::db::sqlite as $dialect;
+                $(use $crate::db::sqlite as $dialect;)?
                 let mut guard = $crate::db::checkout(&pools.write, deadline, budget).await?;
                 let outcome = {
                     let c: &mut $crate::db::sqlite::Conn = &mut guard;
@@ -328,7 +350,7 @@ macro_rules! write_tx {
             }
             #[cfg(feature = "postgres")]
             $crate::db::Pools::Postgres(pool) => {
-                use $crate::db::postgres as $dialect;
+                $(use $crate::db::postgres as $dialect;)?
                 let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
                 let outcome = {
                     let c: &mut $crate::db::postgres::Conn = &mut guard;
@@ -345,7 +367,7 @@ macro_rules! write_tx {
             }
             #[cfg(feature = "mysql")]
             $crate::db::Pools::Mysql(pool) => {
-                use $crate::db::mysql as $dialect;
+                $(use $crate::db::mysql as $dialect;)?
                 let mut guard = $crate::db::checkout(pool, deadline, budget).await?;
                 let outcome = {
                     let c: &mut $crate::db::mysql::Conn = &mut guard;
@@ -406,6 +428,7 @@ pub(crate) fn finish<M: deadpool::managed::Manager, T>(
 }
 
 mod callbacks;
+mod events;
 #[cfg(feature = "testing")]
 pub(crate) mod explain;
 mod import;

@@ -479,6 +479,11 @@ pub(crate) use mysql_explain as explain;
 /// `queue_rank IS NULL`: due time and id only.
 pub(crate) use crate::db::due_order as poll_order;
 
+/// The UTC day of `completed_at` as `YYYY-MM-DD` (usage by day).
+pub(crate) const DAY_OF_COMPLETION: &str = "DATE_FORMAT(completed_at, '%Y-%m-%d')";
+/// The sum of `cost_micros` of a group as a `BIGINT` (MySQL's `SUM(BIGINT)` is `DECIMAL`: cast back).
+pub(crate) const COST_SUM: &str = "CAST(SUM(cost_micros) AS SIGNED)";
+
 /// The rank a new (or retried) task of `user_id` joins the queue at
 /// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
 pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {

@@ -173,6 +173,11 @@ pub(crate) use pg_explain as explain;
 /// order names it, or the planner sorts.
 pub(crate) use crate::db::queue_order as poll_order;
 
+/// The UTC day of `completed_at` as `YYYY-MM-DD` (usage by day).
+pub(crate) const DAY_OF_COMPLETION: &str = "to_char(completed_at, 'YYYY-MM-DD')";
+/// The sum of `cost_micros` of a group as a `BIGINT` (PostgreSQL's `SUM(bigint)` is `numeric`: cast back).
+pub(crate) const COST_SUM: &str = "CAST(SUM(cost_micros) AS BIGINT)";
+
 /// The rank a new (or retried) task of `user_id` joins the queue at
 /// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
 pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {

@@ -296,6 +296,11 @@ pub(crate) use sqlite_explain as explain;
 /// `next_run_at` order.
 pub(crate) use crate::db::due_order as poll_order;
 
+/// The UTC day of `completed_at` as `YYYY-MM-DD` (usage by day).
+pub(crate) const DAY_OF_COMPLETION: &str = "strftime('%Y-%m-%d', completed_at)";
+/// The sum of `cost_micros` of a group as a `BIGINT` (SQLite's `SUM` of integers is an integer).
+pub(crate) const COST_SUM: &str = "SUM(cost_micros)";
+
 /// The rank a new (or retried) task of `user_id` joins the queue at
 /// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
 pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {

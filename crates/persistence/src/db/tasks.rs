@@ -14,14 +14,17 @@ use super::Database;
 use crate::error::RepoError;
 use crate::fair;
 use crate::models::{
-    Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, QueueStats, TaskChange,
-    TaskQuery, TaskRecord,
+    EventKind, Fence, IMPORT_FINGERPRINT_PREFIX, ImageRecord, InsertOutcome, NewTask, NewTaskEvent,
+    QueueStats, TaskChange, TaskQuery, TaskRecord,
 };
 use crate::repo::{ImageRepository, TaskRepository};
 use crate::rows::{
-    self, CallbackRow, ImageRow, NewImageRow, TaskRow, TaskUpdateRow, add, to_db, truncate,
+    self, CallbackRow, ImageRow, NewEventRow, NewImageRow, TaskRow, TaskUpdateRow, add, to_db,
+    truncate,
 };
-use crate::schema::{ai_generation_image as img, ai_generation_task as t, callback_delivery as c};
+use crate::schema::{
+    ai_generation_image as img, ai_generation_task as t, callback_delivery as c, task_events as ev,
+};
 
 /// Whether `fence` still holds on `row` at `now` (stored precision).
 fn fence_holds(
@@ -99,6 +102,7 @@ fn plan_update(
         || change.next_run_at.is_some()
         || change.count_submit_attempt
         || change.count_poll
+        || change.cost_micros.is_some()
         || !change.images.is_empty();
     let lease_released = change.release_lease && row.lease_owner.is_some();
     // A change that moves nothing but the lease is bookkeeping, like a claim,
@@ -143,6 +147,7 @@ fn plan_update(
             _ => row.submitted_at,
         },
         queue_rank: None,
+        cost_micros: change.cost_micros.or(row.cost_micros),
     };
     // The task keeps its place in the fair queue only while it still waits
     // to be submitted: an upstream id, or any other status, takes it out.
@@ -171,6 +176,15 @@ impl TaskRepository for Database {
             row.queue_rank = Some(dialect::next_queue_rank(conn, &row.user_id).await?);
             diesel::insert_into(t::table)
                 .values(&row)
+                .execute(conn)
+                .await?;
+            // The timeline starts in the same transaction.
+            diesel::insert_into(ev::table)
+                .values(NewEventRow::new(
+                    &row.task_id,
+                    row.created_at,
+                    &NewTaskEvent::new(EventKind::Created),
+                ))
                 .execute(conn)
                 .await?;
             // Every column was written from `row` as it is: it is the stored row.
@@ -307,6 +321,21 @@ impl TaskRepository for Database {
             if let Some(before) = query.before {
                 q = q.filter(t::task_id.lt(before.to_string()));
             }
+            if let Some(code) = query.error_code {
+                q = q.filter(t::error_code.eq(code));
+            }
+            if let Some(since) = query.created_since {
+                q = q.filter(t::created_at.ge(to_db(since)));
+            }
+            if let Some(until) = query.created_until {
+                q = q.filter(t::created_at.lt(to_db(until)));
+            }
+            if let Some(since) = query.ended_since {
+                q = q.filter(t::completed_at.ge(to_db(since)));
+            }
+            if let Some(until) = query.ended_until {
+                q = q.filter(t::completed_at.lt(to_db(until)));
+            }
             Ok(q.order(t::task_id.desc())
                 .limit(query.limit)
                 .load(conn)
@@ -366,12 +395,19 @@ impl TaskRepository for Database {
                 return Ok(Vec::new());
             }
             // `updated_at` is left alone: a claim is not a business change.
-            Ok(dialect::update_returning_all!(
+            let rows = dialect::update_returning_all!(
                 conn,
                 t::table.filter(t::task_id.eq_any(&ids)),
                 (t::lease_owner.eq(owner), t::lease_expires_at.eq(expires)),
                 TaskRow
-            )?)
+            )?;
+            let claimed = NewTaskEvent::new(EventKind::Claimed).by(owner);
+            let events: Vec<NewEventRow> = ids
+                .iter()
+                .map(|id| NewEventRow::new(id, now_db, &claimed))
+                .collect();
+            crate::db::insert_events!(conn, events)?;
+            Ok(rows)
         })?;
         // Polls first (no rank), each lane in its own order.
         rows.sort_by(|a, b| claim_key(a).cmp(&claim_key(b)));
@@ -470,13 +506,27 @@ impl TaskRepository for Database {
                     .await?;
             }
             if change.enqueue_callback && plan.new_status.is_terminal() {
-                // At most one outbox row per (task, event type): the unique
-                // constraint makes a repeated enqueue a no-op.
+                // At most one outbox row per (task, event type, run): the
+                // unique constraint makes a repeated enqueue a no-op.
                 diesel::insert_into(c::table)
-                    .values(CallbackRow::pending(&id, plan.new_status, to_db(now)))
+                    .values(CallbackRow::pending(
+                        &id,
+                        plan.new_status,
+                        to_db(now),
+                        row.retries,
+                    ))
                     .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;
+            }
+            if !change.events.is_empty() {
+                let at = to_db(now);
+                let events: Vec<NewEventRow> = change
+                    .events
+                    .iter()
+                    .map(|e| NewEventRow::new(&id, at, e))
+                    .collect();
+                crate::db::insert_events!(conn, events)?;
             }
             Ok(row)
         })?;
@@ -518,7 +568,14 @@ impl TaskRepository for Database {
             if let Some(purged_at) = row.clone().into_record()?.inputs_gone_since() {
                 return Err(RepoError::InputsPurged { purged_at });
             }
-            diesel::delete(c::table.filter(c::task_id.eq(&id)))
+            // The earlier runs' callback rows are kept: the new run's
+            // outcome gets a row of its own (`run` = the new `retries`).
+            diesel::insert_into(ev::table)
+                .values(NewEventRow::new(
+                    &id,
+                    now_db,
+                    &NewTaskEvent::new(EventKind::Retried),
+                ))
                 .execute(conn)
                 .await?;
             let stamp = to_db(next_update_stamp(rows::from_db(row.updated_at), now));
@@ -543,6 +600,8 @@ impl TaskRepository for Database {
                     t::started_at.eq(Some(now_db)),
                     t::submitted_at.eq(None::<chrono::NaiveDateTime>),
                     t::queue_rank.eq(Some(rank)),
+                    t::cost_micros.eq(None::<i64>),
+                    t::retries.eq(row.retries.saturating_add(1)),
                 ),
                 TaskRow
             )?;

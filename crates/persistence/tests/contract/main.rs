@@ -10,6 +10,7 @@ mod blob;
 mod callbacks;
 mod claims;
 mod connect;
+mod events;
 mod fair_queue_migration;
 mod fairness;
 mod image_migration;
@@ -96,4 +97,9 @@ contract_tests!(
     import::import_never_touches_tasks_modelgen_made_or_erased,
     import::imported_unfinished_tasks_are_parked_or_resumed_by_polling,
     import::imported_edit_and_outfit_keep_links_angles_and_stored_images,
+    events::every_change_appends_its_entries_in_the_same_transaction,
+    events::a_retry_is_on_the_timeline_and_long_messages_are_cut,
+    events::old_entries_are_purged_oldest_first_in_batches,
+    events::cost_is_stored_and_summed_by_day_and_type,
+    events::failed_tasks_are_listed_by_error_code_and_end_time,
 );

@@ -717,15 +717,16 @@ pub async fn retry_puts_only_failed_tasks_back_to_submitted(db: Database) {
     assert_eq!(retried.next_run_at, at(10));
     assert!(retried.updated_at > task.updated_at);
     assert_eq!(retried.created_at, task.created_at);
-    assert!(
-        db.callbacks_for_task(&task.task_id)
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(retried.retries, 1);
+    // The first run's callback record is kept as it was.
+    let kept = db.callbacks_for_task(&task.task_id).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].event_type.as_str(), kept[0].run),
+        ("task.failed", 0)
     );
     assert_eq!(db.get_task(&task.task_id).await.unwrap(), retried);
 
-    // The retried run fails again: a fresh callback row is enqueued.
     db.update_task(
         &task.task_id,
         &Fence::Unfenced,
@@ -739,7 +740,34 @@ pub async fn retry_puts_only_failed_tasks_back_to_submitted(db: Database) {
     )
     .await
     .unwrap();
-    assert_eq!(db.callbacks_for_task(&task.task_id).await.unwrap().len(), 1);
+    // The retried run fails again: a row of its own, with the retry type.
+    let rows = db.callbacks_for_task(&task.task_id).await.unwrap();
+    let types: Vec<(&str, i32)> = rows
+        .iter()
+        .map(|r| (r.event_type.as_str(), r.run))
+        .collect();
+    assert_eq!(types, [("task.failed", 0), ("task.retry_failed", 1)]);
+    // A second retry's outcome gets a third row (the unique key holds the run).
+    db.retry_task(&task.task_id, at(21)).await.unwrap();
+    db.update_task(
+        &task.task_id,
+        &Fence::Unfenced,
+        at(22),
+        TaskChange {
+            event: Some(TaskEvent::Failed),
+            error: Some((1002, "third".to_owned())),
+            enqueue_callback: true,
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    let rows = db.callbacks_for_task(&task.task_id).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        (rows[2].event_type.as_str(), rows[2].run),
+        ("task.retry_failed", 2)
+    );
     let unknown = TaskId::generate();
     assert!(matches!(
         db.retry_task(&unknown, at(30)).await,
