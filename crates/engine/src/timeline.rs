@@ -194,9 +194,10 @@ pub fn events_for(outcome: &StepOutcome, trace: &StepTrace, replica: &str) -> Ve
         StepOutcome::Snooze { reason, .. } => {
             let mut out = submit_events(trace, EventKind::SubmitFailed);
             out.extend(poll_event(trace));
-            if !matches!(reason, SnoozeReason::Running | SnoozeReason::PollFailed)
-                && !(*reason == SnoozeReason::SubmitUnknown && trace.submit.is_some())
-            {
+            // A running or failed poll, and a failed submit, said it all already.
+            let told = matches!(reason, SnoozeReason::Running | SnoozeReason::PollFailed)
+                || (*reason == SnoozeReason::SubmitUnknown && trace.submit.is_some());
+            if !told {
                 out.push(NewTaskEvent::new(EventKind::Snoozed).message(reason.as_str()));
             }
             out
