@@ -197,7 +197,7 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
     // Back to an empty database, then four replicas start together.
     let mut conn = raw(guard.url(), "").await;
     conn.batch_execute(
-        "DROP TABLE callback_delivery; DROP TABLE ai_generation_image; \
+        "DROP TABLE task_events; DROP TABLE callback_delivery; DROP TABLE ai_generation_image; \
          DROP TABLE ai_generation_task; DROP TABLE __diesel_schema_migrations;",
     )
     .await
