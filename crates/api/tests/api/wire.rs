@@ -4,7 +4,7 @@
 //! creates, and `Retry-After` on every 429 and 503. Real HTTP on loopback,
 //! real databases and the simulator.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::time::{Duration, Instant};
 

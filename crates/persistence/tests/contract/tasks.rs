@@ -1050,7 +1050,7 @@ pub async fn callback_url_round_trips_and_terminal_changes_are_announced(db: Dat
     if let Some(stream) = changes.as_mut() {
         let next = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
             .await
-            .expect("announced");
+            .unwrap();
         assert_eq!(next, Some(Some(with.task_id.to_string())));
     }
 }
