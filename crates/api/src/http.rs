@@ -764,12 +764,12 @@ pub struct TaskQueryParams {
     pub wait: Option<String>,
 }
 
-/// Parses a wait in whole seconds (`wait=N`): digits only, at most 10 of them.
+/// Parses a wait in whole seconds (`wait=N`): digits only; a number too
+/// large for `u64` is as good as the cap it is cut to.
 fn parse_wait_seconds(raw: &str) -> Option<u64> {
     let raw = raw.trim();
-    (!raw.is_empty() && raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| raw.parse().ok())
-        .flatten()
+    (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| raw.parse().unwrap_or(u64::MAX))
 }
 
 /// The wait a request asks for: `?wait=N`, else the `wait` preference of
@@ -1041,4 +1041,40 @@ pub async fn metrics_text(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn waits_are_whole_seconds_from_the_query_or_the_prefer_header() {
+        assert_eq!(parse_wait_seconds(" 30 "), Some(30));
+        assert_eq!(parse_wait_seconds("0"), Some(0));
+        assert_eq!(
+            parse_wait_seconds("99999999999999999999999"),
+            Some(u64::MAX)
+        );
+        for bad in ["", "-1", "1.5", "soon", "+3", "3s"] {
+            assert_eq!(parse_wait_seconds(bad), None, "{bad:?}");
+        }
+        let prefer = TestRequest::default()
+            .insert_header(("Prefer", "respond-async, wait=\"7\"; x=y"))
+            .to_http_request();
+        assert_eq!(requested_wait(&prefer, None).ok().flatten(), Some(7));
+        assert_eq!(
+            requested_wait(&prefer, Some("3")).ok().flatten(),
+            Some(3),
+            "the query wins"
+        );
+        let other = TestRequest::default()
+            .insert_header(("Prefer", "return=minimal"))
+            .to_http_request();
+        assert_eq!(requested_wait(&other, None).ok().flatten(), None);
+        let bad = TestRequest::default()
+            .insert_header(("Prefer", "wait=soon"))
+            .to_http_request();
+        assert!(requested_wait(&bad, None).is_err());
+    }
 }
