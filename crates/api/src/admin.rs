@@ -45,18 +45,24 @@ pub struct CallbackView {
     /// Task.
     pub task_id: String,
     /// `task.completed` …
+    #[schema(value_type = modelgen_callback::openapi::CallbackEventTypeSchema)]
     pub event_type: String,
     /// `pending`, `delivered` or `dead`.
+    #[schema(value_type = crate::openapi::DeliveryStatusSchema)]
     pub status: String,
     /// Attempts made.
+    #[schema(minimum = 0)]
     pub attempts: i32,
     /// Next attempt (pending rows).
+    #[schema(format = DateTime)]
     pub next_attempt_at: String,
     /// Last failure.
     pub last_error: Option<String>,
     /// When delivered.
+    #[schema(format = DateTime)]
     pub delivered_at: Option<String>,
     /// When enqueued.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

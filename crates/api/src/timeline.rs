@@ -39,11 +39,13 @@ pub struct EventView {
     /// Increasing with time for a task's entries (oldest first).
     pub seq: i64,
     /// When it was written, RFC 3339 UTC with milliseconds.
+    #[schema(format = DateTime)]
     pub at: String,
     /// `created`, `claimed`, `submitted`, `submit_failed`, `polled`,
     /// `poll_failed`, `snoozed`, `downloaded`, `completed`, `failed`,
     /// `cancelled`, `retried`, `callback_attempt`, `callback_delivered`,
     /// `callback_dead` or `callback_redelivered`.
+    #[schema(value_type = crate::openapi::EventKindSchema)]
     pub kind: String,
     /// The replica (worker lease owner, `host-pid-random`) that did it.
     pub replica: Option<String>,
@@ -171,10 +173,13 @@ pub struct UsageItem {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageReport {
     /// `day` or `type`.
+    #[schema(schema_with = crate::openapi::usage_group_schema)]
     pub group_by: String,
     /// The range summed: `[from, to)`, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub from: String,
     /// End of the range (exclusive).
+    #[schema(format = DateTime)]
     pub to: String,
     /// The user asked for, if any.
     pub user_id: Option<String>,
@@ -316,9 +321,11 @@ pub struct RetryFilter {
     pub error_code: Option<i32>,
     /// Only tasks that failed at or after this instant (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Only tasks that failed before this instant (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Only say which tasks would be retried; change nothing.
     #[serde(default)]
