@@ -24,6 +24,7 @@ use modelgen_domain::openapi::{
     AngleSchema, AspectRatioSchema, GenderSchema, ImageMimeSchema, TaskStatusSchema,
     TaskTypeSchema, TerminalStatusSchema, string_enum,
 };
+use modelgen_domain::{TaskId, TaskStatus, TaskType};
 use modelgen_persistence::{CallbackStatus, EventKind};
 
 use crate::admin::{CallbackPage, CallbackView, Redelivered};
@@ -289,18 +290,36 @@ fn add_common_errors(method: &str, operation: &mut Value) {
             .or_insert_with(|| error_response(description));
     };
     if has_body {
-        add("400", "Invalid parameters, or a body that is not JSON of this shape (1001); `data.errors` lists every bad field");
-        add("413", "Body larger than `MAX_BODY_BYTES`, or an image over its limit (1007)");
-        add("415", "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)");
+        add(
+            "400",
+            "Invalid parameters, or a body that is not JSON of this shape (1001); `data.errors` lists every bad field",
+        );
+        add(
+            "413",
+            "Body larger than `MAX_BODY_BYTES`, or an image over its limit (1007)",
+        );
+        add(
+            "415",
+            "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)",
+        );
     }
     if secured {
-        add("401", "Missing or invalid bearer token (1005), when the service has `API_AUTH_TOKEN`");
+        add(
+            "401",
+            "Missing or invalid bearer token (1005), when the service has `API_AUTH_TOKEN`",
+        );
         add("503", "Database unavailable (1004); retry later");
     }
     if state_changing {
-        add("403", "A browser sent this request from another site (`Sec-Fetch-Site: cross-site` or `same-site`; 1011)");
+        add(
+            "403",
+            "A browser sent this request from another site (`Sec-Fetch-Site: cross-site` or `same-site`; 1011)",
+        );
     }
-    add("500", "Internal error (1004); the message is opaque, the details are in the service's log");
+    add(
+        "500",
+        "Internal error (1004); the message is opaque, the details are in the service's log",
+    );
     if let Some(queue_full) = responses.get_mut("429") {
         queue_full["headers"] = json!({
             "Retry-After": {
@@ -312,28 +331,49 @@ fn add_common_errors(method: &str, operation: &mut Value) {
     }
 }
 
+/// The callback of the `webhooks` example: a completed default task, built
+/// with the payload's own builder so it carries every field the wire does.
+fn callback_example() -> Value {
+    let Ok(task_id) = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W".parse::<TaskId>() else {
+        return Value::Null;
+    };
+    let url = "https://modelgen.example.com/images/results/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/0-01JQ8Z7A.png";
+    let completed_at = chrono::DateTime::parse_from_rfc3339("2026-11-29T11:35:33.123Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let payload = CallbackPayload::new(&task_id, "u1", TaskType::Default, TaskStatus::Completed)
+        .with_request_id(Some("r-1"))
+        .with_images(vec![CallbackImage {
+            image_url: url.to_owned(),
+            width: Some(1024),
+            height: Some(768),
+            mime: Some("image/png".to_owned()),
+        }])
+        .with_cost(Some(0.02))
+        .with_completed_at(completed_at);
+    serde_json::to_value(payload).unwrap_or(Value::Null)
+}
+
 /// The `webhooks` section: the callback POSTed to `CALLBACK_URL` when a task
 /// ends, signed as `crates/callback/src/signing.rs` does (Standard Webhooks).
 fn webhooks() -> Value {
-    let header = |name: &str, description: &str, schema: Value| {
-        json!({"name": name, "in": "header", "required": true, "description": description, "schema": schema})
-    };
+    let header = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "header", "required": true, "description": description, "schema": schema});
     json!({
         "taskEnded": {
             "post": {
                 "summary": "A task reached a terminal state",
                 "description": format!(
                     "POSTed to `CALLBACK_URL` once per terminal event of a task (first run, and again for a run an operator retried), \
-retried with backoff until the receiver answers 2xx (for `CALLBACK_HORIZON`, or `CALLBACK_MAX_RETRIES` attempts; then the delivery is `dead` and can be \
-redelivered from `/admin/callbacks`). Delivery is at least once: deduplicate on `webhook-id`, which stays the same across \
-retries and redeliveries of one event.\n\n\
-**Signature** ([Standard Webhooks](https://www.standardwebhooks.com/), scheme `v1`): `webhook-signature` is `v1,` followed by \
-the standard base64 of HMAC-SHA256 over the bytes `{{webhook-id}}.{{webhook-timestamp}}.{{body}}` (the raw request body, before \
-any JSON parsing). The key is `CALLBACK_SIGNING_SECRET`: when it starts with `whsec_`, the base64-decoded rest; otherwise its UTF-8 bytes. \
-A receiver recomputes the signature over the bytes it received, compares in constant time with each space-separated `v1,` entry, \
-and refuses a `webhook-timestamp` more than {DEFAULT_TOLERANCE_S} seconds away from its clock. Without `CALLBACK_SIGNING_SECRET` only \
-`webhook-id` is sent (no `webhook-timestamp`, no `webhook-signature`). With `CALLBACK_TOKEN`, `Authorization: Bearer <CALLBACK_TOKEN>` \
-is sent as well."
+    retried with backoff until the receiver answers 2xx (for `CALLBACK_HORIZON`, or `CALLBACK_MAX_RETRIES` attempts; then the delivery is `dead` and can be \
+    redelivered from `/admin/callbacks`). Delivery is at least once: deduplicate on `webhook-id`, which stays the same across \
+    retries and redeliveries of one event.\n\n\
+    **Signature** ([Standard Webhooks](https://www.standardwebhooks.com/), scheme `v1`): `webhook-signature` is `v1,` followed by \
+    the standard base64 of HMAC-SHA256 over the bytes `{{webhook-id}}.{{webhook-timestamp}}.{{body}}` (the raw request body, before \
+    any JSON parsing). The key is `CALLBACK_SIGNING_SECRET`: when it starts with `whsec_`, the base64-decoded rest; otherwise its UTF-8 bytes. \
+    A receiver recomputes the signature over the bytes it received, compares in constant time with each space-separated `v1,` entry, \
+    and refuses a `webhook-timestamp` more than {DEFAULT_TOLERANCE_S} seconds away from its clock. Without `CALLBACK_SIGNING_SECRET` only \
+    `webhook-id` is sent (no `webhook-timestamp`, no `webhook-signature`). With `CALLBACK_TOKEN`, `Authorization: Bearer <CALLBACK_TOKEN>` \
+    is sent as well."
                 ),
                 "operationId": "taskEnded",
                 "tags": ["callbacks"],
@@ -358,15 +398,7 @@ is sent as well."
                     "required": true,
                     "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/CallbackPayload"},
-                        "example": {
-                            "task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "request_id": "r-1", "user_id": "u1",
-                            "type": "default", "status": "completed", "angle": null,
-                            "image_url": "https://modelgen.example.com/images/results/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/0-01JQ8Z7A.png",
-                            "images": [{"image_url": "https://modelgen.example.com/images/results/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/0-01JQ8Z7A.png",
-                                "width": 1024, "height": 768, "mime": "image/png"}],
-                            "error_code": null, "error_message": null, "completed_at": "2026-11-29T11:35:33.123Z",
-                            "event_type": "task.completed", "cost": 0.02
-                        }
+                        "example": callback_example(),
                     }}
                 },
                 "responses": {

@@ -16,7 +16,10 @@ use utoipa::openapi::{RefOr, schema::SchemaType};
 use crate::{Angle, AspectRatio, Gender, ImageMime, TaskStatus, TaskType};
 
 /// A string schema whose value is one of `values`.
-pub fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>, description: &str) -> RefOr<Schema> {
+pub fn string_enum<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    description: &str,
+) -> RefOr<Schema> {
     Schema::Object(
         ObjectBuilder::new()
             .schema_type(SchemaType::new(Type::String))
@@ -104,7 +107,11 @@ mod tests {
         let json = serde_json::to_value(T::schema()).unwrap_or_default();
         json["enum"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -112,9 +119,18 @@ mod tests {
     fn schemas_list_exactly_the_values_the_parsers_take() {
         assert_eq!(
             values::<TaskStatusSchema>(),
-            ["submitted", "processing", "completed", "failed", "cancelled"]
+            [
+                "submitted",
+                "processing",
+                "completed",
+                "failed",
+                "cancelled"
+            ]
         );
-        assert_eq!(values::<TerminalStatusSchema>(), ["completed", "failed", "cancelled"]);
+        assert_eq!(
+            values::<TerminalStatusSchema>(),
+            ["completed", "failed", "cancelled"]
+        );
         assert_eq!(values::<TaskTypeSchema>(), ["default", "edit", "outfit"]);
         assert_eq!(values::<AngleSchema>(), ["front", "side", "back"]);
         for ratio in values::<AspectRatioSchema>() {

@@ -135,7 +135,10 @@ async fn spawn_contract_app(receiver: &MockServer) -> TestApp {
                     "callback_url".into(),
                     format!("{:?}", format!("{}/hook", receiver.uri())),
                 ),
-                ("callback_signing_secret".into(), "\"whsec_c2VjcmV0\"".into()),
+                (
+                    "callback_signing_secret".into(),
+                    "\"whsec_c2VjcmV0\"".into(),
+                ),
             ],
         },
     )
@@ -172,7 +175,10 @@ async fn every_example_in_the_document_is_answered_as_documented() {
     // The document the service serves is the committed one.
     let (status, _, served) = call(&app, reqwest::Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, 200);
-    assert_eq!(served, doc, "GET /openapi.json differs from docs/openapi.json");
+    assert_eq!(
+        served, doc,
+        "GET /openapi.json differs from docs/openapi.json"
+    );
 
     let mut sent = Vec::new();
     let paths = doc["paths"].as_object().expect("paths");
@@ -209,7 +215,8 @@ async fn every_example_in_the_document_is_answered_as_documented() {
             if !query.is_empty() {
                 path = format!("{path}?{}", query.join("&"));
             }
-            let (status, answer) = send(&app, &contract, method, template, &path, body.as_ref()).await;
+            let (status, answer) =
+                send(&app, &contract, method, template, &path, body.as_ref()).await;
             assert!(
                 status < 500,
                 "{method} {path}: the example got {status}: {answer}"
@@ -224,7 +231,11 @@ async fn every_example_in_the_document_is_answered_as_documented() {
         .iter()
         .find(|(m, t, _, _)| m == "post" && t == "/models/default")
         .expect("POST /models/default has an example");
-    assert_eq!(default.2, 202, "the default example was refused: {}", default.3);
+    assert_eq!(
+        default.2, 202,
+        "the default example was refused: {}",
+        default.3
+    );
     for template in ["/models/edit", "/models/outfit"] {
         let (_, _, status, answer) = sent
             .iter()
@@ -287,97 +298,362 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
 
     // 401: a token is configured and not sent.
     let create = json!({"user_id": "flow", "request_id": "f-1", "user_image": tiny_png(), "body_profile": body_profile()});
-    let (status, _, body) = call(&app, Method::POST, "/models/default", None, json_body(&create)).await;
+    let (status, _, body) = call(
+        &app,
+        Method::POST,
+        "/models/default",
+        None,
+        json_body(&create),
+    )
+    .await;
     assert_eq!(status, 401);
     c.check("post", "/models/default", status, &body);
 
     // Create, replay (200), conflicting replay (409).
-    let (status, created) = send(&app, &c, "post", "/models/default", "/models/default", Some(&create)).await;
+    let (status, created) = send(
+        &app,
+        &c,
+        "post",
+        "/models/default",
+        "/models/default",
+        Some(&create),
+    )
+    .await;
     assert_eq!(status, 202, "{created}");
-    let base = created["data"]["task_id"].as_str().expect("task_id").to_owned();
-    let (status, _) = send(&app, &c, "post", "/models/default", "/models/default", Some(&create)).await;
+    let base = created["data"]["task_id"]
+        .as_str()
+        .expect("task_id")
+        .to_owned();
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/models/default",
+        "/models/default",
+        Some(&create),
+    )
+    .await;
     assert_eq!(status, 200);
     let mut other = create.clone();
     other["size"] = json!("1:1");
-    let (status, _) = send(&app, &c, "post", "/models/default", "/models/default", Some(&other)).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/models/default",
+        "/models/default",
+        Some(&other),
+    )
+    .await;
     assert_eq!(status, 409);
 
     // 400 (every bad field), 413, 415.
     let bad = json!({"user_id": "", "user_image": "data:image/png;base64,@@", "body_profile": {"height_cm": -1}, "size": "7:7"});
-    let (status, body) = send(&app, &c, "post", "/models/default", "/models/default", Some(&bad)).await;
+    let (status, body) = send(
+        &app,
+        &c,
+        "post",
+        "/models/default",
+        "/models/default",
+        Some(&bad),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["data"]["errors"].as_array().is_some_and(|e| e.len() >= 3), "{body}");
-    let (status, _, body) = call(&app, Method::POST, "/models/default", Some(TOKEN), Some(("application/json", vec![b' '; 30_000]))).await;
+    assert!(
+        body["data"]["errors"]
+            .as_array()
+            .is_some_and(|e| e.len() >= 3),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &app,
+        Method::POST,
+        "/models/default",
+        Some(TOKEN),
+        Some(("application/json", vec![b' '; 30_000])),
+    )
+    .await;
     assert_eq!(status, 413);
     c.check("post", "/models/default", status, &body);
-    let (status, _, body) = call(&app, Method::POST, "/models/default", Some(TOKEN), Some(("text/plain", b"{}".to_vec()))).await;
+    let (status, _, body) = call(
+        &app,
+        Method::POST,
+        "/models/default",
+        Some(TOKEN),
+        Some(("text/plain", b"{}".to_vec())),
+    )
+    .await;
     assert_eq!(status, 415);
     c.check("post", "/models/default", status, &body);
 
     // The task, completed; its timeline; the callback it sent.
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}", &format!("/tasks/{base}"), None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}",
+        &format!("/tasks/{base}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let done = finish(&app, &base).await;
     c.check("get", "/tasks/{task_id}", 200, &done);
     assert_eq!(done["data"]["status"], "completed", "{done}");
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}", &format!("/tasks/{base}?include=image_base64"), None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}",
+        &format!("/tasks/{base}?include=image_base64"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}", &format!("/tasks/{base}?include=nope"), None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}",
+        &format!("/tasks/{base}?include=nope"),
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}", "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}",
+        "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
 
     // Edit and outfit on it; cancel one (200), again (409).
-    let edit = json!({"user_id": "flow", "base_model_task_id": base, "edit_instructions": "shorter hair"});
-    let (status, edited) = send(&app, &c, "post", "/models/edit", "/models/edit", Some(&edit)).await;
+    let edit =
+        json!({"user_id": "flow", "base_model_task_id": base, "edit_instructions": "shorter hair"});
+    let (status, edited) = send(
+        &app,
+        &c,
+        "post",
+        "/models/edit",
+        "/models/edit",
+        Some(&edit),
+    )
+    .await;
     assert_eq!(status, 202, "{edited}");
-    let edit_id = edited["data"]["task_id"].as_str().expect("task_id").to_owned();
+    let edit_id = edited["data"]["task_id"]
+        .as_str()
+        .expect("task_id")
+        .to_owned();
     let outfit = json!({"user_id": "flow", "base_model_task_id": base, "angle": "back", "outfit_images": [tiny_png()], "outfit_description": "white shirt"});
-    let (status, dressed) = send(&app, &c, "post", "/models/outfit", "/models/outfit", Some(&outfit)).await;
+    let (status, dressed) = send(
+        &app,
+        &c,
+        "post",
+        "/models/outfit",
+        "/models/outfit",
+        Some(&outfit),
+    )
+    .await;
     assert_eq!(status, 202, "{dressed}");
-    let outfit_id = dressed["data"]["task_id"].as_str().expect("task_id").to_owned();
-    let (status, _) = send(&app, &c, "post", "/tasks/{task_id}/cancel", &format!("/tasks/{edit_id}/cancel"), None).await;
+    let outfit_id = dressed["data"]["task_id"]
+        .as_str()
+        .expect("task_id")
+        .to_owned();
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/tasks/{task_id}/cancel",
+        &format!("/tasks/{edit_id}/cancel"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "post", "/tasks/{task_id}/cancel", &format!("/tasks/{edit_id}/cancel"), None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/tasks/{task_id}/cancel",
+        &format!("/tasks/{edit_id}/cancel"),
+        None,
+    )
+    .await;
     assert_eq!(status, 409);
-    let (status, _) = send(&app, &c, "post", "/tasks/{task_id}/cancel", "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/cancel", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/tasks/{task_id}/cancel",
+        "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/cancel",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     let dressed = finish(&app, &outfit_id).await;
     c.check("get", "/tasks/{task_id}", 200, &dressed);
     let edit_bad = json!({"user_id": "flow", "base_model_task_id": "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", "edit_instructions": "x"});
-    let (status, _) = send(&app, &c, "post", "/models/edit", "/models/edit", Some(&edit_bad)).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/models/edit",
+        "/models/edit",
+        Some(&edit_bad),
+    )
+    .await;
     assert_eq!(status, 404);
 
     // Lists, timeline, usage.
-    let (status, _) = send(&app, &c, "get", "/tasks", "/tasks?user_id=flow&limit=2", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks",
+        "/tasks?user_id=flow&limit=2",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, page) = send(&app, &c, "get", "/tasks", "/tasks?status=cancelled&type=edit", None).await;
+    let (status, page) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks",
+        "/tasks?status=cancelled&type=edit",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{page}");
     let (status, _) = send(&app, &c, "get", "/tasks", "/tasks?limit=0", None).await;
     assert_eq!(status, 400);
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}/events", &format!("/tasks/{base}/events"), None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}/events",
+        &format!("/tasks/{base}/events"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "get", "/tasks/{task_id}/events", "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/events", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/tasks/{task_id}/events",
+        "/tasks/task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/events",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
-    for (path, want) in [("/usage", 200), ("/usage?group_by=type&user_id=flow", 200), ("/usage?group_by=week", 400)] {
+    for (path, want) in [
+        ("/usage", 200),
+        ("/usage?group_by=type&user_id=flow", 200),
+        ("/usage?group_by=week", 400),
+    ] {
         let (status, _) = send(&app, &c, "get", "/usage", path, None).await;
         assert_eq!(status, want, "{path}");
     }
 
+    // The three terminal tasks' callbacks, delivered.
+    let end = Instant::now() + Duration::from_secs(10);
+    while receiver.received_requests().await.unwrap_or_default().len() < 3 {
+        app.engine
+            .deliver_due_callbacks()
+            .await
+            .expect("deliver callbacks");
+        assert!(Instant::now() < end, "callbacks were not delivered in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Admin.
-    let (status, _) = send(&app, &c, "get", "/admin/callbacks", "/admin/callbacks", None).await;
+    let (status, outbox) = send(
+        &app,
+        &c,
+        "get",
+        "/admin/callbacks",
+        "/admin/callbacks",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "get", "/admin/callbacks", "/admin/callbacks?status=sent", None).await;
+    let event = outbox["data"]["items"][0]["event_id"]
+        .as_str()
+        .expect("a delivery")
+        .to_owned();
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/callbacks/{event_id}/redeliver",
+        &format!("/admin/callbacks/{event}/redeliver"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/admin/callbacks",
+        "/admin/callbacks?status=sent",
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = send(&app, &c, "post", "/admin/callbacks/{event_id}/redeliver", "/admin/callbacks/evt_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/redeliver", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/callbacks/{event_id}/redeliver",
+        "/admin/callbacks/evt_01JQ8Z6X3M4N5P6Q7R8S9T0V1W/redeliver",
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
-    let (status, _) = send(&app, &c, "post", "/admin/callbacks/redeliver-dead", "/admin/callbacks/redeliver-dead", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/callbacks/redeliver-dead",
+        "/admin/callbacks/redeliver-dead",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "post", "/admin/tasks/retry", "/admin/tasks/retry", Some(&json!({"dry_run": true}))).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/tasks/retry",
+        "/admin/tasks/retry",
+        Some(&json!({"dry_run": true})),
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = send(&app, &c, "post", "/admin/tasks/retry", "/admin/tasks/retry", Some(&json!({"since": "yesterday"}))).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/tasks/retry",
+        "/admin/tasks/retry",
+        Some(&json!({"since": "yesterday"})),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _) = send(&app, &c, "delete", "/admin/users/{user_id}/data", "/admin/users/flow/data?dry_run=true", None).await;
+    let (status, _) = send(
+        &app,
+        &c,
+        "delete",
+        "/admin/users/{user_id}/data",
+        "/admin/users/flow/data?dry_run=true",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
 
     // 405 and an unknown route: the error envelope.
@@ -394,7 +670,10 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
     let hook = &c.doc["webhooks"]["taskEnded"]["post"];
     for request in &requests {
         let body: Value = serde_json::from_slice(&request.body).expect("callback body is JSON");
-        let errors = c.errors(&hook["requestBody"]["content"]["application/json"]["schema"], &body);
+        let errors = c.errors(
+            &hook["requestBody"]["content"]["application/json"]["schema"],
+            &body,
+        );
         assert!(errors.is_empty(), "callback body: {errors:#?}\n{body:#}");
         for param in hook["parameters"].as_array().expect("parameters") {
             let name = param["name"].as_str().expect("name");
@@ -402,7 +681,10 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
             // A signing secret is configured: every documented header is sent.
             let value = value.unwrap_or_else(|| panic!("callback header {name} missing"));
             let errors = c.errors(&param["schema"], &json!(value));
-            assert!(errors.is_empty(), "callback header {name}: {value}: {errors:#?}");
+            assert!(
+                errors.is_empty(),
+                "callback header {name}: {value}: {errors:#?}"
+            );
         }
     }
 }
@@ -431,7 +713,10 @@ fn the_contract_check_catches_a_wrong_body() {
 
     let mut broken = Vec::new();
     let mut missing = view.clone();
-    missing.as_object_mut().expect("object").remove("completed_at");
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("completed_at");
     broken.push(("a required null field left out", missing));
     let mut status = view.clone();
     status["status"] = json!("done");
@@ -452,10 +737,14 @@ fn the_contract_check_catches_a_wrong_body() {
         );
     }
     let no_data = json!({"code": 0, "msg": "success"});
-    assert!(!c.errors(&schema, &no_data).is_empty(), "envelope without data passed");
+    assert!(
+        !c.errors(&schema, &no_data).is_empty(),
+        "envelope without data passed"
+    );
     let bad_error = json!({"code": 42, "msg": "x", "data": null});
     assert!(
-        !c.errors(&Contract::component("ErrorEnvelope"), &bad_error).is_empty(),
+        !c.errors(&Contract::component("ErrorEnvelope"), &bad_error)
+            .is_empty(),
         "an unknown error code passed"
     );
 }
