@@ -140,8 +140,8 @@ pub struct CallbackQuery {
 /// `GET /admin/callbacks?status=dead&limit=100`.
 #[utoipa::path(get, path = "/admin/callbacks", tag = "admin",
     params(
-        ("status" = Option<String>, Query, description = "pending | delivered | dead"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 100"),
+        ("status" = Option<crate::openapi::DeliveryStatusSchema>, Query, description = "Only deliveries in this state"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100"),
     ),
     responses(
         (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<CallbackPage>),

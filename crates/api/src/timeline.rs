@@ -102,7 +102,7 @@ pub struct TaskEvents {
 
 /// `GET /tasks/{task_id}/events`: the task's timeline.
 #[utoipa::path(get, path = "/tasks/{task_id}/events", tag = "tasks",
-    params(("task_id" = String, Path, description = "A task id. Unknown or malformed ids are 404/1003.")),
+    params(("task_id" = String, Path, max_length = 128, example = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", description = "A task id. Unknown or malformed ids are 404/1003.")),
     responses(
         (status = 200, description = "`data.items`: the timeline, oldest first (at most 2000 entries)", body = Envelope<TaskEvents>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
@@ -196,8 +196,8 @@ pub struct UsageReport {
 #[utoipa::path(get, path = "/usage", tag = "tasks",
     params(
         ("user_id" = Option<String>, Query, description = "Only this user's tasks"),
-        ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339, e.g. `2026-12-01T00:00:00Z`); default: `to` minus 30 days"),
-        ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339); default: now. At most 366 days after `from`"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start, inclusive (RFC 3339, e.g. `2026-12-01T00:00:00Z`); default: `to` minus 30 days"),
+        ("to" = Option<String>, Query, format = DateTime, description = "End, exclusive (RFC 3339); default: now. At most 366 days after `from`"),
         ("group_by" = Option<String>, Query, description = "`day` (default) or `type`"),
     ),
     responses(

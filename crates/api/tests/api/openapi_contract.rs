@@ -246,6 +246,19 @@ async fn every_example_in_the_document_is_answered_as_documented() {
         assert_eq!(*status, 404, "{template}: {answer}");
     }
 
+    // The path parameter examples were sent too: an unknown task is 404.
+    for (verb, template) in [
+        ("get", "/tasks/{task_id}"),
+        ("post", "/tasks/{task_id}/cancel"),
+        ("get", "/tasks/{task_id}/events"),
+    ] {
+        let answered = sent.iter().find(|(m, t, _, _)| m == verb && t == template);
+        assert!(
+            answered.is_some_and(|(_, _, status, _)| *status == 404),
+            "{verb} {template}: the task_id example was not sent or not answered 404"
+        );
+    }
+
     // Component examples and the callback example validate against their schemas.
     for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
         if let Some(example) = schema.get("example") {
