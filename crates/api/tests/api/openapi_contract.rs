@@ -3,6 +3,11 @@
 //! body the main flows are served validates against the schema the document
 //! gives for its status code (a JSON Schema validator, not hand checks).
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a broken request or setup should stop the test loudly"
+)]
+
 use std::time::{Duration, Instant};
 
 use modelgen_e2e::Backend;
