@@ -140,7 +140,7 @@ pub struct CallbackQuery {
 /// `GET /admin/callbacks?status=dead&limit=100`.
 #[utoipa::path(get, path = "/admin/callbacks", tag = "admin",
     params(
-        ("status" = Option<crate::openapi::DeliveryStatusSchema>, Query, description = "Only deliveries in this state"),
+        ("status" = Option<String>, Query, description = "Only deliveries in this state: a `DeliveryStatus` value (pending | delivered | dead); empty means no filter"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100"),
     ),
     responses(

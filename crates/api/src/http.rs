@@ -780,12 +780,12 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(
         ("user_id" = Option<String>, Query, description = "Only this user's tasks"),
-        ("status" = Option<modelgen_domain::openapi::TaskStatusSchema>, Query, description = "Only tasks in this status"),
-        ("type" = Option<modelgen_domain::openapi::TaskTypeSchema>, Query, description = "Only tasks of this type"),
+        ("status" = Option<String>, Query, description = "Only tasks in this status: a `TaskStatus` value (submitted | processing | completed | failed | cancelled); empty means no filter"),
+        ("type" = Option<String>, Query, description = "Only tasks of this type: a `TaskType` value (default | edit | outfit); empty means no filter"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("from" = Option<String>, Query, format = DateTime, description = "Only tasks created at or after this instant (RFC 3339, e.g. `2026-12-01T00:00:00Z`)"),
-        ("to" = Option<String>, Query, format = DateTime, description = "Only tasks created before this instant (RFC 3339)"),
+        ("from" = Option<String>, Query, description = "Only tasks created at or after this instant (RFC 3339 date-time, e.g. `2026-12-01T00:00:00Z`); empty means no bound"),
+        ("to" = Option<String>, Query, description = "Only tasks created before this instant (RFC 3339 date-time); empty means no bound"),
     ),
     responses(
         (status = 200, description = "Newest first", body = Envelope<TaskPage>),

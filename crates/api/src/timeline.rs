@@ -196,8 +196,8 @@ pub struct UsageReport {
 #[utoipa::path(get, path = "/usage", tag = "tasks",
     params(
         ("user_id" = Option<String>, Query, description = "Only this user's tasks"),
-        ("from" = Option<String>, Query, format = DateTime, description = "Start, inclusive (RFC 3339, e.g. `2026-12-01T00:00:00Z`); default: `to` minus 30 days"),
-        ("to" = Option<String>, Query, format = DateTime, description = "End, exclusive (RFC 3339); default: now. At most 366 days after `from`"),
+        ("from" = Option<String>, Query, description = "Start, inclusive (RFC 3339, e.g. `2026-12-01T00:00:00Z`); default: `to` minus 30 days"),
+        ("to" = Option<String>, Query, description = "End, exclusive (RFC 3339); default: now. At most 366 days after `from`"),
         ("group_by" = Option<String>, Query, description = "`day` (default) or `type`"),
     ),
     responses(
