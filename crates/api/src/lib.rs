@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod health;

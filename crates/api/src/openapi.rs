@@ -66,6 +66,11 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
         crate::timeline::task_events,
         crate::timeline::usage,
         crate::timeline::retry_tasks,
+        crate::console::stats,
+        crate::console::task_inputs,
+        crate::console::task_input,
+        crate::console::retry_task,
+        crate::console::test_callback,
     ),
     components(schemas(
         CreateDefaultRequest, CreateEditRequest, CreateOutfitRequest, BodyProfileDto, OneOrMany,
@@ -74,14 +79,18 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
         crate::health::LoopBeat, crate::health::ReadinessView, crate::health::DegradedView,
         crate::timeline::EventView, crate::timeline::TaskEvents, crate::timeline::UsageItem,
         crate::timeline::UsageReport, crate::timeline::RetryFilter, crate::timeline::RetrySkip,
-        crate::timeline::RetryReport
+        crate::timeline::RetryReport,
+        crate::console::Stats, crate::console::StatsBucket, crate::console::LatencyStats,
+        crate::console::UpstreamErrorCount, crate::console::QueueView,
+        crate::console::CallbackCounts, crate::console::SpendToday, crate::console::InputView,
+        crate::console::InputList, crate::console::TestEventResult
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "models", description = "Create the three jobs"),
         (name = "tasks", description = "Follow, list and cancel tasks"),
         (name = "images", description = "Stored images"),
-        (name = "admin", description = "Callback outbox administration, retry of failed tasks by filter, and erasure of a user's data"),
+        (name = "admin", description = "Callback outbox administration, retry of failed tasks by filter, and erasure of a user's data; the operator console's stats, input photos, single retry and test callback"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]

@@ -4,6 +4,7 @@
 
 mod admission;
 mod clocks;
+mod console;
 mod database_specifics;
 mod engine_steps;
 mod fuzz;
