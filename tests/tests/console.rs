@@ -55,7 +55,10 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        for (what, bin) in [("chromium", chromium_bin()), ("chromedriver", chromedriver_bin())] {
+        for (what, bin) in [
+            ("chromium", chromium_bin()),
+            ("chromedriver", chromedriver_bin()),
+        ] {
             assert!(
                 bin.exists(),
                 "{what} is missing at {}: the console tests need a real browser \
@@ -87,20 +90,25 @@ impl Driver {
         driver
     }
 
-    /// A headless Chromium session with a `width`×`height` window.
+    /// A headless Chromium session with a `width`×`height` window; below
+    /// 500 px wide (Chromium's narrowest window), a phone's viewport through
+    /// device emulation.
     async fn session(&self, width: u32, height: u32) -> Client {
+        let mut options = json!({
+            "binary": chromium_bin(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--hide-scrollbars", "--force-device-scale-factor=1",
+                format!("--window-size={},{height}", width.max(500)),
+            ],
+        });
+        if width < 500 {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1, "touch": true},
+            });
+        }
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium_bin(),
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--hide-scrollbars", "--force-device-scale-factor=1",
-                    format!("--window-size={width},{height}"),
-                ],
-            }),
-        );
+        caps.insert("goog:chromeOptions".into(), options);
         ClientBuilder::new(hyper_util_connector())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
@@ -336,7 +344,7 @@ async fn a_wrong_token_is_refused_and_the_right_one_opens_the_console() {
                 vec![],
             )
             .await?;
-        ensure!(kept == Value::from(TOKEN), "token kept in sessionStorage");
+        ensure!(kept == TOKEN, "token kept in sessionStorage");
         Ok(())
     })
     .await;
@@ -582,14 +590,24 @@ async fn screenshots_of_each_page() {
         ids.push(w.create_task(user).await);
     }
     for id in &ids {
-        w.api
-            .wait_terminal(id, modelgen_e2e::DEADLINE)
-            .await;
+        w.api.wait_terminal(id, modelgen_e2e::DEADLINE).await;
     }
     w.receiver.set_down(true);
-    let dead = w.create_task("u-dana").await;
+    // An edit the upstream refuses (402, an empty balance), whose callback dies.
+    let (status, body) = w
+        .api
+        .post(
+            "/models/edit",
+            &json!({"user_id": "u-anna", "base_model_task_id": ids[0], "edit_instructions": "shorter hair [[sim:submit=402]]"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let dead = body["data"]["task_id"].as_str().unwrap().to_owned();
     let cancelled = w.create_task("u-eli").await;
-    let (status, body) = w.api.post(&format!("/tasks/{cancelled}/cancel"), &json!({})).await;
+    let (status, body) = w
+        .api
+        .post(&format!("/tasks/{cancelled}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     modelgen_e2e::wait_for("dead callbacks", PAGE_DEADLINE, || async {
         let (_, body) = w.api.get("/admin/callbacks?status=dead").await;
@@ -600,11 +618,28 @@ async fn screenshots_of_each_page() {
     })
     .await;
     let running = w.create_task("u-fay").await;
+    // The whole page: the window grows to the document's height for the shot.
     let shot = |c: Client, name: &'static str, out: PathBuf| async move {
-        // Let charts and images settle (fonts, decoded images).
         tokio::time::sleep(Duration::from_millis(400)).await;
+        let dims = c
+            .execute(
+                "return [window.innerWidth, document.documentElement.scrollHeight, Math.max(0, window.outerHeight - window.innerHeight)]",
+                vec![],
+            )
+            .await?;
+        let dims: Vec<u32> = serde_json::from_value(dims)?;
+        let full = dims.get(1).copied().unwrap_or(800).clamp(800, 2400);
+        let chrome = dims.get(2).copied().unwrap_or(0);
+        let resized = dims.first().is_some_and(|w| *w >= 500);
+        if resized {
+            c.set_window_size(1280, full + chrome).await?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
         let png = c.screenshot().await?;
         std::fs::write(out.join(format!("{name}.png")), png)?;
+        if resized {
+            c.set_window_size(1280, 800).await?;
+        }
         anyhow::Ok(())
     };
     let first = ids[0].clone();
@@ -636,7 +671,7 @@ async fn screenshots_of_each_page() {
         until(
             &c,
             "the task detail",
-            "const i = document.querySelector('img.result-image'); return i && i.naturalWidth > 0 && document.querySelector('#task-callbacks tr[data-status=dead]') ? true : null",
+            "const i = document.querySelector('img.input-image'); return i && i.naturalWidth > 0 && document.getElementById('why') && document.querySelector('#task-callbacks tr[data-status=dead]') ? true : null",
         )
         .await?;
         shot(c.clone(), "task-detail", o.clone()).await?;
@@ -647,6 +682,7 @@ async fn screenshots_of_each_page() {
             "return document.querySelector('#dead-list') ? true : null",
         )
         .await?;
+        w.receiver.set_down(false);
         click(&c, "#send-test").await?;
         until(
             &c,

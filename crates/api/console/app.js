@@ -3,7 +3,7 @@
 // the page with textContent (never as HTML), so nothing a user sent can run.
 
 import { ApiFailure, blobUrl, call, query, setToken, token, whenUnauthorized } from "./api.js";
-import { hbars, lines, seconds, sparkline, stackedBars } from "./charts.js";
+import { hbars, lines, progressBar, seconds, sparkline, stackedBars } from "./charts.js";
 
 const app = document.getElementById("app");
 /** "unknown" until probed; "token" when the service wants one; "open" when not. */
@@ -258,7 +258,7 @@ function renderOverview(body, s) {
     h("div", { class: "charts", id: "overview-charts" },
       h("section", { class: "card chart-card wide" },
         h("h2", {}, `Tasks ended per ${per}`), legend(OUTCOMES),
-        anyEnded ? stackedBars(s.buckets, OUTCOMES, `Tasks ended per ${per} by outcome`, long) : empty("No task ended in this window.")),
+        anyEnded ? stackedBars(s.buckets, OUTCOMES, `Tasks ended per ${per} by outcome`, long, true) : empty("No task ended in this window.")),
       h("section", { class: "card chart-card" },
         h("h2", {}, "Created → completed"), legend([{ label: "p50", cls: "p50" }, { label: "p95", cls: "p95" }]),
         s.latency.count ? lines(s.buckets, [{ key: "p50_ms", label: "p50", cls: "p50" }, { key: "p95_ms", label: "p95", cls: "p95" }], "Created to completed time, p50 and p95", long) : empty("No completed task in this window.")),
@@ -390,8 +390,7 @@ function taskRow(t) {
 }
 
 function progress(p, status) {
-  const bar = h("span", { class: `progress status-${status}` }, h("meter", { min: 0, max: 100, value: p, title: `${p} %` }));
-  return h("span", { class: "progress-wrap" }, bar, h("span", { class: "small muted" }, ` ${p} %`));
+  return h("span", { class: "progress-wrap" }, progressBar(p, `status-${status}`), h("span", { class: "small muted" }, `${p} %`));
 }
 
 // ---------- task detail ----------
@@ -473,7 +472,7 @@ async function action(button, label, fn, after) {
 function callbackTable(rows, id, after, withTask) {
   if (!rows.length) return empty(id === "task-callbacks" ? "No callback for this task." : "None.", null);
   return h("div", { class: "card table-card" }, h("table", { id, class: "table" },
-    h("thead", {}, h("tr", {}, [withTask ? "Task" : null, "Event", "Type", "Status", "Attempts", "Last error", "When", ""].filter(Boolean).map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, [withTask ? "Task" : null, "Event", "Type", "Status", "Attempts", "Last error", "When", ""].filter((c) => c !== null).map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((c) => h("tr", { "data-event-id": c.event_id, "data-status": c.status },
       withTask ? h("td", { "data-label": "Task" }, h("a", { href: `#/tasks/${encodeURIComponent(c.task_id)}`, class: "mono" }, c.task_id)) : null,
       h("td", { "data-label": "Event", class: "mono small" }, c.event_id),

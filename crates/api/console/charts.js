@@ -3,9 +3,15 @@
 // and a sparkline (queue depth). Every mark carries a <title> tooltip.
 
 const NS = "http://www.w3.org/2000/svg";
-const W = 640;
-const H = 200;
+/** Drawing units: a wide chart (a full row) or a half-row one, so text keeps its size. */
+let W = 600;
+let H = 220;
 const PAD = { left: 44, right: 10, top: 10, bottom: 26 };
+
+function size(wide) {
+  W = wide ? 1180 : 600;
+  H = wide ? 250 : 220;
+}
 
 function el(name, attrs = {}, ...children) {
   const node = document.createElementNS(NS, name);
@@ -18,12 +24,20 @@ function title(text) {
   return el("title", {}, text);
 }
 
-/** A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten. */
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+/**
+ * The top of an axis with four gridlines at round steps (1, 2 or 5 times a
+ * power of ten, at least `minStep`): the smallest 4 × step that reaches `v`.
+ */
+function niceMax(v, minStep = 1) {
+  if (!(v > 0)) return 4 * minStep;
+  let p = 10 ** Math.floor(Math.log10(v / 4));
+  for (;;) {
+    for (const m of [1, 2, 5]) {
+      const step = Math.max(m * p, minStep);
+      if (4 * step >= v) return 4 * step;
+    }
+    p *= 10;
+  }
 }
 
 function clock(iso, withDate) {
@@ -58,7 +72,8 @@ function count(v) {
  * Stacked bars: `buckets` (each with `start` and the series' keys),
  * `series` [{key, label, cls}].
  */
-export function stackedBars(buckets, series, caption, longSpan) {
+export function stackedBars(buckets, series, caption, longSpan, wide) {
+  size(wide);
   const totals = buckets.map((b) => series.reduce((s, x) => s + (b[x.key] || 0), 0));
   const max = niceMax(Math.max(0, ...totals));
   const { svg, plotH, bw } = frame(max, count, buckets.map((b) => clock(b.start, false)), caption);
@@ -83,8 +98,9 @@ export function stackedBars(buckets, series, caption, longSpan) {
 
 /** Lines over the buckets: `series` [{key, label, cls}], values in ms (gaps where null). */
 export function lines(buckets, series, caption, longSpan) {
+  size(false);
   const values = buckets.flatMap((b) => series.map((s) => b[s.key]).filter((v) => v != null));
-  const max = niceMax(Math.max(0, ...values));
+  const max = niceMax(Math.max(0, ...values), 100);
   const { svg, plotH, bw } = frame(max, seconds, buckets.map((b) => clock(b.start, false)), caption);
   for (const s of series) {
     let d = "";
@@ -116,6 +132,7 @@ export function seconds(ms) {
 
 /** Horizontal bars: items [{label, value, detail}]. */
 export function hbars(items, caption) {
+  size(false);
   const rowH = 26;
   const h = Math.max(rowH * items.length + 8, 40);
   const svg = el("svg", { viewBox: `0 0 ${W} ${h}`, class: "chart hbars", role: "img", "aria-label": caption });
@@ -130,6 +147,14 @@ export function hbars(items, caption) {
     svg.append(el("text", { x: left + Math.max(w, 2) + 6, y: y + 16, class: "label" }, String(item.value)));
   });
   return svg;
+}
+
+/** A task's progress, 0–100, as a thin bar. */
+export function progressBar(value, cls) {
+  const v = Math.max(0, Math.min(100, Number(value) || 0));
+  return el("svg", { viewBox: "0 0 100 6", class: `pbar ${cls}`, role: "img", "aria-label": `${v} %` },
+    el("rect", { width: 100, height: 6, rx: 3, class: "track" }),
+    v ? el("rect", { width: v, height: 6, rx: 3, class: "fill" }) : "");
 }
 
 /** A small line of recent values (e.g. queue depth samples). */

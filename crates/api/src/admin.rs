@@ -172,7 +172,7 @@ pub async fn list_callbacks(
             Err(_) => Vec::new(),
             Ok(id) => {
                 let mut rows = state.admin.outbox.callbacks_for_task(&id).await?;
-                rows.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
                 rows.iter()
                     .filter(|r| status.is_none_or(|s| r.status == s))
                     .take(usize::try_from(limit).unwrap_or(0))

@@ -320,8 +320,7 @@ pub async fn compute_stats(
     let events: &dyn EventLog = &*state.events;
     let ended = events.ended_tasks(from, now, MAX_STATS_ROWS).await?;
     let failures = events.upstream_failures(from, now, MAX_STATS_ROWS).await?;
-    let truncated =
-        ended.len() as i64 >= MAX_STATS_ROWS || failures.len() as i64 >= MAX_STATS_ROWS;
+    let truncated = ended.len() as i64 >= MAX_STATS_ROWS || failures.len() as i64 >= MAX_STATS_ROWS;
 
     let n = usize::try_from(window.buckets()).unwrap_or(0);
     let mut buckets: Vec<StatsBucket> = (0..n)
@@ -348,7 +347,9 @@ pub async fn compute_stats(
             TaskStatus::Completed => {
                 bucket.completed += 1;
                 completed += 1;
-                let ms = (task.completed_at - task.created_at).num_milliseconds().max(0);
+                let ms = (task.completed_at - task.created_at)
+                    .num_milliseconds()
+                    .max(0);
                 all_ms.push(ms);
                 if let Some(v) = per_bucket_ms.get_mut(i) {
                     v.push(ms);
@@ -395,7 +396,7 @@ pub async fn compute_stats(
             polls,
         })
         .collect();
-    upstream_errors.sort_by(|a, b| (b.submits + b.polls).cmp(&(a.submits + a.polls)));
+    upstream_errors.sort_by_key(|e| std::cmp::Reverse(e.submits + e.polls));
 
     let snapshot = state.service.admission.snapshot().await?;
     let processing = state
@@ -606,17 +607,13 @@ pub async fn task_input(
     let (raw_id, raw_n) = path.into_inner();
     let task = task_or_404(&state, &raw_id).await?;
     let count = task.input_images.len();
-    let n: usize = raw_n
-        .parse()
-        .ok()
-        .filter(|n| *n < count)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no input {}: the task has {count} (0 to {})",
-                raw_n.chars().take(20).collect::<String>(),
-                count.saturating_sub(1)
-            ))
-        })?;
+    let n: usize = raw_n.parse().ok().filter(|n| *n < count).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no input {}: the task has {count} (0 to {})",
+            raw_n.chars().take(20).collect::<String>(),
+            count.saturating_sub(1)
+        ))
+    })?;
     let reference = task.input_images.get(n).map_or("", String::as_str);
     let (source, key) = classify_input(reference);
     let Some(key) = key else {
@@ -624,9 +621,9 @@ pub async fn task_input(
             "input {n} is a URL the upstream fetched; modelgen keeps no copy"
         )));
     };
-    if let Some(at) = task.purged_at.or(task
-        .inputs_purged_at
-        .filter(|_| source == "upload"))
+    if let Some(at) = task
+        .purged_at
+        .or(task.inputs_purged_at.filter(|_| source == "upload"))
     {
         return Err(ApiError::NotFound(format!(
             "input {n} was deleted at {} (input retention or erasure)",
@@ -667,7 +664,12 @@ pub async fn retry_task(
             "status": task.status.as_str(),
         })),
     };
-    match state.service.tasks.retry_task(&task.task_id, Utc::now()).await {
+    match state
+        .service
+        .tasks
+        .retry_task(&task.task_id, Utc::now())
+        .await
+    {
         Ok(_) => {}
         Err(RepoError::Conflict(reason)) => return Err(conflict(reason)),
         Err(RepoError::InputsPurged { purged_at }) => {
@@ -746,8 +748,7 @@ pub async fn test_callback(state: web::Data<HttpState>) -> Result<HttpResponse, 
     let body = TestEventBody {
         event_type: "test".into(),
         event_id: event_id.clone(),
-        message: "modelgen test event from the operator console: answer 2xx, change nothing"
-            .into(),
+        message: "modelgen test event from the operator console: answer 2xx, change nothing".into(),
         sent_at: format_timestamp(Utc::now()),
     };
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.into()))?;
@@ -793,8 +794,6 @@ pub async fn test_callback(state: web::Data<HttpState>) -> Result<HttpResponse, 
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use super::*;
 
     #[test]

@@ -133,7 +133,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         Method::POST,
         crate::console::test_callback,
     ))
-    .service(endpoint("/console", Method::GET, crate::console::console_file))
+    .service(endpoint(
+        "/console",
+        Method::GET,
+        crate::console::console_file,
+    ))
     .service(endpoint(
         "/console/{file:.*}",
         Method::GET,

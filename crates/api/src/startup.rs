@@ -346,12 +346,10 @@ impl Application {
             heartbeat: heartbeat.clone(),
         });
 
-        let callback_tester = sender
-            .clone()
-            .map(|sender| crate::console::CallbackTester {
-                sender,
-                signed: config.callback_signing_secret.is_some(),
-            });
+        let callback_tester = sender.clone().map(|sender| crate::console::CallbackTester {
+            sender,
+            signed: config.callback_signing_secret.is_some(),
+        });
         // Where result image URLs point, for the console's img-src: rendered
         // for a probe key, whatever the URL mode (public or presigned).
         let console_image_origin = blobs

@@ -54,7 +54,11 @@ async fn the_console_is_served_without_a_token_under_a_strict_policy() {
                 .unwrap_or("")
                 .to_owned()
         };
-        assert!(h("content-type").starts_with(kind), "{path}: {}", h("content-type"));
+        assert!(
+            h("content-type").starts_with(kind),
+            "{path}: {}",
+            h("content-type")
+        );
         let csp = h("content-security-policy");
         assert!(csp.contains("default-src 'self'"), "{csp}");
         assert!(csp.contains("script-src 'self';"), "{csp}");
@@ -116,21 +120,36 @@ async fn stats_count_outcomes_latency_and_upstream_errors_by_status() {
         assert_eq!(status, 200, "{body}");
         let s = &body["data"];
         assert_eq!(s["window"], window);
-        assert_eq!((s["completed"].as_u64(), s["failed"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (s["completed"].as_u64(), s["failed"].as_u64()),
+            (Some(1), Some(1))
+        );
         assert_eq!(s["success_rate"].as_f64(), Some(0.5));
         assert_eq!(s["latency"]["count"], 1);
         assert!(s["latency"]["p50_ms"].as_i64().is_some());
         let buckets = s["buckets"].as_array().unwrap();
         assert_eq!(buckets.len(), if window == "1h" { 60 } else { 96 });
         let sum = |k: &str| buckets.iter().filter_map(|b| b[k].as_u64()).sum::<u64>();
-        assert_eq!((sum("completed"), sum("failed")), (1, 1), "every ended task in a bucket");
+        assert_eq!(
+            (sum("completed"), sum("failed")),
+            (1, 1),
+            "every ended task in a bucket"
+        );
         // The 402 the simulator answered the submit with, from the timeline.
         let errors = s["upstream_errors"].as_array().unwrap();
         assert!(
-            errors.iter().any(|e| e["status"] == "402" && e["submits"].as_u64() >= Some(1)),
+            errors
+                .iter()
+                .any(|e| e["status"] == "402" && e["submits"].as_u64() >= Some(1)),
             "{errors:?}"
         );
-        assert_eq!(sum("upstream_errors"), errors.iter().map(|e| e["submits"].as_u64().unwrap() + e["polls"].as_u64().unwrap()).sum::<u64>());
+        assert_eq!(
+            sum("upstream_errors"),
+            errors
+                .iter()
+                .map(|e| e["submits"].as_u64().unwrap() + e["polls"].as_u64().unwrap())
+                .sum::<u64>()
+        );
         assert_eq!(s["queue"]["depth"], 0);
         assert_eq!(s["spend_today"]["completed"], 1);
     }
@@ -146,7 +165,10 @@ async fn input_photos_are_served_privately_and_one_failed_task_is_retried() {
     app.drive_until_terminal(&base).await;
     let (status, body) = app.get(&format!("/admin/tasks/{base}/inputs")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["items"], json!([{"n": 0, "source": "upload", "available": true}]));
+    assert_eq!(
+        body["data"]["items"],
+        json!([{"n": 0, "source": "upload", "available": true}])
+    );
     let res = app
         .client
         .get(format!("{}/admin/tasks/{base}/inputs/0", app.base))
@@ -164,7 +186,11 @@ async fn input_photos_are_served_privately_and_one_failed_task_is_retried() {
         "/admin/tasks/nope/inputs".to_owned(),
     ] {
         let (status, body) = app.get(&path).await;
-        assert_eq!((status, body["code"].as_i64()), (404, Some(1003)), "{path}: {body}");
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (404, Some(1003)),
+            "{path}: {body}"
+        );
     }
 
     // An edit's input is the base model's result.
@@ -181,18 +207,27 @@ async fn input_photos_are_served_privately_and_one_failed_task_is_retried() {
     assert_eq!(app.drive_until_terminal(&edit).await["status"], "failed");
 
     // Retry it: queued again under its id; a second retry is refused.
-    let (status, body) = app.post(&format!("/admin/tasks/{edit}/retry"), &json!({})).await;
+    let (status, body) = app
+        .post(&format!("/admin/tasks/{edit}/retry"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["task_id"], edit.as_str());
     assert_eq!(body["data"]["status"], "submitted");
     assert_eq!(body["data"]["retries"], 1);
-    let (status, body) = app.post(&format!("/admin/tasks/{edit}/retry"), &json!({})).await;
+    let (status, body) = app
+        .post(&format!("/admin/tasks/{edit}/retry"), &json!({}))
+        .await;
     assert_eq!((status, body["code"].as_i64()), (409, Some(1006)), "{body}");
     assert_eq!(body["data"]["status"], "submitted");
-    let (status, _) = app.post(&format!("/admin/tasks/{base}/retry"), &json!({})).await;
+    let (status, _) = app
+        .post(&format!("/admin/tasks/{base}/retry"), &json!({}))
+        .await;
     assert_eq!(status, 409, "a completed task is not retried");
     let (status, _) = app
-        .post("/admin/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV/retry", &json!({}))
+        .post(
+            "/admin/tasks/task_01ARZ3NDEKTSV4RRFFQ69G5FAV/retry",
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 404);
 }
@@ -230,7 +265,11 @@ async fn a_test_event_reports_how_the_receiver_answered() {
     let (status, body) = app.post("/admin/callbacks/test", &json!({})).await;
     assert_eq!(status, 200, "{body}");
     let r = &body["data"];
-    assert_eq!((r["delivered"].as_bool(), r["http_status"].as_u64()), (Some(true), Some(204)), "{r}");
+    assert_eq!(
+        (r["delivered"].as_bool(), r["http_status"].as_u64()),
+        (Some(true), Some(204)),
+        "{r}"
+    );
     assert_eq!(r["signed"], true);
     assert_eq!(r["error"], Value::Null);
     let sent = receiver.received_requests().await.unwrap();
@@ -243,8 +282,15 @@ async fn a_test_event_reports_how_the_receiver_answered() {
     let (status, body) = app.post("/admin/callbacks/test", &json!({})).await;
     assert_eq!(status, 200, "{body}");
     let r = &body["data"];
-    assert_eq!((r["delivered"].as_bool(), r["http_status"].as_u64()), (Some(false), Some(500)), "{r}");
-    assert!(r["error"].as_str().unwrap().contains("receiver broke"), "{r}");
+    assert_eq!(
+        (r["delivered"].as_bool(), r["http_status"].as_u64()),
+        (Some(false), Some(500)),
+        "{r}"
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("receiver broke"),
+        "{r}"
+    );
     // No outbox row was made for either.
     let (_, list) = app.get("/admin/callbacks").await;
     assert_eq!(list["data"]["items"], json!([]));

@@ -12,8 +12,8 @@ use modelgen_domain::{TaskId, TaskStatus};
 use super::Database;
 use crate::error::RepoError;
 use crate::models::{
-    CallbackStatus, EndedTask, EventKind, TaskEventRecord, UpstreamFailure, UsageGroup,
-    UsageQuery, UsageRow,
+    CallbackStatus, EndedTask, EventKind, TaskEventRecord, UpstreamFailure, UsageGroup, UsageQuery,
+    UsageRow,
 };
 use crate::repo::EventLog;
 use crate::rows::{EventRow, from_db, to_db};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use modelgen_domain::{TaskEvent, TaskId, TaskStatus, TaskType};
 use modelgen_persistence::{
-    AttemptNote, AttemptOutcome, CallbackOutbox, CallbackStatus, Database, EventKind, EventLog, Fence,
-    NewTaskEvent, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository, UsageGroup,
+    AttemptNote, AttemptOutcome, CallbackOutbox, CallbackStatus, Database, EventKind, EventLog,
+    Fence, NewTaskEvent, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository, UsageGroup,
     UsageQuery,
 };
 
@@ -464,8 +464,19 @@ pub async fn console_stats_read_ended_tasks_upstream_failures_and_callback_count
         ]
     );
     assert_eq!(db.ended_tasks(t0(), at(60_000), 2).await.unwrap().len(), 2);
-    assert!(db.ended_tasks(t0(), at(60_000), 0).await.unwrap().is_empty());
-    assert!(db.get_task(&running.task_id).await.unwrap().completed_at.is_none());
+    assert!(
+        db.ended_tasks(t0(), at(60_000), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        db.get_task(&running.task_id)
+            .await
+            .unwrap()
+            .completed_at
+            .is_none()
+    );
 
     // Failed upstream calls on the timeline, with their HTTP status (none
     // when there was no answer); other entries are not counted.
@@ -499,7 +510,12 @@ pub async fn console_stats_read_ended_tasks_upstream_failures_and_callback_count
             (EventKind::PollFailed, None, 5_000)
         ]
     );
-    assert!(db.upstream_failures(at(5_001), at(60_000), 100).await.unwrap().is_empty());
+    assert!(
+        db.upstream_failures(at(5_001), at(60_000), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Callback rows per status: four pending, then one delivered and one dead.
     let counts = |c: Vec<(CallbackStatus, u64)>| {
@@ -507,15 +523,23 @@ pub async fn console_stats_read_ended_tasks_upstream_failures_and_callback_count
         c.sort();
         c
     };
-    assert_eq!(counts(db.count_callbacks().await.unwrap()), [("pending", 4)]);
+    assert_eq!(
+        counts(db.count_callbacks().await.unwrap()),
+        [("pending", 4)]
+    );
     let claimed = db
         .claim_due_callbacks("w", at(120_000), LEASE, 2)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
-    db.record_callback_attempt(&claimed[0].event_id, "w", at(120_001), AttemptOutcome::Delivered)
-        .await
-        .unwrap();
+    db.record_callback_attempt(
+        &claimed[0].event_id,
+        "w",
+        at(120_001),
+        AttemptOutcome::Delivered,
+    )
+    .await
+    .unwrap();
     db.record_callback_attempt(
         &claimed[1].event_id,
         "w",
