@@ -398,7 +398,10 @@ pub async fn compute_stats(
         .collect();
     upstream_errors.sort_by_key(|e| std::cmp::Reverse(e.submits + e.polls));
 
-    let snapshot = state.service.admission.snapshot().await?;
+    // Read now from the database (admission control's cached snapshot may
+    // still count tasks admitted in its last second).
+    let window_len = crate::admission::DRAIN_WINDOW;
+    let queue = state.service.tasks.queue_stats(now, window_len).await?;
     let processing = state
         .readiness
         .db
@@ -456,9 +459,9 @@ pub async fn compute_stats(
         },
         upstream_errors,
         queue: QueueView {
-            depth: snapshot.depth,
-            oldest_queued_at: snapshot.oldest_queued_at.map(format_timestamp),
-            drain_per_second: snapshot.drain_per_second,
+            depth: queue.depth,
+            oldest_queued_at: queue.oldest_queued_at.map(format_timestamp),
+            drain_per_second: queue.submitted_in_window as f64 / window_len.as_secs_f64(),
             processing,
         },
         callbacks,
