@@ -9,8 +9,10 @@ let H = 220;
 const PAD = { left: 44, right: 10, top: 10, bottom: 26 };
 
 function size(wide) {
-  W = wide ? 1180 : 600;
-  H = wide ? 250 : 220;
+  // A phone shows every chart at full width, about 350 px: fewer units keep the text legible.
+  const narrow = window.innerWidth < 760;
+  W = narrow ? 420 : wide ? 1180 : 600;
+  H = narrow ? 240 : wide ? 250 : 220;
 }
 
 function el(name, attrs = {}, ...children) {
@@ -56,7 +58,7 @@ function frame(max, format, labels, caption) {
     svg.append(el("text", { x: PAD.left - 6, y: y + 4, class: "tick", "text-anchor": "end" }, format((max * i) / 4)));
   }
   const n = labels.length;
-  const step = Math.max(1, Math.ceil(n / 6));
+  const step = Math.max(1, Math.ceil(n / (W < 500 ? 4 : 6)));
   const bw = (W - PAD.left - PAD.right) / Math.max(n, 1);
   for (let i = 0; i < n; i += step) {
     svg.append(el("text", { x: PAD.left + bw * i + bw / 2, y: H - 8, class: "tick", "text-anchor": "middle" }, labels[i]));
