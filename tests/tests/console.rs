@@ -381,6 +381,28 @@ async fn a_task_appears_completes_and_shows_its_result_and_timeline() {
         )
         .await?;
 
+        // The filters: a status it does not have empties the list; its user
+        // and status keep it.
+        c.execute(
+            "document.getElementById('filter-status').value = 'failed'; document.querySelector('#filters button[type=submit]').click();",
+            vec![],
+        )
+        .await?;
+        until(
+            &c,
+            "the empty state of a filter nothing matches",
+            "const e = document.querySelector('#task-list-wrap .state.empty'); return e && e.textContent.includes('No task matches') ? true : null",
+        )
+        .await?;
+        c.goto(&w.url("#/tasks?user_id=u-console&status=completed"))
+            .await?;
+        until(
+            &c,
+            "the task under its user and status filters",
+            &format!("return document.querySelector(\"{row}\") && document.querySelectorAll('#task-list tbody tr').length === 1 ? true : null"),
+        )
+        .await?;
+
         // Open it: the result image loads, the timeline is in order.
         click(&c, &format!("{row} a")).await?;
         let width = until(
