@@ -288,6 +288,18 @@ async fn signed_in(client: &Client, world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the page has painted what it has (two animation frames),
+/// for a screenshot of the finished layout.
+async fn painted(client: &Client) -> anyhow::Result<()> {
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+            vec![],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn click(client: &Client, css: &str) -> anyhow::Result<()> {
     client
         .wait()
@@ -642,7 +654,7 @@ async fn screenshots_of_each_page() {
     let running = w.create_task("u-fay").await;
     // The whole page: the window grows to the document's height for the shot.
     let shot = |c: Client, name: &'static str, out: PathBuf| async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        painted(&c).await?;
         let dims = c
             .execute(
                 "return [window.innerWidth, document.documentElement.scrollHeight, Math.max(0, window.outerHeight - window.innerHeight)]",
@@ -655,7 +667,7 @@ async fn screenshots_of_each_page() {
         let resized = dims.first().is_some_and(|w| *w >= 500);
         if resized {
             c.set_window_size(1280, full + chrome).await?;
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            painted(&c).await?;
         }
         let png = c.screenshot().await?;
         std::fs::write(out.join(format!("{name}.png")), png)?;
