@@ -357,6 +357,15 @@ async fn a_wrong_token_is_refused_and_the_right_one_opens_the_console() {
             )
             .await?;
         ensure!(kept == TOKEN, "token kept in sessionStorage");
+
+        // The window switch: the last 24 hours, in 15-minute buckets.
+        click(&c, "#window-24h").await?;
+        until(
+            &c,
+            "the overview over 24 hours",
+            "const h = document.querySelector('#overview-charts h2'); return h && h.textContent.includes('15 min') ? true : null",
+        )
+        .await?;
         Ok(())
     })
     .await;
