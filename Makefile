@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -39,6 +39,12 @@ test: build
 
 test-sqlite: build
 	MODELGEN_SKIP_PG=1 MODELGEN_SKIP_MYSQL=1 $(CARGO) test --workspace --no-fail-fast
+
+## A screenshot of each console page (sign-in, overview, tasks, task detail,
+## callbacks, phone width) into docs/screenshots/, from a real headless Chromium
+## (/usr/bin/chromium and /usr/bin/chromedriver, Debian's chromium and chromium-driver).
+console-screenshots: build
+	CONSOLE_SCREENSHOTS_DIR=docs/screenshots $(CARGO) test -p modelgen-e2e --test console screenshots_of_each_page -- --exact --nocapture
 
 ## The fuzz tests alone (fuzz/README.md), with many more cases than `make test`:
 ## FUZZ_CASES (20000) per property, FUZZ_HTTP_CASES (1000) over HTTP. SQLite only.

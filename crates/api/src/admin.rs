@@ -135,6 +135,7 @@ impl Admin {
 pub struct CallbackQuery {
     status: Option<String>,
     limit: Option<String>,
+    task_id: Option<String>,
 }
 
 /// `GET /admin/callbacks?status=dead&limit=100`.
@@ -142,6 +143,7 @@ pub struct CallbackQuery {
     params(
         ("status" = Option<String>, Query, description = "Only deliveries in this state: a `DeliveryStatus` value (pending | delivered | dead); empty means no filter"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100"),
+        ("task_id" = Option<String>, Query, description = "Only this task's deliveries (every run's; an unknown id has none)"),
     ),
     responses(
         (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<CallbackPage>),
@@ -170,7 +172,21 @@ pub async fn list_callbacks(
             .filter(|l| (1..=MAX_CALLBACK_PAGE).contains(l))
             .ok_or_else(|| ApiError::field("limit", "must be an integer between 1 and 500"))?,
     };
-    let items = state.admin.list(status, limit).await?;
+    let items = match query.task_id.as_deref().filter(|t| !t.is_empty()) {
+        None => state.admin.list(status, limit).await?,
+        Some(raw) => match raw.parse::<modelgen_domain::TaskId>() {
+            Err(_) => Vec::new(),
+            Ok(id) => {
+                let mut rows = state.admin.outbox.callbacks_for_task(&id).await?;
+                rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+                rows.iter()
+                    .filter(|r| status.is_none_or(|s| r.status == s))
+                    .take(usize::try_from(limit).unwrap_or(0))
+                    .map(CallbackView::from)
+                    .collect()
+            }
+        },
+    };
     Ok(HttpResponse::Ok().json(Envelope::ok("success", CallbackPage { items })))
 }
 

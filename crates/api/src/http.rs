@@ -55,6 +55,11 @@ pub struct HttpState {
     pub metrics_token: Option<Secret>,
     /// Task timelines and usage sums.
     pub events: Arc<dyn modelgen_persistence::EventLog>,
+    /// Sends the console's test callback; `None` without `CALLBACK_URL`.
+    pub callback_tester: Option<crate::console::CallbackTester>,
+    /// Origin of result image URLs, added to the console's `img-src` (e.g.
+    /// `PUBLIC_BASE_URL`'s, or an S3 endpoint's).
+    pub console_image_origin: Option<String>,
 }
 
 /// Whether the request carries exactly one `Authorization: Bearer <token>`
@@ -106,6 +111,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/tasks/{task_id}/cancel",
         Method::POST,
         cancel_task,
+    ))
+    .service(endpoint("/admin/stats", Method::GET, crate::console::stats))
+    .service(endpoint(
+        "/admin/tasks/{task_id}/inputs",
+        Method::GET,
+        crate::console::task_inputs,
+    ))
+    .service(endpoint(
+        "/admin/tasks/{task_id}/inputs/{n}",
+        Method::GET,
+        crate::console::task_input,
+    ))
+    .service(endpoint(
+        "/admin/tasks/{task_id}/retry",
+        Method::POST,
+        crate::console::retry_task,
+    ))
+    .service(endpoint(
+        "/admin/callbacks/test",
+        Method::POST,
+        crate::console::test_callback,
+    ))
+    .service(endpoint(
+        "/console",
+        Method::GET,
+        crate::console::console_file,
+    ))
+    .service(endpoint(
+        "/console/{file:.*}",
+        Method::GET,
+        crate::console::console_file,
     ))
     .service(endpoint("/images/{key:.+}", Method::GET, get_image))
     .service(endpoint("/healthz", Method::GET, crate::health::healthz))
@@ -213,7 +249,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 }
 
 /// Paths open without a token: probes, metrics, API description and its
-/// Swagger UI page, images
+/// Swagger UI page, the operator console's static files (its data calls
+/// carry the token), images
 /// (their keys hold unguessable task ids and the Java side hands them to browsers).
 fn is_public(path: &str) -> bool {
     matches!(
@@ -223,6 +260,7 @@ fn is_public(path: &str) -> bool {
         // The Swagger UI page and its assets: a browser cannot send the
         // token for them; the calls it tries carry it (its Authorize button).
         || path.starts_with("/docs/")
+        || crate::console::is_console_path(path)
 }
 
 /// Middleware: request id, span, metrics, bearer-token check.

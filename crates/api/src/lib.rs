@@ -11,6 +11,7 @@ pub mod admission;
 pub mod callback_url;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod health;

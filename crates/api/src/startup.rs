@@ -349,6 +349,17 @@ impl Application {
             heartbeat: heartbeat.clone(),
         });
 
+        let callback_tester = sender.clone().map(|sender| crate::console::CallbackTester {
+            sender,
+            signed: config.callback_signing_secret.is_some(),
+        });
+        // Where result image URLs point, for the console's img-src: rendered
+        // for a probe key, whatever the URL mode (public or presigned).
+        let console_image_origin = blobs
+            .url(&format!("{}console-probe.png", crate::http::RESULTS_PREFIX))
+            .await
+            .ok()
+            .and_then(|u| crate::console::url_origin(&u));
         let admission = Arc::new(crate::admission::Admission::new(
             repo.clone(),
             Arc::new(SystemClock),
@@ -399,6 +410,8 @@ impl Application {
                     privacy: privacy.clone(),
                     serve_images: config.image_url_mode == crate::storage::ImageUrlMode::Public,
                     metrics_token: config.metrics_auth_token.clone(),
+                    callback_tester,
+                    console_image_origin,
                 });
                 let probes_only = role == Role::WorkersOnly;
                 HttpServer::new(move || {

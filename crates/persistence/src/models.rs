@@ -411,6 +411,31 @@ pub struct TaskEventRecord {
     pub event: NewTaskEvent,
 }
 
+/// A task that ended in a window, as the operator console's charts need it
+/// ([`crate::EventLog::ended_tasks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedTask {
+    /// Its terminal status (`completed`, `failed` or `cancelled`).
+    pub status: TaskStatus,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it ended (`completed_at`, set for every terminal status).
+    pub completed_at: DateTime<Utc>,
+}
+
+/// A failed upstream call as the timeline recorded it (`submit_failed` or
+/// `poll_failed`; [`crate::EventLog::upstream_failures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// [`EventKind::SubmitFailed`] or [`EventKind::PollFailed`].
+    pub kind: EventKind,
+    /// The upstream's HTTP status; `None` when there was no answer (timeout,
+    /// connection error).
+    pub http_status: Option<i32>,
+}
+
 /// A sum of upstream cost over completed tasks, by day or by task type
 /// ([`crate::EventLog::usage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,9 +11,9 @@ use modelgen_domain::TaskId;
 
 use crate::error::RepoError;
 use crate::models::{
-    AttemptNote, AttemptOutcome, CallbackRecord, CallbackStatus, ErasedTask, Fence, ImageRecord,
-    ImportOutcome, ImportedTask, InsertOutcome, NewTask, QueueStats, TaskChange, TaskEventRecord,
-    TaskQuery, TaskRecord, UsageQuery, UsageRow,
+    AttemptNote, AttemptOutcome, CallbackRecord, CallbackStatus, EndedTask, ErasedTask, Fence,
+    ImageRecord, ImportOutcome, ImportedTask, InsertOutcome, NewTask, QueueStats, TaskChange,
+    TaskEventRecord, TaskQuery, TaskRecord, UpstreamFailure, UsageQuery, UsageRow,
 };
 
 /// Tasks (`ai_generation_task`).
@@ -341,4 +341,29 @@ pub trait EventLog: Send + Sync {
     /// Completed tasks and their summed cost, grouped as `query` asks, in key
     /// order. One indexed range read of `completed_at`.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, RepoError>;
+
+    /// Tasks that ended (any terminal status) in `[from, to)`, oldest end
+    /// first, at most `limit` (the operator console's outcome and latency
+    /// charts). One indexed range read of `completed_at`.
+    async fn ended_tasks(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<EndedTask>, RepoError>;
+
+    /// Failed upstream calls (`submit_failed`, `poll_failed` timeline
+    /// entries) written in `[from, to)`, oldest first, at most `limit` (the
+    /// console's upstream error chart). One indexed range read of the
+    /// timeline's `at`.
+    async fn upstream_failures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<UpstreamFailure>, RepoError>;
+
+    /// Callback deliveries per status, statuses without rows left out (the
+    /// console's pending and dead counts). Read from the outbox's status index.
+    async fn count_callbacks(&self) -> Result<Vec<(CallbackStatus, u64)>, RepoError>;
 }

@@ -5,6 +5,7 @@
 mod admission;
 mod callback_readme;
 mod clocks;
+mod console;
 mod database_specifics;
 mod engine_steps;
 mod fuzz;

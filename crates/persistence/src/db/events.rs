@@ -11,10 +11,16 @@ use modelgen_domain::{TaskId, TaskStatus};
 
 use super::Database;
 use crate::error::RepoError;
-use crate::models::{TaskEventRecord, UsageGroup, UsageQuery, UsageRow};
+use crate::models::{
+    CallbackStatus, EndedTask, EventKind, TaskEventRecord, UpstreamFailure, UsageGroup, UsageQuery,
+    UsageRow,
+};
 use crate::repo::EventLog;
-use crate::rows::{EventRow, to_db};
-use crate::schema::{ai_generation_task as t, task_events as ev};
+use crate::rows::{EventRow, from_db, to_db};
+use crate::schema::{ai_generation_task as t, callback_delivery as c, task_events as ev};
+
+/// Statuses a task ends in.
+const TERMINAL_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
 
 /// One group as the usage query returns it: key, tasks, cost sum, tasks with a cost.
 type UsageTuple = (String, i64, Option<i64>, i64);
@@ -117,5 +123,115 @@ impl EventLog for Database {
                 costed: u64::try_from(costed).unwrap_or(0),
             })
             .collect())
+    }
+
+    async fn ended_tasks(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<EndedTask>, RepoError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let (from, to) = (to_db(from), to_db(to));
+        let rows: Vec<(String, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>)> =
+            with_conn!(self, |conn| {
+                Ok(t::table
+                    .filter(t::completed_at.ge(from))
+                    .filter(t::completed_at.lt(to))
+                    .filter(t::status.eq_any(TERMINAL_STATUSES))
+                    .order(t::completed_at.asc())
+                    .limit(limit)
+                    .select((t::status, t::created_at, t::completed_at))
+                    .load(conn)
+                    .await?)
+            })?;
+        rows.into_iter()
+            .filter_map(|(status, created, completed)| {
+                completed.map(|completed| (status, created, completed))
+            })
+            .map(|(status, created, completed)| {
+                let status: TaskStatus =
+                    status
+                        .parse()
+                        .map_err(|e: modelgen_domain::ParseEnumError| RepoError::Corrupt {
+                            id: "status".into(),
+                            reason: e.to_string(),
+                        })?;
+                Ok(EndedTask {
+                    status,
+                    created_at: from_db(created),
+                    completed_at: from_db(completed),
+                })
+            })
+            .collect()
+    }
+
+    async fn upstream_failures(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<UpstreamFailure>, RepoError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let (from, to) = (to_db(from), to_db(to));
+        let kinds = [
+            EventKind::SubmitFailed.as_str(),
+            EventKind::PollFailed.as_str(),
+        ];
+        let rows: Vec<(chrono::NaiveDateTime, String, Option<i32>)> = with_conn!(self, |conn| {
+            Ok(ev::table
+                .filter(ev::at.ge(from))
+                .filter(ev::at.lt(to))
+                .filter(ev::kind.eq_any(kinds))
+                .order(ev::at.asc())
+                .limit(limit)
+                .select((ev::at, ev::kind, ev::http_status))
+                .load(conn)
+                .await?)
+        })?;
+        rows.into_iter()
+            .map(|(at, kind, http_status)| {
+                let kind = EventKind::parse(&kind).ok_or_else(|| RepoError::Corrupt {
+                    id: "task_events.kind".into(),
+                    reason: format!("event kind `{kind}`"),
+                })?;
+                Ok(UpstreamFailure {
+                    at: from_db(at),
+                    kind,
+                    http_status,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_callbacks(&self) -> Result<Vec<(CallbackStatus, u64)>, RepoError> {
+        let rows: Vec<(String, i64)> = with_conn!(self, |conn| {
+            Ok(c::table
+                .group_by(c::status)
+                .select((c::status, count_star()))
+                .order(c::status.asc())
+                .load::<(String, i64)>(conn)
+                .await?)
+        })?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                let status = match status.as_str() {
+                    "pending" => CallbackStatus::Pending,
+                    "delivered" => CallbackStatus::Delivered,
+                    "dead" => CallbackStatus::Dead,
+                    other => {
+                        return Err(RepoError::Corrupt {
+                            id: "callback_delivery.status".into(),
+                            reason: format!("status `{other}`"),
+                        });
+                    }
+                };
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use modelgen_domain::{TaskEvent, TaskId, TaskStatus, TaskType};
 use modelgen_persistence::{
-    AttemptNote, AttemptOutcome, CallbackOutbox, Database, EventKind, EventLog, Fence,
-    NewTaskEvent, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository, UsageGroup,
+    AttemptNote, AttemptOutcome, CallbackOutbox, CallbackStatus, Database, EventKind, EventLog,
+    Fence, NewTaskEvent, RepoError, TaskChange, TaskQuery, TaskRecord, TaskRepository, UsageGroup,
     UsageQuery,
 };
 
@@ -418,4 +418,145 @@ pub async fn failed_tasks_are_listed_by_error_code_and_end_time(db: Database) {
     created.created_since = Some(t0());
     created.created_until = Some(at(1));
     assert_eq!(listed(created).await.len(), 4);
+}
+
+/// Ends `task` at `at(ms)` with `event`, queueing its callback.
+async fn end(db: &Database, task: &TaskRecord, ms: i64, event: TaskEvent) {
+    db.update_task(
+        &task.task_id,
+        &Fence::Unfenced,
+        at(ms),
+        TaskChange {
+            event: Some(event),
+            error: (event == TaskEvent::Failed).then(|| (1002, "upstream said no".into())),
+            enqueue_callback: true,
+            ..TaskChange::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn console_stats_read_ended_tasks_upstream_failures_and_callback_counts(db: Database) {
+    let done = create(&db, new_task("u", None, t0())).await;
+    let failed = create(&db, new_task("u", None, t0())).await;
+    let cancelled = create(&db, new_task("v", None, t0())).await;
+    let running = create(&db, new_task("v", None, t0())).await;
+    let late = create(&db, new_task("v", None, t0())).await;
+    complete(&db, &done, 1_000, Some(10)).await;
+    end(&db, &failed, 2_000, TaskEvent::Failed).await;
+    end(&db, &cancelled, 3_000, TaskEvent::Cancelled).await;
+    end(&db, &late, 60_000, TaskEvent::Cancelled).await;
+
+    // Terminal tasks ended in the window, oldest end first; the running one
+    // and the one ending at the window's (exclusive) end are left out.
+    let ended = db.ended_tasks(t0(), at(60_000), 100).await.unwrap();
+    let got: Vec<(TaskStatus, i64)> = ended
+        .iter()
+        .map(|e| (e.status, (e.completed_at - e.created_at).num_milliseconds()))
+        .collect();
+    // `complete` writes twice at the same instant: the second stamp is 1 ms later.
+    assert_eq!(
+        got,
+        [
+            (TaskStatus::Completed, 1_001),
+            (TaskStatus::Failed, 2_000),
+            (TaskStatus::Cancelled, 3_000)
+        ]
+    );
+    for e in &ended {
+        assert_eq!(e.created_at, t0());
+    }
+    assert_eq!(db.ended_tasks(t0(), at(60_000), 2).await.unwrap().len(), 2);
+    assert!(
+        db.ended_tasks(t0(), at(60_000), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        db.get_task(&running.task_id)
+            .await
+            .unwrap()
+            .completed_at
+            .is_none()
+    );
+
+    // Failed upstream calls on the timeline, with their HTTP status (none
+    // when there was no answer); other entries are not counted.
+    let mut throttled = NewTaskEvent::new(EventKind::SubmitFailed).message("rate limited");
+    throttled.http_status = Some(429);
+    let timed_out = NewTaskEvent::new(EventKind::PollFailed).message("timeout");
+    let mut polled = NewTaskEvent::new(EventKind::Polled);
+    polled.http_status = Some(200);
+    for (ms, entry) in [(4_000, throttled), (5_000, timed_out), (6_000, polled)] {
+        db.update_task(
+            &running.task_id,
+            &Fence::Unfenced,
+            at(ms),
+            TaskChange {
+                events: vec![entry],
+                ..TaskChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let failures = db.upstream_failures(t0(), at(60_000), 100).await.unwrap();
+    let got: Vec<(EventKind, Option<i32>, i64)> = failures
+        .iter()
+        .map(|f| (f.kind, f.http_status, (f.at - t0()).num_milliseconds()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (EventKind::SubmitFailed, Some(429), 4_000),
+            (EventKind::PollFailed, None, 5_000)
+        ]
+    );
+    assert!(
+        db.upstream_failures(at(5_001), at(60_000), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Callback rows per status (the three tasks `end` ended queue one each):
+    // three pending, then one delivered and one dead.
+    let counts = |c: Vec<(CallbackStatus, u64)>| {
+        let mut c: Vec<(&'static str, u64)> = c.into_iter().map(|(s, n)| (s.as_str(), n)).collect();
+        c.sort();
+        c
+    };
+    assert_eq!(
+        counts(db.count_callbacks().await.unwrap()),
+        [("pending", 3)]
+    );
+    let claimed = db
+        .claim_due_callbacks("w", at(120_000), LEASE, 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    db.record_callback_attempt(
+        &claimed[0].event_id,
+        "w",
+        at(120_001),
+        AttemptOutcome::Delivered,
+    )
+    .await
+    .unwrap();
+    db.record_callback_attempt(
+        &claimed[1].event_id,
+        "w",
+        at(120_001),
+        AttemptOutcome::Dead {
+            error: "HTTP 500".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(db.count_callbacks().await.unwrap()),
+        [("dead", 1), ("delivered", 1), ("pending", 1)]
+    );
 }

@@ -103,4 +103,5 @@ contract_tests!(
     events::old_entries_are_purged_oldest_first_in_batches,
     events::cost_is_stored_and_summed_by_day_and_type,
     events::failed_tasks_are_listed_by_error_code_and_end_time,
+    events::console_stats_read_ended_tasks_upstream_failures_and_callback_counts,
 );
