@@ -59,18 +59,20 @@ public final class ModelgenExample {
     private final ModelsApi models;
     private final TasksApi tasks;
     private final CallbackReceiver receiver;
+    private final WebhookVerifier verifier;
     private final HttpClient http = HttpClient.newHttpClient();
 
-    private ModelgenExample(ApiClient client, CallbackReceiver receiver) {
+    private ModelgenExample(ApiClient client, CallbackReceiver receiver, WebhookVerifier verifier) {
         this.models = new ModelsApi(client);
         this.tasks = new TasksApi(client);
         this.receiver = receiver;
+        this.verifier = verifier;
     }
 
     public static void main(String[] args) {
         try {
             run(args);
-            System.out.println("OK: default model, edit and outfit completed; 3 signed callbacks verified, 3 forgeries refused");
+            System.out.println("OK: default model, edit and outfit completed; 3 signed callbacks verified, 4 forgeries refused");
         } catch (ApiException e) {
             System.err.println("FAILED: modelgen answered HTTP " + e.getCode() + ": " + e.getResponseBody());
             System.exit(1);
@@ -102,9 +104,10 @@ public final class ModelgenExample {
             client.setRequestInterceptor(b -> b.header("Authorization", "Bearer " + token));
         }
 
-        try (CallbackReceiver receiver = new CallbackReceiver(port, new WebhookVerifier(secret), client.getObjectMapper())) {
+        WebhookVerifier verifier = new WebhookVerifier(secret);
+        try (CallbackReceiver receiver = new CallbackReceiver(port, verifier, client.getObjectMapper())) {
             System.out.println("callbacks expected at " + receiver.url());
-            new ModelgenExample(client, receiver).flow(photo, garment);
+            new ModelgenExample(client, receiver, verifier).flow(photo, garment);
         }
     }
 
@@ -155,7 +158,7 @@ public final class ModelgenExample {
 
         check(modelCallback.path("angle").isNull(), "a default model's callback has angle null");
         check(receiver.accepted() == 3, "3 deliveries accepted, got " + receiver.accepted());
-        check(receiver.rejected() == 3, "3 forgeries refused, got " + receiver.rejected());
+        check(receiver.rejected() == 4, "4 forgeries refused, got " + receiver.rejected());
     }
 
     /** The task id of a create's answer (202, or 200 for an idempotent replay). */
@@ -217,7 +220,8 @@ public final class ModelgenExample {
 
     /**
      * Sends altered copies of a real delivery to our own endpoint: each must be refused
-     * (401), and the unaltered replay accepted without counting twice.
+     * (401), and the unaltered replay accepted without counting twice. The last copy is
+     * correctly signed but stamped 6 minutes ago: a captured request replayed later.
      */
     private void refuseForgeries(CallbackReceiver.Delivery real) throws IOException, InterruptedException {
         String body = new String(real.body(), StandardCharsets.UTF_8);
@@ -229,6 +233,9 @@ public final class ModelgenExample {
         String later = Long.toString(Long.parseLong(real.timestamp()) + 1);
         check(post(real.webhookId(), later, real.signature(), real.body()) == 401, "a changed timestamp is refused");
         check(post(real.webhookId(), real.timestamp(), null, real.body()) == 401, "an unsigned body is refused");
+        String stale = Long.toString(Instant.now().getEpochSecond() - WebhookVerifier.TOLERANCE_SECONDS - 60);
+        String staleSignature = "v1," + Base64.getEncoder().encodeToString(verifier.sign(real.webhookId(), stale, real.body()));
+        check(post(real.webhookId(), stale, staleSignature, real.body()) == 401, "a correctly signed but stale delivery is refused");
         check(post(real.webhookId(), real.timestamp(), real.signature(), real.body()) == 204, "the genuine delivery verifies again");
         check(receiver.accepted() == before, "a replayed event id is not counted twice");
         System.out.println("  forged copies refused, replay deduplicated");
