@@ -114,6 +114,7 @@ async fn assert_callback(world: &World, task_id: &str, status: &str) {
         "type",
         "status",
         "angle",
+        "image",
         "image_url",
         "images",
         "error_code",

@@ -85,9 +85,32 @@ pub fn retry_after_secs(excess: u64, drain_per_second: f64, nominal_per_second: 
 #[must_use = "dropping an admission gives the reservation back"]
 pub struct Admitted {
     counters: Option<Arc<Counters>>,
+    quota: Option<Quota>,
+}
+
+/// The room the admission limit leaves, as the creates' `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset` headers tell it (README,
+/// "Rate-limit headers"; docs/design.md says why these names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// `MAX_QUEUED_TASKS`.
+    pub limit: u64,
+    /// Tasks that may still be created before creates are refused, as this
+    /// replica counts it (this create included in the backlog).
+    pub remaining: u64,
+    /// Seconds until the backlog as it stands has drained and the whole
+    /// limit is free again, at the measured drain rate (the nominal rate
+    /// while none is measured); on a refusal, the `Retry-After`.
+    pub reset: u64,
 }
 
 impl Admitted {
+    /// The room left after this admission; `None` when there is no limit
+    /// (`MAX_QUEUED_TASKS=0`).
+    pub fn quota(&self) -> Option<Quota> {
+        self.quota
+    }
+
     /// The task was created: it now counts in this replica's backlog until
     /// the next reading of the database includes it.
     pub fn keep(mut self) {
@@ -266,7 +289,10 @@ impl Admission {
     /// cannot be read.
     pub async fn admit(&self) -> Result<Admitted, Result<QueueFull, RepoError>> {
         let Some(limit) = self.limit else {
-            return Ok(Admitted { counters: None });
+            return Ok(Admitted {
+                counters: None,
+                quota: None,
+            });
         };
         let (snapshot, db_depth) = self.read().await.map_err(Err)?;
         // Reserve atomically: concurrent creates of this replica never
@@ -295,8 +321,15 @@ impl Admission {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    let backlog = depth.saturating_add(1);
+                    let reset = self.time_to_drain(backlog, &snapshot).num_milliseconds();
                     return Ok(Admitted {
                         counters: Some(self.counters.clone()),
+                        quota: Some(Quota {
+                            limit,
+                            remaining: limit.saturating_sub(backlog),
+                            reset: u64::try_from(reset.max(0)).unwrap_or(0).div_ceil(1000),
+                        }),
                     });
                 }
                 Err(seen) => pending = seen,

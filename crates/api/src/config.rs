@@ -332,6 +332,12 @@ pub struct Config {
     /// Creates are refused (429/1010) while this many tasks wait to be
     /// submitted; `0`: no limit; unset: derived, see [`Config::max_queued_tasks`].
     pub max_queued_tasks: Option<u64>,
+    /// Longest `GET /tasks/{task_id}?wait=N` (or `Prefer: wait=N`) hold,
+    /// seconds; a longer wait asked for is cut to this (`MAX_WAIT`, default 60).
+    pub max_wait: u64,
+    /// Most requests held waiting for a task at once by this replica
+    /// (`MAX_WAITERS`, default 10 000); past it a wait is answered at once.
+    pub max_waiters: usize,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Largest accepted input image after base64 decoding, bytes.
@@ -357,6 +363,11 @@ pub struct Config {
         serialize_with = "redact_opt_url_password"
     )]
     pub callback_url: Option<String>,
+    /// Hosts a task's own `callback_url` may name (`CALLBACK_URL_ALLOWED_HOSTS`),
+    /// comma-separated host names or IP addresses, compared case-insensitively;
+    /// empty or unset: per-task callback URLs are refused (400/1001).
+    #[serde(deserialize_with = "opt_scalar")]
+    pub callback_url_allowed_hosts: Option<String>,
     /// Sent as `Authorization: Bearer` on callbacks.
     #[serde(deserialize_with = "opt_secret")]
     pub callback_token: Option<Secret>,
@@ -479,6 +490,8 @@ impl Default for Config {
             task_timeout: 600.0,
             queue_timeout: 24.0 * 3600.0,
             max_queued_tasks: None,
+            max_wait: 60,
+            max_waiters: 10_000,
             max_body_bytes: 32 * 1024 * 1024,
             max_image_bytes: 10 * 1024 * 1024,
             max_result_image_bytes: 30 * 1024 * 1024,
@@ -487,6 +500,7 @@ impl Default for Config {
             image_max_side: modelgen_domain::DEFAULT_MAX_SIDE,
             prompt_templates_dir: None,
             callback_url: None,
+            callback_url_allowed_hosts: None,
             callback_token: None,
             callback_signing_secret: None,
             callback_max_retries: None,
@@ -562,6 +576,8 @@ pub const ENV_KEYS: &[&str] = &[
     "TASK_TIMEOUT",
     "QUEUE_TIMEOUT",
     "MAX_QUEUED_TASKS",
+    "MAX_WAIT",
+    "MAX_WAITERS",
     "MAX_BODY_BYTES",
     "MAX_IMAGE_BYTES",
     "MAX_RESULT_IMAGE_BYTES",
@@ -570,6 +586,7 @@ pub const ENV_KEYS: &[&str] = &[
     "IMAGE_MAX_SIDE",
     "PROMPT_TEMPLATES_DIR",
     "CALLBACK_URL",
+    "CALLBACK_URL_ALLOWED_HOSTS",
     "CALLBACK_TOKEN",
     "CALLBACK_SIGNING_SECRET",
     "CALLBACK_MAX_RETRIES",
@@ -759,6 +776,14 @@ impl Config {
         if self.worker_batch_size < 1 {
             problems.push("WORKER_BATCH_SIZE must be at least 1".into());
         }
+        if !self.callback_url_allowed_hosts().is_empty() && self.callback_url.is_none() {
+            problems.push(
+                "CALLBACK_URL_ALLOWED_HOSTS needs CALLBACK_URL (the receiver of tasks created without their own callback_url)".into(),
+            );
+        }
+        if self.max_waiters == 0 {
+            problems.push("MAX_WAITERS must be at least 1".into());
+        }
         if self.database_max_connections == 0 {
             problems.push("DATABASE_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -828,6 +853,18 @@ impl Config {
         &self,
     ) -> Result<modelgen_outbound::Allowlist, modelgen_outbound::AllowlistError> {
         modelgen_outbound::Allowlist::parse(self.outbound_allowlist.as_deref().unwrap_or_default())
+    }
+
+    /// The hosts of `CALLBACK_URL_ALLOWED_HOSTS`, trimmed and lower-cased
+    /// (empty when unset).
+    pub fn callback_url_allowed_hosts(&self) -> Vec<String> {
+        self.callback_url_allowed_hosts
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect()
     }
 
     /// Whether result images are also kept inline as base64

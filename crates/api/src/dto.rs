@@ -238,6 +238,14 @@ pub struct CreateDefaultRequest {
     pub body_profile: Option<BodyProfileDto>,
     /// Aspect ratio, default `4:3`.
     pub size: Option<String>,
+    /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
+    /// an absolute `https://` or `http://` URL, at most 2048 characters,
+    /// without user info, whose host is one of `CALLBACK_URL_ALLOWED_HOSTS`
+    /// and whose addresses pass the same checks as every outbound fetch
+    /// (docs/outbound.md). Refused (1001) when that list is empty. Compared
+    /// on an idempotent replay like the rest of the payload.
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// `POST /models/edit`.
@@ -257,6 +265,14 @@ pub struct CreateEditRequest {
     pub edit_instructions: Option<String>,
     /// Aspect ratio, default `4:3`.
     pub size: Option<String>,
+    /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
+    /// an absolute `https://` or `http://` URL, at most 2048 characters,
+    /// without user info, whose host is one of `CALLBACK_URL_ALLOWED_HOSTS`
+    /// and whose addresses pass the same checks as every outbound fetch
+    /// (docs/outbound.md). Refused (1001) when that list is empty. Compared
+    /// on an idempotent replay like the rest of the payload.
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// `POST /models/outfit`.
@@ -287,6 +303,14 @@ pub struct CreateOutfitRequest {
     pub outfit_description: Option<String>,
     /// Aspect ratio, default `4:3`.
     pub size: Option<String>,
+    /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
+    /// an absolute `https://` or `http://` URL, at most 2048 characters,
+    /// without user info, whose host is one of `CALLBACK_URL_ALLOWED_HOSTS`
+    /// and whose addresses pass the same checks as every outbound fetch
+    /// (docs/outbound.md). Refused (1001) when that list is empty. Compared
+    /// on an idempotent replay like the rest of the payload.
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 /// Turns validator's errors into the envelope's field list.
@@ -402,6 +426,9 @@ pub struct TaskView {
     /// How many times an operator retried the task (0 for its first run).
     /// A retried run's callback has event type `task.retry_<status>`.
     pub retries: i32,
+    /// The task's own callback receiver, as given at creation; null when its
+    /// callback goes to `CALLBACK_URL`.
+    pub callback_url: Option<String>,
 }
 
 /// `GET /tasks` page.

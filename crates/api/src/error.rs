@@ -38,6 +38,12 @@ pub const CODE_QUEUE_FULL: i32 = 1010;
 /// the Java backend never send that header.
 pub const CODE_CROSS_SITE: i32 = 1011;
 
+/// `Retry-After` of every 503 (database or storage unavailable, not ready,
+/// an engine loop stalled), seconds: long enough for a pool to reconnect or a
+/// probe to run again, short enough that a client's retry is not held back
+/// needlessly (README, "Rate-limit headers").
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 /// Every response body: `{"code": int, "msg": string, "data": object|null}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T: Serialize> {
@@ -271,16 +277,88 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        if let ApiError::QueueFull { retry_after, .. } = self {
-            builder.insert_header((
-                actix_web::http::header::RETRY_AFTER,
-                retry_after.to_string(),
-            ));
+        match self {
+            ApiError::QueueFull {
+                retry_after, limit, ..
+            } => {
+                builder.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    retry_after.to_string(),
+                ));
+                crate::http::insert_rate_limit(
+                    &mut builder,
+                    crate::admission::Quota {
+                        limit: *limit,
+                        remaining: 0,
+                        reset: *retry_after,
+                    },
+                );
+            }
+            ApiError::Unavailable(_) => {
+                builder.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+                ));
+            }
+            _ => {}
         }
         builder.json(Envelope {
             code: self.code(),
             msg,
             data,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error that answers 429 or 503 says when to come back.
+    #[test]
+    fn every_429_and_503_carries_retry_after() {
+        let errors = [
+            ApiError::QueueFull {
+                queued: 7,
+                limit: 5,
+                retry_after: 12,
+            },
+            ApiError::Unavailable("database unavailable".into()),
+            ApiError::from(RepoError::Unavailable("pool timed out".into())),
+            ApiError::from(BlobError::Store("disk gone".into())),
+        ];
+        for error in errors {
+            let response = error.error_response();
+            let status = response.status();
+            assert!(
+                status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{error:?} answers {status}"
+            );
+            let retry_after = response
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            assert!(
+                retry_after.is_some_and(|s| s >= 1),
+                "{error:?}: no Retry-After"
+            );
+        }
+        let full = ApiError::QueueFull {
+            queued: 7,
+            limit: 5,
+            retry_after: 12,
+        }
+        .error_response();
+        let header = |name: &str| {
+            full.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(header("ratelimit-limit").as_deref(), Some("5"));
+        assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(header("ratelimit-reset").as_deref(), Some("12"));
     }
 }

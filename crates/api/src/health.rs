@@ -152,14 +152,19 @@ pub fn liveness(heartbeat: &Heartbeat, bound: Duration) -> HttpResponse {
             stale.join(", "),
             round_ms(bound)
         );
-        HttpResponse::ServiceUnavailable().json(Envelope {
-            code: CODE_INTERNAL,
-            msg,
-            data: Some(LivenessView {
-                status: "stalled".into(),
-                loops,
-            }),
-        })
+        HttpResponse::ServiceUnavailable()
+            .insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                crate::error::UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+            ))
+            .json(Envelope {
+                code: CODE_INTERNAL,
+                msg,
+                data: Some(LivenessView {
+                    status: "stalled".into(),
+                    loops,
+                }),
+            })
     }
 }
 
@@ -172,7 +177,8 @@ fn round_ms(d: Duration) -> f64 {
     description = "Liveness: point the orchestrator's liveness probe here. Served by every process, `serve --workers-only` included (on its HOST:PORT, which serves nothing but `/healthz`, `/readyz` and `/metrics`). 503 when an engine loop (`tasks`, `callbacks`) of this process has not gone round for longer than `WORKER_STALL_TIMEOUT`: restart it.",
     responses(
         (status = 200, description = "Alive: code 0, `data.status` = `ok`", body = Envelope<LivenessView>),
-        (status = 503, description = "An engine loop is stuck: code 1004, `data.status` = `stalled`, `msg` names the loop", body = Envelope<LivenessView>),
+        (status = 503, description = "An engine loop is stuck: code 1004, `data.status` = `stalled`, `msg` names the loop", body = Envelope<LivenessView>,
+            headers(("Retry-After" = u64, description = "Seconds before probing again (5)"))),
     ))]
 pub async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
     let r = &state.readiness;
@@ -185,7 +191,8 @@ pub async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
     description = "Readiness: point the orchestrator's readiness probe here. 503 when this replica cannot work (database, migrations, storage). Upstream trouble — 3 consecutive 401/402 answers from Apimart, or `GET /v1/balance` failing or exhausted (read every `BALANCE_CHECK_INTERVAL`) — is `data.status` = `degraded` with `data.degraded` naming each reason, and still **200**: the key and its credit are shared by every replica, so a 503 would take all replicas out of the load balancer at once and stop reads and cancels too. Alert on `data.degraded` or the `upstream_degraded` gauge. Any successful Apimart answer ends a 401/402 streak; a good balance read ends both.",
     responses(
         (status = 200, description = "Ready (`data.status` = `ready`), or ready with upstream trouble (`degraded`)", body = Envelope<ReadinessView>),
-        (status = 503, description = "Not ready: code 1004, `data.status` = `not_ready`, `data.checks` maps each failed check (database, migrations, storage) to its reason", body = Envelope<ReadinessView>),
+        (status = 503, description = "Not ready: code 1004, `data.status` = `not_ready`, `data.checks` maps each failed check (database, migrations, storage) to its reason", body = Envelope<ReadinessView>,
+            headers(("Retry-After" = u64, description = "Seconds before probing again (5)"))),
     ))]
 pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let problems = state.readiness.problems().await;
@@ -223,15 +230,20 @@ pub async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        HttpResponse::ServiceUnavailable().json(Envelope {
-            code: CODE_INTERNAL,
-            msg: "not ready".into(),
-            data: Some(ReadinessView {
-                status: "not_ready".into(),
-                checks: Some(checks),
-                degraded,
-            }),
-        })
+        HttpResponse::ServiceUnavailable()
+            .insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                crate::error::UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+            ))
+            .json(Envelope {
+                code: CODE_INTERNAL,
+                msg: "not ready".into(),
+                data: Some(ReadinessView {
+                    status: "not_ready".into(),
+                    checks: Some(checks),
+                    degraded,
+                }),
+            })
     }
 }
 
@@ -269,6 +281,14 @@ mod tests {
         );
         let response = liveness(&hb, bound);
         assert_eq!(response.status(), 503);
+        assert_eq!(
+            response
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("5"),
+            "every 503 says when to come back"
+        );
 
         // It goes round again: alive.
         hb.beat(EngineLoop::Tasks);

@@ -584,13 +584,41 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Header: `MAX_QUEUED_TASKS` (draft-ietf-httpapi-ratelimit-headers, the
+/// `RateLimit-*` trio; docs/design.md says why).
+pub const HEADER_RATELIMIT_LIMIT: &str = "RateLimit-Limit";
+/// Header: creates left before the queue is full.
+pub const HEADER_RATELIMIT_REMAINING: &str = "RateLimit-Remaining";
+/// Header: seconds until the whole limit is free again.
+pub const HEADER_RATELIMIT_RESET: &str = "RateLimit-Reset";
+
+/// Adds the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+/// headers of `quota` (creates and their 429).
+pub fn insert_rate_limit(
+    builder: &mut actix_web::HttpResponseBuilder,
+    quota: crate::admission::Quota,
+) {
+    builder
+        .insert_header((HEADER_RATELIMIT_LIMIT, quota.limit.to_string()))
+        .insert_header((HEADER_RATELIMIT_REMAINING, quota.remaining.to_string()))
+        .insert_header((HEADER_RATELIMIT_RESET, quota.reset.to_string()));
+}
+
 fn created_response(created: crate::service::Created) -> HttpResponse {
-    if created.replayed {
-        HttpResponse::Ok()
-            .insert_header(("Idempotency-Replayed", "true"))
-            .json(Envelope::ok("success", created.task))
+    let mut builder = if created.replayed {
+        let mut b = HttpResponse::Ok();
+        b.insert_header(("Idempotency-Replayed", "true"));
+        b
     } else {
-        HttpResponse::Accepted().json(Envelope::ok("accepted", created.task))
+        HttpResponse::Accepted()
+    };
+    if let Some(quota) = created.rate_limit {
+        insert_rate_limit(&mut builder, quota);
+    }
+    if created.replayed {
+        builder.json(Envelope::ok("success", created.task))
+    } else {
+        builder.json(Envelope::ok("accepted", created.task))
     }
 }
 
@@ -600,15 +628,28 @@ fn created_response(created: crate::service::Created) -> HttpResponse {
     request_body = CreateDefaultRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
     responses(
-        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
-        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>, headers(
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS` (absent when there is no limit)"),
+            ("RateLimit-Remaining" = u64, description = "Creates left before the queue of tasks waiting to be submitted is full, as this replica counts it"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the queue as it stands has drained at the measured rate"))),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>, headers(
+            ("Idempotency-Replayed" = String, description = "`true`"),
+            ("RateLimit-Limit" = u64, description = "As on 202"),
+            ("RateLimit-Remaining" = u64, description = "As on 202"),
+            ("RateLimit-Reset" = u64, description = "As on 202"))),
         (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
-        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds, 1–300"),
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS`"),
+            ("RateLimit-Remaining" = u64, description = "0"),
+            ("RateLimit-Reset" = u64, description = "The same seconds as `Retry-After`"))),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+        (status = 503, description = "Database or storage unavailable (1004); nothing was stored", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds before retrying (5)"))),
     ),
     security(("bearer" = []), ())
 )]
@@ -630,15 +671,28 @@ pub async fn create_default(
     request_body = CreateEditRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
     responses(
-        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
-        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>, headers(
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS` (absent when there is no limit)"),
+            ("RateLimit-Remaining" = u64, description = "Creates left before the queue of tasks waiting to be submitted is full, as this replica counts it"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the queue as it stands has drained at the measured rate"))),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>, headers(
+            ("Idempotency-Replayed" = String, description = "`true`"),
+            ("RateLimit-Limit" = u64, description = "As on 202"),
+            ("RateLimit-Remaining" = u64, description = "As on 202"),
+            ("RateLimit-Reset" = u64, description = "As on 202"))),
         (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
-        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds, 1–300"),
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS`"),
+            ("RateLimit-Remaining" = u64, description = "0"),
+            ("RateLimit-Reset" = u64, description = "The same seconds as `Retry-After`"))),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+        (status = 503, description = "Database or storage unavailable (1004); nothing was stored", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds before retrying (5)"))),
         (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
     ),
     security(("bearer" = []), ())
@@ -661,15 +715,28 @@ pub async fn create_edit(
     request_body = CreateOutfitRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key per user (same as `request_id`, at most 64 chars)")),
     responses(
-        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>),
-        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>),
+        (status = 202, description = "Task accepted (code 0, msg `accepted`)", body = Envelope<CreatedTask>, headers(
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS` (absent when there is no limit)"),
+            ("RateLimit-Remaining" = u64, description = "Creates left before the queue of tasks waiting to be submitted is full, as this replica counts it"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the queue as it stands has drained at the measured rate"))),
+        (status = 200, description = "Idempotent replay of an existing task; header `Idempotency-Replayed: true`", body = Envelope<CreatedTask>, headers(
+            ("Idempotency-Replayed" = String, description = "`true`"),
+            ("RateLimit-Limit" = u64, description = "As on 202"),
+            ("RateLimit-Remaining" = u64, description = "As on 202"),
+            ("RateLimit-Reset" = u64, description = "As on 202"))),
         (status = 400, description = "Invalid parameters (1001), every bad field listed", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
         (status = 409, description = "`request_id` reused with another payload (1006)", body = ErrorEnvelope),
         (status = 413, description = "Body too large (1007)", body = ErrorEnvelope),
         (status = 415, description = "Body not declared as `Content-Type: application/json` (UTF-8), or missing that header (1008)", body = ErrorEnvelope),
-        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope),
+        (status = 429, description = "Queue full (1010): `MAX_QUEUED_TASKS` tasks wait to be submitted upstream; nothing was stored. Header `Retry-After` (seconds, 1–300) estimates when there is room, from the measured drain rate. A replay of an existing idempotency key is still answered 200", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds, 1–300"),
+            ("RateLimit-Limit" = u64, description = "`MAX_QUEUED_TASKS`"),
+            ("RateLimit-Remaining" = u64, description = "0"),
+            ("RateLimit-Reset" = u64, description = "The same seconds as `Retry-After`"))),
         (status = 500, description = "Internal error (1004)", body = ErrorEnvelope),
+        (status = 503, description = "Database or storage unavailable (1004); nothing was stored", body = ErrorEnvelope, headers(
+            ("Retry-After" = u64, description = "Seconds before retrying (5)"))),
         (status = 404, description = "Base model task unknown or of another user (1003)", body = ErrorEnvelope),
     ),
     security(("bearer" = []), ())
@@ -691,6 +758,49 @@ pub async fn create_outfit(
 pub struct TaskQueryParams {
     /// Comma-separated extras; only `image_base64`.
     pub include: Option<String>,
+    /// Seconds to hold the request until the task is terminal (0 to
+    /// `MAX_WAIT`; more is cut to `MAX_WAIT`); a string so a bad value is a
+    /// 1001 field error.
+    pub wait: Option<String>,
+}
+
+/// Parses a wait in whole seconds (`wait=N`): digits only; a number too
+/// large for `u64` is as good as the cap it is cut to.
+fn parse_wait_seconds(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| raw.parse().unwrap_or(u64::MAX))
+}
+
+/// The wait a request asks for: `?wait=N`, else the `wait` preference of
+/// `Prefer` (RFC 7240 §4.3; other preferences are ignored); `None` when
+/// neither is given.
+///
+/// # Errors
+/// 400/1001 naming `wait` or `Prefer` when the value is not a whole number
+/// of seconds.
+fn requested_wait(req: &HttpRequest, query: Option<&str>) -> Result<Option<u64>, ApiError> {
+    const MESSAGE: &str = "must be a whole number of seconds (0 or more)";
+    if let Some(raw) = query {
+        return parse_wait_seconds(raw)
+            .map(Some)
+            .ok_or_else(|| ApiError::field("wait", MESSAGE));
+    }
+    for value in req.headers().get_all("prefer") {
+        let Ok(value) = value.to_str() else {
+            return Err(ApiError::field("Prefer", "must be visible ASCII"));
+        };
+        for preference in value.split(',') {
+            let token = preference.split(';').next().unwrap_or_default();
+            let (name, raw) = token.split_once('=').unwrap_or((token, ""));
+            if name.trim().eq_ignore_ascii_case("wait") {
+                return parse_wait_seconds(raw.trim().trim_matches('"'))
+                    .map(Some)
+                    .ok_or_else(|| ApiError::field("Prefer", format!("wait {MESSAGE}")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// What `include=` may name.
@@ -701,20 +811,27 @@ const INCLUDE_IMAGE_BASE64: &str = "image_base64";
     params(
         ("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003."),
         ("include" = Option<String>, Query, description = "`image_base64`: add each image's inline base64 copy (`images[].image_base64`), when one was stored (`IMAGE_BASE64=true`). Never included by default."),
+        ("wait" = Option<u64>, Query, description = "Hold the request until the task is terminal (`completed`, `failed`, `cancelled`) or this many seconds have passed, then answer the current view. 0 to `MAX_WAIT` (default 60); more is cut to `MAX_WAIT`. With `MAX_WAITERS` requests held already, the answer comes at once without `Preference-Applied`."),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): the same as `?wait=N`, which wins when both are given. Other preferences are ignored."),
     ),
     responses(
-        (status = 200, description = "The task", body = Envelope<TaskView>),
-        (status = 400, description = "Unknown `include` value (1001)", body = ErrorEnvelope),
+        (status = 200, description = "The task", body = Envelope<TaskView>, headers(
+            ("Preference-Applied" = String, description = "`wait=N` (N after the cut to `MAX_WAIT`) when the request was held for a wait"))),
+        (status = 400, description = "Unknown `include` value, or a `wait` (query or `Prefer`) that is not a whole number of seconds (1001)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
         (status = 404, description = "Unknown task (1003)", body = ErrorEnvelope),
     ),
     security(("bearer" = []), ())
 )]
 pub async fn get_task(
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<TaskQueryParams>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    let wait = requested_wait(&req, query.wait.as_deref())?
+        .map(|n| n.min(state.service.max_wait))
+        .unwrap_or(0);
     let mut include_base64 = false;
     for part in query.include.as_deref().unwrap_or("").split(',') {
         match part.trim() {
@@ -731,8 +848,15 @@ pub async fn get_task(
             }
         }
     }
-    let view = state.service.get(&path, include_base64).await?;
-    Ok(HttpResponse::Ok().json(Envelope::ok("success", view)))
+    let (view, outcome) = state
+        .service
+        .get_waiting(&path, include_base64, std::time::Duration::from_secs(wait))
+        .await?;
+    let mut response = HttpResponse::Ok();
+    if outcome == crate::service::WaitOutcome::Honoured {
+        response.insert_header(("Preference-Applied", format!("wait={wait}")));
+    }
+    Ok(response.json(Envelope::ok("success", view)))
 }
 
 /// `POST /tasks/{task_id}/cancel`: cancel a running task.
@@ -917,4 +1041,40 @@ pub async fn metrics_text(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn waits_are_whole_seconds_from_the_query_or_the_prefer_header() {
+        assert_eq!(parse_wait_seconds(" 30 "), Some(30));
+        assert_eq!(parse_wait_seconds("0"), Some(0));
+        assert_eq!(
+            parse_wait_seconds("99999999999999999999999"),
+            Some(u64::MAX)
+        );
+        for bad in ["", "-1", "1.5", "soon", "+3", "3s"] {
+            assert_eq!(parse_wait_seconds(bad), None, "{bad:?}");
+        }
+        let prefer = TestRequest::default()
+            .insert_header(("Prefer", "respond-async, wait=\"7\"; x=y"))
+            .to_http_request();
+        assert_eq!(requested_wait(&prefer, None).ok().flatten(), Some(7));
+        assert_eq!(
+            requested_wait(&prefer, Some("3")).ok().flatten(),
+            Some(3),
+            "the query wins"
+        );
+        let other = TestRequest::default()
+            .insert_header(("Prefer", "return=minimal"))
+            .to_http_request();
+        assert_eq!(requested_wait(&other, None).ok().flatten(), None);
+        let bad = TestRequest::default()
+            .insert_header(("Prefer", "wait=soon"))
+            .to_http_request();
+        assert!(requested_wait(&bad, None).is_err());
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod callback_url;
 pub mod cli;
 pub mod config;
 pub mod dto;

@@ -55,6 +55,27 @@ pub struct TaskService {
     pub callbacks_enabled: bool,
     /// Refuses creates while the submit queue is full (`MAX_QUEUED_TASKS`).
     pub admission: Arc<crate::admission::Admission>,
+    /// Requests waiting for a task to change (`?wait=N`), woken by the
+    /// engine, a cancel, or another replica's change.
+    pub waiters: Arc<modelgen_engine::waiters::TaskWaiters>,
+    /// Cancelled at shutdown: a held wait answers at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Longest wait a request may ask for (`MAX_WAIT`), seconds.
+    pub max_wait: u64,
+    /// Which per-task `callback_url`s are accepted (`CALLBACK_URL_ALLOWED_HOSTS`).
+    pub callback_urls: Arc<crate::callback_url::CallbackUrlPolicy>,
+}
+
+/// How a `?wait=N` request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// No wait was asked for (`wait=0` or none).
+    NotAsked,
+    /// Waited (until the task was terminal, the time ran out or the process
+    /// began to shut down): `Preference-Applied: wait=N`.
+    Honoured,
+    /// `MAX_WAITERS` requests were held already: answered at once.
+    Refused,
 }
 
 /// A create's result: the task, and whether it was an idempotent replay.
@@ -64,6 +85,9 @@ pub struct Created {
     pub task: CreatedTask,
     /// `true` when an existing task with the same idempotency key and payload was returned.
     pub replayed: bool,
+    /// The admission limit's room after this create (the `RateLimit-*`
+    /// headers); `None` without a limit.
+    pub rate_limit: Option<crate::admission::Quota>,
 }
 
 /// A checked task ready to insert.
@@ -77,6 +101,8 @@ struct Draft {
     prompt: String,
     /// Input images in upstream order; `None` entries are the base model (already stored).
     inputs: Vec<InputImage>,
+    /// The task's own callback receiver, checked.
+    callback_url: Option<String>,
 }
 
 enum InputImage {
@@ -287,6 +313,12 @@ fn fingerprint(draft: &Draft) -> String {
             }
         }
     }
+    // Only when given, so the fingerprints of tasks without one are those
+    // stored before the field existed.
+    if let Some(url) = &draft.callback_url {
+        h.update(b"c");
+        h.update(Sha256::digest(url.as_bytes()));
+    }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
@@ -338,6 +370,7 @@ pub async fn task_view(
         estimated_start_at: None,
         cost: task.cost_micros.map(micros_to_units),
         retries: task.retries,
+        callback_url: task.callback_url.clone(),
     })
 }
 
@@ -360,6 +393,23 @@ pub fn micros_to_units(micros: i64) -> f64 {
 }
 
 impl TaskService {
+    /// Checks a create's `callback_url` (blank means not given), adding the
+    /// reason to `errors` when it is refused.
+    async fn callback_url(
+        &self,
+        raw: Option<&str>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<String> {
+        let raw = raw.map(str::trim).filter(|r| !r.is_empty())?;
+        match self.callback_urls.check(raw).await {
+            Ok(url) => Some(url),
+            Err(message) => {
+                errors.push(field_error("callback_url", message));
+                None
+            }
+        }
+    }
+
     /// The limits every input image is checked against: decoded bytes, pixels.
     fn image_limits(&self) -> (usize, PixelBudget) {
         (self.max_image_bytes, self.pixel_budget)
@@ -383,6 +433,9 @@ impl TaskService {
                 size,
             },
         ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
+        let callback_url = self
+            .callback_url(req.callback_url.as_deref(), &mut errors)
+            .await;
 
         let given = [&req.user_image, &req.picture_url, &req.user_image_base64]
             .iter()
@@ -455,6 +508,7 @@ impl TaskService {
             size,
             prompt,
             inputs: vec![InputImage::New(image)],
+            callback_url,
         })
         .await
     }
@@ -477,6 +531,9 @@ impl TaskService {
                 size,
             },
         ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
+        let callback_url = self
+            .callback_url(req.callback_url.as_deref(), &mut errors)
+            .await;
         let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
             .map(str::to_string);
         let instructions = match req.edit_instructions.as_deref() {
@@ -511,6 +568,7 @@ impl TaskService {
             size,
             prompt,
             inputs: vec![InputImage::Stored(base_ref)],
+            callback_url,
         })
         .await
     }
@@ -532,6 +590,9 @@ impl TaskService {
                 size,
             },
         ) = common(&req, &req.user_id, &req.request_id, &req.size, idem_header);
+        let callback_url = self
+            .callback_url(req.callback_url.as_deref(), &mut errors)
+            .await;
         let base_raw = required(&req.base_model_task_id, "base_model_task_id", &mut errors)
             .map(str::to_string);
         let angle = match req.angle.as_deref().map(str::trim) {
@@ -616,6 +677,7 @@ impl TaskService {
             size,
             prompt,
             inputs,
+            callback_url,
         })
         .await
     }
@@ -711,6 +773,7 @@ impl TaskService {
                 });
             }
         };
+        let quota = admitted.quota();
         let task_id = TaskId::generate();
         let mut refs = Vec::with_capacity(draft.inputs.len());
         for (i, input) in draft.inputs.iter().enumerate() {
@@ -740,6 +803,7 @@ impl TaskService {
             input_images: refs,
             request_fingerprint: fingerprint.clone(),
             created_at: Utc::now(),
+            callback_url: draft.callback_url.clone(),
         };
         let outcome = self.tasks.insert_task(new).await;
         if !matches!(outcome, Ok(InsertOutcome::Created(_))) {
@@ -757,9 +821,15 @@ impl TaskService {
                 Ok(Created {
                     task: created(&task),
                     replayed: false,
+                    rate_limit: quota,
                 })
             }
-            InsertOutcome::Existing(task) => existing(task, &draft, fingerprint.as_ref()),
+            InsertOutcome::Existing(task) => {
+                existing(task, &draft, fingerprint.as_ref()).map(|c| Created {
+                    rate_limit: quota,
+                    ..c
+                })
+            }
         }
     }
 
@@ -817,6 +887,63 @@ impl TaskService {
         Ok(view)
     }
 
+    /// `GET /tasks/{id}?wait=N`: [`TaskService::get`], after holding the
+    /// request until the task is terminal or `wait` has passed. The task is
+    /// read once at the start, once per change of it ([`TaskService::waiters`]
+    /// is woken by every writer), and once at the end; never on a timer.
+    /// With `MAX_WAITERS` requests held already it answers at once.
+    ///
+    /// # Errors
+    /// As [`TaskService::get`].
+    pub async fn get_waiting(
+        &self,
+        raw_id: &str,
+        include_base64: bool,
+        wait: std::time::Duration,
+    ) -> Result<(TaskView, WaitOutcome), ApiError> {
+        let key = match raw_id.parse::<TaskId>() {
+            Ok(id) if !wait.is_zero() => id.to_string(),
+            _ => {
+                return Ok((
+                    self.get(raw_id, include_base64).await?,
+                    WaitOutcome::NotAsked,
+                ));
+            }
+        };
+        let Some(guard) = self.waiters.register(&key) else {
+            metrics::counter!("task_waits_refused_total").increment(1);
+            return Ok((
+                self.get(raw_id, include_base64).await?,
+                WaitOutcome::Refused,
+            ));
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Armed before the read: a change between the read and the
+            // wait still wakes it.
+            let changed = guard.notify().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let view = self.get(raw_id, include_base64).await?;
+            if view
+                .status
+                .parse::<TaskStatus>()
+                .is_ok_and(|s| s.is_terminal())
+            {
+                return Ok((view, WaitOutcome::Honoured));
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(deadline) => break,
+                () = self.shutdown.cancelled() => break,
+            }
+        }
+        Ok((
+            self.get(raw_id, include_base64).await?,
+            WaitOutcome::Honoured,
+        ))
+    }
+
     /// `GET /tasks`: descending task id (newest first for modelgen's ULID ids), keyset pagination with an opaque cursor.
     ///
     /// # Errors
@@ -863,6 +990,7 @@ impl TaskService {
         {
             Ok(task) => {
                 metrics::counter!("tasks_finished_total", "type" => task.task_type.as_str(), "status" => "cancelled", "error_kind" => "none").increment(1);
+                self.waiters.notify(task.task_id.as_str());
                 let images = self.images.images_for_task(&id).await?;
                 Ok(task_view(&*self.blobs, &task, &images, &[]).await?)
             }
@@ -902,6 +1030,7 @@ fn existing(
         Ok(Created {
             task: created(&task),
             replayed: true,
+            rate_limit: None,
         })
     } else {
         Err(ApiError::Conflict {

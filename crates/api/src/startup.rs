@@ -217,6 +217,7 @@ impl Application {
         }
         info!(outbound.allowlist = %allowlist, "outbound downloads allowed to internal addresses");
         let outbound = modelgen_outbound::OutboundPolicy::new(allowlist);
+        let callback_outbound = outbound.clone();
         let pacer = crate::pacing::Pacer::new(config.upstream_pacing());
         let client = Arc::new(
             ApimartClient::new(
@@ -306,6 +307,7 @@ impl Application {
             callbacks_enabled: sender.is_some(),
             events: repo.clone(),
         });
+        let waiters = modelgen_engine::waiters::TaskWaiters::new(config.max_waiters);
         let engine = Arc::new(Engine {
             tasks: repo.clone(),
             images: repo.clone(),
@@ -341,6 +343,7 @@ impl Application {
             },
             wake: wake.clone(),
             callback_wake: Arc::new(Notify::new()),
+            waiters: waiters.clone(),
             shutdown: token.clone(),
             interrupted: Arc::default(),
             heartbeat: heartbeat.clone(),
@@ -366,6 +369,13 @@ impl Application {
                         wake,
                         callbacks_enabled: sender.is_some(),
                         admission,
+                        waiters,
+                        shutdown: token.clone(),
+                        max_wait: config.max_wait,
+                        callback_urls: Arc::new(crate::callback_url::CallbackUrlPolicy::new(
+                            config.callback_url_allowed_hosts(),
+                            callback_outbound,
+                        )),
                     },
                     blobs: blobs.clone(),
                     readiness: Readiness {
@@ -504,6 +514,14 @@ impl Application {
                     token.clone(),
                 )));
             }
+        }
+        // Tasks finished by other processes wake this one's waiting requests
+        // (PostgreSQL LISTEN/NOTIFY; on SQLite and MySQL this process's own
+        // changes wake them).
+        if let Some(changes) = self.db.task_change_notifications() {
+            workers.push(tokio::spawn(
+                self.engine.waiters.clone().follow(changes, token.clone()),
+            ));
         }
         // HTTP drain and worker drain run at the same time, both within one grace period.
         let cancelled_at = Arc::new(std::sync::OnceLock::new());

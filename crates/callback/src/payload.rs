@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 
 /// The callback body for one terminal task, e.g.
 /// `{"task_id":"task_01…","request_id":null,"user_id":"u1","type":"outfit","status":"completed",
-/// "angle":"front","image_url":"https://…","images":[{…}],"error_code":null,"error_message":null,
-/// "completed_at":"2026-11-29T11:35:33.123Z"}`.
+/// "angle":"front","image":{…},"image_url":"https://…","images":[{…}],"error_code":null,
+/// "error_message":null,"completed_at":"2026-11-29T11:35:33.123Z","event_type":"task.completed",
+/// "cost":null}`.
+///
+/// The task shape is the task view's (`GET /tasks/{task_id}`): `image` is the
+/// first image as the same object, `images` every image; the flat `image_url`
+/// is kept for the earlier service's receivers, which read only that.
 ///
 /// Built afresh for each delivery attempt: image URLs are rendered from the
 /// current settings at that moment (a presigned URL is valid from the attempt
@@ -31,7 +36,14 @@ pub struct CallbackPayload {
     pub status: String,
     /// `front`, `side` or `back` for outfit tasks, else `null`.
     pub angle: Option<String>,
-    /// URL of the first image (`images[0].image_url`), `null` when there is none.
+    /// The first image (`images[0]`) as an object, the same as the task
+    /// view's `image`; `null` when there is none. Added field: a body
+    /// without it reads as `null`.
+    #[serde(default)]
+    pub image: Option<CallbackImage>,
+    /// URL of the first image (`images[0].image_url`), `null` when there is
+    /// none. Kept for the earlier service's receivers, which read this flat
+    /// field; new receivers read `image`.
     pub image_url: Option<String>,
     /// Every result image, in upstream order; empty unless `completed`.
     pub images: Vec<CallbackImage>,
@@ -89,6 +101,7 @@ impl CallbackPayload {
             task_type: task_type.as_str().to_owned(),
             status: status.as_str().to_owned(),
             angle: None,
+            image: None,
             image_url: None,
             images: Vec::new(),
             error_code: None,
@@ -127,10 +140,11 @@ impl CallbackPayload {
         self
     }
 
-    /// Sets `images` and `image_url` (the first image's URL, or `null` when empty), so the
-    /// two never disagree.
+    /// Sets `images`, `image` (the first image, or `null` when empty) and `image_url`
+    /// (the first image's URL, or `null`), so the three never disagree.
     #[must_use]
     pub fn with_images(mut self, images: Vec<CallbackImage>) -> Self {
+        self.image = images.first().cloned();
         self.image_url = images.first().map(|image| image.image_url.clone());
         self.images = images;
         self
@@ -213,6 +227,7 @@ mod tests {
                 "type": "outfit",
                 "status": "completed",
                 "angle": "side",
+                "image": {"image_url": "https://img.example/a.png", "width": 1024, "height": 768, "mime": "image/png"},
                 "image_url": "https://img.example/a.png",
                 "images": [
                     {"image_url": "https://img.example/a.png", "width": 1024, "height": 768, "mime": "image/png"},
@@ -241,6 +256,7 @@ mod tests {
             .with_images(Vec::new());
         let json = serde_json::to_value(&payload).expect("serialises");
         assert_eq!(json["image_url"], serde_json::Value::Null);
+        assert_eq!(json["image"], serde_json::Value::Null);
         assert_eq!(json["angle"], serde_json::Value::Null);
         assert_eq!(json["request_id"], serde_json::Value::Null);
         assert_eq!(json["completed_at"], serde_json::Value::Null);

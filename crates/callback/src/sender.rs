@@ -108,6 +108,12 @@ pub trait CallbackSender: Send + Sync {
     /// One attempt (no retries inside: the outbox worker schedules retries durably).
     /// Never panics and never returns early without a [`DeliveryResult`].
     async fn send<'a>(&self, request: CallbackRequest<'a>) -> DeliveryResult;
+
+    /// As [`CallbackSender::send`], to `url` instead of the configured URL
+    /// (a task's own `callback_url`, checked by the caller), with the same
+    /// token, signing and timeout. An `url` that is not an absolute
+    /// `http(s)://` URL is a [`DeliveryResult::Failed`] (`request: …`).
+    async fn send_to<'a>(&self, url: &'a str, request: CallbackRequest<'a>) -> DeliveryResult;
 }
 
 /// How to reach the receiver. Build with [`SenderConfig::new`] and the `with_*` setters.
@@ -359,6 +365,24 @@ impl HttpCallbackSender {
 #[async_trait::async_trait]
 impl CallbackSender for HttpCallbackSender {
     async fn send<'a>(&self, request: CallbackRequest<'a>) -> DeliveryResult {
+        self.attempt(self.url.clone(), request).await
+    }
+
+    async fn send_to<'a>(&self, url: &'a str, request: CallbackRequest<'a>) -> DeliveryResult {
+        match Url::parse(url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => self.attempt(url, request).await,
+            // The URL may carry credentials: it is not repeated.
+            _ => DeliveryResult::Failed {
+                reason: "request: the task's callback URL is not an absolute http(s) URL"
+                    .to_owned(),
+            },
+        }
+    }
+}
+
+impl HttpCallbackSender {
+    /// One attempt to `url`.
+    async fn attempt(&self, url: Url, request: CallbackRequest<'_>) -> DeliveryResult {
         let started = Instant::now();
         let timestamp = chrono::Utc::now().timestamp();
         let Some(headers) = self.headers(&request, timestamp) else {
@@ -368,7 +392,7 @@ impl CallbackSender for HttpCallbackSender {
         };
         let sent = self
             .client
-            .post(self.url.clone())
+            .post(url)
             .headers(headers)
             .body(request.body.to_vec())
             .send()

@@ -75,6 +75,63 @@ fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
 }
 
 #[tokio::test]
+async fn send_to_goes_to_the_given_url_with_the_same_token_and_signature() {
+    let configured = receiver(200).await;
+    let own = receiver(200).await;
+    let sender = sender(
+        config(&configured)
+            .with_token(TOKEN)
+            .with_signing_secret(secret()),
+    );
+    let body = body();
+    let request = CallbackRequest {
+        event_id: "evt_7",
+        body: &body,
+    };
+    let url = format!("{}/callback", own.uri());
+    assert_eq!(
+        sender.send_to(&url, request).await,
+        DeliveryResult::Delivered { status: 200 }
+    );
+    assert!(received(&configured).await.is_empty());
+    let requests = received(&own).await;
+    assert_eq!(requests.len(), 1);
+    let got = &requests[0];
+    assert_eq!(
+        header(got, "authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    let timestamp: i64 = header(got, "webhook-timestamp")
+        .expect("timestamp")
+        .parse()
+        .expect("seconds");
+    let signature = header(got, "webhook-signature").expect("signature");
+    assert_eq!(
+        verify(
+            &secret(),
+            "evt_7",
+            timestamp,
+            &got.body,
+            signature,
+            chrono::Utc::now().timestamp(),
+            DEFAULT_TOLERANCE_S
+        ),
+        Ok(())
+    );
+    // Not an http(s) URL: a failed attempt naming no URL.
+    for bad in ["ftp://127.0.0.1/cb", "not a url"] {
+        let result = sender.send_to(bad, request).await;
+        match result {
+            DeliveryResult::Failed { reason } => {
+                assert!(reason.starts_with("request:"), "{reason}");
+                assert!(!reason.contains(bad), "{reason}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn signed_request_carries_every_header_and_verifies() {
     let server = receiver(200).await;
     let sender = sender(

@@ -135,6 +135,9 @@ pub struct Engine {
     /// Poked when a step enqueues a callback, to skip the callback loop's
     /// idle wait.
     pub callback_wake: Arc<Notify>,
+    /// Requests waiting for a task to change (`GET /tasks/{id}?wait=N`):
+    /// the recorder wakes the task's waiters after each write.
+    pub waiters: Arc<crate::waiters::TaskWaiters>,
     /// Cancelled when the process shuts down: failures of work cut off by
     /// the shutdown are expected, and logged as such rather than as errors.
     pub shutdown: CancellationToken,
@@ -631,6 +634,7 @@ impl Engine {
             }
         }
         let Some(done) = done else { return Ok(()) };
+        self.waiters.notify(done.task_id.as_str());
         match outcome {
             StepOutcome::Fail { kind, .. } => self.finished(&done, kind),
             StepOutcome::Complete { cost_micros, .. } => {
@@ -1266,6 +1270,12 @@ impl Engine {
         task_id: &modelgen_domain::TaskId,
     ) -> Result<CallbackPayload, RepoError> {
         let task = self.tasks.get_task(task_id).await?;
+        self.payload_of(&task).await
+    }
+
+    /// The callback payload of `task` (terminal), its images read now.
+    async fn payload_of(&self, task: &TaskRecord) -> Result<CallbackPayload, RepoError> {
+        let task_id = &task.task_id;
         let records = self.images.images_for_task(task_id).await?;
         let mut images = Vec::with_capacity(records.len());
         for i in &records {
@@ -1288,6 +1298,7 @@ impl Engine {
             task_type: task.task_type.as_str().into(),
             status: task.status.as_str().into(),
             angle: task.angle.map(|a| a.as_str().into()),
+            image: images.first().cloned(),
             image_url: images.first().map(|i| i.image_url.clone()),
             images,
             error_code: task.error_code,
@@ -1307,7 +1318,8 @@ impl Engine {
         sender: &dyn CallbackSender,
         record: CallbackRecord,
     ) -> Result<(), RepoError> {
-        let mut payload = self.callback_payload(&record.task_id).await?;
+        let task = self.tasks.get_task(&record.task_id).await?;
+        let mut payload = self.payload_of(&task).await?;
         // The row says which run it reports (a redelivery of an earlier
         // run's row keeps its type).
         payload.event_type.clone_from(&record.event_type);
@@ -1316,12 +1328,15 @@ impl Engine {
             reason: e.to_string(),
         })?;
         let started = std::time::Instant::now();
-        let result = sender
-            .send(CallbackRequest {
-                event_id: &record.event_id,
-                body: &body,
-            })
-            .await;
+        let request = CallbackRequest {
+            event_id: &record.event_id,
+            body: &body,
+        };
+        // The task's own receiver when it was created with one, else CALLBACK_URL.
+        let result = match task.callback_url.as_deref() {
+            Some(url) => sender.send_to(url, request).await,
+            None => sender.send(request).await,
+        };
         let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let attempt = u32::try_from(record.attempts.max(0)).unwrap_or(0) + 1;
         let now = self.clock.now();

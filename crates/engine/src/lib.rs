@@ -20,7 +20,8 @@
 //! - [`health`]: the loops' heartbeat and the upstream account's health;
 //! - [`alerts`]: rate-limited operator alerts;
 //! - [`ports`]: the seams that are not storage;
-//! - [`timeline`]: what a step saw upstream, and the timeline entries that record it.
+//! - [`timeline`]: what a step saw upstream, and the timeline entries that record it;
+//! - [`waiters`]: requests waiting for a task to change, woken by its changes.
 
 pub mod alerts;
 pub mod decide;
@@ -30,6 +31,7 @@ pub mod outcome;
 pub mod pacing;
 pub mod ports;
 pub mod timeline;
+pub mod waiters;
 
 pub use engine::{Engine, EngineSettings, TimedOut, timed_out};
 

@@ -35,6 +35,9 @@ pub struct NewTask {
     pub request_fingerprint: Option<String>,
     /// Creation time; also `updated_at` and the first `next_run_at`.
     pub created_at: DateTime<Utc>,
+    /// The task's own callback receiver (see [`TaskRecord::callback_url`]);
+    /// `None`: `CALLBACK_URL`.
+    pub callback_url: Option<String>,
 }
 
 /// A stored task.
@@ -114,6 +117,10 @@ pub struct TaskRecord {
     /// How many times an operator retried the task
     /// ([`crate::TaskRepository::retry_task`]); 0 for its first run.
     pub retries: i32,
+    /// Where this task's callback goes instead of `CALLBACK_URL` (the
+    /// create's `callback_url`, checked against `CALLBACK_URL_ALLOWED_HOSTS`
+    /// before it was stored); `None`: `CALLBACK_URL`.
+    pub callback_url: Option<String>,
 }
 
 impl TaskRecord {

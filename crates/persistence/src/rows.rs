@@ -93,6 +93,7 @@ pub(crate) struct TaskRow {
     pub queue_rank: Option<i64>,
     pub cost_micros: Option<i64>,
     pub retries: i32,
+    pub callback_url: Option<String>,
 }
 
 /// The columns `update_task` may change, written all at once (`None` writes NULL).
@@ -177,6 +178,7 @@ impl TaskRow {
             queue_rank: Some(queue_rank),
             cost_micros: None,
             retries: 0,
+            callback_url: task.callback_url.clone(),
         })
     }
 
@@ -236,6 +238,7 @@ impl TaskRow {
             queue_rank: self.queue_rank,
             cost_micros: self.cost_micros,
             retries: self.retries,
+            callback_url: self.callback_url,
         })
     }
 }
@@ -567,6 +570,7 @@ impl TaskRow {
             queue_rank: update.queue_rank,
             cost_micros: None,
             retries: 0,
+            callback_url: None,
         }
     }
 }

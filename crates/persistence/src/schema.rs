@@ -37,6 +37,7 @@ diesel::table! {
         queue_rank -> Nullable<BigInt>,
         cost_micros -> Nullable<BigInt>,
         retries -> Integer,
+        callback_url -> Nullable<Text>,
     }
 }
 

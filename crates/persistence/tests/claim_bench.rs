@@ -56,6 +56,7 @@ fn task(user: &str, created_at: DateTime<Utc>) -> NewTask {
         input_images: vec!["blob:inputs/bench/0.jpg".to_owned()],
         request_fingerprint: Some("fp".to_owned()),
         created_at,
+        callback_url: None,
     }
 }
 

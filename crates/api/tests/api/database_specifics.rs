@@ -147,6 +147,7 @@ async fn keyset_pagination_over_60_tasks_of_one_millisecond_returns_each_exactly
                 input_images: vec![],
                 request_fingerprint: None,
                 created_at: created,
+                callback_url: None,
             };
             let outcome = app.db.insert_task(task).await;
             assert!(

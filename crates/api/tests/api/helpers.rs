@@ -59,6 +59,8 @@ pub struct TestApp {
     /// The simulator.
     pub sim: SimHandle,
     token: CancellationToken,
+    /// The options' extra settings, for [`TestApp::spawn_replica`].
+    extra: Vec<(String, String)>,
     _dir: tempfile::TempDir,
     _db: TestDb,
 }
@@ -77,6 +79,7 @@ pub async fn spawn_app_allowing(
     if std::env::var("TEST_LOG").is_ok() {
         modelgen_api::telemetry::init_logging(modelgen_api::config::LogFormat::Text);
     }
+    let options_extra = options.extra.clone();
     let db = TestDb::fresh(backend).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = Simulator::start(
@@ -90,16 +93,54 @@ pub async fn spawn_app_allowing(
     )
     .await
     .expect("simulator");
+    let mut lines = config_lines(&db.url, dir.path(), &sim, allow);
+    lines.extend(options.extra);
+    let config = build_config(lines);
+    let app = Application::build(config, Role::All)
+        .await
+        .expect("build app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let engine = app.engine();
+    let database = app.database();
+    let privacy = app.privacy();
+    let token = app.shutdown_token();
+    tokio::spawn(app.run_http_only());
+    TestApp {
+        api: modelgen_e2e::Api::new(base.clone()),
+        base,
+        client: reqwest::Client::new(),
+        engine,
+        db: database,
+        privacy,
+        sim,
+        token,
+        extra: options_extra,
+        _dir: dir,
+        _db: db,
+    }
+}
+
+fn build_config(lines: Vec<(String, String)>) -> Config {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
-    let mut lines = vec![
+    for (k, v) in lines {
+        figment = figment.merge(Toml::string(&format!("{k} = {v}")));
+    }
+    Config::from_figment(figment).expect("test config")
+}
+
+/// The settings every test app starts from.
+fn config_lines(
+    db_url: &str,
+    dir: &std::path::Path,
+    sim: &SimHandle,
+    allow: &[std::net::SocketAddr],
+) -> Vec<(String, String)> {
+    vec![
         ("port".to_string(), "0".to_string()),
-        ("database_url".into(), format!("{:?}", db.url)),
+        ("database_url".into(), format!("{db_url:?}")),
         (
             "storage_url".into(),
-            format!(
-                "{:?}",
-                format!("file://{}", dir.path().join("images").display())
-            ),
+            format!("{:?}", format!("file://{}", dir.join("images").display())),
         ),
         ("apimart_api_key".into(), "\"test-key\"".into()),
         ("apimart_base_url".into(), format!("{:?}", sim.base_url())),
@@ -121,32 +162,22 @@ pub async fn spawn_app_allowing(
         ("retry_max_delay".into(), "0.05".into()),
         ("callback_base_delay".into(), "0.05".into()),
         ("callback_max_delay".into(), "0.1".into()),
-    ];
-    lines.extend(options.extra);
-    for (k, v) in lines {
-        figment = figment.merge(Toml::string(&format!("{k} = {v}")));
-    }
-    let config = Config::from_figment(figment).expect("test config");
-    let app = Application::build(config, Role::All)
-        .await
-        .expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let engine = app.engine();
-    let database = app.database();
-    let privacy = app.privacy();
-    let token = app.shutdown_token();
-    tokio::spawn(app.run_http_only());
-    TestApp {
-        api: modelgen_e2e::Api::new(base.clone()),
-        base,
-        client: reqwest::Client::new(),
-        engine,
-        db: database,
-        privacy,
-        sim,
-        token,
-        _dir: dir,
-        _db: db,
+    ]
+}
+
+/// A second replica of a [`TestApp`]: its own HTTP server and engine on the
+/// same database, storage and simulator; no workers.
+pub struct Replica {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its engine (its waiter registry is `engine.waiters`).
+    pub engine: Arc<Engine>,
+    token: CancellationToken,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.token.cancel();
     }
 }
 
@@ -157,6 +188,23 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Starts another replica on this app's database, storage and simulator,
+    /// with the same settings.
+    pub async fn spawn_replica(&self) -> Replica {
+        let mut lines = config_lines(self.database_url(), self._dir.path(), &self.sim, &[]);
+        lines.extend(self.extra.clone());
+        let app = Application::build(build_config(lines), Role::All)
+            .await
+            .expect("build replica");
+        let replica = Replica {
+            base: format!("http://127.0.0.1:{}", app.port()),
+            engine: app.engine(),
+            token: app.shutdown_token(),
+        };
+        tokio::spawn(app.run_http_only());
+        replica
+    }
+
     /// The URL of this app's database (`DATABASE_URL`).
     pub fn database_url(&self) -> &str {
         &self._db.url

@@ -373,6 +373,7 @@ async fn seed(app: &TestApp, id: &str, user: &str, completed: bool) {
             input_images: vec![],
             request_fingerprint: None,
             created_at: now,
+            callback_url: None,
         })
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 //! HTTP on loopback, a real database and the Apimart simulator.
 
 mod admission;
+mod callback_readme;
 mod clocks;
 mod database_specifics;
 mod engine_steps;
@@ -17,3 +18,4 @@ mod personal_data;
 mod queue_view;
 mod seed_properties;
 mod timeline;
+mod wire;

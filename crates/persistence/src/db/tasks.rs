@@ -530,7 +530,12 @@ impl TaskRepository for Database {
             }
             Ok(row)
         })?;
-        row.into_record()
+        let record = row.into_record()?;
+        if record.status.is_terminal() {
+            // Wakes the requests waiting for it on other replicas (db/notify.rs).
+            self.announce_task_changed(record.task_id.as_str()).await;
+        }
+        Ok(record)
     }
 
     async fn retry_task(&self, id: &TaskId, now: DateTime<Utc>) -> Result<TaskRecord, RepoError> {
@@ -676,6 +681,7 @@ mod tests {
             input_images: vec![],
             request_fingerprint: None,
             created_at: now,
+            callback_url: None,
         };
         TaskRow::from_new(&task, 0).unwrap()
     }

@@ -57,6 +57,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     tasks::insert_get_and_list_with_filters_and_cursor,
+    tasks::callback_url_round_trips_and_terminal_changes_are_announced,
     tasks::insert_is_idempotent_per_user_and_request_id,
     tasks::concurrent_inserts_of_one_request_id_make_one_row,
     tasks::reused_task_id_is_a_conflict,

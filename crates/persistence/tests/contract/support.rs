@@ -53,6 +53,7 @@ pub fn new_task(user: &str, request_id: Option<&str>, created_at: DateTime<Utc>)
         ],
         request_fingerprint: Some("fp".to_owned()),
         created_at,
+        callback_url: None,
     }
 }
 

@@ -978,3 +978,79 @@ pub async fn queue_stats_and_positions_follow_submissions(db: Database) {
     assert_eq!((stats.depth, stats.oldest_queued_at), (1, Some(at(3_000))));
     assert_eq!(db.queue_position(&c).await.unwrap(), Some(0));
 }
+
+/// A task's own callback URL (migration `…_task_callback_url`) is stored
+/// exactly, read back by every query, kept by updates; a task without one
+/// reads `None`. On PostgreSQL a change that leaves a task terminal is
+/// announced with its id on `modelgen_task_changes`; the other backends
+/// have no such channel.
+pub async fn callback_url_round_trips_and_terminal_changes_are_announced(db: Database) {
+    use futures_util::StreamExt as _;
+
+    let url = format!(
+        "https://java.example.com/modelgen/callback?tenant=7&long={}",
+        "x".repeat(1900)
+    );
+    let mut with = new_task("cbu", Some("r1"), t0());
+    with.callback_url = Some(url.clone());
+    let with = create(&db, with).await;
+    assert_eq!(with.callback_url.as_deref(), Some(url.as_str()));
+    let without = create(&db, new_task("cbu", None, t0())).await;
+    assert_eq!(without.callback_url, None);
+    assert_eq!(
+        db.get_task(&with.task_id)
+            .await
+            .unwrap()
+            .callback_url
+            .as_deref(),
+        Some(url.as_str())
+    );
+    let listed = db
+        .list_tasks(&TaskQuery {
+            user_id: Some("cbu".into()),
+            limit: 10,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    let urls: Vec<_> = listed.iter().map(|t| t.callback_url.clone()).collect();
+    assert!(
+        urls.contains(&Some(url.clone())) && urls.contains(&None),
+        "{urls:?}"
+    );
+
+    let mut changes = db.task_change_notifications();
+    assert_eq!(
+        changes.is_some(),
+        db.backend() == modelgen_persistence::Backend::Postgres
+    );
+    if let Some(stream) = changes.as_mut() {
+        // The listener is open once it says so (its first item).
+        assert_eq!(stream.next().await, Some(None));
+    }
+
+    // Updates keep the URL.
+    db.update_task(&with.task_id, &Fence::Unfenced, at(1_000), progressed(40))
+        .await
+        .unwrap();
+    let cancelled = db
+        .update_task(
+            &with.task_id,
+            &Fence::Unfenced,
+            at(2_000),
+            TaskChange {
+                event: Some(TaskEvent::Cancelled),
+                ..TaskChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(cancelled.callback_url.as_deref(), Some(url.as_str()));
+    if let Some(stream) = changes.as_mut() {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .unwrap();
+        assert_eq!(next, Some(Some(with.task_id.to_string())));
+    }
+}

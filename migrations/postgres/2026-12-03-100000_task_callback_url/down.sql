@@ -1,0 +1,1 @@
+ALTER TABLE ai_generation_task DROP COLUMN callback_url;
