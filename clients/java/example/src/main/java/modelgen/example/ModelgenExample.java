@@ -51,8 +51,13 @@ public final class ModelgenExample {
     private static final Duration TASK_DEADLINE = Duration.ofSeconds(90);
     /** How long a task's callback may take after the task ended (retries start at once). */
     private static final Duration CALLBACK_DEADLINE = Duration.ofSeconds(30);
-    /** Pause between two reads of a running task. */
-    private static final Duration POLL_INTERVAL = Duration.ofMillis(250);
+    /**
+     * Seconds one {@code GET /tasks/{id}?wait=N} may hold the request until the task ends
+     * (README, "Waiting for a result"); below the client's read timeout.
+     */
+    private static final long WAIT_SECONDS = 20;
+    /** Pause after an answer that came back early with the task still running (waiters full). */
+    private static final Duration RETRY_PAUSE = Duration.ofMillis(250);
     private static final Set<String> TERMINAL = Set.of("completed", "failed", "cancelled");
     private static final byte[] PNG_SIGNATURE = {(byte) 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -169,12 +174,15 @@ public final class ModelgenExample {
         return id;
     }
 
-    /** Reads the task until it is terminal; fails unless it completed with an image. */
+    /**
+     * Waits for the task to end, with {@code ?wait=} (no polling loop while the service holds
+     * the request); fails unless it completed with an image.
+     */
     private EnvelopeTaskViewData awaitCompleted(String taskId) throws ApiException, InterruptedException {
         Instant end = Instant.now().plus(TASK_DEADLINE);
         String last = "";
         while (true) {
-            EnvelopeTaskView answer = tasks.getTask(taskId, null);
+            EnvelopeTaskView answer = tasks.getTask(taskId, null, WAIT_SECONDS, null);
             check(answer.getCode() == 0, "GET /tasks/" + taskId + " answered code " + answer.getCode());
             EnvelopeTaskViewData view = answer.getData();
             String now = view.getStatus() + " " + view.getProgress() + "%";
@@ -189,7 +197,7 @@ public final class ModelgenExample {
                 return view;
             }
             check(Instant.now().isBefore(end), taskId + " still " + view.getStatus() + " after " + TASK_DEADLINE);
-            Thread.sleep(POLL_INTERVAL.toMillis());
+            Thread.sleep(RETRY_PAUSE.toMillis());
         }
     }
 
@@ -204,7 +212,8 @@ public final class ModelgenExample {
         check(view.getType().equals(json.path("type").asText()), "callback type matches the task");
         check(view.getUserId().equals(json.path("user_id").asText()), "callback user_id matches the task");
         String imageUrl = view.getImage().getImageUrl();
-        check(imageUrl.equals(json.path("image_url").asText()), "callback image_url matches the task's image");
+        check(imageUrl.equals(json.path("image").path("image_url").asText()), "callback image matches the task's image");
+        check(imageUrl.equals(json.path("image_url").asText()), "callback image_url (the flat, earlier field) matches too");
         check(json.path("images").size() == view.getImages().size(), "callback lists as many images as the task");
         return json;
     }

@@ -289,11 +289,13 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @return EnvelopeTaskView
    * @throws ApiException if fails to make API call
    */
-  public EnvelopeTaskView getTask(String taskId, String include) throws ApiException {
-    return getTask(taskId, include, null);
+  public EnvelopeTaskView getTask(String taskId, String include, Long wait, String prefer) throws ApiException {
+    return getTask(taskId, include, wait, prefer, null);
   }
 
   /**
@@ -301,12 +303,14 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @param headers Optional headers to include in the request
    * @return EnvelopeTaskView
    * @throws ApiException if fails to make API call
    */
-  public EnvelopeTaskView getTask(String taskId, String include, Map<String, String> headers) throws ApiException {
-    ApiResponse<EnvelopeTaskView> localVarResponse = getTaskWithHttpInfo(taskId, include, headers);
+  public EnvelopeTaskView getTask(String taskId, String include, Long wait, String prefer, Map<String, String> headers) throws ApiException {
+    ApiResponse<EnvelopeTaskView> localVarResponse = getTaskWithHttpInfo(taskId, include, wait, prefer, headers);
     return localVarResponse.getData();
   }
 
@@ -315,11 +319,13 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @return ApiResponse&lt;EnvelopeTaskView&gt;
    * @throws ApiException if fails to make API call
    */
-  public ApiResponse<EnvelopeTaskView> getTaskWithHttpInfo(String taskId, String include) throws ApiException {
-    return getTaskWithHttpInfo(taskId, include, null);
+  public ApiResponse<EnvelopeTaskView> getTaskWithHttpInfo(String taskId, String include, Long wait, String prefer) throws ApiException {
+    return getTaskWithHttpInfo(taskId, include, wait, prefer, null);
   }
 
   /**
@@ -327,12 +333,14 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @param headers Optional headers to include in the request
    * @return ApiResponse&lt;EnvelopeTaskView&gt;
    * @throws ApiException if fails to make API call
    */
-  public ApiResponse<EnvelopeTaskView> getTaskWithHttpInfo(String taskId, String include, Map<String, String> headers) throws ApiException {
-    HttpRequest.Builder localVarRequestBuilder = getTaskRequestBuilder(taskId, include, headers);
+  public ApiResponse<EnvelopeTaskView> getTaskWithHttpInfo(String taskId, String include, Long wait, String prefer, Map<String, String> headers) throws ApiException {
+    HttpRequest.Builder localVarRequestBuilder = getTaskRequestBuilder(taskId, include, wait, prefer, headers);
     try {
       HttpResponse<InputStream> localVarResponse = memberVarHttpClient.send(
           localVarRequestBuilder.build(),
@@ -379,7 +387,7 @@ public class TasksApi {
     }
   }
 
-  private HttpRequest.Builder getTaskRequestBuilder(String taskId, String include, Map<String, String> headers) throws ApiException {
+  private HttpRequest.Builder getTaskRequestBuilder(String taskId, String include, Long wait, String prefer, Map<String, String> headers) throws ApiException {
     // verify the required parameter 'taskId' is set
     if (taskId == null) {
       throw new ApiException(400, "Missing the required parameter 'taskId' when calling getTask");
@@ -395,6 +403,8 @@ public class TasksApi {
     String localVarQueryParameterBaseName;
     localVarQueryParameterBaseName = "include";
     localVarQueryParams.addAll(ApiClient.parameterToPairs("include", include));
+    localVarQueryParameterBaseName = "wait";
+    localVarQueryParams.addAll(ApiClient.parameterToPairs("wait", wait));
 
     if (!localVarQueryParams.isEmpty() || localVarQueryStringJoiner.length() != 0) {
       StringJoiner queryJoiner = new StringJoiner("&");
@@ -407,6 +417,9 @@ public class TasksApi {
       localVarRequestBuilder.uri(URI.create(memberVarBaseUri + localVarPath));
     }
 
+    if (prefer != null) {
+      localVarRequestBuilder.header("Prefer", prefer.toString());
+    }
     localVarRequestBuilder.header("Accept", "application/json");
 
     localVarRequestBuilder.method("GET", HttpRequest.BodyPublishers.noBody());

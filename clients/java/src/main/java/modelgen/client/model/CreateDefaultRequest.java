@@ -36,7 +36,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
   CreateDefaultRequest.JSON_PROPERTY_PICTURE_URL,
   CreateDefaultRequest.JSON_PROPERTY_USER_IMAGE_BASE64,
   CreateDefaultRequest.JSON_PROPERTY_BODY_PROFILE,
-  CreateDefaultRequest.JSON_PROPERTY_SIZE
+  CreateDefaultRequest.JSON_PROPERTY_SIZE,
+  CreateDefaultRequest.JSON_PROPERTY_CALLBACK_URL
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateDefaultRequest {
@@ -67,6 +68,10 @@ public class CreateDefaultRequest {
   public static final String JSON_PROPERTY_SIZE = "size";
   
   private String size;
+
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  
+  private String callbackUrl;
 
   public CreateDefaultRequest() { 
   }
@@ -239,6 +244,30 @@ public class CreateDefaultRequest {
   }
 
 
+  public CreateDefaultRequest callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * Where this task&#39;s callback goes instead of &#x60;CALLBACK_URL&#x60; (optional): an absolute &#x60;https://&#x60; or &#x60;http://&#x60; URL, at most 2048 characters, without user info, whose host is one of &#x60;CALLBACK_URL_ALLOWED_HOSTS&#x60; and whose addresses pass the same checks as every outbound fetch (docs/outbound.md). Refused (1001) when that list is empty. Compared on an idempotent replay like the rest of the payload.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
   /**
    * Return true if this CreateDefaultRequest object is equal to o.
    */
@@ -257,12 +286,13 @@ public class CreateDefaultRequest {
         Objects.equals(this.pictureUrl, createDefaultRequest.pictureUrl) &&
         Objects.equals(this.userImageBase64, createDefaultRequest.userImageBase64) &&
         Objects.equals(this.bodyProfile, createDefaultRequest.bodyProfile) &&
-        Objects.equals(this.size, createDefaultRequest.size);
+        Objects.equals(this.size, createDefaultRequest.size) &&
+        Objects.equals(this.callbackUrl, createDefaultRequest.callbackUrl);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, userImage, pictureUrl, userImageBase64, bodyProfile, size);
+    return Objects.hash(userId, requestId, userImage, pictureUrl, userImageBase64, bodyProfile, size, callbackUrl);
   }
 
   @Override
@@ -276,6 +306,7 @@ public class CreateDefaultRequest {
     sb.append("    userImageBase64: ").append(toIndentedString(userImageBase64)).append("\n");
     sb.append("    bodyProfile: ").append(toIndentedString(bodyProfile)).append("\n");
     sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -33,7 +33,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
   CreateEditRequest.JSON_PROPERTY_REQUEST_ID,
   CreateEditRequest.JSON_PROPERTY_BASE_MODEL_TASK_ID,
   CreateEditRequest.JSON_PROPERTY_EDIT_INSTRUCTIONS,
-  CreateEditRequest.JSON_PROPERTY_SIZE
+  CreateEditRequest.JSON_PROPERTY_SIZE,
+  CreateEditRequest.JSON_PROPERTY_CALLBACK_URL
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateEditRequest {
@@ -56,6 +57,10 @@ public class CreateEditRequest {
   public static final String JSON_PROPERTY_SIZE = "size";
   
   private String size;
+
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  
+  private String callbackUrl;
 
   public CreateEditRequest() { 
   }
@@ -180,6 +185,30 @@ public class CreateEditRequest {
   }
 
 
+  public CreateEditRequest callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * Where this task&#39;s callback goes instead of &#x60;CALLBACK_URL&#x60; (optional): an absolute &#x60;https://&#x60; or &#x60;http://&#x60; URL, at most 2048 characters, without user info, whose host is one of &#x60;CALLBACK_URL_ALLOWED_HOSTS&#x60; and whose addresses pass the same checks as every outbound fetch (docs/outbound.md). Refused (1001) when that list is empty. Compared on an idempotent replay like the rest of the payload.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
   /**
    * Return true if this CreateEditRequest object is equal to o.
    */
@@ -196,12 +225,13 @@ public class CreateEditRequest {
         Objects.equals(this.requestId, createEditRequest.requestId) &&
         Objects.equals(this.baseModelTaskId, createEditRequest.baseModelTaskId) &&
         Objects.equals(this.editInstructions, createEditRequest.editInstructions) &&
-        Objects.equals(this.size, createEditRequest.size);
+        Objects.equals(this.size, createEditRequest.size) &&
+        Objects.equals(this.callbackUrl, createEditRequest.callbackUrl);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, baseModelTaskId, editInstructions, size);
+    return Objects.hash(userId, requestId, baseModelTaskId, editInstructions, size, callbackUrl);
   }
 
   @Override
@@ -213,6 +243,7 @@ public class CreateEditRequest {
     sb.append("    baseModelTaskId: ").append(toIndentedString(baseModelTaskId)).append("\n");
     sb.append("    editInstructions: ").append(toIndentedString(editInstructions)).append("\n");
     sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -38,7 +38,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
   CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_URLS,
   CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_BASE64,
   CreateOutfitRequest.JSON_PROPERTY_OUTFIT_DESCRIPTION,
-  CreateOutfitRequest.JSON_PROPERTY_SIZE
+  CreateOutfitRequest.JSON_PROPERTY_SIZE,
+  CreateOutfitRequest.JSON_PROPERTY_CALLBACK_URL
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateOutfitRequest {
@@ -77,6 +78,10 @@ public class CreateOutfitRequest {
   public static final String JSON_PROPERTY_SIZE = "size";
   
   private String size;
+
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  
+  private String callbackUrl;
 
   public CreateOutfitRequest() { 
   }
@@ -297,6 +302,30 @@ public class CreateOutfitRequest {
   }
 
 
+  public CreateOutfitRequest callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * Where this task&#39;s callback goes instead of &#x60;CALLBACK_URL&#x60; (optional): an absolute &#x60;https://&#x60; or &#x60;http://&#x60; URL, at most 2048 characters, without user info, whose host is one of &#x60;CALLBACK_URL_ALLOWED_HOSTS&#x60; and whose addresses pass the same checks as every outbound fetch (docs/outbound.md). Refused (1001) when that list is empty. Compared on an idempotent replay like the rest of the payload.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
   /**
    * Return true if this CreateOutfitRequest object is equal to o.
    */
@@ -317,12 +346,13 @@ public class CreateOutfitRequest {
         Objects.equals(this.outfitImageUrls, createOutfitRequest.outfitImageUrls) &&
         Objects.equals(this.outfitImageBase64, createOutfitRequest.outfitImageBase64) &&
         Objects.equals(this.outfitDescription, createOutfitRequest.outfitDescription) &&
-        Objects.equals(this.size, createOutfitRequest.size);
+        Objects.equals(this.size, createOutfitRequest.size) &&
+        Objects.equals(this.callbackUrl, createOutfitRequest.callbackUrl);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, baseModelTaskId, angle, outfitImages, outfitImageUrls, outfitImageBase64, outfitDescription, size);
+    return Objects.hash(userId, requestId, baseModelTaskId, angle, outfitImages, outfitImageUrls, outfitImageBase64, outfitDescription, size, callbackUrl);
   }
 
   @Override
@@ -338,6 +368,7 @@ public class CreateOutfitRequest {
     sb.append("    outfitImageBase64: ").append(toIndentedString(outfitImageBase64)).append("\n");
     sb.append("    outfitDescription: ").append(toIndentedString(outfitDescription)).append("\n");
     sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
     sb.append("}");
     return sb.toString();
   }

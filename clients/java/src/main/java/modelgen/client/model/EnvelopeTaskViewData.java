@@ -52,7 +52,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
   EnvelopeTaskViewData.JSON_PROPERTY_QUEUE_POSITION,
   EnvelopeTaskViewData.JSON_PROPERTY_ESTIMATED_START_AT,
   EnvelopeTaskViewData.JSON_PROPERTY_COST,
-  EnvelopeTaskViewData.JSON_PROPERTY_RETRIES
+  EnvelopeTaskViewData.JSON_PROPERTY_RETRIES,
+  EnvelopeTaskViewData.JSON_PROPERTY_CALLBACK_URL
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeTaskViewData {
@@ -139,6 +140,10 @@ public class EnvelopeTaskViewData {
   public static final String JSON_PROPERTY_RETRIES = "retries";
   
   private Integer retries;
+
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  
+  private String callbackUrl;
 
   public EnvelopeTaskViewData() { 
   }
@@ -657,6 +662,30 @@ public class EnvelopeTaskViewData {
   }
 
 
+  public EnvelopeTaskViewData callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * The task&#39;s own callback receiver, as given at creation; null when its callback goes to &#x60;CALLBACK_URL&#x60;.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
   /**
    * Return true if this Envelope_TaskView_data object is equal to o.
    */
@@ -689,12 +718,13 @@ public class EnvelopeTaskViewData {
         Objects.equals(this.queuePosition, envelopeTaskViewData.queuePosition) &&
         Objects.equals(this.estimatedStartAt, envelopeTaskViewData.estimatedStartAt) &&
         Objects.equals(this.cost, envelopeTaskViewData.cost) &&
-        Objects.equals(this.retries, envelopeTaskViewData.retries);
+        Objects.equals(this.retries, envelopeTaskViewData.retries) &&
+        Objects.equals(this.callbackUrl, envelopeTaskViewData.callbackUrl);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, requestId, userId, type, status, progress, angle, baseModelTaskId, image, images, errorCode, errorMessage, createdAt, updatedAt, completedAt, queuedAt, submittedAt, queuePosition, estimatedStartAt, cost, retries);
+    return Objects.hash(taskId, requestId, userId, type, status, progress, angle, baseModelTaskId, image, images, errorCode, errorMessage, createdAt, updatedAt, completedAt, queuedAt, submittedAt, queuePosition, estimatedStartAt, cost, retries, callbackUrl);
   }
 
   @Override
@@ -722,6 +752,7 @@ public class EnvelopeTaskViewData {
     sb.append("    estimatedStartAt: ").append(toIndentedString(estimatedStartAt)).append("\n");
     sb.append("    cost: ").append(toIndentedString(cost)).append("\n");
     sb.append("    retries: ").append(toIndentedString(retries)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
     sb.append("}");
     return sb.toString();
   }

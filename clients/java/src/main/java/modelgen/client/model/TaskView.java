@@ -52,7 +52,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
   TaskView.JSON_PROPERTY_QUEUE_POSITION,
   TaskView.JSON_PROPERTY_ESTIMATED_START_AT,
   TaskView.JSON_PROPERTY_COST,
-  TaskView.JSON_PROPERTY_RETRIES
+  TaskView.JSON_PROPERTY_RETRIES,
+  TaskView.JSON_PROPERTY_CALLBACK_URL
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class TaskView {
@@ -139,6 +140,10 @@ public class TaskView {
   public static final String JSON_PROPERTY_RETRIES = "retries";
   
   private Integer retries;
+
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  
+  private String callbackUrl;
 
   public TaskView() { 
   }
@@ -657,6 +662,30 @@ public class TaskView {
   }
 
 
+  public TaskView callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * The task&#39;s own callback receiver, as given at creation; null when its callback goes to &#x60;CALLBACK_URL&#x60;.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
   /**
    * Return true if this TaskView object is equal to o.
    */
@@ -689,12 +718,13 @@ public class TaskView {
         Objects.equals(this.queuePosition, taskView.queuePosition) &&
         Objects.equals(this.estimatedStartAt, taskView.estimatedStartAt) &&
         Objects.equals(this.cost, taskView.cost) &&
-        Objects.equals(this.retries, taskView.retries);
+        Objects.equals(this.retries, taskView.retries) &&
+        Objects.equals(this.callbackUrl, taskView.callbackUrl);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, requestId, userId, type, status, progress, angle, baseModelTaskId, image, images, errorCode, errorMessage, createdAt, updatedAt, completedAt, queuedAt, submittedAt, queuePosition, estimatedStartAt, cost, retries);
+    return Objects.hash(taskId, requestId, userId, type, status, progress, angle, baseModelTaskId, image, images, errorCode, errorMessage, createdAt, updatedAt, completedAt, queuedAt, submittedAt, queuePosition, estimatedStartAt, cost, retries, callbackUrl);
   }
 
   @Override
@@ -722,6 +752,7 @@ public class TaskView {
     sb.append("    estimatedStartAt: ").append(toIndentedString(estimatedStartAt)).append("\n");
     sb.append("    cost: ").append(toIndentedString(cost)).append("\n");
     sb.append("    retries: ").append(toIndentedString(retries)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
     sb.append("}");
     return sb.toString();
   }
