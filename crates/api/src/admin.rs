@@ -45,18 +45,24 @@ pub struct CallbackView {
     /// Task.
     pub task_id: String,
     /// `task.completed` …
+    #[schema(value_type = modelgen_callback::openapi::CallbackEventTypeSchema)]
     pub event_type: String,
     /// `pending`, `delivered` or `dead`.
+    #[schema(value_type = crate::openapi::DeliveryStatusSchema)]
     pub status: String,
     /// Attempts made.
+    #[schema(minimum = 0)]
     pub attempts: i32,
     /// Next attempt (pending rows).
+    #[schema(format = DateTime)]
     pub next_attempt_at: String,
     /// Last failure.
     pub last_error: Option<String>,
     /// When delivered.
+    #[schema(format = DateTime)]
     pub delivered_at: Option<String>,
     /// When enqueued.
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -134,8 +140,8 @@ pub struct CallbackQuery {
 /// `GET /admin/callbacks?status=dead&limit=100`.
 #[utoipa::path(get, path = "/admin/callbacks", tag = "admin",
     params(
-        ("status" = Option<String>, Query, description = "pending | delivered | dead"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 100"),
+        ("status" = Option<String>, Query, description = "Only deliveries in this state: a `DeliveryStatus` value (pending | delivered | dead); empty means no filter"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100"),
     ),
     responses(
         (status = 200, description = "`data.items`: deliveries, newest first", body = Envelope<CallbackPage>),

@@ -113,6 +113,7 @@ fn age_schema() -> RefOr<Schema> {
 #[schema(example = json!({"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light", "body_shape": "slim"}))]
 pub struct BodyProfileDto {
     /// `male` or `female` (ASCII, any case), or `男`, `女`, `男性`, `女性`; optional.
+    #[schema(value_type = Option<modelgen_domain::openapi::GenderSchema>)]
     pub gender: Option<String>,
     /// Centimetres.
     #[serde(default, deserialize_with = "deserialize_measure")]
@@ -218,25 +219,32 @@ impl OneOrMany {
 
 /// `POST /models/default`.
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
-#[schema(example = json!({"user_id": "u1", "request_id": "r-1", "user_image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
+#[schema(example = json!({"user_id": "u1", "request_id": "r-1", "user_image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
 pub struct CreateDefaultRequest {
     /// Caller's user id, 1–64 characters (emptiness is reported as "is required").
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"\S")]
     pub user_id: Option<String>,
     /// Idempotency key, ≤ 64 characters.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub request_id: Option<String>,
     /// Front photo: a data URI `data:image/png;base64,…` (media types
     /// `image/png`, `image/jpeg`, `image/jpg`, `image/webp`, any case; MIME line
     /// breaks allowed) or an `https://` or `http://` URL of a public host.
+    /// Required unless an alias is given: exactly one of `user_image`,
+    /// `picture_url`, `user_image_base64` (a missing image is 400/1001 on
+    /// `user_image`).
     pub user_image: Option<String>,
     /// Alias of `user_image` (earlier service); give only one of the three.
     pub picture_url: Option<String>,
     /// Alias of `user_image` (earlier service); a bare base64 string is also accepted.
     pub user_image_base64: Option<String>,
     /// Body measurements; required, but every field inside is optional (`{}` is valid).
+    #[schema(value_type = BodyProfileDto, required = true)]
     pub body_profile: Option<BodyProfileDto>,
     /// Aspect ratio, default `4:3`.
+    #[schema(value_type = Option<modelgen_domain::openapi::AspectRatioSchema>)]
     pub size: Option<String>,
     /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
     /// an absolute `https://` or `http://` URL, at most 2048 characters,
@@ -254,16 +262,21 @@ pub struct CreateDefaultRequest {
 pub struct CreateEditRequest {
     /// Caller's user id, 1–64 characters.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"\S")]
     pub user_id: Option<String>,
     /// Idempotency key.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub request_id: Option<String>,
     /// A completed `default` or `edit` task of the same user: its id, `task_…`
     /// or an imported task's own id (1–128 URL-safe ASCII characters).
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9._~!$&'()*+,;=:@-]{1,128}$")]
     pub base_model_task_id: Option<String>,
-    /// What to change, 1–500 characters.
+    /// What to change, 1–500 characters (after trimming; blank is refused).
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"\S")]
     pub edit_instructions: Option<String>,
     /// Aspect ratio, default `4:3`.
+    #[schema(value_type = Option<modelgen_domain::openapi::AspectRatioSchema>)]
     pub size: Option<String>,
     /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
     /// an absolute `https://` or `http://` URL, at most 2048 characters,
@@ -281,27 +294,37 @@ pub struct CreateEditRequest {
 pub struct CreateOutfitRequest {
     /// Caller's user id, 1–64 characters.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"\S")]
     pub user_id: Option<String>,
     /// Idempotency key.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub request_id: Option<String>,
     /// A completed `default` or `edit` task of the same user: its id, `task_…`
     /// or an imported task's own id (1–128 URL-safe ASCII characters).
+    #[schema(value_type = String, required = true, pattern = r"^[A-Za-z0-9._~!$&'()*+,;=:@-]{1,128}$")]
     pub base_model_task_id: Option<String>,
     /// `front`, `side` or `back`.
+    #[schema(value_type = modelgen_domain::openapi::AngleSchema, required = true)]
     pub angle: Option<String>,
     /// 1–5 garment images, each a data URI or an `https://`/`http://` URL
     /// (as for `user_image`); a single string counts as a list of one.
+    /// Required unless an alias is given (exactly one of `outfit_images`,
+    /// `outfit_image_urls`, `outfit_image_base64`).
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 5)]
     pub outfit_images: Option<OneOrMany>,
     /// Alias of `outfit_images` (the earlier service's documentation); give only one of the three.
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 5)]
     pub outfit_image_urls: Option<OneOrMany>,
     /// Alias of `outfit_images` (earlier service); bare base64 strings are also accepted.
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 5)]
     pub outfit_image_base64: Option<OneOrMany>,
     /// Optional words about the outfit (e.g. `白色T恤搭配牛仔裤`), at most 200
     /// characters; passed to the model in the prompt. Blank means not given.
     #[schema(max_length = 200)]
     pub outfit_description: Option<String>,
     /// Aspect ratio, default `4:3`.
+    #[schema(value_type = Option<modelgen_domain::openapi::AspectRatioSchema>)]
     pub size: Option<String>,
     /// Where this task's callback goes instead of `CALLBACK_URL` (optional):
     /// an absolute `https://` or `http://` URL, at most 2048 characters,
@@ -342,8 +365,10 @@ pub struct CreatedTask {
     /// The new (or replayed) task's id.
     pub task_id: String,
     /// Its status (`submitted` when new).
+    #[schema(value_type = modelgen_domain::openapi::TaskStatusSchema)]
     pub status: String,
     /// Outfit angle, else null.
+    #[schema(value_type = Option<modelgen_domain::openapi::AngleSchema>)]
     pub angle: Option<String>,
 }
 
@@ -354,12 +379,16 @@ pub struct ImageView {
     /// (local storage: `…/images/{key}`), a presigned URL valid for
     /// `IMAGE_URL_EXPIRY` seconds (`IMAGE_URL_MODE=presigned`), or an imported
     /// image's own URL.
+    #[schema(format = "uri")]
     pub image_url: String,
     /// Pixels; null when unknown (an imported image).
+    #[schema(minimum = 1)]
     pub width: Option<i32>,
     /// Pixels; null when unknown.
+    #[schema(minimum = 1)]
     pub height: Option<i32>,
     /// `image/png`, `image/jpeg` or `image/webp`; null when unknown.
+    #[schema(value_type = Option<modelgen_domain::openapi::ImageMimeSchema>)]
     pub mime: Option<String>,
     /// The image inline (standard base64, no `data:` prefix), only with
     /// `GET /tasks/{task_id}?include=image_base64` and only when it was stored
@@ -379,12 +408,16 @@ pub struct TaskView {
     pub user_id: String,
     /// `default`, `edit` or `outfit`.
     #[serde(rename = "type")]
+    #[schema(value_type = modelgen_domain::openapi::TaskTypeSchema)]
     pub task_type: String,
     /// `submitted`, `processing`, `completed`, `failed` or `cancelled`.
+    #[schema(value_type = modelgen_domain::openapi::TaskStatusSchema)]
     pub status: String,
     /// 0–100.
+    #[schema(maximum = 100)]
     pub progress: u8,
     /// Outfit angle.
+    #[schema(value_type = Option<modelgen_domain::openapi::AngleSchema>)]
     pub angle: Option<String>,
     /// Base model of an edit/outfit.
     pub base_model_task_id: Option<String>,
@@ -397,18 +430,23 @@ pub struct TaskView {
     /// Why it failed.
     pub error_message: Option<String>,
     /// Creation time.
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last change.
+    #[schema(format = DateTime)]
     pub updated_at: String,
     /// Terminal time.
+    #[schema(format = DateTime)]
     pub completed_at: Option<String>,
     /// When the task's current run joined the submit queue: its creation, or
     /// an operator's retry (`modelgen tasks retry`). `QUEUE_TIMEOUT` counts
     /// from here until `submitted_at`.
+    #[schema(format = DateTime)]
     pub queued_at: String,
     /// When the upstream accepted the task; null while it waits in the queue
     /// (and for a task that ended before it was submitted). `TASK_TIMEOUT`
     /// counts from here.
+    #[schema(format = DateTime)]
     pub submitted_at: Option<String>,
     /// While the task waits to be submitted: how many tasks are ahead of it in
     /// the submit order (0: it is next). Null once submitted or ended, and in
@@ -418,6 +456,7 @@ pub struct TaskView {
     /// position and the drain rate measured over the last minute (or the
     /// nominal rate, the pacer's start rate / 4 tasks/s, before any is measured).
     /// An estimate; null like `queue_position`.
+    #[schema(format = DateTime)]
     pub estimated_start_at: Option<String>,
     /// What the upstream charged for the task, in the Apimart account's
     /// balance unit (docs/apimart.md, "Cost"), as it reported on completion;

@@ -84,6 +84,7 @@ pub struct LoopBeat {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LivenessView {
     /// `ok`, or `stalled` (HTTP 503) when a loop is stale.
+    #[schema(schema_with = crate::openapi::liveness_status_schema)]
     pub status: String,
     /// The engine loops this process runs (`tasks`, `callbacks`), by name;
     /// empty on `serve --api-only`.
@@ -96,6 +97,7 @@ pub struct DegradedView {
     /// Words for an operator (the last Apimart error, the balance read's failure).
     pub reason: String,
     /// When the problem was first seen, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub since: String,
 }
 
@@ -104,6 +106,7 @@ pub struct DegradedView {
 pub struct ReadinessView {
     /// `ready`; `degraded` (still HTTP 200) when `degraded` is not empty;
     /// `not_ready` (HTTP 503) when `checks` is present.
+    #[schema(schema_with = crate::openapi::readiness_status_schema)]
     pub status: String,
     /// Only when not ready: each failed check (`database`, `migrations`,
     /// `storage`) and its reason.

@@ -809,7 +809,7 @@ const INCLUDE_IMAGE_BASE64: &str = "image_base64";
 /// `GET /tasks/{task_id}`: the task view.
 #[utoipa::path(get, path = "/tasks/{task_id}", tag = "tasks",
     params(
-        ("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003."),
+        ("task_id" = String, Path, max_length = 128, example = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003."),
         ("include" = Option<String>, Query, description = "`image_base64`: add each image's inline base64 copy (`images[].image_base64`), when one was stored (`IMAGE_BASE64=true`). Never included by default."),
         ("wait" = Option<u64>, Query, description = "Hold the request until the task is terminal (`completed`, `failed`, `cancelled`) or this many seconds have passed, then answer the current view. 0 to `MAX_WAIT` (default 60); more is cut to `MAX_WAIT`. With `MAX_WAITERS` requests held already, the answer comes at once without `Preference-Applied`."),
         ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): the same as `?wait=N`, which wins when both are given. Other preferences are ignored."),
@@ -861,7 +861,7 @@ pub async fn get_task(
 
 /// `POST /tasks/{task_id}/cancel`: cancel a running task.
 #[utoipa::path(post, path = "/tasks/{task_id}/cancel", tag = "tasks",
-    params(("task_id" = String, Path, description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003.")),
+    params(("task_id" = String, Path, max_length = 128, example = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003.")),
     responses(
         (status = 200, description = "Cancelled; the callback is enqueued", body = Envelope<TaskView>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = ErrorEnvelope),
@@ -904,12 +904,12 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/tasks", tag = "tasks",
     params(
         ("user_id" = Option<String>, Query, description = "Only this user's tasks"),
-        ("status" = Option<String>, Query, description = "submitted | processing | completed | failed | cancelled"),
-        ("type" = Option<String>, Query, description = "default | edit | outfit"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20"),
+        ("status" = Option<String>, Query, description = "Only tasks in this status: a `TaskStatus` value (submitted | processing | completed | failed | cancelled); empty means no filter"),
+        ("type" = Option<String>, Query, description = "Only tasks of this type: a `TaskType` value (default | edit | outfit); empty means no filter"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("from" = Option<String>, Query, description = "Only tasks created at or after this instant (RFC 3339, e.g. `2026-12-01T00:00:00Z`)"),
-        ("to" = Option<String>, Query, description = "Only tasks created before this instant (RFC 3339)"),
+        ("from" = Option<String>, Query, description = "Only tasks created at or after this instant (RFC 3339 date-time, e.g. `2026-12-01T00:00:00Z`); empty means no bound"),
+        ("to" = Option<String>, Query, description = "Only tasks created before this instant (RFC 3339 date-time); empty means no bound"),
     ),
     responses(
         (status = 200, description = "Newest first", body = Envelope<TaskPage>),

@@ -123,6 +123,7 @@ pub struct PurgeItem {
     /// Task id.
     pub task_id: String,
     /// Current status.
+    #[schema(value_type = modelgen_domain::openapi::TaskStatusSchema)]
     pub status: String,
     /// Whether it would be cancelled first.
     pub cancel: bool,

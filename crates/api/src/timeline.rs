@@ -39,11 +39,13 @@ pub struct EventView {
     /// Increasing with time for a task's entries (oldest first).
     pub seq: i64,
     /// When it was written, RFC 3339 UTC with milliseconds.
+    #[schema(format = DateTime)]
     pub at: String,
     /// `created`, `claimed`, `submitted`, `submit_failed`, `polled`,
     /// `poll_failed`, `snoozed`, `downloaded`, `completed`, `failed`,
     /// `cancelled`, `retried`, `callback_attempt`, `callback_delivered`,
     /// `callback_dead` or `callback_redelivered`.
+    #[schema(value_type = crate::openapi::EventKindSchema)]
     pub kind: String,
     /// The replica (worker lease owner, `host-pid-random`) that did it.
     pub replica: Option<String>,
@@ -100,7 +102,7 @@ pub struct TaskEvents {
 
 /// `GET /tasks/{task_id}/events`: the task's timeline.
 #[utoipa::path(get, path = "/tasks/{task_id}/events", tag = "tasks",
-    params(("task_id" = String, Path, description = "A task id. Unknown or malformed ids are 404/1003.")),
+    params(("task_id" = String, Path, max_length = 128, example = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", description = "A task id. Unknown or malformed ids are 404/1003.")),
     responses(
         (status = 200, description = "`data.items`: the timeline, oldest first (at most 2000 entries)", body = Envelope<TaskEvents>),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
@@ -171,10 +173,13 @@ pub struct UsageItem {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageReport {
     /// `day` or `type`.
+    #[schema(schema_with = crate::openapi::usage_group_schema)]
     pub group_by: String,
     /// The range summed: `[from, to)`, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub from: String,
     /// End of the range (exclusive).
+    #[schema(format = DateTime)]
     pub to: String,
     /// The user asked for, if any.
     pub user_id: Option<String>,
@@ -316,9 +321,11 @@ pub struct RetryFilter {
     pub error_code: Option<i32>,
     /// Only tasks that failed at or after this instant (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub since: Option<String>,
     /// Only tasks that failed before this instant (RFC 3339).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Only say which tasks would be retried; change nothing.
     #[serde(default)]

@@ -12,6 +12,8 @@
 //! restart. See README.md for the wire format and a Java verifier.
 
 pub mod backoff;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod payload;
 pub mod sender;
 pub mod signing;

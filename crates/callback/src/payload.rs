@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 /// Deduplicate on the `webhook-id` header, not on the body. The signature covers
 /// the exact bytes of each attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackPayload {
     /// The task id, `task_` + ULID.
     pub task_id: String,
@@ -31,10 +32,13 @@ pub struct CallbackPayload {
     pub user_id: String,
     /// `default`, `edit` or `outfit` ([`TaskType`] wire form).
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = modelgen_domain::openapi::TaskTypeSchema))]
     pub task_type: String,
     /// `completed`, `failed` or `cancelled` (terminal [`TaskStatus`] wire form).
+    #[cfg_attr(feature = "openapi", schema(value_type = modelgen_domain::openapi::TerminalStatusSchema))]
     pub status: String,
     /// `front`, `side` or `back` for outfit tasks, else `null`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<modelgen_domain::openapi::AngleSchema>))]
     pub angle: Option<String>,
     /// The first image (`images[0]`) as an object, the same as the task
     /// view's `image`; `null` when there is none. Added field: a body
@@ -44,6 +48,7 @@ pub struct CallbackPayload {
     /// URL of the first image (`images[0].image_url`), `null` when there is
     /// none. Kept for the earlier service's receivers, which read this flat
     /// field; new receivers read `image`.
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub image_url: Option<String>,
     /// Every result image, in upstream order; empty unless `completed`.
     pub images: Vec<CallbackImage>,
@@ -53,6 +58,7 @@ pub struct CallbackPayload {
     pub error_message: Option<String>,
     /// When the task reached its terminal state, RFC 3339 UTC with milliseconds
     /// (`2026-11-29T11:35:33.123Z`, see [`format_timestamp`]).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub completed_at: Option<String>,
     /// What this callback reports: `task.completed`, `task.failed` or
     /// `task.cancelled` for a task's first run; `task.retry_completed`,
@@ -61,6 +67,7 @@ pub struct CallbackPayload {
     /// with its own `webhook-id`). Added field: a body without it reads as
     /// `task.<status>`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::CallbackEventTypeSchema))]
     pub event_type: String,
     /// What the upstream charged for the task, in the Apimart account's
     /// balance unit (the modelgen docs/apimart.md, "Cost"); `null` when it
@@ -71,16 +78,19 @@ pub struct CallbackPayload {
 
 /// One result image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackImage {
     /// Where the Java backend downloads it, rendered when the attempt is made:
     /// `{PUBLIC_BASE_URL}/…` (or `…/images/{key}` for local storage), a
     /// presigned URL valid for `IMAGE_URL_EXPIRY`, or an imported image's own URL.
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub image_url: String,
     /// Width in pixels; `null` when unknown (an imported image).
     pub width: Option<i32>,
     /// Height in pixels; `null` when unknown.
     pub height: Option<i32>,
     /// MIME type, e.g. `image/png`; `null` when unknown.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<modelgen_domain::openapi::ImageMimeSchema>))]
     pub mime: Option<String>,
 }
 

@@ -11,6 +11,8 @@ pub mod edit;
 pub mod error;
 pub mod ids;
 pub mod image;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod outfit;
 pub mod prompt;
 pub mod task;

@@ -13,6 +13,7 @@ mod hostile_input;
 mod http_contract;
 mod lease_takeover;
 mod legacy_contract;
+mod openapi_contract;
 mod outbound;
 mod personal_data;
 mod queue_view;
