@@ -1,6 +1,5 @@
 package modelgen.example;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
@@ -20,6 +19,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
+import modelgen.client.model.CallbackPayload;
 
 /**
  * A callback endpoint on loopback, as a Java backend would run one: {@code POST /hook}
@@ -31,8 +31,8 @@ final class CallbackReceiver implements AutoCloseable {
     /** Largest body accepted, bytes: a callback carries ids, URLs and short texts. */
     static final int MAX_BODY_BYTES = 1 << 20;
 
-    /** One verified delivery: the headers that were signed, the raw body and its JSON. */
-    record Delivery(String webhookId, String timestamp, String signature, byte[] body, JsonNode json) {}
+    /** One verified delivery: the signed headers, the raw body, and the body read as the generated {@link CallbackPayload}. */
+    record Delivery(String webhookId, String timestamp, String signature, byte[] body, CallbackPayload payload) {}
 
     private final HttpServer server;
     private final ExecutorService executor = Executors.newFixedThreadPool(2);
@@ -112,18 +112,17 @@ final class CallbackReceiver implements AutoCloseable {
                 return;
             }
             // Only now, with the bytes proven to be modelgen's, is the body parsed.
-            JsonNode json;
+            CallbackPayload payload;
             try {
-                json = mapper.readTree(body);
+                payload = mapper.readValue(body, CallbackPayload.class);
             } catch (IOException e) {
                 rejected.incrementAndGet();
-                reply(exchange, 400, "body is not JSON");
+                reply(exchange, 400, "body is not a callback payload");
                 return;
             }
-            String taskId = json.path("task_id").asText("");
             if (seenIds.putIfAbsent(id, Boolean.TRUE) == null) {
                 accepted.incrementAndGet();
-                futureFor(taskId).complete(new Delivery(id, timestamp, signature, body, json));
+                futureFor(payload.getTaskId()).complete(new Delivery(id, timestamp, signature, body, payload));
             }
             reply(exchange, 204, null);
         }

@@ -1,6 +1,5 @@
 package modelgen.example;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import java.io.IOException;
 import java.math.BigDecimal;
 import java.net.URI;
@@ -21,16 +20,22 @@ import modelgen.client.ApiClient;
 import modelgen.client.ApiException;
 import modelgen.client.api.ModelsApi;
 import modelgen.client.api.TasksApi;
+import modelgen.client.model.Angle;
+import modelgen.client.model.AspectRatio;
 import modelgen.client.model.BodyProfileDto;
 import modelgen.client.model.BodyProfileDtoAge;
 import modelgen.client.model.BodyProfileDtoHeightCm;
 import modelgen.client.model.BodyProfileDtoWeightKg;
+import modelgen.client.model.CallbackEventType;
+import modelgen.client.model.CallbackPayload;
 import modelgen.client.model.CreateDefaultRequest;
 import modelgen.client.model.CreateEditRequest;
 import modelgen.client.model.CreateOutfitRequest;
 import modelgen.client.model.EnvelopeCreatedTask;
 import modelgen.client.model.EnvelopeTaskView;
-import modelgen.client.model.EnvelopeTaskViewData;
+import modelgen.client.model.Gender;
+import modelgen.client.model.TaskStatus;
+import modelgen.client.model.TaskView;
 
 /**
  * The whole flow of modelgen through the generated client: create a default model from a
@@ -58,7 +63,7 @@ public final class ModelgenExample {
     private static final long WAIT_SECONDS = 20;
     /** Pause after an answer that came back early with the task still running (waiters full). */
     private static final Duration RETRY_PAUSE = Duration.ofMillis(250);
-    private static final Set<String> TERMINAL = Set.of("completed", "failed", "cancelled");
+    private static final Set<TaskStatus> TERMINAL = Set.of(TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED);
     private static final byte[] PNG_SIGNATURE = {(byte) 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
     private final ModelsApi models;
@@ -125,15 +130,15 @@ public final class ModelgenExample {
                 .userId(user)
                 .userImage(photo)
                 .bodyProfile(new BodyProfileDto()
-                        .gender("female")
+                        .gender(Gender.FEMALE)
                         .heightCm(new BodyProfileDtoHeightCm(new BigDecimal("168")))
                         .weightKg(new BodyProfileDtoWeightKg(new BigDecimal("55")))
                         .age(new BodyProfileDtoAge(30))
                         .skinTone("light"))
-                .size("3:4");
+                .size(AspectRatio._3_4);
         String modelId = accepted(models.createDefault(create, "java-" + run + "-default"));
-        EnvelopeTaskViewData model = awaitCompleted(modelId);
-        JsonNode modelCallback = checkCallback(model);
+        TaskView model = awaitCompleted(modelId);
+        CallbackPayload modelCallback = checkCallback(model);
         checkImage(model.getImage().getImageUrl());
         refuseForgeries(receiver.awaitTask(modelId, CALLBACK_DEADLINE));
 
@@ -143,7 +148,7 @@ public final class ModelgenExample {
                 .baseModelTaskId(modelId)
                 .editInstructions("shorter hair, smiling");
         String editId = accepted(models.createEdit(edit, "java-" + run + "-edit"));
-        EnvelopeTaskViewData edited = awaitCompleted(editId);
+        TaskView edited = awaitCompleted(editId);
         check(modelId.equals(edited.getBaseModelTaskId()), "the edit names its base model");
         checkCallback(edited);
 
@@ -151,17 +156,17 @@ public final class ModelgenExample {
         CreateOutfitRequest outfit = new CreateOutfitRequest()
                 .userId(user)
                 .baseModelTaskId(editId)
-                .angle("side")
+                .angle(Angle.SIDE)
                 .outfitImages(List.of(garment))
                 .outfitDescription("white T-shirt");
         String outfitId = accepted(models.createOutfit(outfit, "java-" + run + "-outfit"));
-        EnvelopeTaskViewData dressed = awaitCompleted(outfitId);
-        check("side".equals(dressed.getAngle()), "the outfit task keeps its angle");
-        JsonNode outfitCallback = checkCallback(dressed);
-        check("side".equals(outfitCallback.path("angle").asText()), "the outfit callback carries the angle");
+        TaskView dressed = awaitCompleted(outfitId);
+        check(dressed.getAngle() == Angle.SIDE, "the outfit task keeps its angle");
+        CallbackPayload outfitCallback = checkCallback(dressed);
+        check(outfitCallback.getAngle() == Angle.SIDE, "the outfit callback carries the angle");
         checkImage(dressed.getImage().getImageUrl());
 
-        check(modelCallback.path("angle").isNull(), "a default model's callback has angle null");
+        check(modelCallback.getAngle() == null, "a default model's callback has no angle");
         check(receiver.accepted() == 3, "3 deliveries accepted, got " + receiver.accepted());
         check(receiver.rejected() == 4, "4 forgeries refused, got " + receiver.rejected());
     }
@@ -178,20 +183,20 @@ public final class ModelgenExample {
      * Waits for the task to end, with {@code ?wait=} (no polling loop while the service holds
      * the request); fails unless it completed with an image.
      */
-    private EnvelopeTaskViewData awaitCompleted(String taskId) throws ApiException, InterruptedException {
+    private TaskView awaitCompleted(String taskId) throws ApiException, InterruptedException {
         Instant end = Instant.now().plus(TASK_DEADLINE);
         String last = "";
         while (true) {
             EnvelopeTaskView answer = tasks.getTask(taskId, null, WAIT_SECONDS, null);
             check(answer.getCode() == 0, "GET /tasks/" + taskId + " answered code " + answer.getCode());
-            EnvelopeTaskViewData view = answer.getData();
+            TaskView view = answer.getData();
             String now = view.getStatus() + " " + view.getProgress() + "%";
             if (!now.equals(last)) {
                 System.out.println("  " + taskId + ": " + now);
                 last = now;
             }
             if (TERMINAL.contains(view.getStatus())) {
-                check("completed".equals(view.getStatus()),
+                check(view.getStatus() == TaskStatus.COMPLETED,
                         taskId + " ended " + view.getStatus() + " (" + view.getErrorCode() + ": " + view.getErrorMessage() + ")");
                 check(view.getImage() != null && !view.getImages().isEmpty(), taskId + " completed without an image");
                 return view;
@@ -202,25 +207,25 @@ public final class ModelgenExample {
     }
 
     /** Waits for the task's verified callback and checks that it tells what the task view tells. */
-    private JsonNode checkCallback(EnvelopeTaskViewData view) throws Exception {
+    private CallbackPayload checkCallback(TaskView view) throws Exception {
         CallbackReceiver.Delivery delivery = receiver.awaitTask(view.getTaskId(), CALLBACK_DEADLINE);
-        JsonNode json = delivery.json();
-        System.out.println("  callback " + delivery.webhookId() + " verified: " + json.path("event_type").asText());
+        CallbackPayload callback = delivery.payload();
+        System.out.println("  callback " + delivery.webhookId() + " verified: " + callback.getEventType());
         check(delivery.webhookId().startsWith("evt_"), "webhook-id is an event id");
-        check("task.completed".equals(json.path("event_type").asText()), "event_type is task.completed");
-        check(view.getStatus().equals(json.path("status").asText()), "callback status matches the task");
-        check(view.getType().equals(json.path("type").asText()), "callback type matches the task");
-        check(view.getUserId().equals(json.path("user_id").asText()), "callback user_id matches the task");
-        String imageUrl = view.getImage().getImageUrl();
-        check(imageUrl.equals(json.path("image").path("image_url").asText()), "callback image matches the task's image");
-        check(imageUrl.equals(json.path("image_url").asText()), "callback image_url (the flat, earlier field) matches too");
-        check(json.path("images").size() == view.getImages().size(), "callback lists as many images as the task");
-        return json;
+        check(callback.getEventType() == CallbackEventType.TASK_COMPLETED, "event_type is task.completed");
+        check(view.getStatus().getValue().equals(callback.getStatus().getValue()), "callback status matches the task");
+        check(view.getType() == callback.getType(), "callback type matches the task");
+        check(view.getUserId().equals(callback.getUserId()), "callback user_id matches the task");
+        URI imageUrl = view.getImage().getImageUrl();
+        check(callback.getImage() != null && imageUrl.equals(callback.getImage().getImageUrl()), "callback image matches the task's image");
+        check(imageUrl.equals(callback.getImageUrl()), "callback image_url (the flat, earlier field) matches too");
+        check(callback.getImages().size() == view.getImages().size(), "callback lists as many images as the task");
+        return callback;
     }
 
     /** The image URL serves a PNG. */
-    private void checkImage(String url) throws IOException, InterruptedException {
-        HttpResponse<byte[]> image = http.send(HttpRequest.newBuilder(URI.create(url)).timeout(Duration.ofSeconds(10)).build(),
+    private void checkImage(URI url) throws IOException, InterruptedException {
+        HttpResponse<byte[]> image = http.send(HttpRequest.newBuilder(url).timeout(Duration.ofSeconds(10)).build(),
                 HttpResponse.BodyHandlers.ofByteArray());
         check(image.statusCode() == 200, "GET " + url + " answered " + image.statusCode());
         byte[] head = Arrays.copyOf(image.body(), PNG_SIGNATURE.length);

@@ -171,7 +171,7 @@ public class AdminApi {
   /**
    * &#x60;GET /admin/callbacks?status&#x3D;dead&amp;limit&#x3D;100&#x60;.
    * 
-   * @param status pending | delivered | dead (optional)
+   * @param status Only deliveries in this state: a &#x60;DeliveryStatus&#x60; value (pending | delivered | dead); empty means no filter (optional)
    * @param limit 1 to 500, default 100 (optional)
    * @return EnvelopeCallbackPage
    * @throws ApiException if fails to make API call
@@ -183,7 +183,7 @@ public class AdminApi {
   /**
    * &#x60;GET /admin/callbacks?status&#x3D;dead&amp;limit&#x3D;100&#x60;.
    * 
-   * @param status pending | delivered | dead (optional)
+   * @param status Only deliveries in this state: a &#x60;DeliveryStatus&#x60; value (pending | delivered | dead); empty means no filter (optional)
    * @param limit 1 to 500, default 100 (optional)
    * @param headers Optional headers to include in the request
    * @return EnvelopeCallbackPage
@@ -197,7 +197,7 @@ public class AdminApi {
   /**
    * &#x60;GET /admin/callbacks?status&#x3D;dead&amp;limit&#x3D;100&#x60;.
    * 
-   * @param status pending | delivered | dead (optional)
+   * @param status Only deliveries in this state: a &#x60;DeliveryStatus&#x60; value (pending | delivered | dead); empty means no filter (optional)
    * @param limit 1 to 500, default 100 (optional)
    * @return ApiResponse&lt;EnvelopeCallbackPage&gt;
    * @throws ApiException if fails to make API call
@@ -209,7 +209,7 @@ public class AdminApi {
   /**
    * &#x60;GET /admin/callbacks?status&#x3D;dead&amp;limit&#x3D;100&#x60;.
    * 
-   * @param status pending | delivered | dead (optional)
+   * @param status Only deliveries in this state: a &#x60;DeliveryStatus&#x60; value (pending | delivered | dead); empty means no filter (optional)
    * @param limit 1 to 500, default 100 (optional)
    * @param headers Optional headers to include in the request
    * @return ApiResponse&lt;EnvelopeCallbackPage&gt;

@@ -438,12 +438,12 @@ public class TasksApi {
    * &#x60;GET /tasks&#x60;: list tasks in descending &#x60;task_id&#x60; order (bytewise: newest first for ids modelgen creates; imported legacy ids sort by their bytes, docs/legacy.md), with a keyset cursor.
    * 
    * @param userId Only this user&#39;s tasks (optional)
-   * @param status submitted | processing | completed | failed | cancelled (optional)
-   * @param type default | edit | outfit (optional)
+   * @param status Only tasks in this status: a &#x60;TaskStatus&#x60; value (submitted | processing | completed | failed | cancelled); empty means no filter (optional)
+   * @param type Only tasks of this type: a &#x60;TaskType&#x60; value (default | edit | outfit); empty means no filter (optional)
    * @param limit 1 to 100, default 20 (optional)
    * @param cursor &#x60;next_cursor&#x60; of the previous page (optional)
-   * @param from Only tasks created at or after this instant (RFC 3339, e.g. &#x60;2026-12-01T00:00:00Z&#x60;) (optional)
-   * @param to Only tasks created before this instant (RFC 3339) (optional)
+   * @param from Only tasks created at or after this instant (RFC 3339 date-time, e.g. &#x60;2026-12-01T00:00:00Z&#x60;); empty means no bound (optional)
+   * @param to Only tasks created before this instant (RFC 3339 date-time); empty means no bound (optional)
    * @return EnvelopeTaskPage
    * @throws ApiException if fails to make API call
    */
@@ -455,12 +455,12 @@ public class TasksApi {
    * &#x60;GET /tasks&#x60;: list tasks in descending &#x60;task_id&#x60; order (bytewise: newest first for ids modelgen creates; imported legacy ids sort by their bytes, docs/legacy.md), with a keyset cursor.
    * 
    * @param userId Only this user&#39;s tasks (optional)
-   * @param status submitted | processing | completed | failed | cancelled (optional)
-   * @param type default | edit | outfit (optional)
+   * @param status Only tasks in this status: a &#x60;TaskStatus&#x60; value (submitted | processing | completed | failed | cancelled); empty means no filter (optional)
+   * @param type Only tasks of this type: a &#x60;TaskType&#x60; value (default | edit | outfit); empty means no filter (optional)
    * @param limit 1 to 100, default 20 (optional)
    * @param cursor &#x60;next_cursor&#x60; of the previous page (optional)
-   * @param from Only tasks created at or after this instant (RFC 3339, e.g. &#x60;2026-12-01T00:00:00Z&#x60;) (optional)
-   * @param to Only tasks created before this instant (RFC 3339) (optional)
+   * @param from Only tasks created at or after this instant (RFC 3339 date-time, e.g. &#x60;2026-12-01T00:00:00Z&#x60;); empty means no bound (optional)
+   * @param to Only tasks created before this instant (RFC 3339 date-time); empty means no bound (optional)
    * @param headers Optional headers to include in the request
    * @return EnvelopeTaskPage
    * @throws ApiException if fails to make API call
@@ -474,12 +474,12 @@ public class TasksApi {
    * &#x60;GET /tasks&#x60;: list tasks in descending &#x60;task_id&#x60; order (bytewise: newest first for ids modelgen creates; imported legacy ids sort by their bytes, docs/legacy.md), with a keyset cursor.
    * 
    * @param userId Only this user&#39;s tasks (optional)
-   * @param status submitted | processing | completed | failed | cancelled (optional)
-   * @param type default | edit | outfit (optional)
+   * @param status Only tasks in this status: a &#x60;TaskStatus&#x60; value (submitted | processing | completed | failed | cancelled); empty means no filter (optional)
+   * @param type Only tasks of this type: a &#x60;TaskType&#x60; value (default | edit | outfit); empty means no filter (optional)
    * @param limit 1 to 100, default 20 (optional)
    * @param cursor &#x60;next_cursor&#x60; of the previous page (optional)
-   * @param from Only tasks created at or after this instant (RFC 3339, e.g. &#x60;2026-12-01T00:00:00Z&#x60;) (optional)
-   * @param to Only tasks created before this instant (RFC 3339) (optional)
+   * @param from Only tasks created at or after this instant (RFC 3339 date-time, e.g. &#x60;2026-12-01T00:00:00Z&#x60;); empty means no bound (optional)
+   * @param to Only tasks created before this instant (RFC 3339 date-time); empty means no bound (optional)
    * @return ApiResponse&lt;EnvelopeTaskPage&gt;
    * @throws ApiException if fails to make API call
    */
@@ -491,12 +491,12 @@ public class TasksApi {
    * &#x60;GET /tasks&#x60;: list tasks in descending &#x60;task_id&#x60; order (bytewise: newest first for ids modelgen creates; imported legacy ids sort by their bytes, docs/legacy.md), with a keyset cursor.
    * 
    * @param userId Only this user&#39;s tasks (optional)
-   * @param status submitted | processing | completed | failed | cancelled (optional)
-   * @param type default | edit | outfit (optional)
+   * @param status Only tasks in this status: a &#x60;TaskStatus&#x60; value (submitted | processing | completed | failed | cancelled); empty means no filter (optional)
+   * @param type Only tasks of this type: a &#x60;TaskType&#x60; value (default | edit | outfit); empty means no filter (optional)
    * @param limit 1 to 100, default 20 (optional)
    * @param cursor &#x60;next_cursor&#x60; of the previous page (optional)
-   * @param from Only tasks created at or after this instant (RFC 3339, e.g. &#x60;2026-12-01T00:00:00Z&#x60;) (optional)
-   * @param to Only tasks created before this instant (RFC 3339) (optional)
+   * @param from Only tasks created at or after this instant (RFC 3339 date-time, e.g. &#x60;2026-12-01T00:00:00Z&#x60;); empty means no bound (optional)
+   * @param to Only tasks created before this instant (RFC 3339 date-time); empty means no bound (optional)
    * @param headers Optional headers to include in the request
    * @return ApiResponse&lt;EnvelopeTaskPage&gt;
    * @throws ApiException if fails to make API call

@@ -27,6 +27,7 @@ import modelgen.client.model.BodyProfileDtoHeight;
 import modelgen.client.model.BodyProfileDtoHeightCm;
 import modelgen.client.model.BodyProfileDtoWeight;
 import modelgen.client.model.BodyProfileDtoWeightKg;
+import modelgen.client.model.Gender;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -34,50 +35,22 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;body_profile&#x60; as sent; checked by [&#x60;modelgen_domain::BodyProfile&#x60;]. Every field is optional (&#x60;{}&#x60; is a valid profile): a missing field is left out of the prompt; a field that is present is checked. &#x60;null&#x60; and, for the texts and &#x60;gender&#x60;, a blank string mean \&quot;not given\&quot;.
  */
 @JsonPropertyOrder({
-  BodyProfileDto.JSON_PROPERTY_GENDER,
-  BodyProfileDto.JSON_PROPERTY_HEIGHT_CM,
-  BodyProfileDto.JSON_PROPERTY_HEIGHT,
-  BodyProfileDto.JSON_PROPERTY_WEIGHT_KG,
-  BodyProfileDto.JSON_PROPERTY_WEIGHT,
   BodyProfileDto.JSON_PROPERTY_AGE,
-  BodyProfileDto.JSON_PROPERTY_SKIN_TONE,
-  BodyProfileDto.JSON_PROPERTY_SKIN_COLOR,
   BodyProfileDto.JSON_PROPERTY_BODY_SHAPE,
-  BodyProfileDto.JSON_PROPERTY_BODY_TYPE
+  BodyProfileDto.JSON_PROPERTY_BODY_TYPE,
+  BodyProfileDto.JSON_PROPERTY_GENDER,
+  BodyProfileDto.JSON_PROPERTY_HEIGHT,
+  BodyProfileDto.JSON_PROPERTY_HEIGHT_CM,
+  BodyProfileDto.JSON_PROPERTY_SKIN_COLOR,
+  BodyProfileDto.JSON_PROPERTY_SKIN_TONE,
+  BodyProfileDto.JSON_PROPERTY_WEIGHT,
+  BodyProfileDto.JSON_PROPERTY_WEIGHT_KG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class BodyProfileDto {
-  public static final String JSON_PROPERTY_GENDER = "gender";
-  
-  private String gender;
-
-  public static final String JSON_PROPERTY_HEIGHT_CM = "height_cm";
-  
-  private BodyProfileDtoHeightCm heightCm;
-
-  public static final String JSON_PROPERTY_HEIGHT = "height";
-  
-  private BodyProfileDtoHeight height;
-
-  public static final String JSON_PROPERTY_WEIGHT_KG = "weight_kg";
-  
-  private BodyProfileDtoWeightKg weightKg;
-
-  public static final String JSON_PROPERTY_WEIGHT = "weight";
-  
-  private BodyProfileDtoWeight weight;
-
   public static final String JSON_PROPERTY_AGE = "age";
   
   private BodyProfileDtoAge age;
-
-  public static final String JSON_PROPERTY_SKIN_TONE = "skin_tone";
-  
-  private String skinTone;
-
-  public static final String JSON_PROPERTY_SKIN_COLOR = "skin_color";
-  
-  private String skinColor;
 
   public static final String JSON_PROPERTY_BODY_SHAPE = "body_shape";
   
@@ -87,128 +60,36 @@ public class BodyProfileDto {
   
   private String bodyType;
 
+  public static final String JSON_PROPERTY_GENDER = "gender";
+  
+  private Gender gender;
+
+  public static final String JSON_PROPERTY_HEIGHT = "height";
+  
+  private BodyProfileDtoHeight height;
+
+  public static final String JSON_PROPERTY_HEIGHT_CM = "height_cm";
+  
+  private BodyProfileDtoHeightCm heightCm;
+
+  public static final String JSON_PROPERTY_SKIN_COLOR = "skin_color";
+  
+  private String skinColor;
+
+  public static final String JSON_PROPERTY_SKIN_TONE = "skin_tone";
+  
+  private String skinTone;
+
+  public static final String JSON_PROPERTY_WEIGHT = "weight";
+  
+  private BodyProfileDtoWeight weight;
+
+  public static final String JSON_PROPERTY_WEIGHT_KG = "weight_kg";
+  
+  private BodyProfileDtoWeightKg weightKg;
+
   public BodyProfileDto() { 
   }
-
-  public BodyProfileDto gender(String gender) {
-    this.gender = gender;
-    return this;
-  }
-
-  /**
-   * &#x60;male&#x60; or &#x60;female&#x60; (ASCII, any case), or &#x60;男&#x60;, &#x60;女&#x60;, &#x60;男性&#x60;, &#x60;女性&#x60;; optional.
-   * @return gender
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_GENDER, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getGender() {
-    return gender;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_GENDER, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setGender(String gender) {
-    this.gender = gender;
-  }
-
-
-  public BodyProfileDto heightCm(BodyProfileDtoHeightCm heightCm) {
-    this.heightCm = heightCm;
-    return this;
-  }
-
-  /**
-   * Get heightCm
-   * @return heightCm
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_HEIGHT_CM, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public BodyProfileDtoHeightCm getHeightCm() {
-    return heightCm;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_HEIGHT_CM, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setHeightCm(BodyProfileDtoHeightCm heightCm) {
-    this.heightCm = heightCm;
-  }
-
-
-  public BodyProfileDto height(BodyProfileDtoHeight height) {
-    this.height = height;
-    return this;
-  }
-
-  /**
-   * Get height
-   * @return height
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public BodyProfileDtoHeight getHeight() {
-    return height;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setHeight(BodyProfileDtoHeight height) {
-    this.height = height;
-  }
-
-
-  public BodyProfileDto weightKg(BodyProfileDtoWeightKg weightKg) {
-    this.weightKg = weightKg;
-    return this;
-  }
-
-  /**
-   * Get weightKg
-   * @return weightKg
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_WEIGHT_KG, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public BodyProfileDtoWeightKg getWeightKg() {
-    return weightKg;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_WEIGHT_KG, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setWeightKg(BodyProfileDtoWeightKg weightKg) {
-    this.weightKg = weightKg;
-  }
-
-
-  public BodyProfileDto weight(BodyProfileDtoWeight weight) {
-    this.weight = weight;
-    return this;
-  }
-
-  /**
-   * Get weight
-   * @return weight
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_WEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public BodyProfileDtoWeight getWeight() {
-    return weight;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_WEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setWeight(BodyProfileDtoWeight weight) {
-    this.weight = weight;
-  }
-
 
   public BodyProfileDto age(BodyProfileDtoAge age) {
     this.age = age;
@@ -231,54 +112,6 @@ public class BodyProfileDto {
   @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
   public void setAge(BodyProfileDtoAge age) {
     this.age = age;
-  }
-
-
-  public BodyProfileDto skinTone(String skinTone) {
-    this.skinTone = skinTone;
-    return this;
-  }
-
-  /**
-   * Free text (e.g. &#x60;fair&#x60;, &#x60;白皙&#x60;), at most 64 characters, one line; optional. Alias: &#x60;skin_color&#x60;.
-   * @return skinTone
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SKIN_TONE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSkinTone() {
-    return skinTone;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SKIN_TONE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSkinTone(String skinTone) {
-    this.skinTone = skinTone;
-  }
-
-
-  public BodyProfileDto skinColor(String skinColor) {
-    this.skinColor = skinColor;
-    return this;
-  }
-
-  /**
-   * The earlier service&#39;s name for &#x60;skin_tone&#x60;; give one of the two.
-   * @return skinColor
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SKIN_COLOR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSkinColor() {
-    return skinColor;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SKIN_COLOR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSkinColor(String skinColor) {
-    this.skinColor = skinColor;
   }
 
 
@@ -330,6 +163,174 @@ public class BodyProfileDto {
   }
 
 
+  public BodyProfileDto gender(Gender gender) {
+    this.gender = gender;
+    return this;
+  }
+
+  /**
+   * &#x60;male&#x60; or &#x60;female&#x60; (ASCII, any case), or &#x60;男&#x60;, &#x60;女&#x60;, &#x60;男性&#x60;, &#x60;女性&#x60;; optional.
+   * @return gender
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_GENDER, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public Gender getGender() {
+    return gender;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_GENDER, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setGender(Gender gender) {
+    this.gender = gender;
+  }
+
+
+  public BodyProfileDto height(BodyProfileDtoHeight height) {
+    this.height = height;
+    return this;
+  }
+
+  /**
+   * Get height
+   * @return height
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public BodyProfileDtoHeight getHeight() {
+    return height;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setHeight(BodyProfileDtoHeight height) {
+    this.height = height;
+  }
+
+
+  public BodyProfileDto heightCm(BodyProfileDtoHeightCm heightCm) {
+    this.heightCm = heightCm;
+    return this;
+  }
+
+  /**
+   * Get heightCm
+   * @return heightCm
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_HEIGHT_CM, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public BodyProfileDtoHeightCm getHeightCm() {
+    return heightCm;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_HEIGHT_CM, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setHeightCm(BodyProfileDtoHeightCm heightCm) {
+    this.heightCm = heightCm;
+  }
+
+
+  public BodyProfileDto skinColor(String skinColor) {
+    this.skinColor = skinColor;
+    return this;
+  }
+
+  /**
+   * The earlier service&#39;s name for &#x60;skin_tone&#x60;; give one of the two.
+   * @return skinColor
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SKIN_COLOR, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getSkinColor() {
+    return skinColor;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SKIN_COLOR, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setSkinColor(String skinColor) {
+    this.skinColor = skinColor;
+  }
+
+
+  public BodyProfileDto skinTone(String skinTone) {
+    this.skinTone = skinTone;
+    return this;
+  }
+
+  /**
+   * Free text (e.g. &#x60;fair&#x60;, &#x60;白皙&#x60;), at most 64 characters, one line; optional. Alias: &#x60;skin_color&#x60;.
+   * @return skinTone
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SKIN_TONE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getSkinTone() {
+    return skinTone;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SKIN_TONE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setSkinTone(String skinTone) {
+    this.skinTone = skinTone;
+  }
+
+
+  public BodyProfileDto weight(BodyProfileDtoWeight weight) {
+    this.weight = weight;
+    return this;
+  }
+
+  /**
+   * Get weight
+   * @return weight
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_WEIGHT, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public BodyProfileDtoWeight getWeight() {
+    return weight;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_WEIGHT, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setWeight(BodyProfileDtoWeight weight) {
+    this.weight = weight;
+  }
+
+
+  public BodyProfileDto weightKg(BodyProfileDtoWeightKg weightKg) {
+    this.weightKg = weightKg;
+    return this;
+  }
+
+  /**
+   * Get weightKg
+   * @return weightKg
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_WEIGHT_KG, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public BodyProfileDtoWeightKg getWeightKg() {
+    return weightKg;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_WEIGHT_KG, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setWeightKg(BodyProfileDtoWeightKg weightKg) {
+    this.weightKg = weightKg;
+  }
+
+
   /**
    * Return true if this BodyProfileDto object is equal to o.
    */
@@ -342,37 +343,37 @@ public class BodyProfileDto {
       return false;
     }
     BodyProfileDto bodyProfileDto = (BodyProfileDto) o;
-    return Objects.equals(this.gender, bodyProfileDto.gender) &&
-        Objects.equals(this.heightCm, bodyProfileDto.heightCm) &&
-        Objects.equals(this.height, bodyProfileDto.height) &&
-        Objects.equals(this.weightKg, bodyProfileDto.weightKg) &&
-        Objects.equals(this.weight, bodyProfileDto.weight) &&
-        Objects.equals(this.age, bodyProfileDto.age) &&
-        Objects.equals(this.skinTone, bodyProfileDto.skinTone) &&
-        Objects.equals(this.skinColor, bodyProfileDto.skinColor) &&
+    return Objects.equals(this.age, bodyProfileDto.age) &&
         Objects.equals(this.bodyShape, bodyProfileDto.bodyShape) &&
-        Objects.equals(this.bodyType, bodyProfileDto.bodyType);
+        Objects.equals(this.bodyType, bodyProfileDto.bodyType) &&
+        Objects.equals(this.gender, bodyProfileDto.gender) &&
+        Objects.equals(this.height, bodyProfileDto.height) &&
+        Objects.equals(this.heightCm, bodyProfileDto.heightCm) &&
+        Objects.equals(this.skinColor, bodyProfileDto.skinColor) &&
+        Objects.equals(this.skinTone, bodyProfileDto.skinTone) &&
+        Objects.equals(this.weight, bodyProfileDto.weight) &&
+        Objects.equals(this.weightKg, bodyProfileDto.weightKg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(gender, heightCm, height, weightKg, weight, age, skinTone, skinColor, bodyShape, bodyType);
+    return Objects.hash(age, bodyShape, bodyType, gender, height, heightCm, skinColor, skinTone, weight, weightKg);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class BodyProfileDto {\n");
-    sb.append("    gender: ").append(toIndentedString(gender)).append("\n");
-    sb.append("    heightCm: ").append(toIndentedString(heightCm)).append("\n");
-    sb.append("    height: ").append(toIndentedString(height)).append("\n");
-    sb.append("    weightKg: ").append(toIndentedString(weightKg)).append("\n");
-    sb.append("    weight: ").append(toIndentedString(weight)).append("\n");
     sb.append("    age: ").append(toIndentedString(age)).append("\n");
-    sb.append("    skinTone: ").append(toIndentedString(skinTone)).append("\n");
-    sb.append("    skinColor: ").append(toIndentedString(skinColor)).append("\n");
     sb.append("    bodyShape: ").append(toIndentedString(bodyShape)).append("\n");
     sb.append("    bodyType: ").append(toIndentedString(bodyType)).append("\n");
+    sb.append("    gender: ").append(toIndentedString(gender)).append("\n");
+    sb.append("    height: ").append(toIndentedString(height)).append("\n");
+    sb.append("    heightCm: ").append(toIndentedString(heightCm)).append("\n");
+    sb.append("    skinColor: ").append(toIndentedString(skinColor)).append("\n");
+    sb.append("    skinTone: ").append(toIndentedString(skinTone)).append("\n");
+    sb.append("    weight: ").append(toIndentedString(weight)).append("\n");
+    sb.append("    weightKg: ").append(toIndentedString(weightKg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

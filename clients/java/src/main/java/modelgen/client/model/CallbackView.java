@@ -22,6 +22,8 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
+import modelgen.client.model.CallbackEventType;
+import modelgen.client.model.DeliveryStatus;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -29,152 +31,56 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * A delivery as shown to operators.
  */
 @JsonPropertyOrder({
-  CallbackView.JSON_PROPERTY_EVENT_ID,
-  CallbackView.JSON_PROPERTY_TASK_ID,
-  CallbackView.JSON_PROPERTY_EVENT_TYPE,
-  CallbackView.JSON_PROPERTY_STATUS,
   CallbackView.JSON_PROPERTY_ATTEMPTS,
-  CallbackView.JSON_PROPERTY_NEXT_ATTEMPT_AT,
-  CallbackView.JSON_PROPERTY_LAST_ERROR,
+  CallbackView.JSON_PROPERTY_CREATED_AT,
   CallbackView.JSON_PROPERTY_DELIVERED_AT,
-  CallbackView.JSON_PROPERTY_CREATED_AT
+  CallbackView.JSON_PROPERTY_EVENT_ID,
+  CallbackView.JSON_PROPERTY_EVENT_TYPE,
+  CallbackView.JSON_PROPERTY_LAST_ERROR,
+  CallbackView.JSON_PROPERTY_NEXT_ATTEMPT_AT,
+  CallbackView.JSON_PROPERTY_STATUS,
+  CallbackView.JSON_PROPERTY_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CallbackView {
-  public static final String JSON_PROPERTY_EVENT_ID = "event_id";
-  
-  private String eventId;
-
-  public static final String JSON_PROPERTY_TASK_ID = "task_id";
-  
-  private String taskId;
-
-  public static final String JSON_PROPERTY_EVENT_TYPE = "event_type";
-  
-  private String eventType;
-
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
   public static final String JSON_PROPERTY_ATTEMPTS = "attempts";
   
   private Integer attempts;
-
-  public static final String JSON_PROPERTY_NEXT_ATTEMPT_AT = "next_attempt_at";
-  
-  private String nextAttemptAt;
-
-  public static final String JSON_PROPERTY_LAST_ERROR = "last_error";
-  
-  private String lastError;
-
-  public static final String JSON_PROPERTY_DELIVERED_AT = "delivered_at";
-  
-  private String deliveredAt;
 
   public static final String JSON_PROPERTY_CREATED_AT = "created_at";
   
   private String createdAt;
 
+  public static final String JSON_PROPERTY_DELIVERED_AT = "delivered_at";
+  
+  private String deliveredAt;
+
+  public static final String JSON_PROPERTY_EVENT_ID = "event_id";
+  
+  private String eventId;
+
+  public static final String JSON_PROPERTY_EVENT_TYPE = "event_type";
+  
+  private CallbackEventType eventType;
+
+  public static final String JSON_PROPERTY_LAST_ERROR = "last_error";
+  
+  private String lastError;
+
+  public static final String JSON_PROPERTY_NEXT_ATTEMPT_AT = "next_attempt_at";
+  
+  private String nextAttemptAt;
+
+  public static final String JSON_PROPERTY_STATUS = "status";
+  
+  private DeliveryStatus status;
+
+  public static final String JSON_PROPERTY_TASK_ID = "task_id";
+  
+  private String taskId;
+
   public CallbackView() { 
   }
-
-  public CallbackView eventId(String eventId) {
-    this.eventId = eventId;
-    return this;
-  }
-
-  /**
-   * Stable event id (&#x60;webhook-id&#x60;).
-   * @return eventId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_EVENT_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getEventId() {
-    return eventId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_EVENT_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setEventId(String eventId) {
-    this.eventId = eventId;
-  }
-
-
-  public CallbackView taskId(String taskId) {
-    this.taskId = taskId;
-    return this;
-  }
-
-  /**
-   * Task.
-   * @return taskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTaskId() {
-    return taskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskId(String taskId) {
-    this.taskId = taskId;
-  }
-
-
-  public CallbackView eventType(String eventType) {
-    this.eventType = eventType;
-    return this;
-  }
-
-  /**
-   * &#x60;task.completed&#x60; …
-   * @return eventType
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_EVENT_TYPE, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getEventType() {
-    return eventType;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_EVENT_TYPE, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setEventType(String eventType) {
-    this.eventType = eventType;
-  }
-
-
-  public CallbackView status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * &#x60;pending&#x60;, &#x60;delivered&#x60; or &#x60;dead&#x60;.
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
 
   public CallbackView attempts(Integer attempts) {
     this.attempts = attempts;
@@ -183,6 +89,7 @@ public class CallbackView {
 
   /**
    * Attempts made.
+   * minimum: 0
    * @return attempts
    */
   
@@ -197,78 +104,6 @@ public class CallbackView {
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setAttempts(Integer attempts) {
     this.attempts = attempts;
-  }
-
-
-  public CallbackView nextAttemptAt(String nextAttemptAt) {
-    this.nextAttemptAt = nextAttemptAt;
-    return this;
-  }
-
-  /**
-   * Next attempt (pending rows).
-   * @return nextAttemptAt
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_NEXT_ATTEMPT_AT, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getNextAttemptAt() {
-    return nextAttemptAt;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_NEXT_ATTEMPT_AT, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setNextAttemptAt(String nextAttemptAt) {
-    this.nextAttemptAt = nextAttemptAt;
-  }
-
-
-  public CallbackView lastError(String lastError) {
-    this.lastError = lastError;
-    return this;
-  }
-
-  /**
-   * Last failure.
-   * @return lastError
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_LAST_ERROR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getLastError() {
-    return lastError;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_LAST_ERROR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setLastError(String lastError) {
-    this.lastError = lastError;
-  }
-
-
-  public CallbackView deliveredAt(String deliveredAt) {
-    this.deliveredAt = deliveredAt;
-    return this;
-  }
-
-  /**
-   * When delivered.
-   * @return deliveredAt
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DELIVERED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getDeliveredAt() {
-    return deliveredAt;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DELIVERED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setDeliveredAt(String deliveredAt) {
-    this.deliveredAt = deliveredAt;
   }
 
 
@@ -296,6 +131,174 @@ public class CallbackView {
   }
 
 
+  public CallbackView deliveredAt(String deliveredAt) {
+    this.deliveredAt = deliveredAt;
+    return this;
+  }
+
+  /**
+   * When delivered.
+   * @return deliveredAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DELIVERED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getDeliveredAt() {
+    return deliveredAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DELIVERED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setDeliveredAt(String deliveredAt) {
+    this.deliveredAt = deliveredAt;
+  }
+
+
+  public CallbackView eventId(String eventId) {
+    this.eventId = eventId;
+    return this;
+  }
+
+  /**
+   * Stable event id (&#x60;webhook-id&#x60;).
+   * @return eventId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_EVENT_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getEventId() {
+    return eventId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_EVENT_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setEventId(String eventId) {
+    this.eventId = eventId;
+  }
+
+
+  public CallbackView eventType(CallbackEventType eventType) {
+    this.eventType = eventType;
+    return this;
+  }
+
+  /**
+   * &#x60;task.completed&#x60; …
+   * @return eventType
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_EVENT_TYPE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public CallbackEventType getEventType() {
+    return eventType;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_EVENT_TYPE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setEventType(CallbackEventType eventType) {
+    this.eventType = eventType;
+  }
+
+
+  public CallbackView lastError(String lastError) {
+    this.lastError = lastError;
+    return this;
+  }
+
+  /**
+   * Last failure.
+   * @return lastError
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_LAST_ERROR, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getLastError() {
+    return lastError;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_LAST_ERROR, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setLastError(String lastError) {
+    this.lastError = lastError;
+  }
+
+
+  public CallbackView nextAttemptAt(String nextAttemptAt) {
+    this.nextAttemptAt = nextAttemptAt;
+    return this;
+  }
+
+  /**
+   * Next attempt (pending rows).
+   * @return nextAttemptAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_NEXT_ATTEMPT_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getNextAttemptAt() {
+    return nextAttemptAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_NEXT_ATTEMPT_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setNextAttemptAt(String nextAttemptAt) {
+    this.nextAttemptAt = nextAttemptAt;
+  }
+
+
+  public CallbackView status(DeliveryStatus status) {
+    this.status = status;
+    return this;
+  }
+
+  /**
+   * &#x60;pending&#x60;, &#x60;delivered&#x60; or &#x60;dead&#x60;.
+   * @return status
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public DeliveryStatus getStatus() {
+    return status;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(DeliveryStatus status) {
+    this.status = status;
+  }
+
+
+  public CallbackView taskId(String taskId) {
+    this.taskId = taskId;
+    return this;
+  }
+
+  /**
+   * Task.
+   * @return taskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getTaskId() {
+    return taskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTaskId(String taskId) {
+    this.taskId = taskId;
+  }
+
+
   /**
    * Return true if this CallbackView object is equal to o.
    */
@@ -308,35 +311,35 @@ public class CallbackView {
       return false;
     }
     CallbackView callbackView = (CallbackView) o;
-    return Objects.equals(this.eventId, callbackView.eventId) &&
-        Objects.equals(this.taskId, callbackView.taskId) &&
-        Objects.equals(this.eventType, callbackView.eventType) &&
-        Objects.equals(this.status, callbackView.status) &&
-        Objects.equals(this.attempts, callbackView.attempts) &&
-        Objects.equals(this.nextAttemptAt, callbackView.nextAttemptAt) &&
-        Objects.equals(this.lastError, callbackView.lastError) &&
+    return Objects.equals(this.attempts, callbackView.attempts) &&
+        Objects.equals(this.createdAt, callbackView.createdAt) &&
         Objects.equals(this.deliveredAt, callbackView.deliveredAt) &&
-        Objects.equals(this.createdAt, callbackView.createdAt);
+        Objects.equals(this.eventId, callbackView.eventId) &&
+        Objects.equals(this.eventType, callbackView.eventType) &&
+        Objects.equals(this.lastError, callbackView.lastError) &&
+        Objects.equals(this.nextAttemptAt, callbackView.nextAttemptAt) &&
+        Objects.equals(this.status, callbackView.status) &&
+        Objects.equals(this.taskId, callbackView.taskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(eventId, taskId, eventType, status, attempts, nextAttemptAt, lastError, deliveredAt, createdAt);
+    return Objects.hash(attempts, createdAt, deliveredAt, eventId, eventType, lastError, nextAttemptAt, status, taskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class CallbackView {\n");
-    sb.append("    eventId: ").append(toIndentedString(eventId)).append("\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
-    sb.append("    eventType: ").append(toIndentedString(eventType)).append("\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("    attempts: ").append(toIndentedString(attempts)).append("\n");
-    sb.append("    nextAttemptAt: ").append(toIndentedString(nextAttemptAt)).append("\n");
-    sb.append("    lastError: ").append(toIndentedString(lastError)).append("\n");
-    sb.append("    deliveredAt: ").append(toIndentedString(deliveredAt)).append("\n");
     sb.append("    createdAt: ").append(toIndentedString(createdAt)).append("\n");
+    sb.append("    deliveredAt: ").append(toIndentedString(deliveredAt)).append("\n");
+    sb.append("    eventId: ").append(toIndentedString(eventId)).append("\n");
+    sb.append("    eventType: ").append(toIndentedString(eventType)).append("\n");
+    sb.append("    lastError: ").append(toIndentedString(lastError)).append("\n");
+    sb.append("    nextAttemptAt: ").append(toIndentedString(nextAttemptAt)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,6 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
+import modelgen.client.model.AspectRatio;
 import modelgen.client.model.BodyProfileDto;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
@@ -30,171 +31,51 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;POST /models/default&#x60;.
  */
 @JsonPropertyOrder({
-  CreateDefaultRequest.JSON_PROPERTY_USER_ID,
-  CreateDefaultRequest.JSON_PROPERTY_REQUEST_ID,
-  CreateDefaultRequest.JSON_PROPERTY_USER_IMAGE,
-  CreateDefaultRequest.JSON_PROPERTY_PICTURE_URL,
-  CreateDefaultRequest.JSON_PROPERTY_USER_IMAGE_BASE64,
   CreateDefaultRequest.JSON_PROPERTY_BODY_PROFILE,
+  CreateDefaultRequest.JSON_PROPERTY_CALLBACK_URL,
+  CreateDefaultRequest.JSON_PROPERTY_PICTURE_URL,
+  CreateDefaultRequest.JSON_PROPERTY_REQUEST_ID,
   CreateDefaultRequest.JSON_PROPERTY_SIZE,
-  CreateDefaultRequest.JSON_PROPERTY_CALLBACK_URL
+  CreateDefaultRequest.JSON_PROPERTY_USER_ID,
+  CreateDefaultRequest.JSON_PROPERTY_USER_IMAGE,
+  CreateDefaultRequest.JSON_PROPERTY_USER_IMAGE_BASE64
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateDefaultRequest {
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
-  
-  private String userId;
-
-  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
-  
-  private String requestId;
-
-  public static final String JSON_PROPERTY_USER_IMAGE = "user_image";
-  
-  private String userImage;
-
-  public static final String JSON_PROPERTY_PICTURE_URL = "picture_url";
-  
-  private String pictureUrl;
-
-  public static final String JSON_PROPERTY_USER_IMAGE_BASE64 = "user_image_base64";
-  
-  private String userImageBase64;
-
   public static final String JSON_PROPERTY_BODY_PROFILE = "body_profile";
   
   private BodyProfileDto bodyProfile;
-
-  public static final String JSON_PROPERTY_SIZE = "size";
-  
-  private String size;
 
   public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
   
   private String callbackUrl;
 
+  public static final String JSON_PROPERTY_PICTURE_URL = "picture_url";
+  
+  private String pictureUrl;
+
+  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
+  
+  private String requestId;
+
+  public static final String JSON_PROPERTY_SIZE = "size";
+  
+  private AspectRatio size;
+
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  
+  private String userId;
+
+  public static final String JSON_PROPERTY_USER_IMAGE = "user_image";
+  
+  private String userImage;
+
+  public static final String JSON_PROPERTY_USER_IMAGE_BASE64 = "user_image_base64";
+  
+  private String userImageBase64;
+
   public CreateDefaultRequest() { 
   }
-
-  public CreateDefaultRequest userId(String userId) {
-    this.userId = userId;
-    return this;
-  }
-
-  /**
-   * Caller&#39;s user id, 1–64 characters (emptiness is reported as \&quot;is required\&quot;).
-   * @return userId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserId() {
-    return userId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserId(String userId) {
-    this.userId = userId;
-  }
-
-
-  public CreateDefaultRequest requestId(String requestId) {
-    this.requestId = requestId;
-    return this;
-  }
-
-  /**
-   * Idempotency key, ≤ 64 characters.
-   * @return requestId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getRequestId() {
-    return requestId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setRequestId(String requestId) {
-    this.requestId = requestId;
-  }
-
-
-  public CreateDefaultRequest userImage(String userImage) {
-    this.userImage = userImage;
-    return this;
-  }
-
-  /**
-   * Front photo: a data URI &#x60;data:image/png;base64,…&#x60; (media types &#x60;image/png&#x60;, &#x60;image/jpeg&#x60;, &#x60;image/jpg&#x60;, &#x60;image/webp&#x60;, any case; MIME line breaks allowed) or an &#x60;https://&#x60; or &#x60;http://&#x60; URL of a public host.
-   * @return userImage
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserImage() {
-    return userImage;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserImage(String userImage) {
-    this.userImage = userImage;
-  }
-
-
-  public CreateDefaultRequest pictureUrl(String pictureUrl) {
-    this.pictureUrl = pictureUrl;
-    return this;
-  }
-
-  /**
-   * Alias of &#x60;user_image&#x60; (earlier service); give only one of the three.
-   * @return pictureUrl
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_PICTURE_URL, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getPictureUrl() {
-    return pictureUrl;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_PICTURE_URL, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setPictureUrl(String pictureUrl) {
-    this.pictureUrl = pictureUrl;
-  }
-
-
-  public CreateDefaultRequest userImageBase64(String userImageBase64) {
-    this.userImageBase64 = userImageBase64;
-    return this;
-  }
-
-  /**
-   * Alias of &#x60;user_image&#x60; (earlier service); a bare base64 string is also accepted.
-   * @return userImageBase64
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE_BASE64, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserImageBase64() {
-    return userImageBase64;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE_BASE64, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserImageBase64(String userImageBase64) {
-    this.userImageBase64 = userImageBase64;
-  }
-
 
   public CreateDefaultRequest bodyProfile(BodyProfileDto bodyProfile) {
     this.bodyProfile = bodyProfile;
@@ -206,41 +87,17 @@ public class CreateDefaultRequest {
    * @return bodyProfile
    */
   
-  @JsonProperty(value = JSON_PROPERTY_BODY_PROFILE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BODY_PROFILE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public BodyProfileDto getBodyProfile() {
     return bodyProfile;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_BODY_PROFILE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BODY_PROFILE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setBodyProfile(BodyProfileDto bodyProfile) {
     this.bodyProfile = bodyProfile;
-  }
-
-
-  public CreateDefaultRequest size(String size) {
-    this.size = size;
-    return this;
-  }
-
-  /**
-   * Aspect ratio, default &#x60;4:3&#x60;.
-   * @return size
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSize() {
-    return size;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSize(String size) {
-    this.size = size;
   }
 
 
@@ -268,6 +125,150 @@ public class CreateDefaultRequest {
   }
 
 
+  public CreateDefaultRequest pictureUrl(String pictureUrl) {
+    this.pictureUrl = pictureUrl;
+    return this;
+  }
+
+  /**
+   * Alias of &#x60;user_image&#x60; (earlier service); give only one of the three.
+   * @return pictureUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_PICTURE_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getPictureUrl() {
+    return pictureUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_PICTURE_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setPictureUrl(String pictureUrl) {
+    this.pictureUrl = pictureUrl;
+  }
+
+
+  public CreateDefaultRequest requestId(String requestId) {
+    this.requestId = requestId;
+    return this;
+  }
+
+  /**
+   * Idempotency key, ≤ 64 characters.
+   * @return requestId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getRequestId() {
+    return requestId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setRequestId(String requestId) {
+    this.requestId = requestId;
+  }
+
+
+  public CreateDefaultRequest size(AspectRatio size) {
+    this.size = size;
+    return this;
+  }
+
+  /**
+   * Aspect ratio, default &#x60;4:3&#x60;.
+   * @return size
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public AspectRatio getSize() {
+    return size;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setSize(AspectRatio size) {
+    this.size = size;
+  }
+
+
+  public CreateDefaultRequest userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * Caller&#39;s user id, 1–64 characters (emptiness is reported as \&quot;is required\&quot;).
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
+  }
+
+
+  public CreateDefaultRequest userImage(String userImage) {
+    this.userImage = userImage;
+    return this;
+  }
+
+  /**
+   * Front photo: a data URI &#x60;data:image/png;base64,…&#x60; (media types &#x60;image/png&#x60;, &#x60;image/jpeg&#x60;, &#x60;image/jpg&#x60;, &#x60;image/webp&#x60;, any case; MIME line breaks allowed) or an &#x60;https://&#x60; or &#x60;http://&#x60; URL of a public host. Required unless an alias is given: exactly one of &#x60;user_image&#x60;, &#x60;picture_url&#x60;, &#x60;user_image_base64&#x60; (a missing image is 400/1001 on &#x60;user_image&#x60;).
+   * @return userImage
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getUserImage() {
+    return userImage;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setUserImage(String userImage) {
+    this.userImage = userImage;
+  }
+
+
+  public CreateDefaultRequest userImageBase64(String userImageBase64) {
+    this.userImageBase64 = userImageBase64;
+    return this;
+  }
+
+  /**
+   * Alias of &#x60;user_image&#x60; (earlier service); a bare base64 string is also accepted.
+   * @return userImageBase64
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE_BASE64, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getUserImageBase64() {
+    return userImageBase64;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_IMAGE_BASE64, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setUserImageBase64(String userImageBase64) {
+    this.userImageBase64 = userImageBase64;
+  }
+
+
   /**
    * Return true if this CreateDefaultRequest object is equal to o.
    */
@@ -280,33 +281,33 @@ public class CreateDefaultRequest {
       return false;
     }
     CreateDefaultRequest createDefaultRequest = (CreateDefaultRequest) o;
-    return Objects.equals(this.userId, createDefaultRequest.userId) &&
-        Objects.equals(this.requestId, createDefaultRequest.requestId) &&
-        Objects.equals(this.userImage, createDefaultRequest.userImage) &&
+    return Objects.equals(this.bodyProfile, createDefaultRequest.bodyProfile) &&
+        Objects.equals(this.callbackUrl, createDefaultRequest.callbackUrl) &&
         Objects.equals(this.pictureUrl, createDefaultRequest.pictureUrl) &&
-        Objects.equals(this.userImageBase64, createDefaultRequest.userImageBase64) &&
-        Objects.equals(this.bodyProfile, createDefaultRequest.bodyProfile) &&
+        Objects.equals(this.requestId, createDefaultRequest.requestId) &&
         Objects.equals(this.size, createDefaultRequest.size) &&
-        Objects.equals(this.callbackUrl, createDefaultRequest.callbackUrl);
+        Objects.equals(this.userId, createDefaultRequest.userId) &&
+        Objects.equals(this.userImage, createDefaultRequest.userImage) &&
+        Objects.equals(this.userImageBase64, createDefaultRequest.userImageBase64);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, userImage, pictureUrl, userImageBase64, bodyProfile, size, callbackUrl);
+    return Objects.hash(bodyProfile, callbackUrl, pictureUrl, requestId, size, userId, userImage, userImageBase64);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class CreateDefaultRequest {\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
-    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
-    sb.append("    userImage: ").append(toIndentedString(userImage)).append("\n");
-    sb.append("    pictureUrl: ").append(toIndentedString(pictureUrl)).append("\n");
-    sb.append("    userImageBase64: ").append(toIndentedString(userImageBase64)).append("\n");
     sb.append("    bodyProfile: ").append(toIndentedString(bodyProfile)).append("\n");
-    sb.append("    size: ").append(toIndentedString(size)).append("\n");
     sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
+    sb.append("    pictureUrl: ").append(toIndentedString(pictureUrl)).append("\n");
+    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
+    sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
+    sb.append("    userImage: ").append(toIndentedString(userImage)).append("\n");
+    sb.append("    userImageBase64: ").append(toIndentedString(userImageBase64)).append("\n");
     sb.append("}");
     return sb.toString();
   }

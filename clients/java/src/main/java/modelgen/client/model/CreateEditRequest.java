@@ -22,6 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
+import modelgen.client.model.AspectRatio;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -29,89 +30,41 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;POST /models/edit&#x60;.
  */
 @JsonPropertyOrder({
-  CreateEditRequest.JSON_PROPERTY_USER_ID,
-  CreateEditRequest.JSON_PROPERTY_REQUEST_ID,
   CreateEditRequest.JSON_PROPERTY_BASE_MODEL_TASK_ID,
+  CreateEditRequest.JSON_PROPERTY_CALLBACK_URL,
   CreateEditRequest.JSON_PROPERTY_EDIT_INSTRUCTIONS,
+  CreateEditRequest.JSON_PROPERTY_REQUEST_ID,
   CreateEditRequest.JSON_PROPERTY_SIZE,
-  CreateEditRequest.JSON_PROPERTY_CALLBACK_URL
+  CreateEditRequest.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateEditRequest {
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
-  
-  private String userId;
-
-  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
-  
-  private String requestId;
-
   public static final String JSON_PROPERTY_BASE_MODEL_TASK_ID = "base_model_task_id";
   
   private String baseModelTaskId;
-
-  public static final String JSON_PROPERTY_EDIT_INSTRUCTIONS = "edit_instructions";
-  
-  private String editInstructions;
-
-  public static final String JSON_PROPERTY_SIZE = "size";
-  
-  private String size;
 
   public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
   
   private String callbackUrl;
 
+  public static final String JSON_PROPERTY_EDIT_INSTRUCTIONS = "edit_instructions";
+  
+  private String editInstructions;
+
+  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
+  
+  private String requestId;
+
+  public static final String JSON_PROPERTY_SIZE = "size";
+  
+  private AspectRatio size;
+
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  
+  private String userId;
+
   public CreateEditRequest() { 
   }
-
-  public CreateEditRequest userId(String userId) {
-    this.userId = userId;
-    return this;
-  }
-
-  /**
-   * Caller&#39;s user id, 1–64 characters.
-   * @return userId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserId() {
-    return userId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserId(String userId) {
-    this.userId = userId;
-  }
-
-
-  public CreateEditRequest requestId(String requestId) {
-    this.requestId = requestId;
-    return this;
-  }
-
-  /**
-   * Idempotency key.
-   * @return requestId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getRequestId() {
-    return requestId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setRequestId(String requestId) {
-    this.requestId = requestId;
-  }
-
 
   public CreateEditRequest baseModelTaskId(String baseModelTaskId) {
     this.baseModelTaskId = baseModelTaskId;
@@ -123,65 +76,17 @@ public class CreateEditRequest {
    * @return baseModelTaskId
    */
   
-  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public String getBaseModelTaskId() {
     return baseModelTaskId;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setBaseModelTaskId(String baseModelTaskId) {
     this.baseModelTaskId = baseModelTaskId;
-  }
-
-
-  public CreateEditRequest editInstructions(String editInstructions) {
-    this.editInstructions = editInstructions;
-    return this;
-  }
-
-  /**
-   * What to change, 1–500 characters.
-   * @return editInstructions
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_EDIT_INSTRUCTIONS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getEditInstructions() {
-    return editInstructions;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_EDIT_INSTRUCTIONS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setEditInstructions(String editInstructions) {
-    this.editInstructions = editInstructions;
-  }
-
-
-  public CreateEditRequest size(String size) {
-    this.size = size;
-    return this;
-  }
-
-  /**
-   * Aspect ratio, default &#x60;4:3&#x60;.
-   * @return size
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSize() {
-    return size;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSize(String size) {
-    this.size = size;
   }
 
 
@@ -209,6 +114,102 @@ public class CreateEditRequest {
   }
 
 
+  public CreateEditRequest editInstructions(String editInstructions) {
+    this.editInstructions = editInstructions;
+    return this;
+  }
+
+  /**
+   * What to change, 1–500 characters (after trimming; blank is refused).
+   * @return editInstructions
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_EDIT_INSTRUCTIONS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getEditInstructions() {
+    return editInstructions;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_EDIT_INSTRUCTIONS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setEditInstructions(String editInstructions) {
+    this.editInstructions = editInstructions;
+  }
+
+
+  public CreateEditRequest requestId(String requestId) {
+    this.requestId = requestId;
+    return this;
+  }
+
+  /**
+   * Idempotency key.
+   * @return requestId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getRequestId() {
+    return requestId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setRequestId(String requestId) {
+    this.requestId = requestId;
+  }
+
+
+  public CreateEditRequest size(AspectRatio size) {
+    this.size = size;
+    return this;
+  }
+
+  /**
+   * Aspect ratio, default &#x60;4:3&#x60;.
+   * @return size
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public AspectRatio getSize() {
+    return size;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setSize(AspectRatio size) {
+    this.size = size;
+  }
+
+
+  public CreateEditRequest userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * Caller&#39;s user id, 1–64 characters.
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
+  }
+
+
   /**
    * Return true if this CreateEditRequest object is equal to o.
    */
@@ -221,29 +222,29 @@ public class CreateEditRequest {
       return false;
     }
     CreateEditRequest createEditRequest = (CreateEditRequest) o;
-    return Objects.equals(this.userId, createEditRequest.userId) &&
-        Objects.equals(this.requestId, createEditRequest.requestId) &&
-        Objects.equals(this.baseModelTaskId, createEditRequest.baseModelTaskId) &&
+    return Objects.equals(this.baseModelTaskId, createEditRequest.baseModelTaskId) &&
+        Objects.equals(this.callbackUrl, createEditRequest.callbackUrl) &&
         Objects.equals(this.editInstructions, createEditRequest.editInstructions) &&
+        Objects.equals(this.requestId, createEditRequest.requestId) &&
         Objects.equals(this.size, createEditRequest.size) &&
-        Objects.equals(this.callbackUrl, createEditRequest.callbackUrl);
+        Objects.equals(this.userId, createEditRequest.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, baseModelTaskId, editInstructions, size, callbackUrl);
+    return Objects.hash(baseModelTaskId, callbackUrl, editInstructions, requestId, size, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class CreateEditRequest {\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
-    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
     sb.append("    baseModelTaskId: ").append(toIndentedString(baseModelTaskId)).append("\n");
-    sb.append("    editInstructions: ").append(toIndentedString(editInstructions)).append("\n");
-    sb.append("    size: ").append(toIndentedString(size)).append("\n");
     sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
+    sb.append("    editInstructions: ").append(toIndentedString(editInstructions)).append("\n");
+    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
+    sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

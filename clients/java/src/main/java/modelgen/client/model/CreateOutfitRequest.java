@@ -21,8 +21,11 @@ import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import modelgen.client.model.Angle;
+import modelgen.client.model.AspectRatio;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -30,107 +33,83 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;POST /models/outfit&#x60;.
  */
 @JsonPropertyOrder({
-  CreateOutfitRequest.JSON_PROPERTY_USER_ID,
-  CreateOutfitRequest.JSON_PROPERTY_REQUEST_ID,
-  CreateOutfitRequest.JSON_PROPERTY_BASE_MODEL_TASK_ID,
   CreateOutfitRequest.JSON_PROPERTY_ANGLE,
-  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGES,
-  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_URLS,
-  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_BASE64,
+  CreateOutfitRequest.JSON_PROPERTY_BASE_MODEL_TASK_ID,
+  CreateOutfitRequest.JSON_PROPERTY_CALLBACK_URL,
   CreateOutfitRequest.JSON_PROPERTY_OUTFIT_DESCRIPTION,
+  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_BASE64,
+  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGE_URLS,
+  CreateOutfitRequest.JSON_PROPERTY_OUTFIT_IMAGES,
+  CreateOutfitRequest.JSON_PROPERTY_REQUEST_ID,
   CreateOutfitRequest.JSON_PROPERTY_SIZE,
-  CreateOutfitRequest.JSON_PROPERTY_CALLBACK_URL
+  CreateOutfitRequest.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreateOutfitRequest {
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  public static final String JSON_PROPERTY_ANGLE = "angle";
   
-  private String userId;
-
-  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
-  
-  private String requestId;
+  private Angle angle;
 
   public static final String JSON_PROPERTY_BASE_MODEL_TASK_ID = "base_model_task_id";
   
   private String baseModelTaskId;
 
-  public static final String JSON_PROPERTY_ANGLE = "angle";
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
   
-  private String angle;
-
-  public static final String JSON_PROPERTY_OUTFIT_IMAGES = "outfit_images";
-  
-  private List<String> outfitImages;
-
-  public static final String JSON_PROPERTY_OUTFIT_IMAGE_URLS = "outfit_image_urls";
-  
-  private List<String> outfitImageUrls;
-
-  public static final String JSON_PROPERTY_OUTFIT_IMAGE_BASE64 = "outfit_image_base64";
-  
-  private List<String> outfitImageBase64;
+  private String callbackUrl;
 
   public static final String JSON_PROPERTY_OUTFIT_DESCRIPTION = "outfit_description";
   
   private String outfitDescription;
 
+  public static final String JSON_PROPERTY_OUTFIT_IMAGE_BASE64 = "outfit_image_base64";
+  
+  private List<String> outfitImageBase64;
+
+  public static final String JSON_PROPERTY_OUTFIT_IMAGE_URLS = "outfit_image_urls";
+  
+  private List<String> outfitImageUrls;
+
+  public static final String JSON_PROPERTY_OUTFIT_IMAGES = "outfit_images";
+  
+  private List<String> outfitImages;
+
+  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
+  
+  private String requestId;
+
   public static final String JSON_PROPERTY_SIZE = "size";
   
-  private String size;
+  private AspectRatio size;
 
-  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
   
-  private String callbackUrl;
+  private String userId;
 
   public CreateOutfitRequest() { 
   }
 
-  public CreateOutfitRequest userId(String userId) {
-    this.userId = userId;
+  public CreateOutfitRequest angle(Angle angle) {
+    this.angle = angle;
     return this;
   }
 
   /**
-   * Caller&#39;s user id, 1–64 characters.
-   * @return userId
+   * &#x60;front&#x60;, &#x60;side&#x60; or &#x60;back&#x60;.
+   * @return angle
    */
   
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserId() {
-    return userId;
+  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Angle getAngle() {
+    return angle;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserId(String userId) {
-    this.userId = userId;
-  }
-
-
-  public CreateOutfitRequest requestId(String requestId) {
-    this.requestId = requestId;
-    return this;
-  }
-
-  /**
-   * Idempotency key.
-   * @return requestId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getRequestId() {
-    return requestId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setRequestId(String requestId) {
-    this.requestId = requestId;
+  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setAngle(Angle angle) {
+    this.angle = angle;
   }
 
 
@@ -144,161 +123,17 @@ public class CreateOutfitRequest {
    * @return baseModelTaskId
    */
   
-  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public String getBaseModelTaskId() {
     return baseModelTaskId;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setBaseModelTaskId(String baseModelTaskId) {
     this.baseModelTaskId = baseModelTaskId;
-  }
-
-
-  public CreateOutfitRequest angle(String angle) {
-    this.angle = angle;
-    return this;
-  }
-
-  /**
-   * &#x60;front&#x60;, &#x60;side&#x60; or &#x60;back&#x60;.
-   * @return angle
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getAngle() {
-    return angle;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setAngle(String angle) {
-    this.angle = angle;
-  }
-
-
-  public CreateOutfitRequest outfitImages(List<String> outfitImages) {
-    this.outfitImages = outfitImages;
-    return this;
-  }
-
-  /**
-   * 1–5 garment images, each a data URI or an &#x60;https://&#x60;/&#x60;http://&#x60; URL (as for &#x60;user_image&#x60;); a single string counts as a list of one.
-   * @return outfitImages
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGES, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public List<String> getOutfitImages() {
-    return outfitImages;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGES, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setOutfitImages(List<String> outfitImages) {
-    this.outfitImages = outfitImages;
-  }
-
-
-  public CreateOutfitRequest outfitImageUrls(List<String> outfitImageUrls) {
-    this.outfitImageUrls = outfitImageUrls;
-    return this;
-  }
-
-  /**
-   * Alias of &#x60;outfit_images&#x60; (the earlier service&#39;s documentation); give only one of the three.
-   * @return outfitImageUrls
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_URLS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public List<String> getOutfitImageUrls() {
-    return outfitImageUrls;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_URLS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setOutfitImageUrls(List<String> outfitImageUrls) {
-    this.outfitImageUrls = outfitImageUrls;
-  }
-
-
-  public CreateOutfitRequest outfitImageBase64(List<String> outfitImageBase64) {
-    this.outfitImageBase64 = outfitImageBase64;
-    return this;
-  }
-
-  /**
-   * Alias of &#x60;outfit_images&#x60; (earlier service); bare base64 strings are also accepted.
-   * @return outfitImageBase64
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_BASE64, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public List<String> getOutfitImageBase64() {
-    return outfitImageBase64;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_BASE64, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setOutfitImageBase64(List<String> outfitImageBase64) {
-    this.outfitImageBase64 = outfitImageBase64;
-  }
-
-
-  public CreateOutfitRequest outfitDescription(String outfitDescription) {
-    this.outfitDescription = outfitDescription;
-    return this;
-  }
-
-  /**
-   * Optional words about the outfit (e.g. &#x60;白色T恤搭配牛仔裤&#x60;), at most 200 characters; passed to the model in the prompt. Blank means not given.
-   * @return outfitDescription
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_DESCRIPTION, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getOutfitDescription() {
-    return outfitDescription;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_OUTFIT_DESCRIPTION, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setOutfitDescription(String outfitDescription) {
-    this.outfitDescription = outfitDescription;
-  }
-
-
-  public CreateOutfitRequest size(String size) {
-    this.size = size;
-    return this;
-  }
-
-  /**
-   * Aspect ratio, default &#x60;4:3&#x60;.
-   * @return size
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSize() {
-    return size;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSize(String size) {
-    this.size = size;
   }
 
 
@@ -326,6 +161,198 @@ public class CreateOutfitRequest {
   }
 
 
+  public CreateOutfitRequest outfitDescription(String outfitDescription) {
+    this.outfitDescription = outfitDescription;
+    return this;
+  }
+
+  /**
+   * Optional words about the outfit (e.g. &#x60;白色T恤搭配牛仔裤&#x60;), at most 200 characters; passed to the model in the prompt. Blank means not given.
+   * @return outfitDescription
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_DESCRIPTION, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getOutfitDescription() {
+    return outfitDescription;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_DESCRIPTION, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setOutfitDescription(String outfitDescription) {
+    this.outfitDescription = outfitDescription;
+  }
+
+
+  public CreateOutfitRequest outfitImageBase64(List<String> outfitImageBase64) {
+    this.outfitImageBase64 = outfitImageBase64;
+    return this;
+  }
+
+  public CreateOutfitRequest addOutfitImageBase64Item(String outfitImageBase64Item) {
+    if (this.outfitImageBase64 == null) {
+      this.outfitImageBase64 = new ArrayList<>();
+    }
+    this.outfitImageBase64.add(outfitImageBase64Item);
+    return this;
+  }
+
+  /**
+   * Alias of &#x60;outfit_images&#x60; (earlier service); bare base64 strings are also accepted.
+   * @return outfitImageBase64
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_BASE64, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public List<String> getOutfitImageBase64() {
+    return outfitImageBase64;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_BASE64, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setOutfitImageBase64(List<String> outfitImageBase64) {
+    this.outfitImageBase64 = outfitImageBase64;
+  }
+
+
+  public CreateOutfitRequest outfitImageUrls(List<String> outfitImageUrls) {
+    this.outfitImageUrls = outfitImageUrls;
+    return this;
+  }
+
+  public CreateOutfitRequest addOutfitImageUrlsItem(String outfitImageUrlsItem) {
+    if (this.outfitImageUrls == null) {
+      this.outfitImageUrls = new ArrayList<>();
+    }
+    this.outfitImageUrls.add(outfitImageUrlsItem);
+    return this;
+  }
+
+  /**
+   * Alias of &#x60;outfit_images&#x60; (the earlier service&#39;s documentation); give only one of the three.
+   * @return outfitImageUrls
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_URLS, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public List<String> getOutfitImageUrls() {
+    return outfitImageUrls;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGE_URLS, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setOutfitImageUrls(List<String> outfitImageUrls) {
+    this.outfitImageUrls = outfitImageUrls;
+  }
+
+
+  public CreateOutfitRequest outfitImages(List<String> outfitImages) {
+    this.outfitImages = outfitImages;
+    return this;
+  }
+
+  public CreateOutfitRequest addOutfitImagesItem(String outfitImagesItem) {
+    if (this.outfitImages == null) {
+      this.outfitImages = new ArrayList<>();
+    }
+    this.outfitImages.add(outfitImagesItem);
+    return this;
+  }
+
+  /**
+   * 1–5 garment images, each a data URI or an &#x60;https://&#x60;/&#x60;http://&#x60; URL (as for &#x60;user_image&#x60;); a single string counts as a list of one. Required unless an alias is given (exactly one of &#x60;outfit_images&#x60;, &#x60;outfit_image_urls&#x60;, &#x60;outfit_image_base64&#x60;).
+   * @return outfitImages
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGES, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public List<String> getOutfitImages() {
+    return outfitImages;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_OUTFIT_IMAGES, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setOutfitImages(List<String> outfitImages) {
+    this.outfitImages = outfitImages;
+  }
+
+
+  public CreateOutfitRequest requestId(String requestId) {
+    this.requestId = requestId;
+    return this;
+  }
+
+  /**
+   * Idempotency key.
+   * @return requestId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public String getRequestId() {
+    return requestId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setRequestId(String requestId) {
+    this.requestId = requestId;
+  }
+
+
+  public CreateOutfitRequest size(AspectRatio size) {
+    this.size = size;
+    return this;
+  }
+
+  /**
+   * Aspect ratio, default &#x60;4:3&#x60;.
+   * @return size
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public AspectRatio getSize() {
+    return size;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SIZE, required = false)
+  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  public void setSize(AspectRatio size) {
+    this.size = size;
+  }
+
+
+  public CreateOutfitRequest userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * Caller&#39;s user id, 1–64 characters.
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
+  }
+
+
   /**
    * Return true if this CreateOutfitRequest object is equal to o.
    */
@@ -338,37 +365,37 @@ public class CreateOutfitRequest {
       return false;
     }
     CreateOutfitRequest createOutfitRequest = (CreateOutfitRequest) o;
-    return Objects.equals(this.userId, createOutfitRequest.userId) &&
-        Objects.equals(this.requestId, createOutfitRequest.requestId) &&
+    return Objects.equals(this.angle, createOutfitRequest.angle) &&
         Objects.equals(this.baseModelTaskId, createOutfitRequest.baseModelTaskId) &&
-        Objects.equals(this.angle, createOutfitRequest.angle) &&
-        Objects.equals(this.outfitImages, createOutfitRequest.outfitImages) &&
-        Objects.equals(this.outfitImageUrls, createOutfitRequest.outfitImageUrls) &&
-        Objects.equals(this.outfitImageBase64, createOutfitRequest.outfitImageBase64) &&
+        Objects.equals(this.callbackUrl, createOutfitRequest.callbackUrl) &&
         Objects.equals(this.outfitDescription, createOutfitRequest.outfitDescription) &&
+        Objects.equals(this.outfitImageBase64, createOutfitRequest.outfitImageBase64) &&
+        Objects.equals(this.outfitImageUrls, createOutfitRequest.outfitImageUrls) &&
+        Objects.equals(this.outfitImages, createOutfitRequest.outfitImages) &&
+        Objects.equals(this.requestId, createOutfitRequest.requestId) &&
         Objects.equals(this.size, createOutfitRequest.size) &&
-        Objects.equals(this.callbackUrl, createOutfitRequest.callbackUrl);
+        Objects.equals(this.userId, createOutfitRequest.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, requestId, baseModelTaskId, angle, outfitImages, outfitImageUrls, outfitImageBase64, outfitDescription, size, callbackUrl);
+    return Objects.hash(angle, baseModelTaskId, callbackUrl, outfitDescription, outfitImageBase64, outfitImageUrls, outfitImages, requestId, size, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class CreateOutfitRequest {\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
-    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
-    sb.append("    baseModelTaskId: ").append(toIndentedString(baseModelTaskId)).append("\n");
     sb.append("    angle: ").append(toIndentedString(angle)).append("\n");
-    sb.append("    outfitImages: ").append(toIndentedString(outfitImages)).append("\n");
-    sb.append("    outfitImageUrls: ").append(toIndentedString(outfitImageUrls)).append("\n");
-    sb.append("    outfitImageBase64: ").append(toIndentedString(outfitImageBase64)).append("\n");
-    sb.append("    outfitDescription: ").append(toIndentedString(outfitDescription)).append("\n");
-    sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    baseModelTaskId: ").append(toIndentedString(baseModelTaskId)).append("\n");
     sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
+    sb.append("    outfitDescription: ").append(toIndentedString(outfitDescription)).append("\n");
+    sb.append("    outfitImageBase64: ").append(toIndentedString(outfitImageBase64)).append("\n");
+    sb.append("    outfitImageUrls: ").append(toIndentedString(outfitImageUrls)).append("\n");
+    sb.append("    outfitImages: ").append(toIndentedString(outfitImages)).append("\n");
+    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
+    sb.append("    size: ").append(toIndentedString(size)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

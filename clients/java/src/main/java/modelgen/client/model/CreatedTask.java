@@ -22,6 +22,8 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
+import modelgen.client.model.Angle;
+import modelgen.client.model.TaskStatus;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -29,26 +31,74 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * The 202 body of a create: &#x60;{\&quot;task_id\&quot;, \&quot;status\&quot;, \&quot;angle\&quot;}&#x60;.
  */
 @JsonPropertyOrder({
-  CreatedTask.JSON_PROPERTY_TASK_ID,
+  CreatedTask.JSON_PROPERTY_ANGLE,
   CreatedTask.JSON_PROPERTY_STATUS,
-  CreatedTask.JSON_PROPERTY_ANGLE
+  CreatedTask.JSON_PROPERTY_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class CreatedTask {
+  public static final String JSON_PROPERTY_ANGLE = "angle";
+  
+  private Angle angle;
+
+  public static final String JSON_PROPERTY_STATUS = "status";
+  
+  private TaskStatus status;
+
   public static final String JSON_PROPERTY_TASK_ID = "task_id";
   
   private String taskId;
 
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
-  public static final String JSON_PROPERTY_ANGLE = "angle";
-  
-  private String angle;
-
   public CreatedTask() { 
   }
+
+  public CreatedTask angle(Angle angle) {
+    this.angle = angle;
+    return this;
+  }
+
+  /**
+   * Outfit angle, else null.
+   * @return angle
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Angle getAngle() {
+    return angle;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setAngle(Angle angle) {
+    this.angle = angle;
+  }
+
+
+  public CreatedTask status(TaskStatus status) {
+    this.status = status;
+    return this;
+  }
+
+  /**
+   * Its status (&#x60;submitted&#x60; when new).
+   * @return status
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskStatus getStatus() {
+    return status;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(TaskStatus status) {
+    this.status = status;
+  }
+
 
   public CreatedTask taskId(String taskId) {
     this.taskId = taskId;
@@ -74,54 +124,6 @@ public class CreatedTask {
   }
 
 
-  public CreatedTask status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * Its status (&#x60;submitted&#x60; when new).
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
-
-  public CreatedTask angle(String angle) {
-    this.angle = angle;
-    return this;
-  }
-
-  /**
-   * Outfit angle, else null.
-   * @return angle
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getAngle() {
-    return angle;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setAngle(String angle) {
-    this.angle = angle;
-  }
-
-
   /**
    * Return true if this CreatedTask object is equal to o.
    */
@@ -134,23 +136,23 @@ public class CreatedTask {
       return false;
     }
     CreatedTask createdTask = (CreatedTask) o;
-    return Objects.equals(this.taskId, createdTask.taskId) &&
+    return Objects.equals(this.angle, createdTask.angle) &&
         Objects.equals(this.status, createdTask.status) &&
-        Objects.equals(this.angle, createdTask.angle);
+        Objects.equals(this.taskId, createdTask.taskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, status, angle);
+    return Objects.hash(angle, status, taskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class CreatedTask {\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("    angle: ").append(toIndentedString(angle)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeCallbackPageData;
+import modelgen.client.model.CallbackPage;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeCallbackPage.JSON_PROPERTY_CODE,
-  EnvelopeCallbackPage.JSON_PROPERTY_MSG,
-  EnvelopeCallbackPage.JSON_PROPERTY_DATA
+  EnvelopeCallbackPage.JSON_PROPERTY_DATA,
+  EnvelopeCallbackPage.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeCallbackPage {
@@ -40,13 +40,13 @@ public class EnvelopeCallbackPage {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private CallbackPage data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeCallbackPageData data;
 
   public EnvelopeCallbackPage() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeCallbackPage {
   }
 
 
+  public EnvelopeCallbackPage data(CallbackPage data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public CallbackPage getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(CallbackPage data) {
+    this.data = data;
+  }
+
+
   public EnvelopeCallbackPage msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeCallbackPage {
   }
 
 
-  public EnvelopeCallbackPage data(EnvelopeCallbackPageData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeCallbackPageData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeCallbackPageData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_CallbackPage object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeCallbackPage {
     }
     EnvelopeCallbackPage envelopeCallbackPage = (EnvelopeCallbackPage) o;
     return Objects.equals(this.code, envelopeCallbackPage.code) &&
-        Objects.equals(this.msg, envelopeCallbackPage.msg) &&
-        Objects.equals(this.data, envelopeCallbackPage.data);
+        Objects.equals(this.data, envelopeCallbackPage.data) &&
+        Objects.equals(this.msg, envelopeCallbackPage.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeCallbackPage {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeCallbackPage {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeCallbackViewData;
+import modelgen.client.model.CallbackView;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeCallbackView.JSON_PROPERTY_CODE,
-  EnvelopeCallbackView.JSON_PROPERTY_MSG,
-  EnvelopeCallbackView.JSON_PROPERTY_DATA
+  EnvelopeCallbackView.JSON_PROPERTY_DATA,
+  EnvelopeCallbackView.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeCallbackView {
@@ -40,13 +40,13 @@ public class EnvelopeCallbackView {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private CallbackView data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeCallbackViewData data;
 
   public EnvelopeCallbackView() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeCallbackView {
   }
 
 
+  public EnvelopeCallbackView data(CallbackView data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public CallbackView getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(CallbackView data) {
+    this.data = data;
+  }
+
+
   public EnvelopeCallbackView msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeCallbackView {
   }
 
 
-  public EnvelopeCallbackView data(EnvelopeCallbackViewData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeCallbackViewData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeCallbackViewData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_CallbackView object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeCallbackView {
     }
     EnvelopeCallbackView envelopeCallbackView = (EnvelopeCallbackView) o;
     return Objects.equals(this.code, envelopeCallbackView.code) &&
-        Objects.equals(this.msg, envelopeCallbackView.msg) &&
-        Objects.equals(this.data, envelopeCallbackView.data);
+        Objects.equals(this.data, envelopeCallbackView.data) &&
+        Objects.equals(this.msg, envelopeCallbackView.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeCallbackView {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeCallbackView {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

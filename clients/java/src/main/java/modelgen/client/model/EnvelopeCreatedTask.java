@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeCreatedTaskData;
+import modelgen.client.model.CreatedTask;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeCreatedTask.JSON_PROPERTY_CODE,
-  EnvelopeCreatedTask.JSON_PROPERTY_MSG,
-  EnvelopeCreatedTask.JSON_PROPERTY_DATA
+  EnvelopeCreatedTask.JSON_PROPERTY_DATA,
+  EnvelopeCreatedTask.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeCreatedTask {
@@ -40,13 +40,13 @@ public class EnvelopeCreatedTask {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private CreatedTask data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeCreatedTaskData data;
 
   public EnvelopeCreatedTask() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeCreatedTask {
   }
 
 
+  public EnvelopeCreatedTask data(CreatedTask data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public CreatedTask getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(CreatedTask data) {
+    this.data = data;
+  }
+
+
   public EnvelopeCreatedTask msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeCreatedTask {
   }
 
 
-  public EnvelopeCreatedTask data(EnvelopeCreatedTaskData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeCreatedTaskData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeCreatedTaskData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_CreatedTask object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeCreatedTask {
     }
     EnvelopeCreatedTask envelopeCreatedTask = (EnvelopeCreatedTask) o;
     return Objects.equals(this.code, envelopeCreatedTask.code) &&
-        Objects.equals(this.msg, envelopeCreatedTask.msg) &&
-        Objects.equals(this.data, envelopeCreatedTask.data);
+        Objects.equals(this.data, envelopeCreatedTask.data) &&
+        Objects.equals(this.msg, envelopeCreatedTask.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeCreatedTask {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeCreatedTask {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

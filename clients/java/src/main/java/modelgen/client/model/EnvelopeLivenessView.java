@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeLivenessViewData;
+import modelgen.client.model.LivenessView;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeLivenessView.JSON_PROPERTY_CODE,
-  EnvelopeLivenessView.JSON_PROPERTY_MSG,
-  EnvelopeLivenessView.JSON_PROPERTY_DATA
+  EnvelopeLivenessView.JSON_PROPERTY_DATA,
+  EnvelopeLivenessView.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeLivenessView {
@@ -40,13 +40,13 @@ public class EnvelopeLivenessView {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private LivenessView data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeLivenessViewData data;
 
   public EnvelopeLivenessView() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeLivenessView {
   }
 
 
+  public EnvelopeLivenessView data(LivenessView data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public LivenessView getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(LivenessView data) {
+    this.data = data;
+  }
+
+
   public EnvelopeLivenessView msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeLivenessView {
   }
 
 
-  public EnvelopeLivenessView data(EnvelopeLivenessViewData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeLivenessViewData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeLivenessViewData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_LivenessView object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeLivenessView {
     }
     EnvelopeLivenessView envelopeLivenessView = (EnvelopeLivenessView) o;
     return Objects.equals(this.code, envelopeLivenessView.code) &&
-        Objects.equals(this.msg, envelopeLivenessView.msg) &&
-        Objects.equals(this.data, envelopeLivenessView.data);
+        Objects.equals(this.data, envelopeLivenessView.data) &&
+        Objects.equals(this.msg, envelopeLivenessView.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeLivenessView {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeLivenessView {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

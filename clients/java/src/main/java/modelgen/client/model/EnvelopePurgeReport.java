@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopePurgeReportData;
+import modelgen.client.model.PurgeReport;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopePurgeReport.JSON_PROPERTY_CODE,
-  EnvelopePurgeReport.JSON_PROPERTY_MSG,
-  EnvelopePurgeReport.JSON_PROPERTY_DATA
+  EnvelopePurgeReport.JSON_PROPERTY_DATA,
+  EnvelopePurgeReport.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopePurgeReport {
@@ -40,13 +40,13 @@ public class EnvelopePurgeReport {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private PurgeReport data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopePurgeReportData data;
 
   public EnvelopePurgeReport() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopePurgeReport {
   }
 
 
+  public EnvelopePurgeReport data(PurgeReport data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public PurgeReport getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(PurgeReport data) {
+    this.data = data;
+  }
+
+
   public EnvelopePurgeReport msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopePurgeReport {
   }
 
 
-  public EnvelopePurgeReport data(EnvelopePurgeReportData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopePurgeReportData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopePurgeReportData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_PurgeReport object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopePurgeReport {
     }
     EnvelopePurgeReport envelopePurgeReport = (EnvelopePurgeReport) o;
     return Objects.equals(this.code, envelopePurgeReport.code) &&
-        Objects.equals(this.msg, envelopePurgeReport.msg) &&
-        Objects.equals(this.data, envelopePurgeReport.data);
+        Objects.equals(this.data, envelopePurgeReport.data) &&
+        Objects.equals(this.msg, envelopePurgeReport.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopePurgeReport {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopePurgeReport {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

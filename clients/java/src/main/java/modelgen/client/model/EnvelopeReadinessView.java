@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeReadinessViewData;
+import modelgen.client.model.ReadinessView;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeReadinessView.JSON_PROPERTY_CODE,
-  EnvelopeReadinessView.JSON_PROPERTY_MSG,
-  EnvelopeReadinessView.JSON_PROPERTY_DATA
+  EnvelopeReadinessView.JSON_PROPERTY_DATA,
+  EnvelopeReadinessView.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeReadinessView {
@@ -40,13 +40,13 @@ public class EnvelopeReadinessView {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private ReadinessView data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeReadinessViewData data;
 
   public EnvelopeReadinessView() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeReadinessView {
   }
 
 
+  public EnvelopeReadinessView data(ReadinessView data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public ReadinessView getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(ReadinessView data) {
+    this.data = data;
+  }
+
+
   public EnvelopeReadinessView msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeReadinessView {
   }
 
 
-  public EnvelopeReadinessView data(EnvelopeReadinessViewData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeReadinessViewData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeReadinessViewData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_ReadinessView object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeReadinessView {
     }
     EnvelopeReadinessView envelopeReadinessView = (EnvelopeReadinessView) o;
     return Objects.equals(this.code, envelopeReadinessView.code) &&
-        Objects.equals(this.msg, envelopeReadinessView.msg) &&
-        Objects.equals(this.data, envelopeReadinessView.data);
+        Objects.equals(this.data, envelopeReadinessView.data) &&
+        Objects.equals(this.msg, envelopeReadinessView.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeReadinessView {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeReadinessView {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeRedeliveredData;
+import modelgen.client.model.Redelivered;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeRedelivered.JSON_PROPERTY_CODE,
-  EnvelopeRedelivered.JSON_PROPERTY_MSG,
-  EnvelopeRedelivered.JSON_PROPERTY_DATA
+  EnvelopeRedelivered.JSON_PROPERTY_DATA,
+  EnvelopeRedelivered.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeRedelivered {
@@ -40,13 +40,13 @@ public class EnvelopeRedelivered {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private Redelivered data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeRedeliveredData data;
 
   public EnvelopeRedelivered() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeRedelivered {
   }
 
 
+  public EnvelopeRedelivered data(Redelivered data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Redelivered getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(Redelivered data) {
+    this.data = data;
+  }
+
+
   public EnvelopeRedelivered msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeRedelivered {
   }
 
 
-  public EnvelopeRedelivered data(EnvelopeRedeliveredData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeRedeliveredData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeRedeliveredData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_Redelivered object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeRedelivered {
     }
     EnvelopeRedelivered envelopeRedelivered = (EnvelopeRedelivered) o;
     return Objects.equals(this.code, envelopeRedelivered.code) &&
-        Objects.equals(this.msg, envelopeRedelivered.msg) &&
-        Objects.equals(this.data, envelopeRedelivered.data);
+        Objects.equals(this.data, envelopeRedelivered.data) &&
+        Objects.equals(this.msg, envelopeRedelivered.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeRedelivered {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeRedelivered {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeRetryReportData;
+import modelgen.client.model.RetryReport;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeRetryReport.JSON_PROPERTY_CODE,
-  EnvelopeRetryReport.JSON_PROPERTY_MSG,
-  EnvelopeRetryReport.JSON_PROPERTY_DATA
+  EnvelopeRetryReport.JSON_PROPERTY_DATA,
+  EnvelopeRetryReport.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeRetryReport {
@@ -40,13 +40,13 @@ public class EnvelopeRetryReport {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private RetryReport data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeRetryReportData data;
 
   public EnvelopeRetryReport() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeRetryReport {
   }
 
 
+  public EnvelopeRetryReport data(RetryReport data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public RetryReport getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(RetryReport data) {
+    this.data = data;
+  }
+
+
   public EnvelopeRetryReport msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeRetryReport {
   }
 
 
-  public EnvelopeRetryReport data(EnvelopeRetryReportData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeRetryReportData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeRetryReportData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_RetryReport object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeRetryReport {
     }
     EnvelopeRetryReport envelopeRetryReport = (EnvelopeRetryReport) o;
     return Objects.equals(this.code, envelopeRetryReport.code) &&
-        Objects.equals(this.msg, envelopeRetryReport.msg) &&
-        Objects.equals(this.data, envelopeRetryReport.data);
+        Objects.equals(this.data, envelopeRetryReport.data) &&
+        Objects.equals(this.msg, envelopeRetryReport.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeRetryReport {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeRetryReport {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

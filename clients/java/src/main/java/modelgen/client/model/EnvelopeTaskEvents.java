@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeTaskEventsData;
+import modelgen.client.model.TaskEvents;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeTaskEvents.JSON_PROPERTY_CODE,
-  EnvelopeTaskEvents.JSON_PROPERTY_MSG,
-  EnvelopeTaskEvents.JSON_PROPERTY_DATA
+  EnvelopeTaskEvents.JSON_PROPERTY_DATA,
+  EnvelopeTaskEvents.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeTaskEvents {
@@ -40,13 +40,13 @@ public class EnvelopeTaskEvents {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private TaskEvents data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeTaskEventsData data;
 
   public EnvelopeTaskEvents() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeTaskEvents {
   }
 
 
+  public EnvelopeTaskEvents data(TaskEvents data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskEvents getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(TaskEvents data) {
+    this.data = data;
+  }
+
+
   public EnvelopeTaskEvents msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeTaskEvents {
   }
 
 
-  public EnvelopeTaskEvents data(EnvelopeTaskEventsData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeTaskEventsData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeTaskEventsData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_TaskEvents object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeTaskEvents {
     }
     EnvelopeTaskEvents envelopeTaskEvents = (EnvelopeTaskEvents) o;
     return Objects.equals(this.code, envelopeTaskEvents.code) &&
-        Objects.equals(this.msg, envelopeTaskEvents.msg) &&
-        Objects.equals(this.data, envelopeTaskEvents.data);
+        Objects.equals(this.data, envelopeTaskEvents.data) &&
+        Objects.equals(this.msg, envelopeTaskEvents.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeTaskEvents {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeTaskEvents {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

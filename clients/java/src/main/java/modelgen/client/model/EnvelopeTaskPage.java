@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeTaskPageData;
+import modelgen.client.model.TaskPage;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeTaskPage.JSON_PROPERTY_CODE,
-  EnvelopeTaskPage.JSON_PROPERTY_MSG,
-  EnvelopeTaskPage.JSON_PROPERTY_DATA
+  EnvelopeTaskPage.JSON_PROPERTY_DATA,
+  EnvelopeTaskPage.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeTaskPage {
@@ -40,13 +40,13 @@ public class EnvelopeTaskPage {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private TaskPage data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeTaskPageData data;
 
   public EnvelopeTaskPage() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeTaskPage {
   }
 
 
+  public EnvelopeTaskPage data(TaskPage data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskPage getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(TaskPage data) {
+    this.data = data;
+  }
+
+
   public EnvelopeTaskPage msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeTaskPage {
   }
 
 
-  public EnvelopeTaskPage data(EnvelopeTaskPageData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeTaskPageData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeTaskPageData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_TaskPage object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeTaskPage {
     }
     EnvelopeTaskPage envelopeTaskPage = (EnvelopeTaskPage) o;
     return Objects.equals(this.code, envelopeTaskPage.code) &&
-        Objects.equals(this.msg, envelopeTaskPage.msg) &&
-        Objects.equals(this.data, envelopeTaskPage.data);
+        Objects.equals(this.data, envelopeTaskPage.data) &&
+        Objects.equals(this.msg, envelopeTaskPage.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeTaskPage {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeTaskPage {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeTaskViewData;
+import modelgen.client.model.TaskView;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeTaskView.JSON_PROPERTY_CODE,
-  EnvelopeTaskView.JSON_PROPERTY_MSG,
-  EnvelopeTaskView.JSON_PROPERTY_DATA
+  EnvelopeTaskView.JSON_PROPERTY_DATA,
+  EnvelopeTaskView.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeTaskView {
@@ -40,13 +40,13 @@ public class EnvelopeTaskView {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private TaskView data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeTaskViewData data;
 
   public EnvelopeTaskView() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeTaskView {
   }
 
 
+  public EnvelopeTaskView data(TaskView data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskView getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(TaskView data) {
+    this.data = data;
+  }
+
+
   public EnvelopeTaskView msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeTaskView {
   }
 
 
-  public EnvelopeTaskView data(EnvelopeTaskViewData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeTaskViewData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeTaskViewData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_TaskView object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeTaskView {
     }
     EnvelopeTaskView envelopeTaskView = (EnvelopeTaskView) o;
     return Objects.equals(this.code, envelopeTaskView.code) &&
-        Objects.equals(this.msg, envelopeTaskView.msg) &&
-        Objects.equals(this.data, envelopeTaskView.data);
+        Objects.equals(this.data, envelopeTaskView.data) &&
+        Objects.equals(this.msg, envelopeTaskView.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeTaskView {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeTaskView {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

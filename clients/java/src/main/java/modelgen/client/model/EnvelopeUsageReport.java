@@ -22,7 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
-import modelgen.client.model.EnvelopeUsageReportData;
+import modelgen.client.model.UsageReport;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,8 +31,8 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   EnvelopeUsageReport.JSON_PROPERTY_CODE,
-  EnvelopeUsageReport.JSON_PROPERTY_MSG,
-  EnvelopeUsageReport.JSON_PROPERTY_DATA
+  EnvelopeUsageReport.JSON_PROPERTY_DATA,
+  EnvelopeUsageReport.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EnvelopeUsageReport {
@@ -40,13 +40,13 @@ public class EnvelopeUsageReport {
   
   private Integer code;
 
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private UsageReport data;
+
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
-
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private EnvelopeUsageReportData data;
 
   public EnvelopeUsageReport() { 
   }
@@ -75,6 +75,30 @@ public class EnvelopeUsageReport {
   }
 
 
+  public EnvelopeUsageReport data(UsageReport data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * Get data
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public UsageReport getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(UsageReport data) {
+    this.data = data;
+  }
+
+
   public EnvelopeUsageReport msg(String msg) {
     this.msg = msg;
     return this;
@@ -99,30 +123,6 @@ public class EnvelopeUsageReport {
   }
 
 
-  public EnvelopeUsageReport data(EnvelopeUsageReportData data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * Get data
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public EnvelopeUsageReportData getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(EnvelopeUsageReportData data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this Envelope_UsageReport object is equal to o.
    */
@@ -136,13 +136,13 @@ public class EnvelopeUsageReport {
     }
     EnvelopeUsageReport envelopeUsageReport = (EnvelopeUsageReport) o;
     return Objects.equals(this.code, envelopeUsageReport.code) &&
-        Objects.equals(this.msg, envelopeUsageReport.msg) &&
-        Objects.equals(this.data, envelopeUsageReport.data);
+        Objects.equals(this.data, envelopeUsageReport.data) &&
+        Objects.equals(this.msg, envelopeUsageReport.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -150,8 +150,8 @@ public class EnvelopeUsageReport {
     StringBuilder sb = new StringBuilder();
     sb.append("class EnvelopeUsageReport {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -30,27 +30,82 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  */
 @JsonPropertyOrder({
   ErrorEnvelope.JSON_PROPERTY_CODE,
-  ErrorEnvelope.JSON_PROPERTY_MSG,
-  ErrorEnvelope.JSON_PROPERTY_DATA
+  ErrorEnvelope.JSON_PROPERTY_DATA,
+  ErrorEnvelope.JSON_PROPERTY_MSG
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class ErrorEnvelope {
+  /**
+   * 1001 invalid parameters, 1002 Apimart failed, 1003 not found, 1004 internal, 1005 unauthorized, 1006 conflict, 1007 too large, 1008 unsupported media type, 1009 method not allowed, 1010 queue full, 1011 cross-site request.
+   */
+  public enum CodeEnum {
+    NUMBER_1001(Integer.valueOf(1001)),
+    
+    NUMBER_1002(Integer.valueOf(1002)),
+    
+    NUMBER_1003(Integer.valueOf(1003)),
+    
+    NUMBER_1004(Integer.valueOf(1004)),
+    
+    NUMBER_1005(Integer.valueOf(1005)),
+    
+    NUMBER_1006(Integer.valueOf(1006)),
+    
+    NUMBER_1007(Integer.valueOf(1007)),
+    
+    NUMBER_1008(Integer.valueOf(1008)),
+    
+    NUMBER_1009(Integer.valueOf(1009)),
+    
+    NUMBER_1010(Integer.valueOf(1010)),
+    
+    NUMBER_1011(Integer.valueOf(1011)),
+    
+    NUMBER_unknown_default_open_api(Integer.valueOf(11184809));
+
+    private Integer value;
+
+    CodeEnum(Integer value) {
+      this.value = value;
+    }
+
+    @JsonValue
+    public Integer getValue() {
+      return value;
+    }
+
+    @Override
+    public String toString() {
+      return String.valueOf(value);
+    }
+
+    @JsonCreator
+    public static CodeEnum fromValue(Integer value) {
+      for (CodeEnum b : CodeEnum.values()) {
+        if (b.value.equals(value)) {
+          return b;
+        }
+      }
+      return NUMBER_unknown_default_open_api;
+    }
+  }
+
   public static final String JSON_PROPERTY_CODE = "code";
   
-  private Integer code;
+  private CodeEnum code;
+
+  public static final String JSON_PROPERTY_DATA = "data";
+  
+  private Object data;
 
   public static final String JSON_PROPERTY_MSG = "msg";
   
   private String msg;
 
-  public static final String JSON_PROPERTY_DATA = "data";
-  
-  private Object data = null;
-
   public ErrorEnvelope() { 
   }
 
-  public ErrorEnvelope code(Integer code) {
+  public ErrorEnvelope code(CodeEnum code) {
     this.code = code;
     return this;
   }
@@ -62,15 +117,39 @@ public class ErrorEnvelope {
   
   @JsonProperty(value = JSON_PROPERTY_CODE, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Integer getCode() {
+  public CodeEnum getCode() {
     return code;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_CODE, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setCode(Integer code) {
+  public void setCode(CodeEnum code) {
     this.code = code;
+  }
+
+
+  public ErrorEnvelope data(Object data) {
+    this.data = data;
+    return this;
+  }
+
+  /**
+   * &#x60;{\&quot;errors\&quot;: [...]}&#x60; for 1001, &#x60;{\&quot;task_id\&quot;, \&quot;status\&quot;}&#x60; for some 1006, &#x60;{\&quot;queued\&quot;, \&quot;max_queued_tasks\&quot;, \&quot;retry_after\&quot;}&#x60; for 1010, else null.
+   * @return data
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Object getData() {
+    return data;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setData(Object data) {
+    this.data = data;
   }
 
 
@@ -98,30 +177,6 @@ public class ErrorEnvelope {
   }
 
 
-  public ErrorEnvelope data(Object data) {
-    this.data = data;
-    return this;
-  }
-
-  /**
-   * &#x60;{\&quot;errors\&quot;: [...]}&#x60; for 1001, &#x60;{\&quot;task_id\&quot;, \&quot;status\&quot;}&#x60; for some 1006, &#x60;{\&quot;queued\&quot;, \&quot;max_queued_tasks\&quot;, \&quot;retry_after\&quot;}&#x60; for 1010, else null.
-   * @return data
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Object getData() {
-    return data;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DATA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setData(Object data) {
-    this.data = data;
-  }
-
-
   /**
    * Return true if this ErrorEnvelope object is equal to o.
    */
@@ -135,13 +190,13 @@ public class ErrorEnvelope {
     }
     ErrorEnvelope errorEnvelope = (ErrorEnvelope) o;
     return Objects.equals(this.code, errorEnvelope.code) &&
-        Objects.equals(this.msg, errorEnvelope.msg) &&
-        Objects.equals(this.data, errorEnvelope.data);
+        Objects.equals(this.data, errorEnvelope.data) &&
+        Objects.equals(this.msg, errorEnvelope.msg);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(code, msg, data);
+    return Objects.hash(code, data, msg);
   }
 
   @Override
@@ -149,8 +204,8 @@ public class ErrorEnvelope {
     StringBuilder sb = new StringBuilder();
     sb.append("class ErrorEnvelope {\n");
     sb.append("    code: ").append(toIndentedString(code)).append("\n");
-    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("    data: ").append(toIndentedString(data)).append("\n");
+    sb.append("    msg: ").append(toIndentedString(msg)).append("\n");
     sb.append("}");
     return sb.toString();
   }

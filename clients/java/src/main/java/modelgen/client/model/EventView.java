@@ -22,6 +22,7 @@ import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.Arrays;
+import modelgen.client.model.EventKind;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -29,95 +30,71 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * One timeline entry, as &#x60;GET /tasks/{task_id}/events&#x60; shows it. Fields a kind does not use are &#x60;null&#x60;.
  */
 @JsonPropertyOrder({
-  EventView.JSON_PROPERTY_SEQ,
   EventView.JSON_PROPERTY_AT,
-  EventView.JSON_PROPERTY_KIND,
-  EventView.JSON_PROPERTY_REPLICA,
   EventView.JSON_PROPERTY_ATTEMPT,
-  EventView.JSON_PROPERTY_UPSTREAM_TASK_ID,
-  EventView.JSON_PROPERTY_UPSTREAM_STATUS,
-  EventView.JSON_PROPERTY_PROGRESS,
-  EventView.JSON_PROPERTY_HTTP_STATUS,
-  EventView.JSON_PROPERTY_LATENCY_MS,
   EventView.JSON_PROPERTY_ERROR_CODE,
-  EventView.JSON_PROPERTY_MESSAGE
+  EventView.JSON_PROPERTY_HTTP_STATUS,
+  EventView.JSON_PROPERTY_KIND,
+  EventView.JSON_PROPERTY_LATENCY_MS,
+  EventView.JSON_PROPERTY_MESSAGE,
+  EventView.JSON_PROPERTY_PROGRESS,
+  EventView.JSON_PROPERTY_REPLICA,
+  EventView.JSON_PROPERTY_SEQ,
+  EventView.JSON_PROPERTY_UPSTREAM_STATUS,
+  EventView.JSON_PROPERTY_UPSTREAM_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class EventView {
-  public static final String JSON_PROPERTY_SEQ = "seq";
-  
-  private Long seq;
-
   public static final String JSON_PROPERTY_AT = "at";
   
   private String at;
-
-  public static final String JSON_PROPERTY_KIND = "kind";
-  
-  private String kind;
-
-  public static final String JSON_PROPERTY_REPLICA = "replica";
-  
-  private String replica;
 
   public static final String JSON_PROPERTY_ATTEMPT = "attempt";
   
   private Integer attempt;
 
-  public static final String JSON_PROPERTY_UPSTREAM_TASK_ID = "upstream_task_id";
+  public static final String JSON_PROPERTY_ERROR_CODE = "error_code";
   
-  private String upstreamTaskId;
-
-  public static final String JSON_PROPERTY_UPSTREAM_STATUS = "upstream_status";
-  
-  private String upstreamStatus;
-
-  public static final String JSON_PROPERTY_PROGRESS = "progress";
-  
-  private Integer progress;
+  private Integer errorCode;
 
   public static final String JSON_PROPERTY_HTTP_STATUS = "http_status";
   
   private Integer httpStatus;
 
+  public static final String JSON_PROPERTY_KIND = "kind";
+  
+  private EventKind kind;
+
   public static final String JSON_PROPERTY_LATENCY_MS = "latency_ms";
   
   private Long latencyMs;
-
-  public static final String JSON_PROPERTY_ERROR_CODE = "error_code";
-  
-  private Integer errorCode;
 
   public static final String JSON_PROPERTY_MESSAGE = "message";
   
   private String message;
 
+  public static final String JSON_PROPERTY_PROGRESS = "progress";
+  
+  private Integer progress;
+
+  public static final String JSON_PROPERTY_REPLICA = "replica";
+  
+  private String replica;
+
+  public static final String JSON_PROPERTY_SEQ = "seq";
+  
+  private Long seq;
+
+  public static final String JSON_PROPERTY_UPSTREAM_STATUS = "upstream_status";
+  
+  private String upstreamStatus;
+
+  public static final String JSON_PROPERTY_UPSTREAM_TASK_ID = "upstream_task_id";
+  
+  private String upstreamTaskId;
+
   public EventView() { 
   }
-
-  public EventView seq(Long seq) {
-    this.seq = seq;
-    return this;
-  }
-
-  /**
-   * Increasing with time for a task&#39;s entries (oldest first).
-   * @return seq
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_SEQ, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getSeq() {
-    return seq;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_SEQ, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setSeq(Long seq) {
-    this.seq = seq;
-  }
-
 
   public EventView at(String at) {
     this.at = at;
@@ -143,54 +120,6 @@ public class EventView {
   }
 
 
-  public EventView kind(String kind) {
-    this.kind = kind;
-    return this;
-  }
-
-  /**
-   * &#x60;created&#x60;, &#x60;claimed&#x60;, &#x60;submitted&#x60;, &#x60;submit_failed&#x60;, &#x60;polled&#x60;, &#x60;poll_failed&#x60;, &#x60;snoozed&#x60;, &#x60;downloaded&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;, &#x60;retried&#x60;, &#x60;callback_attempt&#x60;, &#x60;callback_delivered&#x60;, &#x60;callback_dead&#x60; or &#x60;callback_redelivered&#x60;.
-   * @return kind
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_KIND, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getKind() {
-    return kind;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_KIND, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setKind(String kind) {
-    this.kind = kind;
-  }
-
-
-  public EventView replica(String replica) {
-    this.replica = replica;
-    return this;
-  }
-
-  /**
-   * The replica (worker lease owner, &#x60;host-pid-random&#x60;) that did it.
-   * @return replica
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_REPLICA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getReplica() {
-    return replica;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_REPLICA, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setReplica(String replica) {
-    this.replica = replica;
-  }
-
-
   public EventView attempt(Integer attempt) {
     this.attempt = attempt;
     return this;
@@ -202,136 +131,16 @@ public class EventView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_ATTEMPT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public Integer getAttempt() {
     return attempt;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_ATTEMPT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setAttempt(Integer attempt) {
     this.attempt = attempt;
-  }
-
-
-  public EventView upstreamTaskId(String upstreamTaskId) {
-    this.upstreamTaskId = upstreamTaskId;
-    return this;
-  }
-
-  /**
-   * Apimart&#39;s task id.
-   * @return upstreamTaskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUpstreamTaskId() {
-    return upstreamTaskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUpstreamTaskId(String upstreamTaskId) {
-    this.upstreamTaskId = upstreamTaskId;
-  }
-
-
-  public EventView upstreamStatus(String upstreamStatus) {
-    this.upstreamStatus = upstreamStatus;
-    return this;
-  }
-
-  /**
-   * Apimart&#39;s status as a poll reported it (&#x60;pending&#x60;, &#x60;processing&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60;, …).
-   * @return upstreamStatus
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_STATUS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUpstreamStatus() {
-    return upstreamStatus;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_STATUS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUpstreamStatus(String upstreamStatus) {
-    this.upstreamStatus = upstreamStatus;
-  }
-
-
-  public EventView progress(Integer progress) {
-    this.progress = progress;
-    return this;
-  }
-
-  /**
-   * Progress a poll reported, 0–100.
-   * @return progress
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Integer getProgress() {
-    return progress;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setProgress(Integer progress) {
-    this.progress = progress;
-  }
-
-
-  public EventView httpStatus(Integer httpStatus) {
-    this.httpStatus = httpStatus;
-    return this;
-  }
-
-  /**
-   * HTTP status of the upstream&#39;s or the callback receiver&#39;s answer.
-   * @return httpStatus
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_HTTP_STATUS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Integer getHttpStatus() {
-    return httpStatus;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_HTTP_STATUS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setHttpStatus(Integer httpStatus) {
-    this.httpStatus = httpStatus;
-  }
-
-
-  public EventView latencyMs(Long latencyMs) {
-    this.latencyMs = latencyMs;
-    return this;
-  }
-
-  /**
-   * How long that call took, milliseconds.
-   * @return latencyMs
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_LATENCY_MS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Long getLatencyMs() {
-    return latencyMs;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_LATENCY_MS, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setLatencyMs(Long latencyMs) {
-    this.latencyMs = latencyMs;
   }
 
 
@@ -346,16 +155,88 @@ public class EventView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public Integer getErrorCode() {
     return errorCode;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setErrorCode(Integer errorCode) {
     this.errorCode = errorCode;
+  }
+
+
+  public EventView httpStatus(Integer httpStatus) {
+    this.httpStatus = httpStatus;
+    return this;
+  }
+
+  /**
+   * HTTP status of the upstream&#39;s or the callback receiver&#39;s answer.
+   * @return httpStatus
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_HTTP_STATUS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Integer getHttpStatus() {
+    return httpStatus;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_HTTP_STATUS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setHttpStatus(Integer httpStatus) {
+    this.httpStatus = httpStatus;
+  }
+
+
+  public EventView kind(EventKind kind) {
+    this.kind = kind;
+    return this;
+  }
+
+  /**
+   * &#x60;created&#x60;, &#x60;claimed&#x60;, &#x60;submitted&#x60;, &#x60;submit_failed&#x60;, &#x60;polled&#x60;, &#x60;poll_failed&#x60;, &#x60;snoozed&#x60;, &#x60;downloaded&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;, &#x60;retried&#x60;, &#x60;callback_attempt&#x60;, &#x60;callback_delivered&#x60;, &#x60;callback_dead&#x60; or &#x60;callback_redelivered&#x60;.
+   * @return kind
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_KIND, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public EventKind getKind() {
+    return kind;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_KIND, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setKind(EventKind kind) {
+    this.kind = kind;
+  }
+
+
+  public EventView latencyMs(Long latencyMs) {
+    this.latencyMs = latencyMs;
+    return this;
+  }
+
+  /**
+   * How long that call took, milliseconds.
+   * @return latencyMs
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_LATENCY_MS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getLatencyMs() {
+    return latencyMs;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_LATENCY_MS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setLatencyMs(Long latencyMs) {
+    this.latencyMs = latencyMs;
   }
 
 
@@ -370,16 +251,136 @@ public class EventView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_MESSAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public String getMessage() {
     return message;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_MESSAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setMessage(String message) {
     this.message = message;
+  }
+
+
+  public EventView progress(Integer progress) {
+    this.progress = progress;
+    return this;
+  }
+
+  /**
+   * Progress a poll reported, 0–100.
+   * @return progress
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Integer getProgress() {
+    return progress;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setProgress(Integer progress) {
+    this.progress = progress;
+  }
+
+
+  public EventView replica(String replica) {
+    this.replica = replica;
+    return this;
+  }
+
+  /**
+   * The replica (worker lease owner, &#x60;host-pid-random&#x60;) that did it.
+   * @return replica
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_REPLICA, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getReplica() {
+    return replica;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_REPLICA, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setReplica(String replica) {
+    this.replica = replica;
+  }
+
+
+  public EventView seq(Long seq) {
+    this.seq = seq;
+    return this;
+  }
+
+  /**
+   * Increasing with time for a task&#39;s entries (oldest first).
+   * @return seq
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SEQ, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getSeq() {
+    return seq;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SEQ, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setSeq(Long seq) {
+    this.seq = seq;
+  }
+
+
+  public EventView upstreamStatus(String upstreamStatus) {
+    this.upstreamStatus = upstreamStatus;
+    return this;
+  }
+
+  /**
+   * Apimart&#39;s status as a poll reported it (&#x60;pending&#x60;, &#x60;processing&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60;, …).
+   * @return upstreamStatus
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_STATUS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUpstreamStatus() {
+    return upstreamStatus;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_STATUS, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUpstreamStatus(String upstreamStatus) {
+    this.upstreamStatus = upstreamStatus;
+  }
+
+
+  public EventView upstreamTaskId(String upstreamTaskId) {
+    this.upstreamTaskId = upstreamTaskId;
+    return this;
+  }
+
+  /**
+   * Apimart&#39;s task id.
+   * @return upstreamTaskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_TASK_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUpstreamTaskId() {
+    return upstreamTaskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_UPSTREAM_TASK_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUpstreamTaskId(String upstreamTaskId) {
+    this.upstreamTaskId = upstreamTaskId;
   }
 
 
@@ -395,41 +396,41 @@ public class EventView {
       return false;
     }
     EventView eventView = (EventView) o;
-    return Objects.equals(this.seq, eventView.seq) &&
-        Objects.equals(this.at, eventView.at) &&
-        Objects.equals(this.kind, eventView.kind) &&
-        Objects.equals(this.replica, eventView.replica) &&
+    return Objects.equals(this.at, eventView.at) &&
         Objects.equals(this.attempt, eventView.attempt) &&
-        Objects.equals(this.upstreamTaskId, eventView.upstreamTaskId) &&
-        Objects.equals(this.upstreamStatus, eventView.upstreamStatus) &&
-        Objects.equals(this.progress, eventView.progress) &&
-        Objects.equals(this.httpStatus, eventView.httpStatus) &&
-        Objects.equals(this.latencyMs, eventView.latencyMs) &&
         Objects.equals(this.errorCode, eventView.errorCode) &&
-        Objects.equals(this.message, eventView.message);
+        Objects.equals(this.httpStatus, eventView.httpStatus) &&
+        Objects.equals(this.kind, eventView.kind) &&
+        Objects.equals(this.latencyMs, eventView.latencyMs) &&
+        Objects.equals(this.message, eventView.message) &&
+        Objects.equals(this.progress, eventView.progress) &&
+        Objects.equals(this.replica, eventView.replica) &&
+        Objects.equals(this.seq, eventView.seq) &&
+        Objects.equals(this.upstreamStatus, eventView.upstreamStatus) &&
+        Objects.equals(this.upstreamTaskId, eventView.upstreamTaskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(seq, at, kind, replica, attempt, upstreamTaskId, upstreamStatus, progress, httpStatus, latencyMs, errorCode, message);
+    return Objects.hash(at, attempt, errorCode, httpStatus, kind, latencyMs, message, progress, replica, seq, upstreamStatus, upstreamTaskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class EventView {\n");
-    sb.append("    seq: ").append(toIndentedString(seq)).append("\n");
     sb.append("    at: ").append(toIndentedString(at)).append("\n");
-    sb.append("    kind: ").append(toIndentedString(kind)).append("\n");
-    sb.append("    replica: ").append(toIndentedString(replica)).append("\n");
     sb.append("    attempt: ").append(toIndentedString(attempt)).append("\n");
-    sb.append("    upstreamTaskId: ").append(toIndentedString(upstreamTaskId)).append("\n");
-    sb.append("    upstreamStatus: ").append(toIndentedString(upstreamStatus)).append("\n");
-    sb.append("    progress: ").append(toIndentedString(progress)).append("\n");
-    sb.append("    httpStatus: ").append(toIndentedString(httpStatus)).append("\n");
-    sb.append("    latencyMs: ").append(toIndentedString(latencyMs)).append("\n");
     sb.append("    errorCode: ").append(toIndentedString(errorCode)).append("\n");
+    sb.append("    httpStatus: ").append(toIndentedString(httpStatus)).append("\n");
+    sb.append("    kind: ").append(toIndentedString(kind)).append("\n");
+    sb.append("    latencyMs: ").append(toIndentedString(latencyMs)).append("\n");
     sb.append("    message: ").append(toIndentedString(message)).append("\n");
+    sb.append("    progress: ").append(toIndentedString(progress)).append("\n");
+    sb.append("    replica: ").append(toIndentedString(replica)).append("\n");
+    sb.append("    seq: ").append(toIndentedString(seq)).append("\n");
+    sb.append("    upstreamStatus: ").append(toIndentedString(upstreamStatus)).append("\n");
+    sb.append("    upstreamTaskId: ").append(toIndentedString(upstreamTaskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

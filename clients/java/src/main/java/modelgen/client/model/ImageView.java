@@ -21,7 +21,9 @@ import com.fasterxml.jackson.annotation.JsonProperty;
 import com.fasterxml.jackson.annotation.JsonCreator;
 import com.fasterxml.jackson.annotation.JsonTypeName;
 import com.fasterxml.jackson.annotation.JsonValue;
+import java.net.URI;
 import java.util.Arrays;
+import modelgen.client.model.ImageMime;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -29,84 +31,36 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * One image of a task view.
  */
 @JsonPropertyOrder({
-  ImageView.JSON_PROPERTY_IMAGE_URL,
-  ImageView.JSON_PROPERTY_WIDTH,
   ImageView.JSON_PROPERTY_HEIGHT,
+  ImageView.JSON_PROPERTY_IMAGE_BASE64,
+  ImageView.JSON_PROPERTY_IMAGE_URL,
   ImageView.JSON_PROPERTY_MIME,
-  ImageView.JSON_PROPERTY_IMAGE_BASE64
+  ImageView.JSON_PROPERTY_WIDTH
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class ImageView {
-  public static final String JSON_PROPERTY_IMAGE_URL = "image_url";
-  
-  private String imageUrl;
-
-  public static final String JSON_PROPERTY_WIDTH = "width";
-  
-  private Integer width;
-
   public static final String JSON_PROPERTY_HEIGHT = "height";
   
   private Integer height;
-
-  public static final String JSON_PROPERTY_MIME = "mime";
-  
-  private String mime;
 
   public static final String JSON_PROPERTY_IMAGE_BASE64 = "image_base64";
   
   private String imageBase64;
 
+  public static final String JSON_PROPERTY_IMAGE_URL = "image_url";
+  
+  private URI imageUrl;
+
+  public static final String JSON_PROPERTY_MIME = "mime";
+  
+  private ImageMime mime;
+
+  public static final String JSON_PROPERTY_WIDTH = "width";
+  
+  private Integer width;
+
   public ImageView() { 
   }
-
-  public ImageView imageUrl(String imageUrl) {
-    this.imageUrl = imageUrl;
-    return this;
-  }
-
-  /**
-   * Where to GET the image, rendered when the view is read: &#x60;{PUBLIC_BASE_URL}/…&#x60; (local storage: &#x60;…/images/{key}&#x60;), a presigned URL valid for &#x60;IMAGE_URL_EXPIRY&#x60; seconds (&#x60;IMAGE_URL_MODE&#x3D;presigned&#x60;), or an imported image&#39;s own URL.
-   * @return imageUrl
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_IMAGE_URL, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getImageUrl() {
-    return imageUrl;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_IMAGE_URL, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setImageUrl(String imageUrl) {
-    this.imageUrl = imageUrl;
-  }
-
-
-  public ImageView width(Integer width) {
-    this.width = width;
-    return this;
-  }
-
-  /**
-   * Pixels; null when unknown (an imported image).
-   * @return width
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_WIDTH, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Integer getWidth() {
-    return width;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_WIDTH, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setWidth(Integer width) {
-    this.width = width;
-  }
-
 
   public ImageView height(Integer height) {
     this.height = height;
@@ -115,44 +69,21 @@ public class ImageView {
 
   /**
    * Pixels; null when unknown.
+   * minimum: 1
    * @return height
    */
   
   @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public Integer getHeight() {
     return height;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_HEIGHT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setHeight(Integer height) {
     this.height = height;
-  }
-
-
-  public ImageView mime(String mime) {
-    this.mime = mime;
-    return this;
-  }
-
-  /**
-   * &#x60;image/png&#x60;, &#x60;image/jpeg&#x60; or &#x60;image/webp&#x60;; null when unknown.
-   * @return mime
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_MIME, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getMime() {
-    return mime;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_MIME, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setMime(String mime) {
-    this.mime = mime;
   }
 
 
@@ -180,6 +111,79 @@ public class ImageView {
   }
 
 
+  public ImageView imageUrl(URI imageUrl) {
+    this.imageUrl = imageUrl;
+    return this;
+  }
+
+  /**
+   * Where to GET the image, rendered when the view is read: &#x60;{PUBLIC_BASE_URL}/…&#x60; (local storage: &#x60;…/images/{key}&#x60;), a presigned URL valid for &#x60;IMAGE_URL_EXPIRY&#x60; seconds (&#x60;IMAGE_URL_MODE&#x3D;presigned&#x60;), or an imported image&#39;s own URL.
+   * @return imageUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_IMAGE_URL, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public URI getImageUrl() {
+    return imageUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_IMAGE_URL, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setImageUrl(URI imageUrl) {
+    this.imageUrl = imageUrl;
+  }
+
+
+  public ImageView mime(ImageMime mime) {
+    this.mime = mime;
+    return this;
+  }
+
+  /**
+   * &#x60;image/png&#x60;, &#x60;image/jpeg&#x60; or &#x60;image/webp&#x60;; null when unknown.
+   * @return mime
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_MIME, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public ImageMime getMime() {
+    return mime;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_MIME, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setMime(ImageMime mime) {
+    this.mime = mime;
+  }
+
+
+  public ImageView width(Integer width) {
+    this.width = width;
+    return this;
+  }
+
+  /**
+   * Pixels; null when unknown (an imported image).
+   * minimum: 1
+   * @return width
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_WIDTH, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Integer getWidth() {
+    return width;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_WIDTH, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setWidth(Integer width) {
+    this.width = width;
+  }
+
+
   /**
    * Return true if this ImageView object is equal to o.
    */
@@ -192,27 +196,27 @@ public class ImageView {
       return false;
     }
     ImageView imageView = (ImageView) o;
-    return Objects.equals(this.imageUrl, imageView.imageUrl) &&
-        Objects.equals(this.width, imageView.width) &&
-        Objects.equals(this.height, imageView.height) &&
+    return Objects.equals(this.height, imageView.height) &&
+        Objects.equals(this.imageBase64, imageView.imageBase64) &&
+        Objects.equals(this.imageUrl, imageView.imageUrl) &&
         Objects.equals(this.mime, imageView.mime) &&
-        Objects.equals(this.imageBase64, imageView.imageBase64);
+        Objects.equals(this.width, imageView.width);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(imageUrl, width, height, mime, imageBase64);
+    return Objects.hash(height, imageBase64, imageUrl, mime, width);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class ImageView {\n");
-    sb.append("    imageUrl: ").append(toIndentedString(imageUrl)).append("\n");
-    sb.append("    width: ").append(toIndentedString(width)).append("\n");
     sb.append("    height: ").append(toIndentedString(height)).append("\n");
-    sb.append("    mime: ").append(toIndentedString(mime)).append("\n");
     sb.append("    imageBase64: ").append(toIndentedString(imageBase64)).append("\n");
+    sb.append("    imageUrl: ").append(toIndentedString(imageUrl)).append("\n");
+    sb.append("    mime: ").append(toIndentedString(mime)).append("\n");
+    sb.append("    width: ").append(toIndentedString(width)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -32,45 +32,58 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;data&#x60; of &#x60;/healthz&#x60;.
  */
 @JsonPropertyOrder({
-  LivenessView.JSON_PROPERTY_STATUS,
-  LivenessView.JSON_PROPERTY_LOOPS
+  LivenessView.JSON_PROPERTY_LOOPS,
+  LivenessView.JSON_PROPERTY_STATUS
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class LivenessView {
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
   public static final String JSON_PROPERTY_LOOPS = "loops";
   
   private Map<String, LoopBeat> loops = new HashMap<>();
 
+  /**
+   * &#x60;ok&#x60;, or &#x60;stalled&#x60; (HTTP 503).
+   */
+  public enum StatusEnum {
+    OK(String.valueOf("ok")),
+    
+    STALLED(String.valueOf("stalled")),
+    
+    UNKNOWN_DEFAULT_OPEN_API(String.valueOf("unknown_default_open_api"));
+
+    private String value;
+
+    StatusEnum(String value) {
+      this.value = value;
+    }
+
+    @JsonValue
+    public String getValue() {
+      return value;
+    }
+
+    @Override
+    public String toString() {
+      return String.valueOf(value);
+    }
+
+    @JsonCreator
+    public static StatusEnum fromValue(String value) {
+      for (StatusEnum b : StatusEnum.values()) {
+        if (b.value.equals(value)) {
+          return b;
+        }
+      }
+      return UNKNOWN_DEFAULT_OPEN_API;
+    }
+  }
+
+  public static final String JSON_PROPERTY_STATUS = "status";
+  
+  private StatusEnum status;
+
   public LivenessView() { 
   }
-
-  public LivenessView status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * &#x60;ok&#x60;, or &#x60;stalled&#x60; (HTTP 503) when a loop is stale.
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
 
   public LivenessView loops(Map<String, LoopBeat> loops) {
     this.loops = loops;
@@ -104,6 +117,30 @@ public class LivenessView {
   }
 
 
+  public LivenessView status(StatusEnum status) {
+    this.status = status;
+    return this;
+  }
+
+  /**
+   * &#x60;ok&#x60;, or &#x60;stalled&#x60; (HTTP 503).
+   * @return status
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public StatusEnum getStatus() {
+    return status;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(StatusEnum status) {
+    this.status = status;
+  }
+
+
   /**
    * Return true if this LivenessView object is equal to o.
    */
@@ -116,21 +153,21 @@ public class LivenessView {
       return false;
     }
     LivenessView livenessView = (LivenessView) o;
-    return Objects.equals(this.status, livenessView.status) &&
-        Objects.equals(this.loops, livenessView.loops);
+    return Objects.equals(this.loops, livenessView.loops) &&
+        Objects.equals(this.status, livenessView.status);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(status, loops);
+    return Objects.hash(loops, status);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class LivenessView {\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("    loops: ").append(toIndentedString(loops)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("}");
     return sb.toString();
   }

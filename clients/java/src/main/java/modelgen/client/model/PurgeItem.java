@@ -24,6 +24,7 @@ import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import modelgen.client.model.TaskStatus;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -31,22 +32,14 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * One task of a dry run.
  */
 @JsonPropertyOrder({
-  PurgeItem.JSON_PROPERTY_TASK_ID,
-  PurgeItem.JSON_PROPERTY_STATUS,
   PurgeItem.JSON_PROPERTY_CANCEL,
   PurgeItem.JSON_PROPERTY_INPUT_IMAGES,
-  PurgeItem.JSON_PROPERTY_RESULT_IMAGES
+  PurgeItem.JSON_PROPERTY_RESULT_IMAGES,
+  PurgeItem.JSON_PROPERTY_STATUS,
+  PurgeItem.JSON_PROPERTY_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class PurgeItem {
-  public static final String JSON_PROPERTY_TASK_ID = "task_id";
-  
-  private String taskId;
-
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
   public static final String JSON_PROPERTY_CANCEL = "cancel";
   
   private Boolean cancel;
@@ -59,56 +52,16 @@ public class PurgeItem {
   
   private List<String> resultImages = new ArrayList<>();
 
+  public static final String JSON_PROPERTY_STATUS = "status";
+  
+  private TaskStatus status;
+
+  public static final String JSON_PROPERTY_TASK_ID = "task_id";
+  
+  private String taskId;
+
   public PurgeItem() { 
   }
-
-  public PurgeItem taskId(String taskId) {
-    this.taskId = taskId;
-    return this;
-  }
-
-  /**
-   * Task id.
-   * @return taskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTaskId() {
-    return taskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskId(String taskId) {
-    this.taskId = taskId;
-  }
-
-
-  public PurgeItem status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * Current status.
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
 
   public PurgeItem cancel(Boolean cancel) {
     this.cancel = cancel;
@@ -198,6 +151,54 @@ public class PurgeItem {
   }
 
 
+  public PurgeItem status(TaskStatus status) {
+    this.status = status;
+    return this;
+  }
+
+  /**
+   * Current status.
+   * @return status
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskStatus getStatus() {
+    return status;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(TaskStatus status) {
+    this.status = status;
+  }
+
+
+  public PurgeItem taskId(String taskId) {
+    this.taskId = taskId;
+    return this;
+  }
+
+  /**
+   * Task id.
+   * @return taskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getTaskId() {
+    return taskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTaskId(String taskId) {
+    this.taskId = taskId;
+  }
+
+
   /**
    * Return true if this PurgeItem object is equal to o.
    */
@@ -210,27 +211,27 @@ public class PurgeItem {
       return false;
     }
     PurgeItem purgeItem = (PurgeItem) o;
-    return Objects.equals(this.taskId, purgeItem.taskId) &&
-        Objects.equals(this.status, purgeItem.status) &&
-        Objects.equals(this.cancel, purgeItem.cancel) &&
+    return Objects.equals(this.cancel, purgeItem.cancel) &&
         Objects.equals(this.inputImages, purgeItem.inputImages) &&
-        Objects.equals(this.resultImages, purgeItem.resultImages);
+        Objects.equals(this.resultImages, purgeItem.resultImages) &&
+        Objects.equals(this.status, purgeItem.status) &&
+        Objects.equals(this.taskId, purgeItem.taskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, status, cancel, inputImages, resultImages);
+    return Objects.hash(cancel, inputImages, resultImages, status, taskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class PurgeItem {\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("    cancel: ").append(toIndentedString(cancel)).append("\n");
     sb.append("    inputImages: ").append(toIndentedString(inputImages)).append("\n");
     sb.append("    resultImages: ").append(toIndentedString(resultImages)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

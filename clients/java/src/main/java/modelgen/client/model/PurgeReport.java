@@ -32,127 +32,79 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * What an erasure removed, or would remove in a dry run. Counts only, so it can be logged and answered as it is.
  */
 @JsonPropertyOrder({
-  PurgeReport.JSON_PROPERTY_USER_ID,
-  PurgeReport.JSON_PROPERTY_DRY_RUN,
-  PurgeReport.JSON_PROPERTY_TASKS,
-  PurgeReport.JSON_PROPERTY_CANCELLED,
-  PurgeReport.JSON_PROPERTY_INPUT_IMAGES,
-  PurgeReport.JSON_PROPERTY_RESULT_IMAGES,
-  PurgeReport.JSON_PROPERTY_IMAGE_ROWS,
   PurgeReport.JSON_PROPERTY_ALREADY_ERASED,
-  PurgeReport.JSON_PROPERTY_ITEMS
+  PurgeReport.JSON_PROPERTY_CANCELLED,
+  PurgeReport.JSON_PROPERTY_DRY_RUN,
+  PurgeReport.JSON_PROPERTY_IMAGE_ROWS,
+  PurgeReport.JSON_PROPERTY_INPUT_IMAGES,
+  PurgeReport.JSON_PROPERTY_ITEMS,
+  PurgeReport.JSON_PROPERTY_RESULT_IMAGES,
+  PurgeReport.JSON_PROPERTY_TASKS,
+  PurgeReport.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class PurgeReport {
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  public static final String JSON_PROPERTY_ALREADY_ERASED = "already_erased";
   
-  private String userId;
-
-  public static final String JSON_PROPERTY_DRY_RUN = "dry_run";
-  
-  private Boolean dryRun;
-
-  public static final String JSON_PROPERTY_TASKS = "tasks";
-  
-  private Long tasks;
+  private Long alreadyErased;
 
   public static final String JSON_PROPERTY_CANCELLED = "cancelled";
   
   private Long cancelled;
 
-  public static final String JSON_PROPERTY_INPUT_IMAGES = "input_images";
+  public static final String JSON_PROPERTY_DRY_RUN = "dry_run";
   
-  private Long inputImages;
-
-  public static final String JSON_PROPERTY_RESULT_IMAGES = "result_images";
-  
-  private Long resultImages;
+  private Boolean dryRun;
 
   public static final String JSON_PROPERTY_IMAGE_ROWS = "image_rows";
   
   private Long imageRows;
 
-  public static final String JSON_PROPERTY_ALREADY_ERASED = "already_erased";
+  public static final String JSON_PROPERTY_INPUT_IMAGES = "input_images";
   
-  private Long alreadyErased;
+  private Long inputImages;
 
   public static final String JSON_PROPERTY_ITEMS = "items";
   
   private List<PurgeItem> items = new ArrayList<>();
 
+  public static final String JSON_PROPERTY_RESULT_IMAGES = "result_images";
+  
+  private Long resultImages;
+
+  public static final String JSON_PROPERTY_TASKS = "tasks";
+  
+  private Long tasks;
+
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  
+  private String userId;
+
   public PurgeReport() { 
   }
 
-  public PurgeReport userId(String userId) {
-    this.userId = userId;
+  public PurgeReport alreadyErased(Long alreadyErased) {
+    this.alreadyErased = alreadyErased;
     return this;
   }
 
   /**
-   * The user.
-   * @return userId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getUserId() {
-    return userId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setUserId(String userId) {
-    this.userId = userId;
-  }
-
-
-  public PurgeReport dryRun(Boolean dryRun) {
-    this.dryRun = dryRun;
-    return this;
-  }
-
-  /**
-   * &#x60;true&#x60; when nothing was changed (the counts say what would be).
-   * @return dryRun
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Boolean getDryRun() {
-    return dryRun;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setDryRun(Boolean dryRun) {
-    this.dryRun = dryRun;
-  }
-
-
-  public PurgeReport tasks(Long tasks) {
-    this.tasks = tasks;
-    return this;
-  }
-
-  /**
-   * The user&#39;s tasks found.
+   * Tasks whose data had been erased before (nothing more to delete).
    * minimum: 0
-   * @return tasks
+   * @return alreadyErased
    */
   
-  @JsonProperty(value = JSON_PROPERTY_TASKS, required = true)
+  @JsonProperty(value = JSON_PROPERTY_ALREADY_ERASED, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getTasks() {
-    return tasks;
+  public Long getAlreadyErased() {
+    return alreadyErased;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_TASKS, required = true)
+  @JsonProperty(value = JSON_PROPERTY_ALREADY_ERASED, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTasks(Long tasks) {
-    this.tasks = tasks;
+  public void setAlreadyErased(Long alreadyErased) {
+    this.alreadyErased = alreadyErased;
   }
 
 
@@ -181,53 +133,27 @@ public class PurgeReport {
   }
 
 
-  public PurgeReport inputImages(Long inputImages) {
-    this.inputImages = inputImages;
+  public PurgeReport dryRun(Boolean dryRun) {
+    this.dryRun = dryRun;
     return this;
   }
 
   /**
-   * Uploaded input images deleted.
-   * minimum: 0
-   * @return inputImages
+   * &#x60;true&#x60; when nothing was changed (the counts say what would be).
+   * @return dryRun
    */
   
-  @JsonProperty(value = JSON_PROPERTY_INPUT_IMAGES, required = true)
+  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getInputImages() {
-    return inputImages;
+  public Boolean getDryRun() {
+    return dryRun;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_INPUT_IMAGES, required = true)
+  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setInputImages(Long inputImages) {
-    this.inputImages = inputImages;
-  }
-
-
-  public PurgeReport resultImages(Long resultImages) {
-    this.resultImages = resultImages;
-    return this;
-  }
-
-  /**
-   * Result images deleted.
-   * minimum: 0
-   * @return resultImages
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_RESULT_IMAGES, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getResultImages() {
-    return resultImages;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_RESULT_IMAGES, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setResultImages(Long resultImages) {
-    this.resultImages = resultImages;
+  public void setDryRun(Boolean dryRun) {
+    this.dryRun = dryRun;
   }
 
 
@@ -256,28 +182,28 @@ public class PurgeReport {
   }
 
 
-  public PurgeReport alreadyErased(Long alreadyErased) {
-    this.alreadyErased = alreadyErased;
+  public PurgeReport inputImages(Long inputImages) {
+    this.inputImages = inputImages;
     return this;
   }
 
   /**
-   * Tasks whose data had been erased before (nothing more to delete).
+   * Uploaded input images deleted.
    * minimum: 0
-   * @return alreadyErased
+   * @return inputImages
    */
   
-  @JsonProperty(value = JSON_PROPERTY_ALREADY_ERASED, required = true)
+  @JsonProperty(value = JSON_PROPERTY_INPUT_IMAGES, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getAlreadyErased() {
-    return alreadyErased;
+  public Long getInputImages() {
+    return inputImages;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_ALREADY_ERASED, required = true)
+  @JsonProperty(value = JSON_PROPERTY_INPUT_IMAGES, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setAlreadyErased(Long alreadyErased) {
-    this.alreadyErased = alreadyErased;
+  public void setInputImages(Long inputImages) {
+    this.inputImages = inputImages;
   }
 
 
@@ -313,6 +239,80 @@ public class PurgeReport {
   }
 
 
+  public PurgeReport resultImages(Long resultImages) {
+    this.resultImages = resultImages;
+    return this;
+  }
+
+  /**
+   * Result images deleted.
+   * minimum: 0
+   * @return resultImages
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_RESULT_IMAGES, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getResultImages() {
+    return resultImages;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_RESULT_IMAGES, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setResultImages(Long resultImages) {
+    this.resultImages = resultImages;
+  }
+
+
+  public PurgeReport tasks(Long tasks) {
+    this.tasks = tasks;
+    return this;
+  }
+
+  /**
+   * The user&#39;s tasks found.
+   * minimum: 0
+   * @return tasks
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASKS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getTasks() {
+    return tasks;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASKS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTasks(Long tasks) {
+    this.tasks = tasks;
+  }
+
+
+  public PurgeReport userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * The user.
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
+  }
+
+
   /**
    * Return true if this PurgeReport object is equal to o.
    */
@@ -325,35 +325,35 @@ public class PurgeReport {
       return false;
     }
     PurgeReport purgeReport = (PurgeReport) o;
-    return Objects.equals(this.userId, purgeReport.userId) &&
-        Objects.equals(this.dryRun, purgeReport.dryRun) &&
-        Objects.equals(this.tasks, purgeReport.tasks) &&
+    return Objects.equals(this.alreadyErased, purgeReport.alreadyErased) &&
         Objects.equals(this.cancelled, purgeReport.cancelled) &&
-        Objects.equals(this.inputImages, purgeReport.inputImages) &&
-        Objects.equals(this.resultImages, purgeReport.resultImages) &&
+        Objects.equals(this.dryRun, purgeReport.dryRun) &&
         Objects.equals(this.imageRows, purgeReport.imageRows) &&
-        Objects.equals(this.alreadyErased, purgeReport.alreadyErased) &&
-        Objects.equals(this.items, purgeReport.items);
+        Objects.equals(this.inputImages, purgeReport.inputImages) &&
+        Objects.equals(this.items, purgeReport.items) &&
+        Objects.equals(this.resultImages, purgeReport.resultImages) &&
+        Objects.equals(this.tasks, purgeReport.tasks) &&
+        Objects.equals(this.userId, purgeReport.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, dryRun, tasks, cancelled, inputImages, resultImages, imageRows, alreadyErased, items);
+    return Objects.hash(alreadyErased, cancelled, dryRun, imageRows, inputImages, items, resultImages, tasks, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class PurgeReport {\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
-    sb.append("    dryRun: ").append(toIndentedString(dryRun)).append("\n");
-    sb.append("    tasks: ").append(toIndentedString(tasks)).append("\n");
-    sb.append("    cancelled: ").append(toIndentedString(cancelled)).append("\n");
-    sb.append("    inputImages: ").append(toIndentedString(inputImages)).append("\n");
-    sb.append("    resultImages: ").append(toIndentedString(resultImages)).append("\n");
-    sb.append("    imageRows: ").append(toIndentedString(imageRows)).append("\n");
     sb.append("    alreadyErased: ").append(toIndentedString(alreadyErased)).append("\n");
+    sb.append("    cancelled: ").append(toIndentedString(cancelled)).append("\n");
+    sb.append("    dryRun: ").append(toIndentedString(dryRun)).append("\n");
+    sb.append("    imageRows: ").append(toIndentedString(imageRows)).append("\n");
+    sb.append("    inputImages: ").append(toIndentedString(inputImages)).append("\n");
     sb.append("    items: ").append(toIndentedString(items)).append("\n");
+    sb.append("    resultImages: ").append(toIndentedString(resultImages)).append("\n");
+    sb.append("    tasks: ").append(toIndentedString(tasks)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -32,16 +32,12 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;data&#x60; of &#x60;/readyz&#x60;.
  */
 @JsonPropertyOrder({
-  ReadinessView.JSON_PROPERTY_STATUS,
   ReadinessView.JSON_PROPERTY_CHECKS,
-  ReadinessView.JSON_PROPERTY_DEGRADED
+  ReadinessView.JSON_PROPERTY_DEGRADED,
+  ReadinessView.JSON_PROPERTY_STATUS
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class ReadinessView {
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
   public static final String JSON_PROPERTY_CHECKS = "checks";
   
   private Map<String, String> checks;
@@ -50,32 +46,51 @@ public class ReadinessView {
   
   private Map<String, DegradedView> degraded = new HashMap<>();
 
+  /**
+   * &#x60;ready&#x60;, &#x60;degraded&#x60; (HTTP 200), or &#x60;not_ready&#x60; (HTTP 503).
+   */
+  public enum StatusEnum {
+    READY(String.valueOf("ready")),
+    
+    DEGRADED(String.valueOf("degraded")),
+    
+    NOT_READY(String.valueOf("not_ready")),
+    
+    UNKNOWN_DEFAULT_OPEN_API(String.valueOf("unknown_default_open_api"));
+
+    private String value;
+
+    StatusEnum(String value) {
+      this.value = value;
+    }
+
+    @JsonValue
+    public String getValue() {
+      return value;
+    }
+
+    @Override
+    public String toString() {
+      return String.valueOf(value);
+    }
+
+    @JsonCreator
+    public static StatusEnum fromValue(String value) {
+      for (StatusEnum b : StatusEnum.values()) {
+        if (b.value.equals(value)) {
+          return b;
+        }
+      }
+      return UNKNOWN_DEFAULT_OPEN_API;
+    }
+  }
+
+  public static final String JSON_PROPERTY_STATUS = "status";
+  
+  private StatusEnum status;
+
   public ReadinessView() { 
   }
-
-  public ReadinessView status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * &#x60;ready&#x60;; &#x60;degraded&#x60; (still HTTP 200) when &#x60;degraded&#x60; is not empty; &#x60;not_ready&#x60; (HTTP 503) when &#x60;checks&#x60; is present.
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
 
   public ReadinessView checks(Map<String, String> checks) {
     this.checks = checks;
@@ -141,6 +156,30 @@ public class ReadinessView {
   }
 
 
+  public ReadinessView status(StatusEnum status) {
+    this.status = status;
+    return this;
+  }
+
+  /**
+   * &#x60;ready&#x60;, &#x60;degraded&#x60; (HTTP 200), or &#x60;not_ready&#x60; (HTTP 503).
+   * @return status
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public StatusEnum getStatus() {
+    return status;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(StatusEnum status) {
+    this.status = status;
+  }
+
+
   /**
    * Return true if this ReadinessView object is equal to o.
    */
@@ -153,23 +192,23 @@ public class ReadinessView {
       return false;
     }
     ReadinessView readinessView = (ReadinessView) o;
-    return Objects.equals(this.status, readinessView.status) &&
-        Objects.equals(this.checks, readinessView.checks) &&
-        Objects.equals(this.degraded, readinessView.degraded);
+    return Objects.equals(this.checks, readinessView.checks) &&
+        Objects.equals(this.degraded, readinessView.degraded) &&
+        Objects.equals(this.status, readinessView.status);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(status, checks, degraded);
+    return Objects.hash(checks, degraded, status);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class ReadinessView {\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("    checks: ").append(toIndentedString(checks)).append("\n");
     sb.append("    degraded: ").append(toIndentedString(degraded)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -29,17 +29,17 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;POST /admin/tasks/retry&#x60; body: which failed tasks to put back in the queue. Every filter given must hold; with none, every failed task (at most [&#x60;MAX_BULK_RETRY&#x60;], newest first).
  */
 @JsonPropertyOrder({
-  RetryFilter.JSON_PROPERTY_USER_ID,
+  RetryFilter.JSON_PROPERTY_DRY_RUN,
   RetryFilter.JSON_PROPERTY_ERROR_CODE,
   RetryFilter.JSON_PROPERTY_SINCE,
   RetryFilter.JSON_PROPERTY_UNTIL,
-  RetryFilter.JSON_PROPERTY_DRY_RUN
+  RetryFilter.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class RetryFilter {
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  public static final String JSON_PROPERTY_DRY_RUN = "dry_run";
   
-  private String userId;
+  private Boolean dryRun;
 
   public static final String JSON_PROPERTY_ERROR_CODE = "error_code";
   
@@ -53,34 +53,34 @@ public class RetryFilter {
   
   private String until;
 
-  public static final String JSON_PROPERTY_DRY_RUN = "dry_run";
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
   
-  private Boolean dryRun;
+  private String userId;
 
   public RetryFilter() { 
   }
 
-  public RetryFilter userId(String userId) {
-    this.userId = userId;
+  public RetryFilter dryRun(Boolean dryRun) {
+    this.dryRun = dryRun;
     return this;
   }
 
   /**
-   * Only this user&#39;s tasks.
-   * @return userId
+   * Only say which tasks would be retried; change nothing.
+   * @return dryRun
    */
   
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
+  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = false)
   @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserId() {
-    return userId;
+  public Boolean getDryRun() {
+    return dryRun;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
+  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = false)
   @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserId(String userId) {
-    this.userId = userId;
+  public void setDryRun(Boolean dryRun) {
+    this.dryRun = dryRun;
   }
 
 
@@ -156,27 +156,27 @@ public class RetryFilter {
   }
 
 
-  public RetryFilter dryRun(Boolean dryRun) {
-    this.dryRun = dryRun;
+  public RetryFilter userId(String userId) {
+    this.userId = userId;
     return this;
   }
 
   /**
-   * Only say which tasks would be retried; change nothing.
-   * @return dryRun
+   * Only this user&#39;s tasks.
+   * @return userId
    */
   
-  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = false)
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
   @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Boolean getDryRun() {
-    return dryRun;
+  public String getUserId() {
+    return userId;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_DRY_RUN, required = false)
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
   @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setDryRun(Boolean dryRun) {
-    this.dryRun = dryRun;
+  public void setUserId(String userId) {
+    this.userId = userId;
   }
 
 
@@ -192,27 +192,27 @@ public class RetryFilter {
       return false;
     }
     RetryFilter retryFilter = (RetryFilter) o;
-    return Objects.equals(this.userId, retryFilter.userId) &&
+    return Objects.equals(this.dryRun, retryFilter.dryRun) &&
         Objects.equals(this.errorCode, retryFilter.errorCode) &&
         Objects.equals(this.since, retryFilter.since) &&
         Objects.equals(this.until, retryFilter.until) &&
-        Objects.equals(this.dryRun, retryFilter.dryRun);
+        Objects.equals(this.userId, retryFilter.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(userId, errorCode, since, until, dryRun);
+    return Objects.hash(dryRun, errorCode, since, until, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class RetryFilter {\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
+    sb.append("    dryRun: ").append(toIndentedString(dryRun)).append("\n");
     sb.append("    errorCode: ").append(toIndentedString(errorCode)).append("\n");
     sb.append("    since: ").append(toIndentedString(since)).append("\n");
     sb.append("    until: ").append(toIndentedString(until)).append("\n");
-    sb.append("    dryRun: ").append(toIndentedString(dryRun)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

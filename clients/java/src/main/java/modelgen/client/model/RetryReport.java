@@ -34,10 +34,10 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 @JsonPropertyOrder({
   RetryReport.JSON_PROPERTY_DRY_RUN,
   RetryReport.JSON_PROPERTY_MATCHED,
+  RetryReport.JSON_PROPERTY_MORE,
   RetryReport.JSON_PROPERTY_RETRIED,
-  RetryReport.JSON_PROPERTY_TASK_IDS,
   RetryReport.JSON_PROPERTY_SKIPPED,
-  RetryReport.JSON_PROPERTY_MORE
+  RetryReport.JSON_PROPERTY_TASK_IDS
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class RetryReport {
@@ -49,21 +49,21 @@ public class RetryReport {
   
   private Integer matched;
 
+  public static final String JSON_PROPERTY_MORE = "more";
+  
+  private Boolean more;
+
   public static final String JSON_PROPERTY_RETRIED = "retried";
   
   private Integer retried;
-
-  public static final String JSON_PROPERTY_TASK_IDS = "task_ids";
-  
-  private List<String> taskIds = new ArrayList<>();
 
   public static final String JSON_PROPERTY_SKIPPED = "skipped";
   
   private List<RetrySkip> skipped = new ArrayList<>();
 
-  public static final String JSON_PROPERTY_MORE = "more";
+  public static final String JSON_PROPERTY_TASK_IDS = "task_ids";
   
-  private Boolean more;
+  private List<String> taskIds = new ArrayList<>();
 
   public RetryReport() { 
   }
@@ -117,6 +117,30 @@ public class RetryReport {
   }
 
 
+  public RetryReport more(Boolean more) {
+    this.more = more;
+    return this;
+  }
+
+  /**
+   * More failed tasks match than one call takes: run it again.
+   * @return more
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_MORE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Boolean getMore() {
+    return more;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_MORE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setMore(Boolean more) {
+    this.more = more;
+  }
+
+
   public RetryReport retried(Integer retried) {
     this.retried = retried;
     return this;
@@ -139,38 +163,6 @@ public class RetryReport {
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setRetried(Integer retried) {
     this.retried = retried;
-  }
-
-
-  public RetryReport taskIds(List<String> taskIds) {
-    this.taskIds = taskIds;
-    return this;
-  }
-
-  public RetryReport addTaskIdsItem(String taskIdsItem) {
-    if (this.taskIds == null) {
-      this.taskIds = new ArrayList<>();
-    }
-    this.taskIds.add(taskIdsItem);
-    return this;
-  }
-
-  /**
-   * Their ids, newest first.
-   * @return taskIds
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_IDS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public List<String> getTaskIds() {
-    return taskIds;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_IDS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskIds(List<String> taskIds) {
-    this.taskIds = taskIds;
   }
 
 
@@ -206,27 +198,35 @@ public class RetryReport {
   }
 
 
-  public RetryReport more(Boolean more) {
-    this.more = more;
+  public RetryReport taskIds(List<String> taskIds) {
+    this.taskIds = taskIds;
+    return this;
+  }
+
+  public RetryReport addTaskIdsItem(String taskIdsItem) {
+    if (this.taskIds == null) {
+      this.taskIds = new ArrayList<>();
+    }
+    this.taskIds.add(taskIdsItem);
     return this;
   }
 
   /**
-   * More failed tasks match than one call takes: run it again.
-   * @return more
+   * Their ids, newest first.
+   * @return taskIds
    */
   
-  @JsonProperty(value = JSON_PROPERTY_MORE, required = true)
+  @JsonProperty(value = JSON_PROPERTY_TASK_IDS, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Boolean getMore() {
-    return more;
+  public List<String> getTaskIds() {
+    return taskIds;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_MORE, required = true)
+  @JsonProperty(value = JSON_PROPERTY_TASK_IDS, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setMore(Boolean more) {
-    this.more = more;
+  public void setTaskIds(List<String> taskIds) {
+    this.taskIds = taskIds;
   }
 
 
@@ -244,15 +244,15 @@ public class RetryReport {
     RetryReport retryReport = (RetryReport) o;
     return Objects.equals(this.dryRun, retryReport.dryRun) &&
         Objects.equals(this.matched, retryReport.matched) &&
+        Objects.equals(this.more, retryReport.more) &&
         Objects.equals(this.retried, retryReport.retried) &&
-        Objects.equals(this.taskIds, retryReport.taskIds) &&
         Objects.equals(this.skipped, retryReport.skipped) &&
-        Objects.equals(this.more, retryReport.more);
+        Objects.equals(this.taskIds, retryReport.taskIds);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(dryRun, matched, retried, taskIds, skipped, more);
+    return Objects.hash(dryRun, matched, more, retried, skipped, taskIds);
   }
 
   @Override
@@ -261,10 +261,10 @@ public class RetryReport {
     sb.append("class RetryReport {\n");
     sb.append("    dryRun: ").append(toIndentedString(dryRun)).append("\n");
     sb.append("    matched: ").append(toIndentedString(matched)).append("\n");
-    sb.append("    retried: ").append(toIndentedString(retried)).append("\n");
-    sb.append("    taskIds: ").append(toIndentedString(taskIds)).append("\n");
-    sb.append("    skipped: ").append(toIndentedString(skipped)).append("\n");
     sb.append("    more: ").append(toIndentedString(more)).append("\n");
+    sb.append("    retried: ").append(toIndentedString(retried)).append("\n");
+    sb.append("    skipped: ").append(toIndentedString(skipped)).append("\n");
+    sb.append("    taskIds: ").append(toIndentedString(taskIds)).append("\n");
     sb.append("}");
     return sb.toString();
   }

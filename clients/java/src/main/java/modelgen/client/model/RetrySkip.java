@@ -29,45 +29,21 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * A task a bulk retry left alone, and why.
  */
 @JsonPropertyOrder({
-  RetrySkip.JSON_PROPERTY_TASK_ID,
-  RetrySkip.JSON_PROPERTY_REASON
+  RetrySkip.JSON_PROPERTY_REASON,
+  RetrySkip.JSON_PROPERTY_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class RetrySkip {
-  public static final String JSON_PROPERTY_TASK_ID = "task_id";
-  
-  private String taskId;
-
   public static final String JSON_PROPERTY_REASON = "reason";
   
   private String reason;
 
+  public static final String JSON_PROPERTY_TASK_ID = "task_id";
+  
+  private String taskId;
+
   public RetrySkip() { 
   }
-
-  public RetrySkip taskId(String taskId) {
-    this.taskId = taskId;
-    return this;
-  }
-
-  /**
-   * The task.
-   * @return taskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTaskId() {
-    return taskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskId(String taskId) {
-    this.taskId = taskId;
-  }
-
 
   public RetrySkip reason(String reason) {
     this.reason = reason;
@@ -93,6 +69,30 @@ public class RetrySkip {
   }
 
 
+  public RetrySkip taskId(String taskId) {
+    this.taskId = taskId;
+    return this;
+  }
+
+  /**
+   * The task.
+   * @return taskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getTaskId() {
+    return taskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTaskId(String taskId) {
+    this.taskId = taskId;
+  }
+
+
   /**
    * Return true if this RetrySkip object is equal to o.
    */
@@ -105,21 +105,21 @@ public class RetrySkip {
       return false;
     }
     RetrySkip retrySkip = (RetrySkip) o;
-    return Objects.equals(this.taskId, retrySkip.taskId) &&
-        Objects.equals(this.reason, retrySkip.reason);
+    return Objects.equals(this.reason, retrySkip.reason) &&
+        Objects.equals(this.taskId, retrySkip.taskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, reason);
+    return Objects.hash(reason, taskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class RetrySkip {\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("    reason: ").append(toIndentedString(reason)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -32,45 +32,21 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;GET /tasks/{task_id}/events&#x60; answer.
  */
 @JsonPropertyOrder({
-  TaskEvents.JSON_PROPERTY_TASK_ID,
-  TaskEvents.JSON_PROPERTY_ITEMS
+  TaskEvents.JSON_PROPERTY_ITEMS,
+  TaskEvents.JSON_PROPERTY_TASK_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class TaskEvents {
-  public static final String JSON_PROPERTY_TASK_ID = "task_id";
-  
-  private String taskId;
-
   public static final String JSON_PROPERTY_ITEMS = "items";
   
   private List<EventView> items = new ArrayList<>();
 
+  public static final String JSON_PROPERTY_TASK_ID = "task_id";
+  
+  private String taskId;
+
   public TaskEvents() { 
   }
-
-  public TaskEvents taskId(String taskId) {
-    this.taskId = taskId;
-    return this;
-  }
-
-  /**
-   * The task.
-   * @return taskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTaskId() {
-    return taskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskId(String taskId) {
-    this.taskId = taskId;
-  }
-
 
   public TaskEvents items(List<EventView> items) {
     this.items = items;
@@ -104,6 +80,30 @@ public class TaskEvents {
   }
 
 
+  public TaskEvents taskId(String taskId) {
+    this.taskId = taskId;
+    return this;
+  }
+
+  /**
+   * The task.
+   * @return taskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getTaskId() {
+    return taskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTaskId(String taskId) {
+    this.taskId = taskId;
+  }
+
+
   /**
    * Return true if this TaskEvents object is equal to o.
    */
@@ -116,21 +116,21 @@ public class TaskEvents {
       return false;
     }
     TaskEvents taskEvents = (TaskEvents) o;
-    return Objects.equals(this.taskId, taskEvents.taskId) &&
-        Objects.equals(this.items, taskEvents.items);
+    return Objects.equals(this.items, taskEvents.items) &&
+        Objects.equals(this.taskId, taskEvents.taskId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, items);
+    return Objects.hash(items, taskId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class TaskEvents {\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("    items: ").append(toIndentedString(items)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

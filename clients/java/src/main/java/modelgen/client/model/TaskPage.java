@@ -91,14 +91,14 @@ public class TaskPage {
    */
   
   @JsonProperty(value = JSON_PROPERTY_NEXT_CURSOR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public String getNextCursor() {
     return nextCursor;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_NEXT_CURSOR, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setNextCursor(String nextCursor) {
     this.nextCursor = nextCursor;
   }

@@ -24,7 +24,10 @@ import com.fasterxml.jackson.annotation.JsonValue;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import modelgen.client.model.Angle;
 import modelgen.client.model.ImageView;
+import modelgen.client.model.TaskStatus;
+import modelgen.client.model.TaskType;
 import com.fasterxml.jackson.annotation.JsonPropertyOrder;
 
 
@@ -32,70 +35,54 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;GET /tasks/{task_id}&#x60; (README, \&quot;API\&quot;); times are RFC 3339 UTC.
  */
 @JsonPropertyOrder({
-  TaskView.JSON_PROPERTY_TASK_ID,
-  TaskView.JSON_PROPERTY_REQUEST_ID,
-  TaskView.JSON_PROPERTY_USER_ID,
-  TaskView.JSON_PROPERTY_TYPE,
-  TaskView.JSON_PROPERTY_STATUS,
-  TaskView.JSON_PROPERTY_PROGRESS,
   TaskView.JSON_PROPERTY_ANGLE,
   TaskView.JSON_PROPERTY_BASE_MODEL_TASK_ID,
-  TaskView.JSON_PROPERTY_IMAGE,
-  TaskView.JSON_PROPERTY_IMAGES,
+  TaskView.JSON_PROPERTY_CALLBACK_URL,
+  TaskView.JSON_PROPERTY_COMPLETED_AT,
+  TaskView.JSON_PROPERTY_COST,
+  TaskView.JSON_PROPERTY_CREATED_AT,
   TaskView.JSON_PROPERTY_ERROR_CODE,
   TaskView.JSON_PROPERTY_ERROR_MESSAGE,
-  TaskView.JSON_PROPERTY_CREATED_AT,
-  TaskView.JSON_PROPERTY_UPDATED_AT,
-  TaskView.JSON_PROPERTY_COMPLETED_AT,
-  TaskView.JSON_PROPERTY_QUEUED_AT,
-  TaskView.JSON_PROPERTY_SUBMITTED_AT,
-  TaskView.JSON_PROPERTY_QUEUE_POSITION,
   TaskView.JSON_PROPERTY_ESTIMATED_START_AT,
-  TaskView.JSON_PROPERTY_COST,
+  TaskView.JSON_PROPERTY_IMAGE,
+  TaskView.JSON_PROPERTY_IMAGES,
+  TaskView.JSON_PROPERTY_PROGRESS,
+  TaskView.JSON_PROPERTY_QUEUE_POSITION,
+  TaskView.JSON_PROPERTY_QUEUED_AT,
+  TaskView.JSON_PROPERTY_REQUEST_ID,
   TaskView.JSON_PROPERTY_RETRIES,
-  TaskView.JSON_PROPERTY_CALLBACK_URL
+  TaskView.JSON_PROPERTY_STATUS,
+  TaskView.JSON_PROPERTY_SUBMITTED_AT,
+  TaskView.JSON_PROPERTY_TASK_ID,
+  TaskView.JSON_PROPERTY_TYPE,
+  TaskView.JSON_PROPERTY_UPDATED_AT,
+  TaskView.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class TaskView {
-  public static final String JSON_PROPERTY_TASK_ID = "task_id";
-  
-  private String taskId;
-
-  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
-  
-  private String requestId;
-
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
-  
-  private String userId;
-
-  public static final String JSON_PROPERTY_TYPE = "type";
-  
-  private String type;
-
-  public static final String JSON_PROPERTY_STATUS = "status";
-  
-  private String status;
-
-  public static final String JSON_PROPERTY_PROGRESS = "progress";
-  
-  private Integer progress;
-
   public static final String JSON_PROPERTY_ANGLE = "angle";
   
-  private String angle;
+  private Angle angle;
 
   public static final String JSON_PROPERTY_BASE_MODEL_TASK_ID = "base_model_task_id";
   
   private String baseModelTaskId;
 
-  public static final String JSON_PROPERTY_IMAGE = "image";
+  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
   
-  private ImageView image;
+  private String callbackUrl;
 
-  public static final String JSON_PROPERTY_IMAGES = "images";
+  public static final String JSON_PROPERTY_COMPLETED_AT = "completed_at";
   
-  private List<ImageView> images = new ArrayList<>();
+  private String completedAt;
+
+  public static final String JSON_PROPERTY_COST = "cost";
+  
+  private Double cost;
+
+  public static final String JSON_PROPERTY_CREATED_AT = "created_at";
+  
+  private String createdAt;
 
   public static final String JSON_PROPERTY_ERROR_CODE = "error_code";
   
@@ -105,195 +92,66 @@ public class TaskView {
   
   private String errorMessage;
 
-  public static final String JSON_PROPERTY_CREATED_AT = "created_at";
+  public static final String JSON_PROPERTY_ESTIMATED_START_AT = "estimated_start_at";
   
-  private String createdAt;
+  private String estimatedStartAt;
 
-  public static final String JSON_PROPERTY_UPDATED_AT = "updated_at";
+  public static final String JSON_PROPERTY_IMAGE = "image";
   
-  private String updatedAt;
+  private ImageView image;
 
-  public static final String JSON_PROPERTY_COMPLETED_AT = "completed_at";
+  public static final String JSON_PROPERTY_IMAGES = "images";
   
-  private String completedAt;
+  private List<ImageView> images = new ArrayList<>();
 
-  public static final String JSON_PROPERTY_QUEUED_AT = "queued_at";
+  public static final String JSON_PROPERTY_PROGRESS = "progress";
   
-  private String queuedAt;
-
-  public static final String JSON_PROPERTY_SUBMITTED_AT = "submitted_at";
-  
-  private String submittedAt;
+  private Integer progress;
 
   public static final String JSON_PROPERTY_QUEUE_POSITION = "queue_position";
   
   private Long queuePosition;
 
-  public static final String JSON_PROPERTY_ESTIMATED_START_AT = "estimated_start_at";
+  public static final String JSON_PROPERTY_QUEUED_AT = "queued_at";
   
-  private String estimatedStartAt;
+  private String queuedAt;
 
-  public static final String JSON_PROPERTY_COST = "cost";
+  public static final String JSON_PROPERTY_REQUEST_ID = "request_id";
   
-  private Double cost;
+  private String requestId;
 
   public static final String JSON_PROPERTY_RETRIES = "retries";
   
   private Integer retries;
 
-  public static final String JSON_PROPERTY_CALLBACK_URL = "callback_url";
+  public static final String JSON_PROPERTY_STATUS = "status";
   
-  private String callbackUrl;
+  private TaskStatus status;
+
+  public static final String JSON_PROPERTY_SUBMITTED_AT = "submitted_at";
+  
+  private String submittedAt;
+
+  public static final String JSON_PROPERTY_TASK_ID = "task_id";
+  
+  private String taskId;
+
+  public static final String JSON_PROPERTY_TYPE = "type";
+  
+  private TaskType type;
+
+  public static final String JSON_PROPERTY_UPDATED_AT = "updated_at";
+  
+  private String updatedAt;
+
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  
+  private String userId;
 
   public TaskView() { 
   }
 
-  public TaskView taskId(String taskId) {
-    this.taskId = taskId;
-    return this;
-  }
-
-  /**
-   * Task id.
-   * @return taskId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTaskId() {
-    return taskId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTaskId(String taskId) {
-    this.taskId = taskId;
-  }
-
-
-  public TaskView requestId(String requestId) {
-    this.requestId = requestId;
-    return this;
-  }
-
-  /**
-   * Idempotency key given at creation.
-   * @return requestId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getRequestId() {
-    return requestId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setRequestId(String requestId) {
-    this.requestId = requestId;
-  }
-
-
-  public TaskView userId(String userId) {
-    this.userId = userId;
-    return this;
-  }
-
-  /**
-   * Owner.
-   * @return userId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getUserId() {
-    return userId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setUserId(String userId) {
-    this.userId = userId;
-  }
-
-
-  public TaskView type(String type) {
-    this.type = type;
-    return this;
-  }
-
-  /**
-   * &#x60;default&#x60;, &#x60;edit&#x60; or &#x60;outfit&#x60;.
-   * @return type
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_TYPE, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getType() {
-    return type;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_TYPE, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setType(String type) {
-    this.type = type;
-  }
-
-
-  public TaskView status(String status) {
-    this.status = status;
-    return this;
-  }
-
-  /**
-   * &#x60;submitted&#x60;, &#x60;processing&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60; or &#x60;cancelled&#x60;.
-   * @return status
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getStatus() {
-    return status;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setStatus(String status) {
-    this.status = status;
-  }
-
-
-  public TaskView progress(Integer progress) {
-    this.progress = progress;
-    return this;
-  }
-
-  /**
-   * 0–100.
-   * minimum: 0
-   * @return progress
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Integer getProgress() {
-    return progress;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setProgress(Integer progress) {
-    this.progress = progress;
-  }
-
-
-  public TaskView angle(String angle) {
+  public TaskView angle(Angle angle) {
     this.angle = angle;
     return this;
   }
@@ -304,15 +162,15 @@ public class TaskView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getAngle() {
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Angle getAngle() {
     return angle;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_ANGLE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setAngle(String angle) {
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setAngle(Angle angle) {
     this.angle = angle;
   }
 
@@ -328,16 +186,184 @@ public class TaskView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public String getBaseModelTaskId() {
     return baseModelTaskId;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_BASE_MODEL_TASK_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setBaseModelTaskId(String baseModelTaskId) {
     this.baseModelTaskId = baseModelTaskId;
+  }
+
+
+  public TaskView callbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+    return this;
+  }
+
+  /**
+   * The task&#39;s own callback receiver, as given at creation; null when its callback goes to &#x60;CALLBACK_URL&#x60;.
+   * @return callbackUrl
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getCallbackUrl() {
+    return callbackUrl;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setCallbackUrl(String callbackUrl) {
+    this.callbackUrl = callbackUrl;
+  }
+
+
+  public TaskView completedAt(String completedAt) {
+    this.completedAt = completedAt;
+    return this;
+  }
+
+  /**
+   * Terminal time.
+   * @return completedAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_COMPLETED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getCompletedAt() {
+    return completedAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_COMPLETED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setCompletedAt(String completedAt) {
+    this.completedAt = completedAt;
+  }
+
+
+  public TaskView cost(Double cost) {
+    this.cost = cost;
+    return this;
+  }
+
+  /**
+   * What the upstream charged for the task, in the Apimart account&#39;s balance unit (docs/apimart.md, \&quot;Cost\&quot;), as it reported on completion; null when it reported none, and for failed or cancelled tasks.
+   * @return cost
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_COST, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Double getCost() {
+    return cost;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_COST, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setCost(Double cost) {
+    this.cost = cost;
+  }
+
+
+  public TaskView createdAt(String createdAt) {
+    this.createdAt = createdAt;
+    return this;
+  }
+
+  /**
+   * Creation time.
+   * @return createdAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_CREATED_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getCreatedAt() {
+    return createdAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_CREATED_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setCreatedAt(String createdAt) {
+    this.createdAt = createdAt;
+  }
+
+
+  public TaskView errorCode(Integer errorCode) {
+    this.errorCode = errorCode;
+    return this;
+  }
+
+  /**
+   * Envelope-style code of a failure.
+   * @return errorCode
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Integer getErrorCode() {
+    return errorCode;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setErrorCode(Integer errorCode) {
+    this.errorCode = errorCode;
+  }
+
+
+  public TaskView errorMessage(String errorMessage) {
+    this.errorMessage = errorMessage;
+    return this;
+  }
+
+  /**
+   * Why it failed.
+   * @return errorMessage
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_ERROR_MESSAGE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getErrorMessage() {
+    return errorMessage;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_ERROR_MESSAGE, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setErrorMessage(String errorMessage) {
+    this.errorMessage = errorMessage;
+  }
+
+
+  public TaskView estimatedStartAt(String estimatedStartAt) {
+    this.estimatedStartAt = estimatedStartAt;
+    return this;
+  }
+
+  /**
+   * While the task waits to be submitted: when it should be, from its position and the drain rate measured over the last minute (or the nominal rate, the pacer&#39;s start rate / 4 tasks/s, before any is measured). An estimate; null like &#x60;queue_position&#x60;.
+   * @return estimatedStartAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_ESTIMATED_START_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getEstimatedStartAt() {
+    return estimatedStartAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_ESTIMATED_START_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setEstimatedStartAt(String estimatedStartAt) {
+    this.estimatedStartAt = estimatedStartAt;
   }
 
 
@@ -352,14 +378,14 @@ public class TaskView {
    */
   
   @JsonProperty(value = JSON_PROPERTY_IMAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public ImageView getImage() {
     return image;
   }
 
 
   @JsonProperty(value = JSON_PROPERTY_IMAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
   public void setImage(ImageView image) {
     this.image = image;
   }
@@ -397,123 +423,54 @@ public class TaskView {
   }
 
 
-  public TaskView errorCode(Integer errorCode) {
-    this.errorCode = errorCode;
+  public TaskView progress(Integer progress) {
+    this.progress = progress;
     return this;
   }
 
   /**
-   * Envelope-style code of a failure.
-   * @return errorCode
+   * 0–100.
+   * minimum: 0
+   * maximum: 100
+   * @return progress
    */
   
-  @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Integer getErrorCode() {
-    return errorCode;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_ERROR_CODE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setErrorCode(Integer errorCode) {
-    this.errorCode = errorCode;
-  }
-
-
-  public TaskView errorMessage(String errorMessage) {
-    this.errorMessage = errorMessage;
-    return this;
-  }
-
-  /**
-   * Why it failed.
-   * @return errorMessage
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_ERROR_MESSAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getErrorMessage() {
-    return errorMessage;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_ERROR_MESSAGE, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setErrorMessage(String errorMessage) {
-    this.errorMessage = errorMessage;
-  }
-
-
-  public TaskView createdAt(String createdAt) {
-    this.createdAt = createdAt;
-    return this;
-  }
-
-  /**
-   * Creation time.
-   * @return createdAt
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_CREATED_AT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getCreatedAt() {
-    return createdAt;
+  public Integer getProgress() {
+    return progress;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_CREATED_AT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_PROGRESS, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setCreatedAt(String createdAt) {
-    this.createdAt = createdAt;
+  public void setProgress(Integer progress) {
+    this.progress = progress;
   }
 
 
-  public TaskView updatedAt(String updatedAt) {
-    this.updatedAt = updatedAt;
+  public TaskView queuePosition(Long queuePosition) {
+    this.queuePosition = queuePosition;
     return this;
   }
 
   /**
-   * Last change.
-   * @return updatedAt
+   * While the task waits to be submitted: how many tasks are ahead of it in the submit order (0: it is next). Null once submitted or ended, and in &#x60;GET /tasks&#x60; lists (only &#x60;GET /tasks/{task_id}&#x60; computes it).
+   * minimum: 0
+   * @return queuePosition
    */
   
-  @JsonProperty(value = JSON_PROPERTY_UPDATED_AT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_QUEUE_POSITION, required = false)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getUpdatedAt() {
-    return updatedAt;
+  public Long getQueuePosition() {
+    return queuePosition;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_UPDATED_AT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_QUEUE_POSITION, required = false)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setUpdatedAt(String updatedAt) {
-    this.updatedAt = updatedAt;
-  }
-
-
-  public TaskView completedAt(String completedAt) {
-    this.completedAt = completedAt;
-    return this;
-  }
-
-  /**
-   * Terminal time.
-   * @return completedAt
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_COMPLETED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getCompletedAt() {
-    return completedAt;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_COMPLETED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setCompletedAt(String completedAt) {
-    this.completedAt = completedAt;
+  public void setQueuePosition(Long queuePosition) {
+    this.queuePosition = queuePosition;
   }
 
 
@@ -541,100 +498,27 @@ public class TaskView {
   }
 
 
-  public TaskView submittedAt(String submittedAt) {
-    this.submittedAt = submittedAt;
+  public TaskView requestId(String requestId) {
+    this.requestId = requestId;
     return this;
   }
 
   /**
-   * When the upstream accepted the task; null while it waits in the queue (and for a task that ended before it was submitted). &#x60;TASK_TIMEOUT&#x60; counts from here.
-   * @return submittedAt
+   * Idempotency key given at creation.
+   * @return requestId
    */
   
-  @JsonProperty(value = JSON_PROPERTY_SUBMITTED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getSubmittedAt() {
-    return submittedAt;
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getRequestId() {
+    return requestId;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_SUBMITTED_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setSubmittedAt(String submittedAt) {
-    this.submittedAt = submittedAt;
-  }
-
-
-  public TaskView queuePosition(Long queuePosition) {
-    this.queuePosition = queuePosition;
-    return this;
-  }
-
-  /**
-   * While the task waits to be submitted: how many tasks are ahead of it in the submit order (0: it is next). Null once submitted or ended, and in &#x60;GET /tasks&#x60; lists (only &#x60;GET /tasks/{task_id}&#x60; computes it).
-   * minimum: 0
-   * @return queuePosition
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_QUEUE_POSITION, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Long getQueuePosition() {
-    return queuePosition;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_QUEUE_POSITION, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setQueuePosition(Long queuePosition) {
-    this.queuePosition = queuePosition;
-  }
-
-
-  public TaskView estimatedStartAt(String estimatedStartAt) {
-    this.estimatedStartAt = estimatedStartAt;
-    return this;
-  }
-
-  /**
-   * While the task waits to be submitted: when it should be, from its position and the drain rate measured over the last minute (or the nominal rate, the pacer&#39;s start rate / 4 tasks/s, before any is measured). An estimate; null like &#x60;queue_position&#x60;.
-   * @return estimatedStartAt
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_ESTIMATED_START_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getEstimatedStartAt() {
-    return estimatedStartAt;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_ESTIMATED_START_AT, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setEstimatedStartAt(String estimatedStartAt) {
-    this.estimatedStartAt = estimatedStartAt;
-  }
-
-
-  public TaskView cost(Double cost) {
-    this.cost = cost;
-    return this;
-  }
-
-  /**
-   * What the upstream charged for the task, in the Apimart account&#39;s balance unit (docs/apimart.md, \&quot;Cost\&quot;), as it reported on completion; null when it reported none, and for failed or cancelled tasks.
-   * @return cost
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_COST, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public Double getCost() {
-    return cost;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_COST, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setCost(Double cost) {
-    this.cost = cost;
+  @JsonProperty(value = JSON_PROPERTY_REQUEST_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setRequestId(String requestId) {
+    this.requestId = requestId;
   }
 
 
@@ -662,27 +546,147 @@ public class TaskView {
   }
 
 
-  public TaskView callbackUrl(String callbackUrl) {
-    this.callbackUrl = callbackUrl;
+  public TaskView status(TaskStatus status) {
+    this.status = status;
     return this;
   }
 
   /**
-   * The task&#39;s own callback receiver, as given at creation; null when its callback goes to &#x60;CALLBACK_URL&#x60;.
-   * @return callbackUrl
+   * &#x60;submitted&#x60;, &#x60;processing&#x60;, &#x60;completed&#x60;, &#x60;failed&#x60; or &#x60;cancelled&#x60;.
+   * @return status
    */
   
-  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getCallbackUrl() {
-    return callbackUrl;
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskStatus getStatus() {
+    return status;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_CALLBACK_URL, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setCallbackUrl(String callbackUrl) {
-    this.callbackUrl = callbackUrl;
+  @JsonProperty(value = JSON_PROPERTY_STATUS, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setStatus(TaskStatus status) {
+    this.status = status;
+  }
+
+
+  public TaskView submittedAt(String submittedAt) {
+    this.submittedAt = submittedAt;
+    return this;
+  }
+
+  /**
+   * When the upstream accepted the task; null while it waits in the queue (and for a task that ended before it was submitted). &#x60;TASK_TIMEOUT&#x60; counts from here.
+   * @return submittedAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_SUBMITTED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getSubmittedAt() {
+    return submittedAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_SUBMITTED_AT, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setSubmittedAt(String submittedAt) {
+    this.submittedAt = submittedAt;
+  }
+
+
+  public TaskView taskId(String taskId) {
+    this.taskId = taskId;
+    return this;
+  }
+
+  /**
+   * Task id.
+   * @return taskId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getTaskId() {
+    return taskId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TASK_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTaskId(String taskId) {
+    this.taskId = taskId;
+  }
+
+
+  public TaskView type(TaskType type) {
+    this.type = type;
+    return this;
+  }
+
+  /**
+   * &#x60;default&#x60;, &#x60;edit&#x60; or &#x60;outfit&#x60;.
+   * @return type
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TYPE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public TaskType getType() {
+    return type;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TYPE, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setType(TaskType type) {
+    this.type = type;
+  }
+
+
+  public TaskView updatedAt(String updatedAt) {
+    this.updatedAt = updatedAt;
+    return this;
+  }
+
+  /**
+   * Last change.
+   * @return updatedAt
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_UPDATED_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUpdatedAt() {
+    return updatedAt;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_UPDATED_AT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUpdatedAt(String updatedAt) {
+    this.updatedAt = updatedAt;
+  }
+
+
+  public TaskView userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * Owner.
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
   }
 
 
@@ -698,61 +702,61 @@ public class TaskView {
       return false;
     }
     TaskView taskView = (TaskView) o;
-    return Objects.equals(this.taskId, taskView.taskId) &&
-        Objects.equals(this.requestId, taskView.requestId) &&
-        Objects.equals(this.userId, taskView.userId) &&
-        Objects.equals(this.type, taskView.type) &&
-        Objects.equals(this.status, taskView.status) &&
-        Objects.equals(this.progress, taskView.progress) &&
-        Objects.equals(this.angle, taskView.angle) &&
+    return Objects.equals(this.angle, taskView.angle) &&
         Objects.equals(this.baseModelTaskId, taskView.baseModelTaskId) &&
-        Objects.equals(this.image, taskView.image) &&
-        Objects.equals(this.images, taskView.images) &&
+        Objects.equals(this.callbackUrl, taskView.callbackUrl) &&
+        Objects.equals(this.completedAt, taskView.completedAt) &&
+        Objects.equals(this.cost, taskView.cost) &&
+        Objects.equals(this.createdAt, taskView.createdAt) &&
         Objects.equals(this.errorCode, taskView.errorCode) &&
         Objects.equals(this.errorMessage, taskView.errorMessage) &&
-        Objects.equals(this.createdAt, taskView.createdAt) &&
-        Objects.equals(this.updatedAt, taskView.updatedAt) &&
-        Objects.equals(this.completedAt, taskView.completedAt) &&
-        Objects.equals(this.queuedAt, taskView.queuedAt) &&
-        Objects.equals(this.submittedAt, taskView.submittedAt) &&
-        Objects.equals(this.queuePosition, taskView.queuePosition) &&
         Objects.equals(this.estimatedStartAt, taskView.estimatedStartAt) &&
-        Objects.equals(this.cost, taskView.cost) &&
+        Objects.equals(this.image, taskView.image) &&
+        Objects.equals(this.images, taskView.images) &&
+        Objects.equals(this.progress, taskView.progress) &&
+        Objects.equals(this.queuePosition, taskView.queuePosition) &&
+        Objects.equals(this.queuedAt, taskView.queuedAt) &&
+        Objects.equals(this.requestId, taskView.requestId) &&
         Objects.equals(this.retries, taskView.retries) &&
-        Objects.equals(this.callbackUrl, taskView.callbackUrl);
+        Objects.equals(this.status, taskView.status) &&
+        Objects.equals(this.submittedAt, taskView.submittedAt) &&
+        Objects.equals(this.taskId, taskView.taskId) &&
+        Objects.equals(this.type, taskView.type) &&
+        Objects.equals(this.updatedAt, taskView.updatedAt) &&
+        Objects.equals(this.userId, taskView.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(taskId, requestId, userId, type, status, progress, angle, baseModelTaskId, image, images, errorCode, errorMessage, createdAt, updatedAt, completedAt, queuedAt, submittedAt, queuePosition, estimatedStartAt, cost, retries, callbackUrl);
+    return Objects.hash(angle, baseModelTaskId, callbackUrl, completedAt, cost, createdAt, errorCode, errorMessage, estimatedStartAt, image, images, progress, queuePosition, queuedAt, requestId, retries, status, submittedAt, taskId, type, updatedAt, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class TaskView {\n");
-    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
-    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
-    sb.append("    type: ").append(toIndentedString(type)).append("\n");
-    sb.append("    status: ").append(toIndentedString(status)).append("\n");
-    sb.append("    progress: ").append(toIndentedString(progress)).append("\n");
     sb.append("    angle: ").append(toIndentedString(angle)).append("\n");
     sb.append("    baseModelTaskId: ").append(toIndentedString(baseModelTaskId)).append("\n");
-    sb.append("    image: ").append(toIndentedString(image)).append("\n");
-    sb.append("    images: ").append(toIndentedString(images)).append("\n");
+    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
+    sb.append("    completedAt: ").append(toIndentedString(completedAt)).append("\n");
+    sb.append("    cost: ").append(toIndentedString(cost)).append("\n");
+    sb.append("    createdAt: ").append(toIndentedString(createdAt)).append("\n");
     sb.append("    errorCode: ").append(toIndentedString(errorCode)).append("\n");
     sb.append("    errorMessage: ").append(toIndentedString(errorMessage)).append("\n");
-    sb.append("    createdAt: ").append(toIndentedString(createdAt)).append("\n");
-    sb.append("    updatedAt: ").append(toIndentedString(updatedAt)).append("\n");
-    sb.append("    completedAt: ").append(toIndentedString(completedAt)).append("\n");
-    sb.append("    queuedAt: ").append(toIndentedString(queuedAt)).append("\n");
-    sb.append("    submittedAt: ").append(toIndentedString(submittedAt)).append("\n");
-    sb.append("    queuePosition: ").append(toIndentedString(queuePosition)).append("\n");
     sb.append("    estimatedStartAt: ").append(toIndentedString(estimatedStartAt)).append("\n");
-    sb.append("    cost: ").append(toIndentedString(cost)).append("\n");
+    sb.append("    image: ").append(toIndentedString(image)).append("\n");
+    sb.append("    images: ").append(toIndentedString(images)).append("\n");
+    sb.append("    progress: ").append(toIndentedString(progress)).append("\n");
+    sb.append("    queuePosition: ").append(toIndentedString(queuePosition)).append("\n");
+    sb.append("    queuedAt: ").append(toIndentedString(queuedAt)).append("\n");
+    sb.append("    requestId: ").append(toIndentedString(requestId)).append("\n");
     sb.append("    retries: ").append(toIndentedString(retries)).append("\n");
-    sb.append("    callbackUrl: ").append(toIndentedString(callbackUrl)).append("\n");
+    sb.append("    status: ").append(toIndentedString(status)).append("\n");
+    sb.append("    submittedAt: ").append(toIndentedString(submittedAt)).append("\n");
+    sb.append("    taskId: ").append(toIndentedString(taskId)).append("\n");
+    sb.append("    type: ").append(toIndentedString(type)).append("\n");
+    sb.append("    updatedAt: ").append(toIndentedString(updatedAt)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -29,21 +29,13 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * One group of &#x60;GET /usage&#x60;.
  */
 @JsonPropertyOrder({
-  UsageItem.JSON_PROPERTY_KEY,
-  UsageItem.JSON_PROPERTY_COUNT,
   UsageItem.JSON_PROPERTY_COST,
-  UsageItem.JSON_PROPERTY_COSTED
+  UsageItem.JSON_PROPERTY_COSTED,
+  UsageItem.JSON_PROPERTY_COUNT,
+  UsageItem.JSON_PROPERTY_KEY
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class UsageItem {
-  public static final String JSON_PROPERTY_KEY = "key";
-  
-  private String key;
-
-  public static final String JSON_PROPERTY_COUNT = "count";
-  
-  private Long count;
-
   public static final String JSON_PROPERTY_COST = "cost";
   
   private Double cost;
@@ -52,57 +44,16 @@ public class UsageItem {
   
   private Long costed;
 
+  public static final String JSON_PROPERTY_COUNT = "count";
+  
+  private Long count;
+
+  public static final String JSON_PROPERTY_KEY = "key";
+  
+  private String key;
+
   public UsageItem() { 
   }
-
-  public UsageItem key(String key) {
-    this.key = key;
-    return this;
-  }
-
-  /**
-   * &#x60;YYYY-MM-DD&#x60; (UTC day of completion) or the task type.
-   * @return key
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_KEY, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getKey() {
-    return key;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_KEY, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setKey(String key) {
-    this.key = key;
-  }
-
-
-  public UsageItem count(Long count) {
-    this.count = count;
-    return this;
-  }
-
-  /**
-   * Tasks completed.
-   * minimum: 0
-   * @return count
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_COUNT, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getCount() {
-    return count;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_COUNT, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setCount(Long count) {
-    this.count = count;
-  }
-
 
   public UsageItem cost(Double cost) {
     this.cost = cost;
@@ -153,6 +104,55 @@ public class UsageItem {
   }
 
 
+  public UsageItem count(Long count) {
+    this.count = count;
+    return this;
+  }
+
+  /**
+   * Tasks completed.
+   * minimum: 0
+   * @return count
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_COUNT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getCount() {
+    return count;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_COUNT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setCount(Long count) {
+    this.count = count;
+  }
+
+
+  public UsageItem key(String key) {
+    this.key = key;
+    return this;
+  }
+
+  /**
+   * &#x60;YYYY-MM-DD&#x60; (UTC day of completion) or the task type.
+   * @return key
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_KEY, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getKey() {
+    return key;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_KEY, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setKey(String key) {
+    this.key = key;
+  }
+
+
   /**
    * Return true if this UsageItem object is equal to o.
    */
@@ -165,25 +165,25 @@ public class UsageItem {
       return false;
     }
     UsageItem usageItem = (UsageItem) o;
-    return Objects.equals(this.key, usageItem.key) &&
+    return Objects.equals(this.cost, usageItem.cost) &&
+        Objects.equals(this.costed, usageItem.costed) &&
         Objects.equals(this.count, usageItem.count) &&
-        Objects.equals(this.cost, usageItem.cost) &&
-        Objects.equals(this.costed, usageItem.costed);
+        Objects.equals(this.key, usageItem.key);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(key, count, cost, costed);
+    return Objects.hash(cost, costed, count, key);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class UsageItem {\n");
-    sb.append("    key: ").append(toIndentedString(key)).append("\n");
-    sb.append("    count: ").append(toIndentedString(count)).append("\n");
     sb.append("    cost: ").append(toIndentedString(cost)).append("\n");
     sb.append("    costed: ").append(toIndentedString(costed)).append("\n");
+    sb.append("    count: ").append(toIndentedString(count)).append("\n");
+    sb.append("    key: ").append(toIndentedString(key)).append("\n");
     sb.append("}");
     return sb.toString();
   }

@@ -32,70 +32,83 @@ import com.fasterxml.jackson.annotation.JsonPropertyOrder;
  * &#x60;GET /usage&#x60; answer.
  */
 @JsonPropertyOrder({
-  UsageReport.JSON_PROPERTY_GROUP_BY,
   UsageReport.JSON_PROPERTY_FROM,
-  UsageReport.JSON_PROPERTY_TO,
-  UsageReport.JSON_PROPERTY_USER_ID,
+  UsageReport.JSON_PROPERTY_GROUP_BY,
   UsageReport.JSON_PROPERTY_ITEMS,
+  UsageReport.JSON_PROPERTY_TO,
+  UsageReport.JSON_PROPERTY_TOTAL_COST,
   UsageReport.JSON_PROPERTY_TOTAL_COUNT,
-  UsageReport.JSON_PROPERTY_TOTAL_COST
+  UsageReport.JSON_PROPERTY_USER_ID
 })
 @javax.annotation.processing.Generated(value = "org.openapitools.codegen.languages.JavaClientCodegen", comments = "Generator version: 7.26.0")
 public class UsageReport {
-  public static final String JSON_PROPERTY_GROUP_BY = "group_by";
-  
-  private String groupBy;
-
   public static final String JSON_PROPERTY_FROM = "from";
   
   private String from;
 
-  public static final String JSON_PROPERTY_TO = "to";
-  
-  private String to;
+  /**
+   * &#x60;day&#x60; (UTC day of completion) or &#x60;type&#x60;.
+   */
+  public enum GroupByEnum {
+    DAY(String.valueOf("day")),
+    
+    TYPE(String.valueOf("type")),
+    
+    UNKNOWN_DEFAULT_OPEN_API(String.valueOf("unknown_default_open_api"));
 
-  public static final String JSON_PROPERTY_USER_ID = "user_id";
+    private String value;
+
+    GroupByEnum(String value) {
+      this.value = value;
+    }
+
+    @JsonValue
+    public String getValue() {
+      return value;
+    }
+
+    @Override
+    public String toString() {
+      return String.valueOf(value);
+    }
+
+    @JsonCreator
+    public static GroupByEnum fromValue(String value) {
+      for (GroupByEnum b : GroupByEnum.values()) {
+        if (b.value.equals(value)) {
+          return b;
+        }
+      }
+      return UNKNOWN_DEFAULT_OPEN_API;
+    }
+  }
+
+  public static final String JSON_PROPERTY_GROUP_BY = "group_by";
   
-  private String userId;
+  private GroupByEnum groupBy;
 
   public static final String JSON_PROPERTY_ITEMS = "items";
   
   private List<UsageItem> items = new ArrayList<>();
 
-  public static final String JSON_PROPERTY_TOTAL_COUNT = "total_count";
+  public static final String JSON_PROPERTY_TO = "to";
   
-  private Long totalCount;
+  private String to;
 
   public static final String JSON_PROPERTY_TOTAL_COST = "total_cost";
   
   private Double totalCost;
 
+  public static final String JSON_PROPERTY_TOTAL_COUNT = "total_count";
+  
+  private Long totalCount;
+
+  public static final String JSON_PROPERTY_USER_ID = "user_id";
+  
+  private String userId;
+
   public UsageReport() { 
   }
-
-  public UsageReport groupBy(String groupBy) {
-    this.groupBy = groupBy;
-    return this;
-  }
-
-  /**
-   * &#x60;day&#x60; or &#x60;type&#x60;.
-   * @return groupBy
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_GROUP_BY, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getGroupBy() {
-    return groupBy;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_GROUP_BY, required = true)
-  @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setGroupBy(String groupBy) {
-    this.groupBy = groupBy;
-  }
-
 
   public UsageReport from(String from) {
     this.from = from;
@@ -121,51 +134,27 @@ public class UsageReport {
   }
 
 
-  public UsageReport to(String to) {
-    this.to = to;
+  public UsageReport groupBy(GroupByEnum groupBy) {
+    this.groupBy = groupBy;
     return this;
   }
 
   /**
-   * End of the range (exclusive).
-   * @return to
+   * &#x60;day&#x60; (UTC day of completion) or &#x60;type&#x60;.
+   * @return groupBy
    */
   
-  @JsonProperty(value = JSON_PROPERTY_TO, required = true)
+  @JsonProperty(value = JSON_PROPERTY_GROUP_BY, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public String getTo() {
-    return to;
+  public GroupByEnum getGroupBy() {
+    return groupBy;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_TO, required = true)
+  @JsonProperty(value = JSON_PROPERTY_GROUP_BY, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTo(String to) {
-    this.to = to;
-  }
-
-
-  public UsageReport userId(String userId) {
-    this.userId = userId;
-    return this;
-  }
-
-  /**
-   * The user asked for, if any.
-   * @return userId
-   */
-  
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public String getUserId() {
-    return userId;
-  }
-
-
-  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
-  @JsonInclude(value = JsonInclude.Include.USE_DEFAULTS)
-  public void setUserId(String userId) {
-    this.userId = userId;
+  public void setGroupBy(GroupByEnum groupBy) {
+    this.groupBy = groupBy;
   }
 
 
@@ -201,28 +190,27 @@ public class UsageReport {
   }
 
 
-  public UsageReport totalCount(Long totalCount) {
-    this.totalCount = totalCount;
+  public UsageReport to(String to) {
+    this.to = to;
     return this;
   }
 
   /**
-   * Tasks completed in the range.
-   * minimum: 0
-   * @return totalCount
+   * End of the range (exclusive).
+   * @return to
    */
   
-  @JsonProperty(value = JSON_PROPERTY_TOTAL_COUNT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_TO, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public Long getTotalCount() {
-    return totalCount;
+  public String getTo() {
+    return to;
   }
 
 
-  @JsonProperty(value = JSON_PROPERTY_TOTAL_COUNT, required = true)
+  @JsonProperty(value = JSON_PROPERTY_TO, required = true)
   @JsonInclude(value = JsonInclude.Include.ALWAYS)
-  public void setTotalCount(Long totalCount) {
-    this.totalCount = totalCount;
+  public void setTo(String to) {
+    this.to = to;
   }
 
 
@@ -250,6 +238,55 @@ public class UsageReport {
   }
 
 
+  public UsageReport totalCount(Long totalCount) {
+    this.totalCount = totalCount;
+    return this;
+  }
+
+  /**
+   * Tasks completed in the range.
+   * minimum: 0
+   * @return totalCount
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_TOTAL_COUNT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public Long getTotalCount() {
+    return totalCount;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_TOTAL_COUNT, required = true)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setTotalCount(Long totalCount) {
+    this.totalCount = totalCount;
+  }
+
+
+  public UsageReport userId(String userId) {
+    this.userId = userId;
+    return this;
+  }
+
+  /**
+   * The user asked for, if any.
+   * @return userId
+   */
+  
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public String getUserId() {
+    return userId;
+  }
+
+
+  @JsonProperty(value = JSON_PROPERTY_USER_ID, required = false)
+  @JsonInclude(value = JsonInclude.Include.ALWAYS)
+  public void setUserId(String userId) {
+    this.userId = userId;
+  }
+
+
   /**
    * Return true if this UsageReport object is equal to o.
    */
@@ -262,31 +299,31 @@ public class UsageReport {
       return false;
     }
     UsageReport usageReport = (UsageReport) o;
-    return Objects.equals(this.groupBy, usageReport.groupBy) &&
-        Objects.equals(this.from, usageReport.from) &&
-        Objects.equals(this.to, usageReport.to) &&
-        Objects.equals(this.userId, usageReport.userId) &&
+    return Objects.equals(this.from, usageReport.from) &&
+        Objects.equals(this.groupBy, usageReport.groupBy) &&
         Objects.equals(this.items, usageReport.items) &&
+        Objects.equals(this.to, usageReport.to) &&
+        Objects.equals(this.totalCost, usageReport.totalCost) &&
         Objects.equals(this.totalCount, usageReport.totalCount) &&
-        Objects.equals(this.totalCost, usageReport.totalCost);
+        Objects.equals(this.userId, usageReport.userId);
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(groupBy, from, to, userId, items, totalCount, totalCost);
+    return Objects.hash(from, groupBy, items, to, totalCost, totalCount, userId);
   }
 
   @Override
   public String toString() {
     StringBuilder sb = new StringBuilder();
     sb.append("class UsageReport {\n");
-    sb.append("    groupBy: ").append(toIndentedString(groupBy)).append("\n");
     sb.append("    from: ").append(toIndentedString(from)).append("\n");
-    sb.append("    to: ").append(toIndentedString(to)).append("\n");
-    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
+    sb.append("    groupBy: ").append(toIndentedString(groupBy)).append("\n");
     sb.append("    items: ").append(toIndentedString(items)).append("\n");
-    sb.append("    totalCount: ").append(toIndentedString(totalCount)).append("\n");
+    sb.append("    to: ").append(toIndentedString(to)).append("\n");
     sb.append("    totalCost: ").append(toIndentedString(totalCost)).append("\n");
+    sb.append("    totalCount: ").append(toIndentedString(totalCount)).append("\n");
+    sb.append("    userId: ").append(toIndentedString(userId)).append("\n");
     sb.append("}");
     return sb.toString();
   }
