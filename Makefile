@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots java-client test-java
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -75,6 +75,19 @@ fuzz-cov: fuzz-tools
 ## documented, every JSON answer in the envelope. API_CHECK_EXAMPLES, API_CHECK_SEED.
 api-check: build
 	scripts/api-check
+
+## Regenerates the Java client in clients/java/ from docs/openapi.json: OpenAPI Generator
+## from PyPI (openapi-generator-cli, pinned in scripts/java-client), run with the local Java 17.
+java-client:
+	scripts/java-client generate
+
+## The Java client against the real service (clients/java/README.md): checks that the
+## committed client is what the generator makes of docs/openapi.json, compiles it and the
+## example with javac against Debian's Jackson jars (/usr/share/java), starts the debug
+## binary on SQLite with the built-in simulator on a loopback port, and runs the example:
+## create, wait, edit, dress, and verify the signed callbacks it receives.
+test-java: build
+	scripts/java-client test
 
 ## Chaos run on PostgreSQL, then on MariaDB: CHAOS_TASKS (500) tasks over CHAOS_REPLICAS (3)
 ## replicas, a random replica killed -9 and restarted every 2-3 s; prints its figures.
