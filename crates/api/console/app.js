@@ -580,6 +580,7 @@ function renderTask(body, t, events, callbacks, inputs, reload) {
     t.queue_position !== null ? field("Queue position", `${t.queue_position} ahead · starts ~${when(t.estimated_start_at).slice(11)}`) : null,
     field("Cost", t.cost === null ? null : money(t.cost)),
     field("Retries", String(t.retries)),
+    field("Callback to", t.callback_url || "CALLBACK_URL (the service's)", t.callback_url ? "mono" : undefined),
     t.error_code ? field("Error", `${t.error_code}: ${t.error_message || ""}`, "error-text") : null);
 
   replace(body,
@@ -622,7 +623,7 @@ function callbacksPage() {
   }, load) }, "Redeliver all dead");
   replace(main,
     h("div", { class: "toolbar" }, h("h1", {}, "Callbacks"), h("div", { class: "actions-bar" }, sendTest, redeliverAll)),
-    h("p", { class: "muted small" }, "Deliveries of task outcomes to CALLBACK_URL. A dead one gave up after its last attempt; redelivering keeps its webhook-id. The test event is signed like a real one; the receiver should answer 2xx and change nothing."),
+    h("p", { class: "muted small" }, "Deliveries of task outcomes to CALLBACK_URL, or to a task's own callback_url (shown on the task's page). A dead one gave up after its last attempt; redelivering keeps its webhook-id. The test event is signed like a real one; the receiver should answer 2xx and change nothing."),
     testResult, body);
   async function load() {
     try {

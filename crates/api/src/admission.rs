@@ -58,6 +58,20 @@ pub fn default_max_queued(queue_timeout: Duration, start_rps: f64) -> u64 {
     (queue_timeout.as_secs_f64() * per_second).floor().max(1.0) as u64
 }
 
+/// The rate, tasks/s, at which a queue of `depth` tasks is expected to
+/// drain: the `measured` rate, or `nominal` while none is measured; for an
+/// empty queue the larger of the two, since what was measured then is the
+/// arrival rate, not the queue's capacity.
+pub fn drain_rate(depth: u64, measured: f64, nominal: f64) -> f64 {
+    if depth == 0 {
+        measured.max(nominal)
+    } else if measured > 0.0 {
+        measured
+    } else {
+        nominal
+    }
+}
+
 /// `Retry-After` for a create refused with `excess` tasks above the room
 /// left: the time the queue needs to drain them at `drain_per_second` (the
 /// measured rate, or `nominal_per_second` while none is measured), bounded to
@@ -270,13 +284,16 @@ impl Admission {
 
     /// How long the queue needs to submit `tasks` more at the drain rate of
     /// `snapshot`, or the nominal rate while none is measured (capped at a
-    /// year, so any count gives a representable instant).
+    /// year, so any count gives a representable instant). While the queue
+    /// is empty the measured rate is how fast tasks arrived, not how fast
+    /// the queue can go, so the larger of it and the nominal rate is used:
+    /// an idle service does not announce a minute's wait for one task.
     pub fn time_to_drain(&self, tasks: u64, snapshot: &QueueSnapshot) -> chrono::TimeDelta {
-        let rate = if snapshot.drain_per_second > 0.0 {
-            snapshot.drain_per_second
-        } else {
-            self.nominal_per_second
-        };
+        let rate = drain_rate(
+            snapshot.depth,
+            snapshot.drain_per_second,
+            self.nominal_per_second,
+        );
         let secs = (tasks as f64 / rate).clamp(0.0, 365.0 * 86_400.0);
         chrono::TimeDelta::milliseconds((secs * 1000.0) as i64)
     }
@@ -359,6 +376,16 @@ mod tests {
         assert_eq!(default_max_queued(day, shipped.start), 432_000);
         let low = modelgen_engine::pacing::AimdSettings::with_ceiling(8);
         assert_eq!(default_max_queued(day, low.start), 172_800);
+    }
+
+    #[test]
+    fn an_empty_queue_drains_at_least_at_the_nominal_rate() {
+        // Idle: one task a minute arrived; the queue can do 5/s.
+        assert_eq!(drain_rate(0, 1.0 / 60.0, 5.0), 5.0);
+        assert_eq!(drain_rate(0, 8.0, 5.0), 8.0);
+        // A backlog: what was measured is what the queue does.
+        assert_eq!(drain_rate(10, 1.0 / 60.0, 5.0), 1.0 / 60.0);
+        assert_eq!(drain_rate(10, 0.0, 5.0), 5.0);
     }
 
     #[test]

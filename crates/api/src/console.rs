@@ -597,7 +597,7 @@ pub async fn task_inputs(
         ("n" = usize, Path, description = "Index of the input, from 0 (see `GET /admin/tasks/{task_id}/inputs`)"),
     ),
     responses(
-        (status = 200, description = "The image bytes (`image/jpeg`, `image/png` or `image/webp`)", content_type = "image/jpeg"),
+        (status = 200, description = "The image bytes, as stored", content(("image/jpeg"), ("image/png"), ("image/webp"))),
         (status = 401, description = "Missing or invalid bearer token (1005)", body = crate::error::ErrorEnvelope),
         (status = 404, description = "Unknown task, no input `n`, an input that is a URL (never stored), or one deleted by the retention cleanup or an erasure (1003)", body = crate::error::ErrorEnvelope),
     ),
@@ -660,12 +660,20 @@ pub async fn retry_task(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let task = task_or_404(&state, &path).await?;
-    let conflict = |message: String| ApiError::Conflict {
-        message,
-        data: Some(serde_json::json!({
-            "task_id": task.task_id.to_string(),
-            "status": task.status.as_str(),
-        })),
+    // `data.status` is read again after the refusal: a concurrent retry
+    // may have moved the task since the read above.
+    let conflict = async |message: String| {
+        let status = match state.service.tasks.get_task(&task.task_id).await {
+            Ok(now) => now.status,
+            _ => task.status,
+        };
+        ApiError::Conflict {
+            message,
+            data: Some(serde_json::json!({
+                "task_id": task.task_id.to_string(),
+                "status": status.as_str(),
+            })),
+        }
     };
     match state
         .service
@@ -674,12 +682,13 @@ pub async fn retry_task(
         .await
     {
         Ok(_) => {}
-        Err(RepoError::Conflict(reason)) => return Err(conflict(reason)),
+        Err(RepoError::Conflict(reason)) => return Err(conflict(reason).await),
         Err(RepoError::InputsPurged { purged_at }) => {
             return Err(conflict(format!(
                 "its input images were deleted at {}",
                 format_timestamp(purged_at)
-            )));
+            ))
+            .await);
         }
         Err(e) => return Err(e.into()),
     }

@@ -219,15 +219,23 @@ impl OneOrMany {
 
 /// `POST /models/default`.
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
-#[schema(example = json!({"user_id": "u1", "request_id": "r-1", "user_image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
+#[schema(example = json!({"user_id": "u1", "user_image": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==", "body_profile": {"gender": "female", "height_cm": 168, "weight_kg": 55, "age": 30, "skin_tone": "light"}, "size": "4:3"}))]
 pub struct CreateDefaultRequest {
     /// Caller's user id, 1–64 characters (emptiness is reported as "is required").
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
     #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"\S")]
     pub user_id: Option<String>,
-    /// Idempotency key, ≤ 64 characters.
+    /// Idempotency key, ≤ 64 characters: a create repeated with the same
+    /// `user_id` and `request_id` answers 200 with the first task (header
+    /// `Idempotency-Replayed: true`) instead of making another. Left out of
+    /// the example so that each "Try it out" makes a new task.
     #[validate(length(max = 64, message = "must be 1 to 64 characters"))]
-    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"\S",
+        example = "order-4711-model"
+    )]
     pub request_id: Option<String>,
     /// Front photo: a data URI `data:image/png;base64,…` (media types
     /// `image/png`, `image/jpeg`, `image/jpg`, `image/webp`, any case; MIME line

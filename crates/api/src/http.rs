@@ -802,12 +802,15 @@ pub struct TaskQueryParams {
     pub wait: Option<String>,
 }
 
-/// Parses a wait in whole seconds (`wait=N`): digits only; a number too
-/// large for `u64` is as good as the cap it is cut to.
+/// Parses a wait in whole seconds (`wait=N`): digits only, 0 to
+/// 9 223 372 036 854 775 807 (the document's `int64`, a Java `long`); the
+/// caller cuts it to `MAX_WAIT`.
 fn parse_wait_seconds(raw: &str) -> Option<u64> {
     let raw = raw.trim();
-    (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| raw.parse().unwrap_or(u64::MAX))
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok())
 }
 
 /// The wait a request asks for: `?wait=N`, else the `wait` preference of
@@ -818,7 +821,7 @@ fn parse_wait_seconds(raw: &str) -> Option<u64> {
 /// 400/1001 naming `wait` or `Prefer` when the value is not a whole number
 /// of seconds.
 fn requested_wait(req: &HttpRequest, query: Option<&str>) -> Result<Option<u64>, ApiError> {
-    const MESSAGE: &str = "must be a whole number of seconds (0 or more)";
+    const MESSAGE: &str = "must be a whole number of seconds (0 to 9223372036854775807)";
     if let Some(raw) = query {
         return parse_wait_seconds(raw)
             .map(Some)
@@ -849,7 +852,7 @@ const INCLUDE_IMAGE_BASE64: &str = "image_base64";
     params(
         ("task_id" = String, Path, max_length = 128, example = "task_01JQ8Z6X3M4N5P6Q7R8S9T0V1W", description = "A task id: `task_` + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and `- . _ ~ ! $ & ' ( ) * + , ; = : @`). Unknown or malformed ids are 404/1003."),
         ("include" = Option<String>, Query, description = "`image_base64`: add each image's inline base64 copy (`images[].image_base64`), when one was stored (`IMAGE_BASE64=true`). Never included by default."),
-        ("wait" = Option<u64>, Query, description = "Hold the request until the task is terminal (`completed`, `failed`, `cancelled`) or this many seconds have passed, then answer the current view. 0 to `MAX_WAIT` (default 60); more is cut to `MAX_WAIT`. With `MAX_WAITERS` requests held already, the answer comes at once without `Preference-Applied`."),
+        ("wait" = Option<u64>, Query, description = "Hold the request until the task is terminal (`completed`, `failed`, `cancelled`) or this many seconds have passed, then answer the current view. A whole number of seconds (an `int64`); more than `MAX_WAIT` (default 60) is cut to `MAX_WAIT`. With `MAX_WAITERS` requests held already, the answer comes at once without `Preference-Applied`."),
         ("Prefer" = Option<String>, Header, description = "`wait=N` (RFC 7240): the same as `?wait=N`, which wins when both are given. Other preferences are ignored."),
     ),
     responses(
@@ -1091,10 +1094,19 @@ mod tests {
         assert_eq!(parse_wait_seconds(" 30 "), Some(30));
         assert_eq!(parse_wait_seconds("0"), Some(0));
         assert_eq!(
-            parse_wait_seconds("99999999999999999999999"),
-            Some(u64::MAX)
+            parse_wait_seconds("9223372036854775807"),
+            Some(9_223_372_036_854_775_807)
         );
-        for bad in ["", "-1", "1.5", "soon", "+3", "3s"] {
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "+3",
+            "3s",
+            "9223372036854775808",
+            "99999999999999999999999",
+        ] {
             assert_eq!(parse_wait_seconds(bad), None, "{bad:?}");
         }
         let prefer = TestRequest::default()

@@ -167,7 +167,7 @@ Every response is the envelope `{\"code\", \"msg\", \"data\"}`: code 0 success, 
         crate::console::Stats, crate::console::StatsBucket, crate::console::LatencyStats,
         crate::console::UpstreamErrorCount, crate::console::QueueView,
         crate::console::CallbackCounts, crate::console::SpendToday, crate::console::InputView,
-        crate::console::InputList, crate::console::TestEventResult
+        crate::console::InputList, crate::console::TestEventResult, crate::console::TestEventBody
     )),
     modifiers(&BearerAuth),
     tags(
@@ -367,6 +367,23 @@ fn callback_example() -> Value {
 /// ends, signed as `crates/callback/src/signing.rs` does (Standard Webhooks).
 fn webhooks() -> Value {
     let header = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "header", "required": true, "description": description, "schema": schema});
+    let parameters = json!([
+        header(HEADER_WEBHOOK_ID, "Event id (`evt_` + ULID), stable across retries of one event: the deduplication key.",
+            json!({"type": "string", "pattern": "^evt_", "example": "evt_01JQ8Z6X3M4N5P6Q7R8S9T0V1W"})),
+        {
+            "name": HEADER_WEBHOOK_TIMESTAMP, "in": "header", "required": false,
+            "description": "When this attempt was signed, integer Unix seconds; present when `CALLBACK_SIGNING_SECRET` is set.",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,19}$", "example": "1764416133"}
+        },
+        {
+            "name": HEADER_WEBHOOK_SIGNATURE, "in": "header", "required": false,
+            "description": "Space-separated signatures `v1,<base64>`; present when `CALLBACK_SIGNING_SECRET` is set.",
+            "schema": {"type": "string", "pattern": "^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$",
+                "example": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
+        },
+        header("User-Agent", "`modelgen/<version>`.",
+            json!({"type": "string", "pattern": "^modelgen/", "example": concat!("modelgen/", env!("CARGO_PKG_VERSION"))})),
+    ]);
     json!({
         "taskEnded": {
             "post": {
@@ -386,23 +403,7 @@ fn webhooks() -> Value {
                 ),
                 "operationId": "taskEnded",
                 "tags": ["callbacks"],
-                "parameters": [
-                    header(HEADER_WEBHOOK_ID, "Event id (`evt_` + ULID), stable across retries of one event: the deduplication key.",
-                        json!({"type": "string", "pattern": "^evt_", "example": "evt_01JQ8Z6X3M4N5P6Q7R8S9T0V1W"})),
-                    {
-                        "name": HEADER_WEBHOOK_TIMESTAMP, "in": "header", "required": false,
-                        "description": "When this attempt was signed, integer Unix seconds; present when `CALLBACK_SIGNING_SECRET` is set.",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$", "example": "1764416133"}
-                    },
-                    {
-                        "name": HEADER_WEBHOOK_SIGNATURE, "in": "header", "required": false,
-                        "description": "Space-separated signatures `v1,<base64>`; present when `CALLBACK_SIGNING_SECRET` is set.",
-                        "schema": {"type": "string", "pattern": "^v1,[A-Za-z0-9+/]+=*( v1,[A-Za-z0-9+/]+=*)*$",
-                            "example": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="}
-                    },
-                    header("User-Agent", "`modelgen/<version>`.",
-                        json!({"type": "string", "pattern": "^modelgen/", "example": concat!("modelgen/", env!("CARGO_PKG_VERSION"))})),
-                ],
+                "parameters": parameters.clone(),
                 "requestBody": {
                     "required": true,
                     "content": {"application/json": {
@@ -413,6 +414,27 @@ fn webhooks() -> Value {
                 "responses": {
                     "2XX": {"description": "Received; any 2xx ends the delivery (the body is ignored)."},
                     "default": {"description": "Anything else (or no answer within `CALLBACK_TIMEOUT`) is retried with backoff."}
+                }
+            }
+        },
+        "testEvent": {
+            "post": {
+                "summary": "A test event an operator sent",
+                "description": "POSTed to `CALLBACK_URL` by `POST /admin/callbacks/test` (the console's **Send test event**), once, \
+    with the same headers and signature as `taskEnded`, and no retries. Tell it from a task's callback by `event_type: \"test\"`; \
+    answer 2xx and change nothing.",
+                "operationId": "testEvent",
+                "tags": ["callbacks"],
+                "parameters": parameters,
+                "requestBody": {
+                    "required": true,
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/TestEventBody"},
+                    }}
+                },
+                "responses": {
+                    "2XX": {"description": "Received; the answer is reported to the operator."},
+                    "default": {"description": "Reported to the operator as not delivered; nothing is retried."}
                 }
             }
         }

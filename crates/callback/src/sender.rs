@@ -111,7 +111,9 @@ pub trait CallbackSender: Send + Sync {
 
     /// As [`CallbackSender::send`], to `url` instead of the configured URL
     /// (a task's own `callback_url`, checked by the caller), with the same
-    /// token, signing and timeout. An `url` that is not an absolute
+    /// signing and timeout; the token (`Authorization`) is sent only when
+    /// `url` has the configured URL's origin (scheme, host and port), so
+    /// another host never learns it. An `url` that is not an absolute
     /// `http(s)://` URL is a [`DeliveryResult::Failed`] (`request: …`).
     async fn send_to<'a>(&self, url: &'a str, request: CallbackRequest<'a>) -> DeliveryResult;
 }
@@ -283,14 +285,19 @@ impl HttpCallbackSender {
     }
 
     /// The headers of one attempt; `None` when the event id cannot be a header value.
-    fn headers(&self, request: &CallbackRequest<'_>, timestamp: i64) -> Option<HeaderMap> {
+    fn headers(
+        &self,
+        request: &CallbackRequest<'_>,
+        timestamp: i64,
+        with_token: bool,
+    ) -> Option<HeaderMap> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(
             HeaderName::from_static(HEADER_WEBHOOK_ID),
             HeaderValue::from_str(request.event_id).ok()?,
         );
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = self.authorization.as_ref().filter(|_| with_token) {
             headers.insert(AUTHORIZATION, authorization.clone());
         }
         if let Some(secret) = &self.signing_secret {
@@ -365,12 +372,17 @@ impl HttpCallbackSender {
 #[async_trait::async_trait]
 impl CallbackSender for HttpCallbackSender {
     async fn send<'a>(&self, request: CallbackRequest<'a>) -> DeliveryResult {
-        self.attempt(self.url.clone(), request).await
+        self.attempt(self.url.clone(), request, true).await
     }
 
     async fn send_to<'a>(&self, url: &'a str, request: CallbackRequest<'a>) -> DeliveryResult {
         match Url::parse(url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => self.attempt(url, request).await,
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                // The token authenticates us to the configured receiver: it
+                // goes only to that receiver's origin, never to another host.
+                let with_token = url.origin() == self.url.origin();
+                self.attempt(url, request, with_token).await
+            }
             // The URL may carry credentials: it is not repeated.
             _ => DeliveryResult::Failed {
                 reason: "request: the task's callback URL is not an absolute http(s) URL"
@@ -382,10 +394,15 @@ impl CallbackSender for HttpCallbackSender {
 
 impl HttpCallbackSender {
     /// One attempt to `url`.
-    async fn attempt(&self, url: Url, request: CallbackRequest<'_>) -> DeliveryResult {
+    async fn attempt(
+        &self,
+        url: Url,
+        request: CallbackRequest<'_>,
+        with_token: bool,
+    ) -> DeliveryResult {
         let started = Instant::now();
         let timestamp = chrono::Utc::now().timestamp();
-        let Some(headers) = self.headers(&request, timestamp) else {
+        let Some(headers) = self.headers(&request, timestamp, with_token) else {
             return DeliveryResult::Failed {
                 reason: "request: event id is not a valid HTTP header value".to_owned(),
             };

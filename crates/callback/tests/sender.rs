@@ -75,7 +75,7 @@ fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
 }
 
 #[tokio::test]
-async fn send_to_goes_to_the_given_url_with_the_same_token_and_signature() {
+async fn send_to_goes_to_the_given_url_signed_and_the_token_only_to_the_configured_origin() {
     let configured = receiver(200).await;
     let own = receiver(200).await;
     let sender = sender(
@@ -97,10 +97,8 @@ async fn send_to_goes_to_the_given_url_with_the_same_token_and_signature() {
     let requests = received(&own).await;
     assert_eq!(requests.len(), 1);
     let got = &requests[0];
-    assert_eq!(
-        header(got, "authorization"),
-        Some(format!("Bearer {TOKEN}").as_str())
-    );
+    // Another origin (here another port) never sees CALLBACK_TOKEN.
+    assert_eq!(header(got, "authorization"), None);
     let timestamp: i64 = header(got, "webhook-timestamp")
         .expect("timestamp")
         .parse()
@@ -117,6 +115,18 @@ async fn send_to_goes_to_the_given_url_with_the_same_token_and_signature() {
             DEFAULT_TOLERANCE_S
         ),
         Ok(())
+    );
+    // The configured receiver's origin on another path: the token goes with it.
+    let same_origin = format!("{}/callback?tenant=7", configured.uri());
+    assert_eq!(
+        sender.send_to(&same_origin, request).await,
+        DeliveryResult::Delivered { status: 200 }
+    );
+    let requests = received(&configured).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        header(&requests[0], "authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
     );
     // Not an http(s) URL: a failed attempt naming no URL.
     for bad in ["ftp://127.0.0.1/cb", "not a url"] {

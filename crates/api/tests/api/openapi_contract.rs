@@ -674,6 +674,71 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
     .await;
     assert_eq!(status, 200);
 
+    // The console's admin routes.
+    for (path, want) in [
+        ("/admin/stats?window=1h", 200),
+        ("/admin/stats?window=24h", 200),
+        ("/admin/stats?window=7d", 400),
+    ] {
+        let (status, body) = send(&app, &c, "get", "/admin/stats", path, None).await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    let (status, inputs) = send(
+        &app,
+        &c,
+        "get",
+        "/admin/tasks/{task_id}/inputs",
+        &format!("/admin/tasks/{base}/inputs"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{inputs}");
+    // An input's bytes are an image, not JSON; past the last one is a 404 envelope.
+    let (status, headers, _) = call(
+        &app,
+        Method::GET,
+        &format!("/admin/tasks/{base}/inputs/0"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let (status, _) = send(
+        &app,
+        &c,
+        "get",
+        "/admin/tasks/{task_id}/inputs/{n}",
+        &format!("/admin/tasks/{base}/inputs/99"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/tasks/{task_id}/retry",
+        &format!("/admin/tasks/{base}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "a completed task is not retried");
+    let (status, tested) = send(
+        &app,
+        &c,
+        "post",
+        "/admin/callbacks/test",
+        "/admin/callbacks/test",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["data"]["delivered"], true, "{tested}");
+
     // 405 and an unknown route: the error envelope.
     for (verb, path, want) in [(Method::PUT, "/tasks", 405), (Method::GET, "/nowhere", 404)] {
         let (status, _, body) = call(&app, verb, path, Some(TOKEN), None).await;
@@ -685,9 +750,15 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
     // The callbacks the service POSTed: body and headers as the `webhooks` section says.
     let requests = receiver.received_requests().await.unwrap_or_default();
     assert!(!requests.is_empty(), "no callback was delivered");
-    let hook = &c.doc["webhooks"]["taskEnded"]["post"];
+    let mut tests = 0;
     for request in &requests {
         let body: Value = serde_json::from_slice(&request.body).expect("callback body is JSON");
+        let hook = if body["event_type"] == "test" {
+            tests += 1;
+            &c.doc["webhooks"]["testEvent"]["post"]
+        } else {
+            &c.doc["webhooks"]["taskEnded"]["post"]
+        };
         let errors = c.errors(
             &hook["requestBody"]["content"]["application/json"]["schema"],
             &body,
@@ -705,6 +776,7 @@ async fn every_body_the_main_flows_serve_validates_against_the_document() {
             );
         }
     }
+    assert_eq!(tests, 1, "the test event reached the receiver once");
 }
 
 /// The validator the tests above rely on refuses bodies that break the

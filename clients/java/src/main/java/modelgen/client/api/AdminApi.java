@@ -1144,7 +1144,7 @@ public class AdminApi {
 
     localVarRequestBuilder.uri(URI.create(memberVarBaseUri + localVarPath));
 
-    localVarRequestBuilder.header("Accept", "image/jpeg, application/json");
+    localVarRequestBuilder.header("Accept", "image/jpeg, image/png, image/webp, application/json");
 
     localVarRequestBuilder.method("GET", HttpRequest.BodyPublishers.noBody());
     if (memberVarReadTimeout != null) {

@@ -19,6 +19,7 @@ import modelgen.client.Configuration;
 import modelgen.client.Pair;
 
 import modelgen.client.model.CallbackPayload;
+import modelgen.client.model.TestEventBody;
 
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -292,6 +293,151 @@ public class CallbacksApi {
 
     try {
       byte[] localVarPostBody = memberVarObjectMapper.writeValueAsBytes(callbackPayload);
+      localVarRequestBuilder.method("POST", HttpRequest.BodyPublishers.ofByteArray(localVarPostBody));
+    } catch (IOException e) {
+      throw new ApiException(e);
+    }
+    if (memberVarReadTimeout != null) {
+      localVarRequestBuilder.timeout(memberVarReadTimeout);
+    }
+    // Add custom headers if provided
+    localVarRequestBuilder = HttpRequestBuilderExtensions.withAdditionalHeaders(localVarRequestBuilder, headers);
+    if (memberVarInterceptor != null) {
+      memberVarInterceptor.accept(localVarRequestBuilder);
+    }
+    return localVarRequestBuilder;
+  }
+
+  /**
+   * A test event an operator sent
+   * POSTed to &#x60;CALLBACK_URL&#x60; by &#x60;POST /admin/callbacks/test&#x60; (the console&#39;s **Send test event**), once, with the same headers and signature as &#x60;taskEnded&#x60;, and no retries. Tell it from a task&#39;s callback by &#x60;event_type: \&quot;test\&quot;&#x60;; answer 2xx and change nothing.
+   * @param webhookId Event id (&#x60;evt_&#x60; + ULID), stable across retries of one event: the deduplication key. (required)
+   * @param userAgent &#x60;modelgen/&lt;version&gt;&#x60;. (required)
+   * @param testEventBody  (required)
+   * @param webhookTimestamp When this attempt was signed, integer Unix seconds; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param webhookSignature Space-separated signatures &#x60;v1,&lt;base64&gt;&#x60;; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @throws ApiException if fails to make API call
+   */
+  public void testEvent(String webhookId, String userAgent, TestEventBody testEventBody, String webhookTimestamp, String webhookSignature) throws ApiException {
+    testEvent(webhookId, userAgent, testEventBody, webhookTimestamp, webhookSignature, null);
+  }
+
+  /**
+   * A test event an operator sent
+   * POSTed to &#x60;CALLBACK_URL&#x60; by &#x60;POST /admin/callbacks/test&#x60; (the console&#39;s **Send test event**), once, with the same headers and signature as &#x60;taskEnded&#x60;, and no retries. Tell it from a task&#39;s callback by &#x60;event_type: \&quot;test\&quot;&#x60;; answer 2xx and change nothing.
+   * @param webhookId Event id (&#x60;evt_&#x60; + ULID), stable across retries of one event: the deduplication key. (required)
+   * @param userAgent &#x60;modelgen/&lt;version&gt;&#x60;. (required)
+   * @param testEventBody  (required)
+   * @param webhookTimestamp When this attempt was signed, integer Unix seconds; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param webhookSignature Space-separated signatures &#x60;v1,&lt;base64&gt;&#x60;; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param headers Optional headers to include in the request
+   * @throws ApiException if fails to make API call
+   */
+  public void testEvent(String webhookId, String userAgent, TestEventBody testEventBody, String webhookTimestamp, String webhookSignature, Map<String, String> headers) throws ApiException {
+    testEventWithHttpInfo(webhookId, userAgent, testEventBody, webhookTimestamp, webhookSignature, headers);
+  }
+
+  /**
+   * A test event an operator sent
+   * POSTed to &#x60;CALLBACK_URL&#x60; by &#x60;POST /admin/callbacks/test&#x60; (the console&#39;s **Send test event**), once, with the same headers and signature as &#x60;taskEnded&#x60;, and no retries. Tell it from a task&#39;s callback by &#x60;event_type: \&quot;test\&quot;&#x60;; answer 2xx and change nothing.
+   * @param webhookId Event id (&#x60;evt_&#x60; + ULID), stable across retries of one event: the deduplication key. (required)
+   * @param userAgent &#x60;modelgen/&lt;version&gt;&#x60;. (required)
+   * @param testEventBody  (required)
+   * @param webhookTimestamp When this attempt was signed, integer Unix seconds; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param webhookSignature Space-separated signatures &#x60;v1,&lt;base64&gt;&#x60;; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @return ApiResponse&lt;Void&gt;
+   * @throws ApiException if fails to make API call
+   */
+  public ApiResponse<Void> testEventWithHttpInfo(String webhookId, String userAgent, TestEventBody testEventBody, String webhookTimestamp, String webhookSignature) throws ApiException {
+    return testEventWithHttpInfo(webhookId, userAgent, testEventBody, webhookTimestamp, webhookSignature, null);
+  }
+
+  /**
+   * A test event an operator sent
+   * POSTed to &#x60;CALLBACK_URL&#x60; by &#x60;POST /admin/callbacks/test&#x60; (the console&#39;s **Send test event**), once, with the same headers and signature as &#x60;taskEnded&#x60;, and no retries. Tell it from a task&#39;s callback by &#x60;event_type: \&quot;test\&quot;&#x60;; answer 2xx and change nothing.
+   * @param webhookId Event id (&#x60;evt_&#x60; + ULID), stable across retries of one event: the deduplication key. (required)
+   * @param userAgent &#x60;modelgen/&lt;version&gt;&#x60;. (required)
+   * @param testEventBody  (required)
+   * @param webhookTimestamp When this attempt was signed, integer Unix seconds; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param webhookSignature Space-separated signatures &#x60;v1,&lt;base64&gt;&#x60;; present when &#x60;CALLBACK_SIGNING_SECRET&#x60; is set. (optional)
+   * @param headers Optional headers to include in the request
+   * @return ApiResponse&lt;Void&gt;
+   * @throws ApiException if fails to make API call
+   */
+  public ApiResponse<Void> testEventWithHttpInfo(String webhookId, String userAgent, TestEventBody testEventBody, String webhookTimestamp, String webhookSignature, Map<String, String> headers) throws ApiException {
+    HttpRequest.Builder localVarRequestBuilder = testEventRequestBuilder(webhookId, userAgent, testEventBody, webhookTimestamp, webhookSignature, headers);
+    try {
+      HttpResponse<InputStream> localVarResponse = memberVarHttpClient.send(
+          localVarRequestBuilder.build(),
+          HttpResponse.BodyHandlers.ofInputStream());
+      if (memberVarResponseInterceptor != null) {
+        memberVarResponseInterceptor.accept(localVarResponse);
+      }
+      InputStream localVarResponseBody = null;
+      try {
+        if (localVarResponse.statusCode()/ 100 != 2) {
+          throw getApiException("testEvent", localVarResponse);
+        }
+        localVarResponseBody = ApiClient.getResponseBody(localVarResponse);
+        if (localVarResponseBody != null) {
+          localVarResponseBody.readAllBytes();
+        }
+        return new ApiResponse<>(
+            localVarResponse.statusCode(),
+            localVarResponse.headers().map(),
+            null
+        );
+      } finally {
+        if (localVarResponseBody != null) {
+          localVarResponseBody.close();
+        }
+      }
+    } catch (IOException e) {
+      throw new ApiException(e);
+    }
+    catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new ApiException(e);
+    }
+  }
+
+  private HttpRequest.Builder testEventRequestBuilder(String webhookId, String userAgent, TestEventBody testEventBody, String webhookTimestamp, String webhookSignature, Map<String, String> headers) throws ApiException {
+    // verify the required parameter 'webhookId' is set
+    if (webhookId == null) {
+      throw new ApiException(400, "Missing the required parameter 'webhookId' when calling testEvent");
+    }
+    // verify the required parameter 'userAgent' is set
+    if (userAgent == null) {
+      throw new ApiException(400, "Missing the required parameter 'userAgent' when calling testEvent");
+    }
+    // verify the required parameter 'testEventBody' is set
+    if (testEventBody == null) {
+      throw new ApiException(400, "Missing the required parameter 'testEventBody' when calling testEvent");
+    }
+
+    HttpRequest.Builder localVarRequestBuilder = HttpRequest.newBuilder();
+
+    String localVarPath = "/testEvent";
+
+    localVarRequestBuilder.uri(URI.create(memberVarBaseUri + localVarPath));
+
+    if (webhookId != null) {
+      localVarRequestBuilder.header("webhook-id", webhookId.toString());
+    }
+    if (webhookTimestamp != null) {
+      localVarRequestBuilder.header("webhook-timestamp", webhookTimestamp.toString());
+    }
+    if (webhookSignature != null) {
+      localVarRequestBuilder.header("webhook-signature", webhookSignature.toString());
+    }
+    if (userAgent != null) {
+      localVarRequestBuilder.header("User-Agent", userAgent.toString());
+    }
+    localVarRequestBuilder.header("Content-Type", "application/json");
+    localVarRequestBuilder.header("Accept", "application/json");
+
+    try {
+      byte[] localVarPostBody = memberVarObjectMapper.writeValueAsBytes(testEventBody);
       localVarRequestBuilder.method("POST", HttpRequest.BodyPublishers.ofByteArray(localVarPostBody));
     } catch (IOException e) {
       throw new ApiException(e);

@@ -289,7 +289,7 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
-   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. A whole number of seconds (an &#x60;int64&#x60;); more than &#x60;MAX_WAIT&#x60; (default 60) is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
    * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @return EnvelopeTaskView
    * @throws ApiException if fails to make API call
@@ -303,7 +303,7 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
-   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. A whole number of seconds (an &#x60;int64&#x60;); more than &#x60;MAX_WAIT&#x60; (default 60) is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
    * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @param headers Optional headers to include in the request
    * @return EnvelopeTaskView
@@ -319,7 +319,7 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
-   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. A whole number of seconds (an &#x60;int64&#x60;); more than &#x60;MAX_WAIT&#x60; (default 60) is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
    * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @return ApiResponse&lt;EnvelopeTaskView&gt;
    * @throws ApiException if fails to make API call
@@ -333,7 +333,7 @@ public class TasksApi {
    * 
    * @param taskId A task id: &#x60;task_&#x60; + ULID for new tasks; imported tasks keep their own ids (1–128 characters of ASCII letters, digits and &#x60;- . _ ~ ! $ &amp; &#39; ( ) * + , ; &#x3D; : @&#x60;). Unknown or malformed ids are 404/1003. (required)
    * @param include &#x60;image_base64&#x60;: add each image&#39;s inline base64 copy (&#x60;images[].image_base64&#x60;), when one was stored (&#x60;IMAGE_BASE64&#x3D;true&#x60;). Never included by default. (optional)
-   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. 0 to &#x60;MAX_WAIT&#x60; (default 60); more is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
+   * @param wait Hold the request until the task is terminal (&#x60;completed&#x60;, &#x60;failed&#x60;, &#x60;cancelled&#x60;) or this many seconds have passed, then answer the current view. A whole number of seconds (an &#x60;int64&#x60;); more than &#x60;MAX_WAIT&#x60; (default 60) is cut to &#x60;MAX_WAIT&#x60;. With &#x60;MAX_WAITERS&#x60; requests held already, the answer comes at once without &#x60;Preference-Applied&#x60;. (optional)
    * @param prefer &#x60;wait&#x3D;N&#x60; (RFC 7240): the same as &#x60;?wait&#x3D;N&#x60;, which wins when both are given. Other preferences are ignored. (optional)
    * @param headers Optional headers to include in the request
    * @return ApiResponse&lt;EnvelopeTaskView&gt;

@@ -155,7 +155,7 @@ public class CreateDefaultRequest {
   }
 
   /**
-   * Idempotency key, ≤ 64 characters.
+   * Idempotency key, ≤ 64 characters: a create repeated with the same &#x60;user_id&#x60; and &#x60;request_id&#x60; answers 200 with the first task (header &#x60;Idempotency-Replayed: true&#x60;) instead of making another. Left out of the example so that each \&quot;Try it out\&quot; makes a new task.
    * @return requestId
    */
   
