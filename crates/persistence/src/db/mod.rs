@@ -287,9 +287,10 @@ macro_rules! on_conn {
             $crate::db::Pools::Sqlite(pools) => {
                 $(use $crate::db::sqlite as $dialect;)?
                 let mut guard = $crate::db::checkout(&pools.$role, deadline, budget).await?;
+                // Not cut off at the deadline: see `sqlite_outcome`.
                 let outcome = {
                     let $conn: &mut $crate::db::sqlite::Conn = &mut guard;
-                    ::tokio::time::timeout_at(deadline, async { $body }).await
+                    $crate::db::sqlite_outcome(async { $body }.await)
                 };
                 $crate::db::finish(guard, outcome, budget)
             }
@@ -336,15 +337,15 @@ macro_rules! write_tx {
             $crate::db::Pools::Sqlite(pools) => {
                 $(use $crate::db::sqlite as $dialect;)?
                 let mut guard = $crate::db::checkout(&pools.write, deadline, budget).await?;
+                // Not cut off at the deadline: see `sqlite_outcome`.
                 let outcome = {
                     let c: &mut $crate::db::sqlite::Conn = &mut guard;
-                    ::tokio::time::timeout_at(
-                        deadline,
+                    $crate::db::sqlite_outcome(
                         c.immediate_transaction(
                             async move |$conn| -> Result<_, $crate::error::RepoError> { $body },
-                        ),
+                        )
+                        .await,
                     )
-                    .await
                 };
                 $crate::db::finish(guard, outcome, budget)
             }
@@ -405,6 +406,21 @@ where
             budget.as_millis()
         ))),
     }
+}
+
+/// The outcome of a SQLite call body, which is never cancelled at the call
+/// deadline: its statements run on a blocking thread that cancelling cannot
+/// stop, and diesel-async's wrapper waits for that thread when its future is
+/// dropped early (`tokio::task::block_in_place`), which panics on the
+/// current-thread runtimes actix runs on (the engine's loops died of it when
+/// another process held the write lock past `DATABASE_CALL_TIMEOUT`). Each
+/// SQLite statement is bounded instead by the busy timeout
+/// (`DATABASE_STATEMENT_TIMEOUT`), and getting the connection by the deadline.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_outcome<T>(
+    result: Result<T, RepoError>,
+) -> Result<Result<T, RepoError>, tokio::time::error::Elapsed> {
+    Ok(result)
 }
 
 /// The end of a bounded call: its result, or — when the deadline passed —
