@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Timelike as _, Utc};
 use serde::{Deserialize, Serialize};
 
 use modelgen_callback::{CallbackRequest, CallbackSender, DeliveryResult};
-use modelgen_domain::{ImageMime, TaskId, TaskStatus, format_timestamp};
+use modelgen_domain::{ImageMime, TaskStatus, format_timestamp};
 use modelgen_persistence::{
     BLOB_REF_PREFIX, CallbackStatus, EventLog, INPUTS_PREFIX, RESULTS_PREFIX, RepoError,
     UsageGroup, UsageQuery,
@@ -515,25 +515,6 @@ pub struct InputList {
     pub items: Vec<InputView>,
 }
 
-/// The task, or a 404 naming the id as given.
-async fn task_or_404(
-    state: &HttpState,
-    raw: &str,
-) -> Result<modelgen_persistence::TaskRecord, ApiError> {
-    let not_found = || {
-        ApiError::NotFound(format!(
-            "task {} not found",
-            raw.chars().take(64).collect::<String>()
-        ))
-    };
-    let id: TaskId = raw.parse().map_err(|_| not_found())?;
-    match state.service.tasks.get_task(&id).await {
-        Ok(t) => Ok(t),
-        Err(RepoError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// What an input reference is: its source and, when stored, its blob key.
 fn classify_input(reference: &str) -> (&'static str, Option<&str>) {
     match reference.strip_prefix(BLOB_REF_PREFIX) {
@@ -558,7 +539,7 @@ pub async fn task_inputs(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = task_or_404(&state, &path).await?;
+    let task = state.service.find(&path).await?;
     let uploads_gone = task.purged_at.is_some() || task.inputs_purged_at.is_some();
     let items = task
         .input_images
@@ -608,7 +589,7 @@ pub async fn task_input(
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw_id, raw_n) = path.into_inner();
-    let task = task_or_404(&state, &raw_id).await?;
+    let task = state.service.find(&raw_id).await?;
     let count = task.input_images.len();
     let n: usize = raw_n.parse().ok().filter(|n| *n < count).ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -659,7 +640,7 @@ pub async fn retry_task(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = task_or_404(&state, &path).await?;
+    let task = state.service.find(&path).await?;
     // `data.status` is read again after the refusal: a concurrent retry
     // may have moved the task since the read above.
     let conflict = async |message: String| {

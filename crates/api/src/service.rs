@@ -844,6 +844,21 @@ impl TaskService {
         }
     }
 
+    /// The task `raw_id` names, as stored. Unknown or malformed id →
+    /// 404/1003 naming it (cut to 64 characters).
+    ///
+    /// # Errors
+    /// 404/1003, or 500/503 on database failure.
+    pub async fn find(&self, raw_id: &str) -> Result<TaskRecord, ApiError> {
+        let not_found = || ApiError::NotFound(format!("task {} not found", shown(raw_id)));
+        let id: TaskId = raw_id.parse().map_err(|_| not_found())?;
+        match self.tasks.get_task(&id).await {
+            Ok(task) => Ok(task),
+            Err(RepoError::NotFound) => Err(not_found()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// `GET /tasks/{id}`: the task and its images, with URLs rendered now;
     /// with `include_base64`, each image's inline copy when one was stored.
     /// Unknown or malformed id → 404/1003.
@@ -851,19 +866,8 @@ impl TaskService {
     /// # Errors
     /// 404/1003, or 500/503 on database or storage failure.
     pub async fn get(&self, raw_id: &str, include_base64: bool) -> Result<TaskView, ApiError> {
-        let id: TaskId = raw_id
-            .parse()
-            .map_err(|_| ApiError::NotFound(format!("task {} not found", shown(raw_id))))?;
-        let task = match self.tasks.get_task(&id).await {
-            Ok(t) => t,
-            Err(RepoError::NotFound) => {
-                return Err(ApiError::NotFound(format!(
-                    "task {} not found",
-                    shown(raw_id)
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let task = self.find(raw_id).await?;
+        let id = task.task_id;
         let images = self.images.images_for_task(&id).await?;
         let inline = if include_base64 {
             self.images.inline_images_for_task(&id).await?

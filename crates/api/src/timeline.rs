@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use modelgen_domain::{FieldError, TaskId, TaskStatus, format_timestamp};
+use modelgen_domain::{FieldError, TaskStatus, format_timestamp};
 use modelgen_persistence::{
     EventLog, IMPORT_FINGERPRINT_PREFIX, RepoError, TaskEventRecord, TaskQuery, TaskRepository,
     UsageGroup, UsageQuery,
@@ -114,18 +114,7 @@ pub async fn task_events(
     path: web::Path<String>,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || {
-        ApiError::NotFound(format!(
-            "task {} not found",
-            path.chars().take(64).collect::<String>()
-        ))
-    };
-    let id: TaskId = path.parse().map_err(|_| not_found())?;
-    match state.service.tasks.get_task(&id).await {
-        Ok(_) => {}
-        Err(RepoError::NotFound) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    }
+    let id = state.service.find(&path).await?.task_id;
     let items = state
         .events
         .events_for_task(&id, MAX_EVENTS)
