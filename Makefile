@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots java-client test-java
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst bench claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots java-client test-java
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -128,6 +128,17 @@ burst:
 	$$bin/load --bin $$bin/modelgen --requests 1000 --concurrency 32 --task-duration 60 --reads 0 \
 		--label e2e-60s | tee -a $$report; \
 	echo "burst: report written to $$report"
+
+## Side-by-side benchmark (issue 8; docs/benchmarks.md, "How `make bench` works"): builds
+## the release binary (BENCH_BIN=path skips that), starts it with the built-in simulator on
+## SQLite and on a fresh PostgreSQL database on $(PG_URL), seeds completed tasks, runs wrk
+## (-t2, 16 and 64 connections) on /healthz, GET /tasks/{id}, the list and creates with a
+## ~300 B and a ~50 KB body, and pgbench's insert and point select in the same run; writes
+## absolute figures and ratios into docs/benchmarks.md and prints them. About 7 minutes;
+## BENCH_SECONDS (10) per run, BENCH_QUICK=1 for a smoke run that leaves the doc alone,
+## MODELGEN_SKIP_PG=1 for SQLite only. Installs wrk with apt-get if missing; needs pgbench.
+bench:
+	BENCH_PG_URL=$${BENCH_PG_URL:-$(PG_URL)} CARGO=$(CARGO) scripts/bench/run
 
 ## Claim benchmark (docs/benchmarks.md, "Claims at 100 000 queued"): on SQLite, PostgreSQL
 ## and MariaDB, fills 100 000 queued tasks (most from one user) and 1 000 running upstream,
