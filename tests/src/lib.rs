@@ -211,17 +211,9 @@ impl TestDb {
         let Some((admin, name)) = &self.server else {
             return;
         };
-        let result = match self.backend {
-            Backend::Mysql => mysql_exec(admin, &format!("DROP DATABASE IF EXISTS `{name}`")).await,
-            _ => {
-                pg_exec(
-                    admin,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await
-            }
-        };
-        result.expect("drop the test database");
+        drop_database(self.backend, admin, name)
+            .await
+            .expect("drop the test database");
     }
 }
 
@@ -246,26 +238,27 @@ impl Drop for TestDb {
                     .enable_all()
                     .build()
                 {
-                    let _ = rt.block_on(async {
-                        match backend {
-                            Backend::Mysql => {
-                                mysql_exec(&admin, &format!("DROP DATABASE IF EXISTS `{name}`"))
-                                    .await
-                            }
-                            _ => {
-                                pg_exec(
-                                    &admin,
-                                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                                )
-                                .await
-                            }
-                        }
-                    });
+                    if let Err(e) = rt.block_on(drop_database(backend, &admin, &name)) {
+                        eprintln!("warning: could not drop test database {name}: {e}");
+                    }
                 }
             })
             .join();
         }
     }
+}
+
+/// Drops a test database, ending the sessions still on it first (a service
+/// killed mid-transaction, a frozen proxy): MySQL would otherwise wait for
+/// their locks without end.
+async fn drop_database(backend: Backend, admin: &str, name: &str) -> anyhow::Result<()> {
+    let backend = match backend {
+        Backend::Sqlite => return Ok(()),
+        Backend::Postgres => modelgen_persistence::Backend::Postgres,
+        Backend::Mysql => modelgen_persistence::Backend::Mysql,
+    };
+    modelgen_persistence::testing::drop_database(backend, admin, name).await?;
+    Ok(())
 }
 
 /// One request the callback receiver got.

@@ -149,7 +149,7 @@ impl Default for FetcherConfig {
 }
 
 /// Where one hop may connect: the host and the addresses that passed the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pinned {
     /// The host name to pin, `None` for an IP literal (connected to as written).
     pub domain: Option<String>,
@@ -157,12 +157,19 @@ pub struct Pinned {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// GETs URLs under an [`OutboundPolicy`]. Cheap to clone.
+/// How many pinned clients a [`Fetcher`] keeps (see [`Fetcher::client`]):
+/// one per (host, checked addresses) seen lately; the set is emptied when it
+/// is full, so a long tail of hosts costs no more than this many.
+const PINNED_CLIENTS: usize = 64;
+
+/// GETs URLs under an [`OutboundPolicy`]. Cheap to clone; clones share their
+/// connections.
 #[derive(Clone)]
 pub struct Fetcher {
     policy: Arc<OutboundPolicy>,
     resolver: Arc<dyn Resolve>,
     config: FetcherConfig,
+    clients: Arc<std::sync::Mutex<std::collections::HashMap<Pinned, reqwest::Client>>>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -181,6 +188,7 @@ impl Fetcher {
             policy: Arc::new(policy),
             resolver: Arc::new(SystemResolver),
             config,
+            clients: Arc::default(),
         }
     }
 
@@ -263,8 +271,9 @@ impl Fetcher {
                 return Err(FetchError::Timeout);
             }
             let response = self
-                .client(&pinned, remaining)?
+                .client(&pinned)?
                 .get(url.clone())
+                .timeout(remaining)
                 .send()
                 .await
                 .map_err(|e| FetchError::Http(e.without_url()))?;
@@ -291,20 +300,39 @@ impl Fetcher {
         }
     }
 
-    /// A client for one hop: no redirects, no proxy, the host pinned to `pinned.addrs`.
-    fn client(&self, pinned: &Pinned, timeout: Duration) -> Result<reqwest::Client, FetchError> {
+    /// A client for one hop: no redirects, no proxy, the host pinned to
+    /// `pinned.addrs` (so it can connect nowhere else, whatever DNS says
+    /// later). Kept per `pinned` and reused: building one loads the root
+    /// certificates, which cost more than a whole download of a small image,
+    /// and a kept client keeps its connections alive for the next fetch from
+    /// the same host. The caller bounds each request with its own timeout.
+    fn client(&self, pinned: &Pinned) -> Result<reqwest::Client, FetchError> {
+        if let Some(client) = self
+            .clients
+            .lock()
+            .ok()
+            .and_then(|clients| clients.get(pinned).cloned())
+        {
+            return Ok(client);
+        }
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(self.config.connect_timeout.min(timeout));
+            .connect_timeout(self.config.connect_timeout);
         if let Some(agent) = &self.config.user_agent {
             builder = builder.user_agent(agent.as_str());
         }
         if let Some(domain) = &pinned.domain {
             builder = builder.resolve_to_addrs(domain, &pinned.addrs);
         }
-        builder.build().map_err(FetchError::Http)
+        let client = builder.build().map_err(FetchError::Http)?;
+        if let Ok(mut clients) = self.clients.lock() {
+            if clients.len() >= PINNED_CLIENTS {
+                clients.clear();
+            }
+            clients.insert(pinned.clone(), client.clone());
+        }
+        Ok(client)
     }
 }
 
@@ -419,6 +447,67 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(forbidden_seen.load(Ordering::SeqCst), 0);
+    }
+
+    /// A loopback listener that counts connections and answers every request
+    /// on each with `ok`, keeping the connection open (HTTP/1.1 keep-alive).
+    async fn keep_alive_listener(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn fetches_from_one_pinned_host_share_a_connection_and_a_new_answer_gets_its_own() {
+        let (first, first_seen) = keep_alive_listener("127.0.0.1").await;
+        let (second, second_seen) = keep_alive_listener("127.0.0.3").await;
+        // Two answers for the name: the first twice, then the second address.
+        let resolver = Arc::new(Rebinding {
+            answers: Mutex::new(HashMap::from([(
+                "a.example".to_owned(),
+                vec![vec![first], vec![first], vec![second]],
+            )])),
+            lookups: AtomicUsize::new(0),
+        });
+        let f = fetcher(&format!("{first},{second}")).with_resolver(resolver);
+        let fetch = |port: u16| {
+            let f = f.clone();
+            async move {
+                let resp = f
+                    .get(&format!("http://a.example:{port}/x.png"))
+                    .await
+                    .unwrap();
+                assert_eq!(resp.text().await.unwrap(), "ok");
+            }
+        };
+        fetch(first.port()).await;
+        fetch(first.port()).await;
+        assert_eq!(
+            first_seen.load(Ordering::SeqCst),
+            1,
+            "the second fetch reuses the kept connection"
+        );
+        // The name now resolves elsewhere (allowed too): a client pinned to
+        // the new address, never the old connection to the old one.
+        fetch(second.port()).await;
+        assert_eq!(second_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(first_seen.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

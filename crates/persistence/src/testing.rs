@@ -128,16 +128,9 @@ impl Drop for TestDbGuard {
                 Err(e) => return Err(e.to_string()),
             };
             runtime.block_on(async {
-                admin_execute(
-                    backend,
-                    &admin_url,
-                    &match backend {
-                        Backend::Mysql => format!("DROP DATABASE IF EXISTS `{db_name}`"),
-                        _ => format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"),
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())
+                drop_database(backend, &admin_url, &db_name)
+                    .await
+                    .map_err(|e| e.to_string())
             })
         });
         match dropper.join() {
@@ -179,6 +172,67 @@ async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(
             diesel::sql_query(sql).execute(&mut admin).await?;
         }
     }
+    Ok(())
+}
+
+/// Drops the database `name` on the server of `admin_url`, ending the
+/// sessions still connected to it first (PostgreSQL's `WITH (FORCE)`; on
+/// MySQL, see [`mysql_force_drop`]). Does nothing for SQLite.
+///
+/// # Errors
+/// When the server cannot be reached or refuses the drop.
+pub async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> Result<(), RepoError> {
+    match backend {
+        Backend::Sqlite => Ok(()),
+        Backend::Mysql => mysql_force_drop(admin_url, name).await,
+        Backend::Postgres => {
+            admin_execute(
+                backend,
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            )
+            .await
+        }
+    }
+}
+
+/// MySQL's `DROP DATABASE` waits for the metadata locks of every session that
+/// still has a transaction open on it (for `lock_wait_timeout`, a year by
+/// default), and it has no `WITH (FORCE)`: end those sessions first, and bound
+/// the wait, so a test that leaves a session behind (a frozen proxy, a killed
+/// service) warns instead of hanging the suite.
+async fn mysql_force_drop(admin_url: &str, db_name: &str) -> Result<(), RepoError> {
+    #[derive(diesel::QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let mut admin = tokio::time::timeout(
+        ADMIN_CONNECT_TIMEOUT,
+        AsyncMysqlConnection::establish(admin_url),
+    )
+    .await
+    .map_err(|_| RepoError::Unavailable(format!("no answer from {admin_url}")))?
+    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))?;
+    let sessions: Vec<Session> = diesel::sql_query(
+        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+         WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind::<diesel::sql_types::Text, _>(db_name)
+    .load(&mut admin)
+    .await?;
+    for session in sessions {
+        // It may have ended by itself meanwhile: that is what we want anyway.
+        let _ = diesel::sql_query(format!("KILL {}", session.id))
+            .execute(&mut admin)
+            .await;
+    }
+    diesel::sql_query("SET SESSION lock_wait_timeout = 30")
+        .execute(&mut admin)
+        .await?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS `{db_name}`"))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 
@@ -269,12 +323,14 @@ pub async fn fresh_database(backend: Backend) -> (Database, TestDbGuard) {
 /// frozen, then stops answering while keeping every connection open: what a
 /// hung database (a stopped process, a partition, a full disk) looks like to
 /// a client. Connections accepted while frozen are held and never forwarded.
-/// The proxy stops when dropped (connections it holds end with the runtime).
+/// The proxy stops when dropped, and closes every connection it holds then, so
+/// the server ends their sessions (and rolls back what they left open).
 #[derive(Debug)]
 pub struct FreezableProxy {
     port: u16,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl FreezableProxy {
@@ -288,11 +344,13 @@ impl FreezableProxy {
         let port = listener.local_addr()?.port();
         let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = frozen.clone();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = connections.clone();
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let flag = flag.clone();
                 let target = target.clone();
-                tokio::spawn(async move {
+                let pumping = tokio::spawn(async move {
                     if std::sync::atomic::AtomicBool::load(&flag, Ordering::SeqCst) {
                         let _held = inbound;
                         return std::future::pending::<()>().await;
@@ -307,12 +365,17 @@ impl FreezableProxy {
                         pump(from_server, to_client, flag)
                     );
                 });
+                if let Ok(mut held) = held.lock() {
+                    held.retain(|c: &tokio::task::AbortHandle| !c.is_finished());
+                    held.push(pumping.abort_handle());
+                }
             }
         });
         Ok(FreezableProxy {
             port,
             frozen,
             accept,
+            connections,
         })
     }
 
@@ -355,6 +418,11 @@ impl FreezableProxy {
 impl Drop for FreezableProxy {
     fn drop(&mut self) {
         self.accept.abort();
+        if let Ok(held) = self.connections.lock() {
+            for connection in held.iter() {
+                connection.abort();
+            }
+        }
     }
 }
 

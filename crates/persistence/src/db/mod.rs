@@ -103,6 +103,20 @@ macro_rules! queue_head {
 }
 pub(crate) use queue_head;
 
+/// The queue head's rank ([`queue_head!`]) and `$user`'s last rank
+/// ([`user_last_rank!`]) in one statement of two scalar subqueries, as one
+/// `(Nullable<BigInt>, Nullable<BigInt>)` row: one round trip for a create's
+/// fair-queue rank instead of two.
+macro_rules! queue_ranks {
+    ($user:expr) => {
+        ::diesel::select((
+            $crate::db::queue_head!().single_value(),
+            $crate::db::user_last_rank!($user).single_value(),
+        ))
+    };
+}
+pub(crate) use queue_ranks;
+
 /// `$user`'s last queued rank (the last ranked entry of its range of
 /// `idx_task_user_rank`), as a query of one `Nullable<BigInt>` row.
 macro_rules! user_last_rank {
@@ -142,20 +156,16 @@ pub(crate) use queue_ahead;
 
 /// The rank a task of `$user` gets when it joins the queue
 /// ([`crate::fair::queue_rank`] of the head and the user's last rank): two
-/// index lookups on `$conn` (a `&mut` connection), inside the caller's write
+/// index lookups in one statement ([`queue_ranks!`]) on `$conn` (a `&mut`
+/// connection), inside the caller's write
 /// transaction. The body of each dialect's `next_queue_rank`, in a function
 /// returning `QueryResult<i64>`.
 macro_rules! next_queue_rank {
     ($conn:expr, $user:expr) => {{
-        let head: Option<Option<i64>> = $crate::db::queue_head!()
-            .first::<Option<i64>>(&mut *$conn)
-            .await
-            .optional()?;
-        let last: Option<Option<i64>> = $crate::db::user_last_rank!($user)
-            .first::<Option<i64>>(&mut *$conn)
-            .await
-            .optional()?;
-        Ok($crate::fair::queue_rank(head.flatten(), last.flatten()))
+        let (head, last): (Option<i64>, Option<i64>) = $crate::db::queue_ranks!($user)
+            .get_result(&mut *$conn)
+            .await?;
+        Ok($crate::fair::queue_rank(head, last))
     }};
 }
 pub(crate) use next_queue_rank;
@@ -264,6 +274,42 @@ macro_rules! with_conn {
     ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {
         $crate::db::on_conn!(read, $db, |$conn $(, $dialect)?| $body)
     };
+}
+
+/// Like [`with_conn!`], for a short read (a row by its key, a task's images):
+/// on SQLite it runs on a point connection, on the caller's thread, without a
+/// hand-off to a blocking thread (`sqlite::Inline`); when no point connection
+/// is free, or the read would have to wait for a lock ("database is locked"
+/// at once: their busy timeout is zero), it runs again through [`with_conn!`].
+/// On PostgreSQL and MySQL it is [`with_conn!`]. The body is expanded once
+/// per connection type, so it must not name the connection's type.
+macro_rules! point_read {
+    ($db:expr, |$conn:ident $(, $dialect:ident)?| $body:expr) => {{
+        match &$db.pools {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Pools::Sqlite(pools) => {
+                let first: Option<Result<_, $crate::error::RepoError>> =
+                    match $crate::db::sqlite::point_checkout(&pools.point).await {
+                        Some(mut guard) => {
+                            $(use $crate::db::sqlite as $dialect;)?
+                            let $conn: &mut $crate::db::sqlite::PointConn = &mut guard;
+                            let result: Result<_, $crate::error::RepoError> = async { $body }.await;
+                            match result.map_err($crate::db::classify) {
+                                Err(e) if $crate::db::is_busy(&e) => None,
+                                other => Some(other),
+                            }
+                        }
+                        None => None,
+                    };
+                match first {
+                    Some(result) => result,
+                    None => with_conn!($db, |$conn $(, $dialect)?| $body),
+                }
+            }
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            _ => with_conn!($db, |$conn $(, $dialect)?| $body),
+        }
+    }};
 }
 
 /// Like [`with_conn!`], for a body that writes (one autocommitted statement,
@@ -989,6 +1035,13 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
         }
         other => other,
     }
+}
+
+/// Whether `e` (after [`classify`]) is SQLite's "database is locked": a
+/// point read that met a lock and is made again where waiting is allowed.
+#[cfg(feature = "sqlite")]
+pub(crate) fn is_busy(e: &RepoError) -> bool {
+    matches!(e, RepoError::Unavailable(message) if is_sqlite_busy(message))
 }
 
 /// SQLite's messages for `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout.

@@ -490,6 +490,12 @@ pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResu
     crate::db::next_queue_rank!(conn, user_id)
 }
 
+/// MySQL has no notification channel (db/notify.rs): its workers find a
+/// new task through the in-process wake-up and their idle interval.
+pub(crate) async fn announce_task_created(_conn: &mut Conn) -> QueryResult<()> {
+    Ok(())
+}
+
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; locked with
 /// `FOR UPDATE SKIP LOCKED` so that concurrent cleanups take disjoint rows.
 pub(crate) async fn due_purge_ids(

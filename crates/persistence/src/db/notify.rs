@@ -1,5 +1,6 @@
 //! Cross-process wake-ups for new tasks. On PostgreSQL a created task is
-//! announced with `NOTIFY modelgen_tasks`, and [`Database::task_notifications`]
+//! announced with `NOTIFY modelgen_tasks` inside its create's transaction
+//! (`postgres::announce_task_created`), and [`Database::task_notifications`]
 //! follows the channel on a dedicated `LISTEN` connection, so a worker in any
 //! process sharing the database claims a new task at once instead of at its
 //! next idle interval. SQLite and MySQL have no such channel: their workers
@@ -29,28 +30,6 @@ pub(crate) const TASK_CHANGES_CHANNEL: &str = "modelgen_task_changes";
 const MAX_RELISTEN_DELAY: Duration = Duration::from_secs(30);
 
 impl Database {
-    /// Announces a created task to the workers of every process
-    /// (PostgreSQL `NOTIFY modelgen_tasks`; nothing on other backends). Best
-    /// effort: a failure is logged and the listeners' idle interval still
-    /// finds the task.
-    pub(crate) async fn announce_task_created(&self) {
-        if self.backend() != Backend::Postgres {
-            return;
-        }
-        if let Err(e) = self.notify_tasks_channel().await {
-            tracing::warn!(error = %e, "could not announce a new task to other processes");
-        }
-    }
-
-    async fn notify_tasks_channel(&self) -> Result<(), crate::error::RepoError> {
-        with_conn!(self, |conn| {
-            diesel::sql_query(format!("NOTIFY {TASKS_CHANNEL}"))
-                .execute(conn)
-                .await?;
-            Ok(())
-        })
-    }
-
     /// Announces a task that reached a terminal state to every process
     /// (PostgreSQL `NOTIFY modelgen_task_changes, '<task id>'`; nothing on
     /// other backends). Best effort: a failure is logged; a waiter still

@@ -184,6 +184,17 @@ pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResu
     crate::db::next_queue_rank!(conn, user_id)
 }
 
+/// Announces a created task to the workers of every process sharing the
+/// database (`NOTIFY modelgen_tasks`, db/notify.rs), inside the caller's
+/// transaction: PostgreSQL delivers it when that commits, never for a create
+/// that rolls back, and it costs no second connection.
+pub(crate) async fn announce_task_created(conn: &mut Conn) -> QueryResult<()> {
+    diesel::sql_query(format!("NOTIFY {}", crate::db::notify::TASKS_CHANNEL))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; locked with
 /// `FOR UPDATE SKIP LOCKED` so that concurrent cleanups take disjoint rows.
 pub(crate) async fn due_purge_ids(

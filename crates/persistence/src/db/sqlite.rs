@@ -14,6 +14,17 @@
 //! writes (`PRAGMA query_only`), so a write sent to a reader by mistake fails
 //! at once instead of contending for the lock. The busy timeout stays, against
 //! other processes on the same file (the CLI, a second replica).
+//!
+//! Each statement on those connections is a round trip to one of tokio's
+//! blocking threads (diesel-async's `SyncConnectionWrapper`): a thread
+//! hand-off that costs more than a primary-key read itself. So short reads
+//! (a task by id) use a third pool, [`Pools::point`], whose connections run
+//! their statements on the caller's thread ([`Inline`]) and never wait for a
+//! lock (`busy_timeout = 0`): when one would have to wait, the read is made
+//! again on the ordinary readers (`point_read!`). And the create's insert
+//! runs as one blocking closure ([`write_blocking`]), one hand-off for its
+//! whole transaction instead of one per statement. docs/design.md, "SQLite
+//! connections", has the measurements.
 
 use std::path::PathBuf;
 
@@ -25,7 +36,7 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::future::BoxFuture;
@@ -40,6 +51,34 @@ use crate::schema::{ai_generation_task as t, callback_delivery as c};
 /// The pooled connection type: diesel's blocking SQLite connection, run on
 /// tokio's blocking threads.
 pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+/// A point-read connection: the same blocking connection, whose statements
+/// run on the calling thread ([`Inline`]) instead of a blocking thread.
+pub(crate) type PointConn = SyncConnectionWrapper<SqliteConnection, Inline>;
+
+/// Runs a connection's work at once, on the thread that asks, and hands back
+/// a finished future: for statements short enough that the hand-off to a
+/// blocking thread would cost more than they do. The connection never waits
+/// for a lock (see [`Role::Point`]), so the work is bounded by the read
+/// itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Inline;
+
+impl SpawnBlocking for Inline {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        Box::pin(std::future::ready(Ok(task())))
+    }
+
+    fn get_runtime() -> Self {
+        Inline
+    }
+}
 
 /// The SQLite migrations, embedded at build time from `migrations/sqlite/`.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -56,8 +95,12 @@ pub(crate) struct Pools {
     /// Up to [`PoolOptions::max_connections`] read-only connections
     /// (`PRAGMA query_only = ON`): `with_conn!`.
     pub(crate) read: Pool<Conn>,
-    /// One connection: `write_conn!` and `write_tx!`.
+    /// One connection: `write_conn!`, `write_tx!` and [`write_blocking`].
     pub(crate) write: Pool<Conn>,
+    /// Up to [`PoolOptions::max_connections`] read-only connections that run
+    /// on the caller's thread and never wait for a lock: `point_read!`.
+    /// Never waited for either: when all are busy, the read goes to `read`.
+    pub(crate) point: Pool<PointConn>,
 }
 
 /// What a pooled connection is for.
@@ -67,6 +110,9 @@ enum Role {
     Read,
     /// Every write of the process.
     Write,
+    /// Reads only, on the caller's thread; a lock answers "database is
+    /// locked" at once (`busy_timeout = 0`) instead of blocking the thread.
+    Point,
 }
 
 /// Run on every new connection: wait up to `busy_timeout_ms` for another
@@ -77,10 +123,17 @@ enum Role {
 /// a reader then refuses writes. `busy_timeout` comes first so that switching
 /// to WAL waits instead of failing when another connection holds the lock,
 /// and `query_only` last, after the switch (which writes the file header).
+///
+/// A point connection sets no journal mode (the file's is persistent, and the
+/// migration connection switched it to WAL): the switch could wait for a lock.
 fn connection_pragmas(busy_timeout_ms: u128, role: Role) -> String {
     let query_only = match role {
         Role::Read => " PRAGMA query_only = ON;",
         Role::Write => "",
+        Role::Point => {
+            return "PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; PRAGMA query_only = ON;"
+                .to_owned();
+        }
     };
     format!(
         "PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA journal_mode = WAL; \
@@ -134,16 +187,18 @@ pub(crate) fn prepare_path(path: &std::path::Path) -> Result<(), RepoError> {
 /// a connection opened by an HTTP handler would otherwise fail every later
 /// call ("task N was cancelled") once the HTTP server has stopped, while the
 /// workers still finish their steps.
-fn setup_connection(
+fn setup_connection<S: SpawnBlocking + Send + 'static>(
     path: &str,
     busy_timeout_ms: u128,
     role: Role,
     home: Option<tokio::runtime::Handle>,
-) -> BoxFuture<'_, ConnectionResult<Conn>> {
+) -> BoxFuture<'_, ConnectionResult<SyncConnectionWrapper<SqliteConnection, S>>> {
     let path = path.to_owned();
     Box::pin(async move {
         let open = async move {
-            let mut conn = <Conn as AsyncConnection>::establish(&path).await?;
+            let mut conn =
+                <SyncConnectionWrapper<SqliteConnection, S> as AsyncConnection>::establish(&path)
+                    .await?;
             conn.batch_execute(&connection_pragmas(busy_timeout_ms, role))
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -173,26 +228,40 @@ pub(crate) fn build_pools(path: &str, options: &PoolOptions) -> Result<Pools, Re
             Some(options.acquire_timeout),
         )?,
         write: build_pool(path, options, Role::Write, 1, None)?,
+        // Nothing to wait for: a point read that finds no free connection
+        // goes to `read`. Its connections open on the caller's thread.
+        point: build_pool(
+            path,
+            options,
+            Role::Point,
+            options.max_connections,
+            Some(std::time::Duration::ZERO),
+        )?,
     })
 }
 
 /// A deadpool of up to `size` SQLite connections for `role` to the file at `path`.
-fn build_pool(
+fn build_pool<S: SpawnBlocking + Send + Sync + 'static>(
     path: &str,
     options: &PoolOptions,
     role: Role,
     size: usize,
     wait: Option<std::time::Duration>,
-) -> Result<Pool<Conn>, RepoError> {
-    let mut config = ManagerConfig::<Conn>::default();
+) -> Result<Pool<SyncConnectionWrapper<SqliteConnection, S>>, RepoError> {
+    type C<S> = SyncConnectionWrapper<SqliteConnection, S>;
+    let mut config = ManagerConfig::<C<S>>::default();
     let busy_timeout_ms = options.statement_timeout.as_millis().max(1);
-    let home = tokio::runtime::Handle::try_current().ok();
+    // Inline connections run where they are used: no home runtime to pin.
+    let home = match role {
+        Role::Point => None,
+        Role::Read | Role::Write => tokio::runtime::Handle::try_current().ok(),
+    };
     config.custom_setup =
         Box::new(move |path| setup_connection(path, busy_timeout_ms, role, home.clone()));
     // A file connection does not drop like a socket; the ping per checkout would
     // cost a blocking-thread round trip for nothing.
     config.recycling_method = RecyclingMethod::Fast;
-    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
+    let manager = AsyncDieselConnectionManager::<C<S>>::new_with_config(path, config);
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(wait)
@@ -200,6 +269,75 @@ fn build_pool(
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| RepoError::Unavailable(e.to_string()))
+}
+
+/// A free point connection, or `None` at once when there is none (all in use,
+/// or one cannot be opened): the caller then reads through the ordinary pool.
+pub(crate) async fn point_checkout(
+    pool: &Pool<PointConn>,
+) -> Option<deadpool::managed::Object<AsyncDieselConnectionManager<PointConn>>> {
+    pool.get().await.ok()
+}
+
+/// Runs `work` in one immediate transaction on the writer connection, in one
+/// blocking closure: one hand-off to a blocking thread for the whole
+/// transaction, where `write_tx!` makes one per statement. The writer is
+/// waited for (FIFO) until the call deadline `budget`, like `write_tx!`; the
+/// work itself is bounded by the busy timeout (see `sqlite_outcome`). Any
+/// `Err` rolls back.
+///
+/// # Errors
+/// What `work` returns, classified (`db::classify`), or
+/// [`RepoError::Unavailable`] when the writer is not free within `budget`.
+pub(crate) async fn write_blocking<T: Send + 'static>(
+    pools: &Pools,
+    budget: std::time::Duration,
+    work: impl FnOnce(&mut SqliteConnection) -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, RepoError> {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut guard = crate::db::checkout(&pools.write, deadline, budget).await?;
+    let conn: &mut Conn = &mut guard;
+    let outcome = conn
+        .spawn_blocking(move |c| Ok(c.immediate_transaction(work)))
+        .await;
+    let result = match outcome {
+        Ok(result) => result,
+        Err(e) => Err(RepoError::from(e)),
+    };
+    crate::db::finish(guard, Ok(result), budget).map_err(crate::db::classify)
+}
+
+/// Blocking statements for [`write_blocking`]'s closures (diesel's own
+/// `RunQueryDsl`, on the bare connection).
+pub(crate) mod blocking {
+    use diesel::prelude::*;
+    use diesel::sqlite::SqliteConnection;
+
+    use crate::error::RepoError;
+    use crate::models::{EventKind, NewTaskEvent};
+    use crate::rows::{NewEventRow, TaskRow};
+    use crate::schema::{ai_generation_task as t, task_events as ev};
+
+    /// A create: the task's fair-queue rank (`fair::queue_rank` of the queue
+    /// head and the user's last rank, `queue_ranks!`), its row and its `created` event,
+    /// inside the caller's immediate transaction. Sets `row.queue_rank`.
+    pub(crate) fn insert_task(
+        conn: &mut SqliteConnection,
+        row: &mut TaskRow,
+    ) -> Result<(), RepoError> {
+        let (head, last): (Option<i64>, Option<i64>) =
+            crate::db::queue_ranks!(&row.user_id).get_result(conn)?;
+        row.queue_rank = Some(crate::fair::queue_rank(head, last));
+        diesel::insert_into(t::table).values(&*row).execute(conn)?;
+        diesel::insert_into(ev::table)
+            .values(NewEventRow::new(
+                &row.task_id,
+                row.created_at,
+                &NewTaskEvent::new(EventKind::Created),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
 }
 
 /// Opens a dedicated blocking connection for the migration harness.
@@ -305,6 +443,12 @@ pub(crate) const COST_SUM: &str = "SUM(cost_micros)";
 /// ([`crate::db::next_queue_rank!`]); call inside a write transaction.
 pub(crate) async fn next_queue_rank(conn: &mut Conn, user_id: &str) -> QueryResult<i64> {
     crate::db::next_queue_rank!(conn, user_id)
+}
+
+/// SQLite has no notification channel (db/notify.rs): one process writes the
+/// file, and its workers are woken in-process.
+pub(crate) async fn announce_task_created(_conn: &mut Conn) -> QueryResult<()> {
+    Ok(())
 }
 
 /// Ids of up to `limit` tasks due for input deletion, longest ended first; the caller's

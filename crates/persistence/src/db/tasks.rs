@@ -171,31 +171,23 @@ impl TaskRepository for Database {
         // The rank is read and written in one write transaction (SQLite: the
         // write lock; elsewhere two concurrent creates of one user may get
         // the same rank, a tie broken by next_run_at and task_id).
-        let inserted = write_tx!(self, |conn, dialect| {
-            let mut row = row.clone();
-            row.queue_rank = Some(dialect::next_queue_rank(conn, &row.user_id).await?);
-            diesel::insert_into(t::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
-            // The timeline starts in the same transaction.
-            diesel::insert_into(ev::table)
-                .values(NewEventRow::new(
-                    &row.task_id,
-                    row.created_at,
-                    &NewTaskEvent::new(EventKind::Created),
-                ))
-                .execute(conn)
-                .await?;
-            // Every column was written from `row` as it is: it is the stored row.
-            Ok(row)
-        });
-        match inserted {
-            Ok(row) => {
-                // Wakes the workers of other processes (db/notify.rs).
-                self.announce_task_created().await;
-                Ok(InsertOutcome::Created(row.into_record()?))
+        let inserted = match &self.pools {
+            // One hand-off to the writer's blocking thread for the whole
+            // transaction (db/sqlite.rs, `write_blocking`).
+            #[cfg(feature = "sqlite")]
+            super::Pools::Sqlite(pools) => {
+                let mut row = row.clone();
+                super::sqlite::write_blocking(pools, self.timeouts.call, move |conn| {
+                    super::sqlite::blocking::insert_task(conn, &mut row)?;
+                    Ok(row)
+                })
+                .await
             }
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            _ => self.insert_task_row(&row).await,
+        };
+        match inserted {
+            Ok(row) => Ok(InsertOutcome::Created(row.into_record()?)),
             // The unique (user_id, request_id) constraint is the arbiter between
             // concurrent replicas: the loser reads the winner's row.
             Err(RepoError::Conflict(message)) => {
@@ -223,7 +215,7 @@ impl TaskRepository for Database {
 
     async fn get_task(&self, id: &TaskId) -> Result<TaskRecord, RepoError> {
         let id = id.to_string();
-        let row = with_conn!(self, |conn| {
+        let row = point_read!(self, |conn| {
             Ok(t::table
                 .find(&id)
                 .select(TaskRow::as_select())
@@ -623,7 +615,18 @@ impl TaskRepository for Database {
 #[async_trait]
 impl ImageRepository for Database {
     async fn images_for_task(&self, id: &TaskId) -> Result<Vec<ImageRecord>, RepoError> {
-        self.images_for_tasks(std::slice::from_ref(id)).await
+        // One key, not `IN (…)`: the statement is the same every time, so
+        // every backend keeps it prepared.
+        let id = id.to_string();
+        let rows = point_read!(self, |conn| {
+            Ok(img::table
+                .filter(img::task_id.eq(&id))
+                .select(ImageRow::as_select())
+                .order(img::id.asc())
+                .load(conn)
+                .await?)
+        })?;
+        rows.into_iter().map(ImageRow::into_record).collect()
     }
 
     async fn images_for_tasks(&self, ids: &[TaskId]) -> Result<Vec<ImageRecord>, RepoError> {
@@ -657,6 +660,37 @@ impl ImageRepository for Database {
             .into_iter()
             .filter_map(|(image_id, b64)| b64.map(|b| (image_id, b)))
             .collect())
+    }
+}
+
+impl Database {
+    /// A create's transaction on PostgreSQL and MySQL: the fair-queue rank,
+    /// the row, its `created` event and (PostgreSQL) the `NOTIFY` that wakes
+    /// other processes' workers when it commits ([`TaskRepository::insert_task`]).
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    async fn insert_task_row(&self, row: &TaskRow) -> Result<TaskRow, RepoError> {
+        write_tx!(self, |conn, dialect| {
+            let mut row = row.clone();
+            row.queue_rank = Some(dialect::next_queue_rank(conn, &row.user_id).await?);
+            diesel::insert_into(t::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            // The timeline starts in the same transaction.
+            diesel::insert_into(ev::table)
+                .values(NewEventRow::new(
+                    &row.task_id,
+                    row.created_at,
+                    &NewTaskEvent::new(EventKind::Created),
+                ))
+                .execute(conn)
+                .await?;
+            // Wakes the workers of other processes at the commit, in the
+            // same round trip as the rest (db/notify.rs).
+            dialect::announce_task_created(conn).await?;
+            // Every column was written from `row` as it is: it is the stored row.
+            Ok(row)
+        })
     }
 }
 
