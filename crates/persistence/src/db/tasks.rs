@@ -231,7 +231,7 @@ impl TaskRepository for Database {
         user_id: &str,
         request_id: &str,
     ) -> Result<Option<TaskRecord>, RepoError> {
-        let row = with_conn!(self, |conn| {
+        let row = point_read!(self, |conn| {
             Ok(t::table
                 .filter(t::user_id.eq(user_id))
                 .filter(t::request_id.eq(request_id))
@@ -634,7 +634,9 @@ impl ImageRepository for Database {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = ids.iter().map(TaskId::to_string).collect();
-        let rows = with_conn!(self, |conn| {
+        // A page's worth of keys at most (the list's limit), each an index
+        // lookup: short enough for a point read.
+        let rows = point_read!(self, |conn| {
             Ok(img::table
                 .filter(img::task_id.eq_any(&ids))
                 .select(ImageRow::as_select())
