@@ -281,6 +281,8 @@ macro_rules! with_conn {
 /// hand-off to a blocking thread (`sqlite::Inline`); when no point connection
 /// is free, or the read would have to wait for a lock ("database is locked"
 /// at once: their busy timeout is zero), it runs again through [`with_conn!`].
+/// A point read that still took long (a wait no busy timeout bounds) pauses
+/// point reads for a while (`sqlite::Pools::point_read_took`).
 /// On PostgreSQL and MySQL it is [`with_conn!`]. The body is expanded once
 /// per connection type, so it must not name the connection's type.
 macro_rules! point_read {
@@ -289,11 +291,13 @@ macro_rules! point_read {
             #[cfg(feature = "sqlite")]
             $crate::db::Pools::Sqlite(pools) => {
                 let first: Option<Result<_, $crate::error::RepoError>> =
-                    match $crate::db::sqlite::point_checkout(&pools.point).await {
+                    match $crate::db::sqlite::point_checkout(pools).await {
                         Some(mut guard) => {
                             $(use $crate::db::sqlite as $dialect;)?
+                            let started = ::std::time::Instant::now();
                             let $conn: &mut $crate::db::sqlite::PointConn = &mut guard;
                             let result: Result<_, $crate::error::RepoError> = async { $body }.await;
+                            pools.point_read_took(started.elapsed());
                             match result.map_err($crate::db::classify) {
                                 Err(e) if $crate::db::is_busy(&e) => None,
                                 other => Some(other),
@@ -1037,16 +1041,23 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
     }
 }
 
-/// Whether `e` (after [`classify`]) is SQLite's "database is locked": a
-/// point read that met a lock and is made again where waiting is allowed.
+/// Whether `e` (after [`classify`]) is SQLite's "database is locked" (or
+/// "locking protocol"): a point read that met a lock and is made again where
+/// waiting is allowed.
 #[cfg(feature = "sqlite")]
 pub(crate) fn is_busy(e: &RepoError) -> bool {
     matches!(e, RepoError::Unavailable(message) if is_sqlite_busy(message))
 }
 
-/// SQLite's messages for `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy timeout.
+/// SQLite's messages for `SQLITE_BUSY`/`SQLITE_LOCKED` after the busy
+/// timeout, and for `SQLITE_PROTOCOL` ("locking protocol"): what a WAL read
+/// answers after about 10 s of retrying for a read lock that another process
+/// holds (its WAL recovery), whatever the busy timeout. All three are a
+/// database that is there but busy: 503, retried.
 fn is_sqlite_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database table is locked")
+    message.contains("database is locked")
+        || message.contains("database table is locked")
+        || message.contains("locking protocol")
 }
 
 /// PostgreSQL's messages for a statement cut off by `statement_timeout`

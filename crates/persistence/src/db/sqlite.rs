@@ -101,6 +101,54 @@ pub(crate) struct Pools {
     /// on the caller's thread and never wait for a lock: `point_read!`.
     /// Never waited for either: when all are busy, the read goes to `read`.
     pub(crate) point: Pool<PointConn>,
+    /// Until when point reads are paused (all reads go to `read`), in
+    /// milliseconds since `origin`; see [`Pools::point_read_took`].
+    point_paused_until_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The zero of `point_paused_until_ms`.
+    origin: std::time::Instant,
+}
+
+/// A point read slower than this pauses point reads ([`POINT_READ_PAUSE`]).
+/// A point read takes tens of microseconds; this is a read that waited.
+pub(crate) const POINT_READ_SLOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long point reads stay paused after a slow one.
+pub(crate) const POINT_READ_PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Pools {
+    /// Whether point reads may run inline now.
+    fn point_reads_on(&self) -> bool {
+        let now = self.origin.elapsed().as_millis();
+        // A function call: `.load` would be diesel's `RunQueryDsl::load`.
+        let until = std::sync::atomic::AtomicU64::load(
+            &self.point_paused_until_ms,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        u128::from(until) <= now
+    }
+
+    /// Records how long an inline point read took. The zero busy timeout
+    /// does not bound every wait: a WAL read whose read lock another process
+    /// holds (its WAL recovery) retries for about 10 s inside SQLite, ignoring
+    /// the busy handler, and inline that stalls the HTTP worker thread and
+    /// every request on it. So one slow read (over [`POINT_READ_SLOW`]) sends
+    /// all reads to the blocking pool for [`POINT_READ_PAUSE`], where such a
+    /// wait costs one blocking thread, not a worker.
+    pub(crate) fn point_read_took(&self, took: std::time::Duration) {
+        if took < POINT_READ_SLOW {
+            return;
+        }
+        let until = self.origin.elapsed() + POINT_READ_PAUSE;
+        let until_ms = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.point_paused_until_ms
+            .fetch_max(until_ms, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            took_ms = took.as_millis(),
+            pause_seconds = POINT_READ_PAUSE.as_secs(),
+            "a SQLite read on the request's thread was slow (another process holds a lock?); \
+             reads use the blocking pool for a while"
+        );
+    }
 }
 
 /// What a pooled connection is for.
@@ -237,6 +285,8 @@ pub(crate) fn build_pools(path: &str, options: &PoolOptions) -> Result<Pools, Re
             options.max_connections,
             Some(std::time::Duration::ZERO),
         )?,
+        point_paused_until_ms: std::sync::Arc::default(),
+        origin: std::time::Instant::now(),
     })
 }
 
@@ -271,12 +321,16 @@ fn build_pool<S: SpawnBlocking + Send + Sync + 'static>(
         .map_err(|e| RepoError::Unavailable(e.to_string()))
 }
 
-/// A free point connection, or `None` at once when there is none (all in use,
-/// or one cannot be opened): the caller then reads through the ordinary pool.
+/// A free point connection, or `None` at once when there is none (all in
+/// use, one cannot be opened, or point reads are paused after a slow one):
+/// the caller then reads through the ordinary pool.
 pub(crate) async fn point_checkout(
-    pool: &Pool<PointConn>,
+    pools: &Pools,
 ) -> Option<deadpool::managed::Object<AsyncDieselConnectionManager<PointConn>>> {
-    pool.get().await.ok()
+    if !pools.point_reads_on() {
+        return None;
+    }
+    pools.point.get().await.ok()
 }
 
 /// Runs `work` in one immediate transaction on the writer connection, in one
@@ -525,6 +579,37 @@ mod tests {
                 .await?
                 .user_version)
         })
+    }
+
+    /// A point read runs on the request's thread, and no busy timeout bounds
+    /// every wait inside SQLite (a WAL read retries for a read lock for about
+    /// 10 s, then answers "locking protocol"): one slow point read sends the
+    /// reads to the blocking pool for a while, and that answer is a 503.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_point_read_pauses_point_reads_and_locking_protocol_is_a_503() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir).await;
+        let id = modelgen_domain::TaskId::generate();
+        let pools = pools(&db);
+        assert!(pools.point_reads_on());
+        assert!(point_checkout(pools).await.is_some());
+        pools.point_read_took(POINT_READ_SLOW / 2);
+        assert!(pools.point_reads_on(), "a fast read paused point reads");
+        pools.point_read_took(POINT_READ_SLOW);
+        assert!(!pools.point_reads_on(), "a slow read did not pause them");
+        assert!(point_checkout(pools).await.is_none());
+        // Reads go on, through the blocking pool.
+        assert!(matches!(db.get_task(&id).await, Err(RepoError::NotFound)));
+
+        let protocol = crate::db::classify(RepoError::Query(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("locking protocol".to_owned()),
+        )));
+        assert!(
+            matches!(&protocol, RepoError::Unavailable(_)) && crate::db::is_busy(&protocol),
+            "{protocol:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
