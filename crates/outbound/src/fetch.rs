@@ -375,7 +375,10 @@ mod tests {
         }
     }
 
-    /// A loopback listener that counts connections and answers each with `reply`.
+    /// A loopback listener that counts connections and answers every request
+    /// on each with `reply`, until the client closes it (a `reply` with
+    /// `connection: close` gets one request per connection; one without
+    /// keeps it alive, HTTP/1.1's default).
     async fn listener(ip: &str, reply: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -384,15 +387,22 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 2048];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(reply.as_bytes()).await;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
         (addr, seen)
     }
 
     const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+    /// [`OK`] without `connection: close`: the connection stays open.
+    const OK_KEEP_ALIVE: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
     fn fetcher(allow: &str) -> Fetcher {
         Fetcher::new(
@@ -449,34 +459,10 @@ mod tests {
         assert_eq!(forbidden_seen.load(Ordering::SeqCst), 0);
     }
 
-    /// A loopback listener that counts connections and answers every request
-    /// on each with `ok`, keeping the connection open (HTTP/1.1 keep-alive).
-    async fn keep_alive_listener(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(AtomicUsize::new(0));
-        let counter = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
-                        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if sock.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, seen)
-    }
-
     #[tokio::test]
     async fn fetches_from_one_pinned_host_share_a_connection_and_a_new_answer_gets_its_own() {
-        let (first, first_seen) = keep_alive_listener("127.0.0.1").await;
-        let (second, second_seen) = keep_alive_listener("127.0.0.3").await;
+        let (first, first_seen) = listener("127.0.0.1", OK_KEEP_ALIVE).await;
+        let (second, second_seen) = listener("127.0.0.3", OK_KEEP_ALIVE).await;
         // Two answers for the name: the first twice, then the second address.
         let resolver = Arc::new(Rebinding {
             answers: Mutex::new(HashMap::from([(

@@ -152,13 +152,7 @@ async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(
     };
     match backend {
         Backend::Mysql => {
-            let mut admin = tokio::time::timeout(
-                ADMIN_CONNECT_TIMEOUT,
-                AsyncMysqlConnection::establish(admin_url),
-            )
-            .await
-            .map_err(timed_out)?
-            .map_err(|e| unreachable(e.to_string()))?;
+            let mut admin = mysql_admin(admin_url).await?;
             diesel::sql_query(sql).execute(&mut admin).await?;
         }
         _ => {
@@ -173,6 +167,22 @@ async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// An admin connection to the MySQL server of `admin_url`, within
+/// [`ADMIN_CONNECT_TIMEOUT`].
+async fn mysql_admin(admin_url: &str) -> Result<AsyncMysqlConnection, RepoError> {
+    tokio::time::timeout(
+        ADMIN_CONNECT_TIMEOUT,
+        AsyncMysqlConnection::establish(admin_url),
+    )
+    .await
+    .map_err(|_| {
+        RepoError::Unavailable(format!(
+            "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
 }
 
 /// Drops the database `name` on the server of `admin_url`, ending the
@@ -207,13 +217,7 @@ async fn mysql_force_drop(admin_url: &str, db_name: &str) -> Result<(), RepoErro
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         id: i64,
     }
-    let mut admin = tokio::time::timeout(
-        ADMIN_CONNECT_TIMEOUT,
-        AsyncMysqlConnection::establish(admin_url),
-    )
-    .await
-    .map_err(|_| RepoError::Unavailable(format!("no answer from {admin_url}")))?
-    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))?;
+    let mut admin = mysql_admin(admin_url).await?;
     let sessions: Vec<Session> = diesel::sql_query(
         "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
          WHERE DB = ? AND ID <> CONNECTION_ID()",
@@ -330,7 +334,6 @@ pub struct FreezableProxy {
     port: u16,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
-    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl FreezableProxy {
@@ -344,13 +347,15 @@ impl FreezableProxy {
         let port = listener.local_addr()?.port();
         let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = frozen.clone();
-        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let held = connections.clone();
         let accept = tokio::spawn(async move {
+            // Owned by this task: aborting it drops the set, which aborts
+            // every connection's task.
+            let mut connections = tokio::task::JoinSet::new();
             while let Ok((inbound, _)) = listener.accept().await {
+                while connections.try_join_next().is_some() {}
                 let flag = flag.clone();
                 let target = target.clone();
-                let pumping = tokio::spawn(async move {
+                connections.spawn(async move {
                     if std::sync::atomic::AtomicBool::load(&flag, Ordering::SeqCst) {
                         let _held = inbound;
                         return std::future::pending::<()>().await;
@@ -365,17 +370,12 @@ impl FreezableProxy {
                         pump(from_server, to_client, flag)
                     );
                 });
-                if let Ok(mut held) = held.lock() {
-                    held.retain(|c: &tokio::task::AbortHandle| !c.is_finished());
-                    held.push(pumping.abort_handle());
-                }
             }
         });
         Ok(FreezableProxy {
             port,
             frozen,
             accept,
-            connections,
         })
     }
 
@@ -418,11 +418,6 @@ impl FreezableProxy {
 impl Drop for FreezableProxy {
     fn drop(&mut self) {
         self.accept.abort();
-        if let Ok(held) = self.connections.lock() {
-            for connection in held.iter() {
-                connection.abort();
-            }
-        }
     }
 }
 

@@ -351,14 +351,16 @@ pub(crate) async fn write_blocking<T: Send + 'static>(
     let deadline = tokio::time::Instant::now() + budget;
     let mut guard = crate::db::checkout(&pools.write, deadline, budget).await?;
     let conn: &mut Conn = &mut guard;
-    let outcome = conn
+    // Not cut off at the deadline (see `db::sqlite_outcome`): the guard goes
+    // back to the pool when the transaction has ended either way.
+    let result = match conn
         .spawn_blocking(move |c| Ok(c.immediate_transaction(work)))
-        .await;
-    let result = match outcome {
+        .await
+    {
         Ok(result) => result,
         Err(e) => Err(RepoError::from(e)),
     };
-    crate::db::finish(guard, Ok(result), budget).map_err(crate::db::classify)
+    result.map_err(crate::db::classify)
 }
 
 /// Blocking statements for [`write_blocking`]'s closures (diesel's own
