@@ -134,6 +134,26 @@ fn check_id(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
 const MAX_ECHOED_ID_CHARS: usize = 64;
 
 /// A client-supplied id, shortened for messages.
+/// 404/1003 for the task `raw_id` names (cut to 64 characters).
+fn task_not_found(raw_id: &str) -> ApiError {
+    ApiError::NotFound(format!("task {} not found", shown(raw_id)))
+}
+
+/// A task id from the path; a malformed one is a task that does not exist (404/1003).
+fn parse_task_id(raw_id: &str) -> Result<TaskId, ApiError> {
+    raw_id.parse().map_err(|_| task_not_found(raw_id))
+}
+
+/// A repository read of the task `raw_id` names: absent → 404/1003, other
+/// failures as [`ApiError::from`] maps them.
+fn found<T>(raw_id: &str, read: Result<T, RepoError>) -> Result<T, ApiError> {
+    match read {
+        Ok(value) => Ok(value),
+        Err(RepoError::NotFound) => Err(task_not_found(raw_id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn shown(raw: &str) -> String {
     if raw.chars().count() > MAX_ECHOED_ID_CHARS {
         let mut s: String = raw.chars().take(MAX_ECHOED_ID_CHARS).collect();
@@ -850,13 +870,8 @@ impl TaskService {
     /// # Errors
     /// 404/1003, or 500/503 on database failure.
     pub async fn find(&self, raw_id: &str) -> Result<TaskRecord, ApiError> {
-        let not_found = || ApiError::NotFound(format!("task {} not found", shown(raw_id)));
-        let id: TaskId = raw_id.parse().map_err(|_| not_found())?;
-        match self.tasks.get_task(&id).await {
-            Ok(task) => Ok(task),
-            Err(RepoError::NotFound) => Err(not_found()),
-            Err(e) => Err(e.into()),
-        }
+        let id = parse_task_id(raw_id)?;
+        found(raw_id, self.tasks.get_task(&id).await)
     }
 
     /// `GET /tasks/{id}`: the task and its images, with URLs rendered now;
@@ -866,9 +881,9 @@ impl TaskService {
     /// # Errors
     /// 404/1003, or 500/503 on database or storage failure.
     pub async fn get(&self, raw_id: &str, include_base64: bool) -> Result<TaskView, ApiError> {
-        let task = self.find(raw_id).await?;
-        let id = task.task_id;
-        let images = self.images.images_for_task(&id).await?;
+        let id = parse_task_id(raw_id)?;
+        // The task and its images in one statement (one round trip).
+        let (task, images) = found(raw_id, self.tasks.get_task_with_images(&id).await)?;
         let inline = if include_base64 {
             self.images.inline_images_for_task(&id).await?
         } else {
@@ -978,9 +993,7 @@ impl TaskService {
     /// # Errors
     /// 404/1003, 409/1006.
     pub async fn cancel(&self, raw_id: &str) -> Result<TaskView, ApiError> {
-        let id: TaskId = raw_id
-            .parse()
-            .map_err(|_| ApiError::NotFound(format!("task {} not found", shown(raw_id))))?;
+        let id = parse_task_id(raw_id)?;
         let change = TaskChange {
             event: Some(TaskEvent::Cancelled),
             enqueue_callback: self.callbacks_enabled,
@@ -998,10 +1011,7 @@ impl TaskService {
                 let images = self.images.images_for_task(&id).await?;
                 Ok(task_view(&*self.blobs, &task, &images, &[]).await?)
             }
-            Err(RepoError::NotFound) => Err(ApiError::NotFound(format!(
-                "task {} not found",
-                shown(raw_id)
-            ))),
+            Err(RepoError::NotFound) => Err(task_not_found(raw_id)),
             Err(RepoError::AlreadyTerminal(status))
             | Err(RepoError::InvalidTransition(modelgen_domain::TransitionError::Terminal(
                 status,

@@ -31,6 +31,15 @@ pub trait TaskRepository: Send + Sync {
     /// One task. [`RepoError::NotFound`] when absent.
     async fn get_task(&self, id: &TaskId) -> Result<TaskRecord, RepoError>;
 
+    /// One task and its result images (in insert order, without the inline
+    /// base64 copies), read in one statement: the task left-joined with its
+    /// images on the image table's `task_id` index, so `GET /tasks/{id}` is one
+    /// round trip. [`RepoError::NotFound`] when the task is absent.
+    async fn get_task_with_images(
+        &self,
+        id: &TaskId,
+    ) -> Result<(TaskRecord, Vec<ImageRecord>), RepoError>;
+
     /// The task `user_id` created with idempotency key `request_id`, if any
     /// (read before admission control refuses a create, so that a replay is
     /// still answered). One lookup on the unique `(user_id, request_id)` index.

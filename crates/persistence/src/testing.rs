@@ -107,6 +107,39 @@ impl TestDbGuard {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Ends every session connected to this database from the server's side,
+    /// as a server restart or an idle-connection reaper would (PostgreSQL's
+    /// `pg_terminate_backend`, MySQL's `KILL`); nothing for SQLite. Returns
+    /// how many sessions were ended.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses.
+    pub async fn end_sessions(&self) -> Result<usize, RepoError> {
+        match &self.kind {
+            GuardKind::Sqlite { .. } => Ok(0),
+            GuardKind::Postgres { admin_url, name } => {
+                #[derive(diesel::QueryableByName)]
+                struct Ended {
+                    #[diesel(sql_type = diesel::sql_types::Bool)]
+                    ended: bool,
+                }
+                let mut admin = pg_admin(admin_url).await?;
+                let ended: Vec<Ended> = diesel::sql_query(
+                    "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind::<diesel::sql_types::Text, _>(name)
+                .load(&mut admin)
+                .await?;
+                Ok(ended.iter().filter(|e| e.ended).count())
+            }
+            GuardKind::Mysql { admin_url, name } => {
+                let mut admin = mysql_admin(admin_url).await?;
+                mysql_kill_sessions(&mut admin, name).await
+            }
+        }
+    }
 }
 
 impl Drop for TestDbGuard {
@@ -143,46 +176,39 @@ impl Drop for TestDbGuard {
 
 /// Runs one statement on a fresh admin connection to the server of `backend`.
 async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(), RepoError> {
-    let unreachable =
-        |e: String| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}"));
-    let timed_out = |_| {
-        RepoError::Unavailable(format!(
-            "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
-        ))
-    };
     match backend {
         Backend::Mysql => {
             let mut admin = mysql_admin(admin_url).await?;
             diesel::sql_query(sql).execute(&mut admin).await?;
         }
         _ => {
-            let mut admin = tokio::time::timeout(
-                ADMIN_CONNECT_TIMEOUT,
-                AsyncPgConnection::establish(admin_url),
-            )
-            .await
-            .map_err(timed_out)?
-            .map_err(|e| unreachable(e.to_string()))?;
+            let mut admin = pg_admin(admin_url).await?;
             diesel::sql_query(sql).execute(&mut admin).await?;
         }
     }
     Ok(())
 }
 
-/// An admin connection to the MySQL server of `admin_url`, within
-/// [`ADMIN_CONNECT_TIMEOUT`].
+/// An admin connection to the PostgreSQL server of `admin_url`.
+async fn pg_admin(admin_url: &str) -> Result<AsyncPgConnection, RepoError> {
+    admin_connect(admin_url).await
+}
+
+/// An admin connection to the MySQL server of `admin_url`.
 async fn mysql_admin(admin_url: &str) -> Result<AsyncMysqlConnection, RepoError> {
-    tokio::time::timeout(
-        ADMIN_CONNECT_TIMEOUT,
-        AsyncMysqlConnection::establish(admin_url),
-    )
-    .await
-    .map_err(|_| {
-        RepoError::Unavailable(format!(
-            "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
-        ))
-    })?
-    .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
+    admin_connect(admin_url).await
+}
+
+/// A connection to `admin_url`, within [`ADMIN_CONNECT_TIMEOUT`].
+async fn admin_connect<C: AsyncConnection>(admin_url: &str) -> Result<C, RepoError> {
+    tokio::time::timeout(ADMIN_CONNECT_TIMEOUT, C::establish(admin_url))
+        .await
+        .map_err(|_| {
+            RepoError::Unavailable(format!(
+                "no answer from {admin_url} within {ADMIN_CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {admin_url}: {e}")))
 }
 
 /// Drops the database `name` on the server of `admin_url`, ending the
@@ -212,25 +238,8 @@ pub async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> Res
 /// the wait, so a test that leaves a session behind (a frozen proxy, a killed
 /// service) warns instead of hanging the suite.
 async fn mysql_force_drop(admin_url: &str, db_name: &str) -> Result<(), RepoError> {
-    #[derive(diesel::QueryableByName)]
-    struct Session {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
     let mut admin = mysql_admin(admin_url).await?;
-    let sessions: Vec<Session> = diesel::sql_query(
-        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
-         WHERE DB = ? AND ID <> CONNECTION_ID()",
-    )
-    .bind::<diesel::sql_types::Text, _>(db_name)
-    .load(&mut admin)
-    .await?;
-    for session in sessions {
-        // It may have ended by itself meanwhile: that is what we want anyway.
-        let _ = diesel::sql_query(format!("KILL {}", session.id))
-            .execute(&mut admin)
-            .await;
-    }
+    mysql_kill_sessions(&mut admin, db_name).await?;
     diesel::sql_query("SET SESSION lock_wait_timeout = 30")
         .execute(&mut admin)
         .await?;
@@ -238,6 +247,38 @@ async fn mysql_force_drop(admin_url: &str, db_name: &str) -> Result<(), RepoErro
         .execute(&mut admin)
         .await?;
     Ok(())
+}
+
+/// Ends (`KILL`) every session of the MySQL server that uses the database
+/// `db_name`, other than `admin`'s own. Returns how many it ended.
+async fn mysql_kill_sessions(
+    admin: &mut AsyncMysqlConnection,
+    db_name: &str,
+) -> Result<usize, RepoError> {
+    #[derive(diesel::QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let sessions: Vec<Session> = diesel::sql_query(
+        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+         WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind::<diesel::sql_types::Text, _>(db_name)
+    .load(admin)
+    .await?;
+    let mut ended = 0;
+    for session in sessions {
+        // It may have ended by itself meanwhile: that is what we want anyway.
+        if diesel::sql_query(format!("KILL {}", session.id))
+            .execute(admin)
+            .await
+            .is_ok()
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// A new database name: [`TEST_DB_PREFIX`] and a lowercase ULID.

@@ -682,7 +682,7 @@ pub(crate) enum Pools {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::Pools),
     #[cfg(feature = "postgres")]
-    Postgres(diesel_async::pooled_connection::deadpool::Pool<postgres::Conn>),
+    Postgres(postgres::Pool),
     #[cfg(feature = "mysql")]
     Mysql(diesel_async::pooled_connection::deadpool::Pool<mysql::Conn>),
 }

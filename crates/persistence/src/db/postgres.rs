@@ -2,11 +2,11 @@
 //! by claims (`FOR UPDATE SKIP LOCKED`) and updates (`FOR UPDATE`).
 
 use chrono::NaiveDateTime;
+use deadpool::managed::{Metrics, Object, RecycleError, RecycleResult};
 use diesel::prelude::*;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -50,15 +50,64 @@ fn setup_connection(
     })
 }
 
+/// A pooled connection unused for longer than this is verified with a round
+/// trip (`SELECT 1`) when it is checked out; one used more recently is only
+/// checked locally ([`Manager`]). Seconds: below the idle timeouts of
+/// connection reapers and NAT tables, far above the gap between two checkouts
+/// of a busy pool.
+pub(crate) const VERIFY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The pool's connection manager: diesel-async's, with a checkout that costs
+/// a round trip only for a connection idle for [`VERIFY_AFTER_IDLE`] or more.
+///
+/// A connection the server closed (a restart, `pg_terminate_backend`, an idle
+/// reaper) is seen without a round trip: tokio-postgres' connection task reads
+/// the end of the socket, and diesel-async's `is_broken` then reports it
+/// (as it does for a connection left inside a broken transaction), so the
+/// pool replaces it. What only a round trip can find is a socket that went
+/// silent without closing (a dropped network path, a NAT entry that expired),
+/// which is what idle connections meet. Verifying every checkout
+/// (`RecyclingMethod::Verified`) made each `GET /tasks/{id}` two round trips
+/// instead of one (docs/design.md, "PostgreSQL connections").
+pub(crate) struct Manager {
+    /// Creates connections (with [`session_settings`]) and verifies idle ones.
+    inner: AsyncDieselConnectionManager<Conn>,
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = Conn;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<Conn, PoolError> {
+        self.inner.create().await
+    }
+
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<PoolError> {
+        if metrics.last_used() >= VERIFY_AFTER_IDLE {
+            return self.inner.recycle(conn, metrics).await;
+        }
+        if conn.is_broken() {
+            return Err(RecycleError::message(
+                "connection closed or in a broken transaction",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL connection pool.
+pub(crate) type Pool = deadpool::managed::Pool<Manager>;
+
 /// A deadpool of PostgreSQL connections to `url`.
-pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool<Conn>, RepoError> {
+pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool, RepoError> {
     let mut config = ManagerConfig::<Conn>::default();
     let settings = session_settings(options.statement_timeout);
     config.custom_setup = Box::new(move |url| setup_connection(url, settings.clone()));
-    // A server restart or idle-connection reaper kills sockets; checking on
-    // checkout turns that into a fresh connection instead of a failed query.
+    // How [`Manager`] verifies a connection that has been idle.
     config.recycling_method = RecyclingMethod::Verified;
-    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
+    let manager = Manager {
+        inner: AsyncDieselConnectionManager::<Conn>::new_with_config(url, config),
+    };
     Pool::builder(manager)
         .max_size(options.max_connections)
         .wait_timeout(Some(options.acquire_timeout))
@@ -73,7 +122,7 @@ pub(crate) fn build_pool(url: &str, options: &PoolOptions) -> Result<Pool<Conn>,
 /// opens a new one later) and runs `work` on it through diesel's blocking
 /// migration API on a blocking thread.
 async fn with_harness<R: Send + 'static>(
-    pool: &Pool<Conn>,
+    pool: &Pool,
     work: impl FnOnce(&mut AsyncConnectionWrapper<Conn>) -> Result<R, RepoError> + Send + 'static,
 ) -> Result<R, RepoError> {
     let conn = Object::take(pool.get().await.map_err(super::pool_error)?);
@@ -86,7 +135,7 @@ async fn with_harness<R: Send + 'static>(
 }
 
 /// Applies pending migrations under a session advisory lock.
-pub(crate) async fn migrate(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError> {
+pub(crate) async fn migrate(pool: &Pool) -> Result<Vec<String>, RepoError> {
     with_harness(pool, |conn| {
         use diesel::connection::SimpleConnection;
         // A migration may rewrite a large table, and waits for a replica that
@@ -107,7 +156,7 @@ pub(crate) async fn migrate(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError>
 }
 
 /// Versions of embedded migrations not applied yet.
-pub(crate) async fn pending(pool: &Pool<Conn>) -> Result<Vec<String>, RepoError> {
+pub(crate) async fn pending(pool: &Pool) -> Result<Vec<String>, RepoError> {
     with_harness(pool, |conn| {
         let pending = conn
             .pending_migrations(MIGRATIONS)

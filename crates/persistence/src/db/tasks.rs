@@ -226,6 +226,33 @@ impl TaskRepository for Database {
         row.ok_or(RepoError::NotFound)?.into_record()
     }
 
+    async fn get_task_with_images(
+        &self,
+        id: &TaskId,
+    ) -> Result<(TaskRecord, Vec<ImageRecord>), RepoError> {
+        let id = id.to_string();
+        // One row per image (one row with no image when there is none); the
+        // task's columns repeat on each, a few hundred bytes for the one to
+        // four images a task has.
+        let rows: Vec<(TaskRow, Option<ImageRow>)> = point_read!(self, |conn| {
+            Ok(t::table
+                .left_join(img::table)
+                .filter(t::task_id.eq(&id))
+                .select((TaskRow::as_select(), Option::<ImageRow>::as_select()))
+                .order(img::id.asc())
+                .load(conn)
+                .await?)
+        })?;
+        let mut rows = rows.into_iter();
+        let (task, first) = rows.next().ok_or(RepoError::NotFound)?;
+        let images = first
+            .into_iter()
+            .chain(rows.filter_map(|(_, image)| image))
+            .map(ImageRow::into_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((task.into_record()?, images))
+    }
+
     async fn find_by_request_id(
         &self,
         user_id: &str,

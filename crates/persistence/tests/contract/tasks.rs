@@ -361,6 +361,20 @@ pub async fn completion_writes_images_and_one_outbox_row(db: Database) {
     );
     assert!(db.images_for_tasks(&[]).await.unwrap().is_empty());
     assert!(images[0].id < images[1].id, "insert order");
+    // The one-statement read gives the same task and the same images, a task
+    // without images once with none, and an unknown id as not found.
+    assert_eq!(
+        db.get_task_with_images(&task.task_id).await.unwrap(),
+        (done.clone(), images.clone())
+    );
+    assert_eq!(
+        db.get_task_with_images(&other.task_id).await.unwrap(),
+        (other.clone(), Vec::new())
+    );
+    assert!(matches!(
+        db.get_task_with_images(&TaskId::generate()).await,
+        Err(RepoError::NotFound)
+    ));
     for (n, read) in images.iter().enumerate() {
         let written = image(task.task_id, n);
         assert_eq!(read.task_id, task.task_id);

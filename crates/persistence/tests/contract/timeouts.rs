@@ -163,3 +163,48 @@ async fn a_server_that_stops_answering_gives_unavailable_within_the_call_timeout
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_ended_are_replaced_without_a_failed_call() {
+    // A server restart or an idle reaper ends pooled sessions from the
+    // server's side. The pool must see that at checkout (PostgreSQL verifies
+    // only idle connections with a round trip: crates/persistence/src/db/postgres.rs)
+    // and open new ones, so no caller gets an error for it.
+    for backend in backends_under_test()
+        .into_iter()
+        .filter(|b| *b != Backend::Sqlite)
+    {
+        let (_migrated, guard) = fresh_database(backend).await;
+        let options = PoolOptions {
+            max_connections: 4,
+            ..tight()
+        };
+        let db = Database::connect(guard.url(), options).await.unwrap();
+        let task = create(&db, new_task("u-ended", None, t0())).await;
+        // Four reads at once: four pooled connections, just used (so not
+        // verified again at their next checkout).
+        let reads =
+            futures_util::future::join_all((0..4).map(|_| db.get_task_with_images(&task.task_id)))
+                .await;
+        assert!(reads.iter().all(Result::is_ok), "{backend}: {reads:?}");
+        let open = db.pool_status().open;
+        assert!(open >= 2, "{backend}: {open} pooled connections");
+
+        let ended = guard.end_sessions().await.unwrap();
+        assert!(ended >= open, "{backend}: ended {ended} of {open} sessions");
+        // The client learns of the close when its connection reads the
+        // socket's end, a moment after the server ends the session.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        for call in 0..8 {
+            let result = db.get_task_with_images(&task.task_id).await;
+            assert!(
+                matches!(&result, Ok((t, images)) if t.task_id == task.task_id && images.is_empty()),
+                "{backend} call {call} after the server ended the sessions: {result:?}"
+            );
+        }
+        let reads =
+            futures_util::future::join_all((0..4).map(|_| db.get_task(&task.task_id))).await;
+        assert!(reads.iter().all(Result::is_ok), "{backend}: {reads:?}");
+    }
+}
