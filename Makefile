@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 # Port of `make s3-server`, which `make run-s3` connects to.
 S3_PORT ?= 8014
 
-.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst bench claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots java-client test-java
+.PHONY: run run-release build test test-sqlite lint fmt clean-data chaos load burst bench bench-memory claim-bench s3-tools s3-server run-s3 fuzz fuzz-tools fuzz-cov api-check console-screenshots java-client test-java
 
 ## Debug build: compiles fastest and shares its artifacts with `make test`.
 run:
@@ -139,6 +139,28 @@ burst:
 ## MODELGEN_SKIP_PG=1 for SQLite only. Installs wrk with apt-get if missing; needs pgbench.
 bench:
 	BENCH_PG_URL=$${BENCH_PG_URL:-$(PG_URL)} CARGO=$(CARGO) scripts/bench/run
+
+## Memory benchmark (issue 8; docs/benchmarks.md, "Memory"): `load --mode memory`, the
+## release binary against the in-process simulator on SQLite (MEMORY_DATABASE_URL=postgres://…
+## for a fresh PostgreSQL database there instead). Part 1: MEMORY_TASKS (100000) creates at
+## 16 connections, simulator tasks of an hour, TASK_TIMEOUT=7200, MAX_QUEUED_TASKS=0 and
+## UPSTREAM_MAX_RPS=MEMORY_RPS (1000) so that all reach the upstream in minutes; then
+## MEMORY_WINDOW (60) s with every task in flight: RSS, peak RSS, CPU and polls. Part 2: a
+## fresh service per K in 1 and 4, K concurrent creates each with a ~10 MB PNG; peak RSS
+## over the baseline and that over K × the image's bytes. About 12 minutes for 100 000;
+## prints a markdown report and writes it to $(MEMORY_REPORT), the JSON beside it.
+MEMORY_TASKS ?= 100000
+MEMORY_RPS ?= 1000
+MEMORY_WINDOW ?= 60
+MEMORY_REPORT ?= $${CARGO_TARGET_DIR:-target}/memory.md
+bench-memory:
+	$(CARGO) build --release -p modelgen-api --bin modelgen -p modelgen-e2e --bin load
+	set -e; bin=$${CARGO_TARGET_DIR:-target}/release; report=$(MEMORY_REPORT); \
+	$$bin/load --bin $$bin/modelgen --mode memory --memory-tasks $(MEMORY_TASKS) \
+		--memory-rps $(MEMORY_RPS) --memory-window $(MEMORY_WINDOW) \
+		$${MEMORY_DATABASE_URL:+--database-url $$MEMORY_DATABASE_URL} \
+		--out $${report%.md}.json | tee $$report; \
+	echo "bench-memory: report written to $$report"
 
 ## Claim benchmark (docs/benchmarks.md, "Claims at 100 000 queued"): on SQLite, PostgreSQL
 ## and MariaDB, fills 100 000 queued tasks (most from one user) and 1 000 running upstream,

@@ -22,10 +22,14 @@
 //!
 //! `--mode burst` runs the burst scenario instead (one user's burst against
 //! admission control while another user posts single tasks): see
-//! `load/burst.rs` and `make burst`.
+//! `load/burst.rs` and `make burst`. `--mode memory` measures memory with
+//! 100 000 tasks in flight and with 10 MB input images: see
+//! `load/memory.rs` and `make bench-memory`.
 
 #[path = "load/burst.rs"]
 mod burst;
+#[path = "load/memory.rs"]
+mod memory;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -36,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use apimart_sim::{SimConfig, SimStats, Simulator};
+use apimart_sim::{SimConfig, SimHandle, SimStats, Simulator};
 use clap::Parser;
 use modelgen_e2e::{CallbackReceiver, free_port, png_data_uri};
 use serde::Serialize;
@@ -70,7 +74,8 @@ const MAX_FAILURE_MESSAGES: usize = 10;
     about = "Load run: modelgen child process + in-process Apimart simulator + callback receiver"
 )]
 struct Args {
-    /// `load`: the three phases above; `burst`: the burst scenario (`load/burst.rs`).
+    /// `load`: the three phases above; `burst`: the burst scenario (`load/burst.rs`);
+    /// `memory`: tasks in flight and large images (`load/memory.rs`).
     #[arg(long, value_enum, default_value_t = Mode::Load)]
     mode: Mode,
     /// Burst mode: user A's creates.
@@ -82,6 +87,35 @@ struct Args {
     /// Burst mode: seconds between user B's creates.
     #[arg(long, default_value_t = 2.0)]
     steady_every: f64,
+    /// Memory mode, part 1: tasks created and held in flight upstream; 0 skips part 1.
+    #[arg(long, default_value_t = 100_000)]
+    memory_tasks: usize,
+    /// Memory mode, part 1: connections the creates use.
+    #[arg(long, default_value_t = 16)]
+    memory_concurrency: usize,
+    /// Memory mode, part 1: the service's `UPSTREAM_MAX_RPS` (pacer ceiling, requests/s),
+    /// raised from the shipped 100 so that N tasks reach the upstream in minutes.
+    #[arg(long, default_value_t = 1000)]
+    memory_rps: u32,
+    /// Memory mode: simulator task duration, seconds (`TASK_TIMEOUT` is set to twice it),
+    /// long enough that no task finishes during the run.
+    #[arg(long, default_value_t = 3600.0)]
+    memory_task_duration: f64,
+    /// Memory mode, part 1: longest wait from the first create until the simulator has
+    /// accepted every created task, seconds (the creates are bounded by it too).
+    #[arg(long, default_value_t = 1800.0)]
+    memory_fill_timeout: f64,
+    /// Memory mode, part 1: the measuring window with every task in flight, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    memory_window: f64,
+    /// Memory mode, part 2: numbers K of concurrent large-image creates, one fresh
+    /// service each (comma-separated); empty skips part 2.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1usize, 4])]
+    memory_image_concurrency: Vec<usize>,
+    /// Memory mode, part 2: the large PNG's size at most, bytes (the service's
+    /// `MAX_IMAGE_BYTES` is 10 MiB after base64 decoding).
+    #[arg(long, default_value_t = 10 * 1024 * 1024 - 64 * 1024)]
+    memory_image_bytes: usize,
     /// The simulator's rate limit, requests/s (429 with `Retry-After` beyond it); 0: none.
     #[arg(long, default_value_t = 0)]
     sim_rate_limit: u32,
@@ -137,6 +171,8 @@ enum Mode {
     Load,
     /// One user's burst while another posts single tasks.
     Burst,
+    /// Memory with tasks in flight and with large input images.
+    Memory,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -314,7 +350,13 @@ async fn create_one(client: reqwest::Client, url: String, user: String, i: usize
         "user_image": png_data_uri(seed),
         "body_profile": body_profile(i),
     });
-    match client.post(&url).json(&body).send().await {
+    post_create(&client, &url, &body).await
+}
+
+/// `POST` of a create `body` to `url`: `Ok(task id)` on 202, else the status
+/// (or transport failure kind) as the error key.
+async fn post_create(client: &reqwest::Client, url: &str, body: &Value) -> Outcome {
+    match client.post(url).json(body).send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let parsed: Value = match resp.json().await {
@@ -418,6 +460,14 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
         return None;
     }
     resp.json().await.ok()
+}
+
+/// The service's `/metrics` text (empty when the scrape failed).
+async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Whether the user still has a task in `status` (`None` when the check failed).
@@ -703,11 +753,13 @@ impl Drop for ServiceChild {
     }
 }
 
+/// Starts `modelgen serve` with `serve_args` after `serve` (e.g. `--api-only`).
 async fn spawn_service(
     bin: &Path,
     workdir: &Path,
     env: &[(String, String)],
     rust_log: &str,
+    serve_args: &[&str],
 ) -> anyhow::Result<ServiceChild> {
     let port = free_port();
     let log = workdir.join("modelgen.log");
@@ -715,6 +767,7 @@ async fn spawn_service(
     let err = out.try_clone().context("creating the service log")?;
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
+        .args(serve_args)
         .current_dir(workdir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -764,40 +817,129 @@ async fn spawn_service(
     }
 }
 
-/// Background sampler of the child's memory.
+/// `defaults` (service settings of a mode) with every key `overrides` (`--env`)
+/// names replaced, then `overrides` themselves.
+fn env_with_defaults(
+    defaults: &[(&str, &str)],
+    overrides: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = defaults
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(key, _)| key == k))
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    env.extend(overrides.iter().cloned());
+    env
+}
+
+/// The parts of one run, all on 127.0.0.1: the in-process simulator, a
+/// callback receiver, and `modelgen serve` wired to both.
+struct Stack {
+    sim: SimHandle,
+    receiver: CallbackReceiver,
+    service: ServiceChild,
+}
+
+/// [`start_stack_with`] for the load and burst modes: simulator tasks of
+/// `--task-duration`, plain `modelgen serve`.
+async fn start_stack(
+    args: &Args,
+    bin: &Path,
+    workdir: &Path,
+    db: &Database,
+    service_env: &[(String, String)],
+) -> anyhow::Result<Stack> {
+    let task_duration = Duration::from_secs_f64(args.task_duration);
+    start_stack_with(args, bin, workdir, db, service_env, task_duration, &[]).await
+}
+
+/// Starts a [`Stack`]: the simulator with tasks of `task_duration` (also its
+/// `estimated_time`), `--image-long-side` results and `--sim-rate-limit`, a
+/// callback receiver, and `modelgen serve` (then `serve_args`) on `db` with
+/// its images in `workdir/images`, plus the settings `service_env`.
+async fn start_stack_with(
+    args: &Args,
+    bin: &Path,
+    workdir: &Path,
+    db: &Database,
+    service_env: &[(String, String)],
+    task_duration: Duration,
+    serve_args: &[&str],
+) -> anyhow::Result<Stack> {
+    let sim = Simulator::start(
+        SimConfig {
+            task_duration,
+            estimated_time: task_duration,
+            api_key: Some(SIM_KEY.into()),
+            image_long_side: args.image_long_side,
+            rate_limit: std::num::NonZeroU32::new(args.sim_rate_limit),
+            ..SimConfig::default()
+        },
+        0,
+    )
+    .await
+    .context("starting the simulator")?;
+    let receiver = CallbackReceiver::start().await;
+    let mut env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), db.url.clone()),
+        (
+            "STORAGE_URL".into(),
+            format!("file://{}", workdir.join("images").display()),
+        ),
+        ("APIMART_API_KEY".into(), SIM_KEY.into()),
+        ("APIMART_BASE_URL".into(), sim.base_url()),
+        ("OUTBOUND_ALLOWLIST".into(), sim.addr().to_string()),
+        ("CALLBACK_URL".into(), receiver.url()),
+    ];
+    env.extend(service_env.iter().cloned());
+    let service = spawn_service(bin, workdir, &env, &args.rust_log, serve_args).await?;
+    Ok(Stack {
+        sim,
+        receiver,
+        service,
+    })
+}
+
+/// Background sampler of the child's memory, on a thread of its own (so a
+/// busy runtime does not delay it): `(seconds since t0, VmRSS KiB, VmHWM KiB)`.
 struct RssSampler {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<(f64, u64, u64)>>>,
-    task: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl RssSampler {
+    /// Samples every [`RSS_SAMPLE_EVERY`].
     fn start(pid: u32, t0: Instant) -> RssSampler {
+        RssSampler::every(pid, t0, RSS_SAMPLE_EVERY)
+    }
+
+    /// Samples every `period`, the first at once.
+    fn every(pid: u32, t0: Instant, period: Duration) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (s, out) = (stop.clone(), samples.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RSS_SAMPLE_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                tick.tick().await;
                 if let Some((rss, hwm)) = read_rss_kib(pid)
                     && let Ok(mut v) = out.lock()
                 {
                     v.push((t0.elapsed().as_secs_f64(), rss, hwm));
                 }
+                std::thread::sleep(period);
             }
         });
         RssSampler {
             stop,
             samples,
-            task,
+            thread,
         }
     }
 
-    async fn finish(self) -> Vec<(f64, u64, u64)> {
+    /// Stops sampling; every sample taken.
+    fn finish(self) -> Vec<(f64, u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
+        let _ = self.thread.join();
         self.samples.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
@@ -839,6 +981,20 @@ struct Database {
     backend: &'static str,
     /// `(admin url, database name)` to drop at the end.
     pg: Option<(String, String)>,
+}
+
+/// Drops the run's PostgreSQL database (nothing to do for SQLite, whose file
+/// goes with the temp dir); a failure is printed, not returned.
+async fn drop_database(db: &Database) {
+    if let Some((admin, name)) = &db.pg
+        && let Err(e) = pg_exec(
+            admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+    {
+        eprintln!("load: could not drop database {name}: {e:#}");
+    }
 }
 
 async fn create_database(args: &Args, workdir: &Path) -> anyhow::Result<Database> {
@@ -1003,6 +1159,15 @@ fn errors_text(e: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+/// Service settings given on top of the shipped ones, for a report: `defaults` when none.
+fn env_text(env: &[String]) -> String {
+    if env.is_empty() {
+        "defaults".to_string()
+    } else {
+        env.join(" ")
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -1024,11 +1189,7 @@ fn render_text(r: &Report) -> String {
         st.sim_task_duration_s,
         st.sim_image_long_side,
         st.rust_log,
-        if st.service_env.is_empty() {
-            "defaults".to_string()
-        } else {
-            st.service_env.join(" ")
-        }
+        env_text(&st.service_env)
     );
     s += "| phase | sent | ok | req/s | p50 ms | p90 ms | p99 ms | max ms | errors |\n";
     s += "|---|---|---|---|---|---|---|---|---|\n";
@@ -1217,16 +1378,11 @@ async fn main() -> anyhow::Result<()> {
         Mode::Burst => burst::run_burst(&args, &bin, workdir.path(), &db)
             .await
             .map(|r| (burst::render_burst(&r), serde_json::to_vec_pretty(&r))),
+        Mode::Memory => memory::run_memory(&args, &bin, workdir.path(), &db)
+            .await
+            .map(|r| (memory::render_memory(&r), serde_json::to_vec_pretty(&r))),
     };
-    if let Some((admin, name)) = &db.pg
-        && let Err(e) = pg_exec(
-            admin,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        )
-        .await
-    {
-        eprintln!("load: could not drop database {name}: {e:#}");
-    }
+    drop_database(&db).await;
     if args.keep {
         let kept = workdir.keep();
         eprintln!("load: kept {}", kept.display());
@@ -1246,34 +1402,11 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let task_duration = Duration::from_secs_f64(args.task_duration);
-    let sim = Simulator::start(
-        SimConfig {
-            task_duration,
-            estimated_time: task_duration,
-            api_key: Some(SIM_KEY.into()),
-            image_long_side: args.image_long_side,
-            rate_limit: std::num::NonZeroU32::new(args.sim_rate_limit),
-            ..SimConfig::default()
-        },
-        0,
-    )
-    .await
-    .context("starting the simulator")?;
-    let receiver = CallbackReceiver::start().await;
-    let mut env: Vec<(String, String)> = vec![
-        ("DATABASE_URL".into(), db.url.clone()),
-        (
-            "STORAGE_URL".into(),
-            format!("file://{}", workdir.join("images").display()),
-        ),
-        ("APIMART_API_KEY".into(), SIM_KEY.into()),
-        ("APIMART_BASE_URL".into(), sim.base_url()),
-        ("OUTBOUND_ALLOWLIST".into(), sim.addr().to_string()),
-        ("CALLBACK_URL".into(), receiver.url()),
-    ];
-    env.extend(args.env.iter().cloned());
-    let mut service = spawn_service(bin, workdir, &env, &args.rust_log).await?;
+    let Stack {
+        sim,
+        receiver,
+        mut service,
+    } = start_stack(args, bin, workdir, db, &args.env).await?;
     let pid = service.pid;
     let base = service.base_url();
     eprintln!(
@@ -1368,11 +1501,8 @@ async fn run(args: &Args, bin: &Path, workdir: &Path, db: &Database) -> anyhow::
     memory.after_reads_kib = rss_now();
     let (c3, h3, m3) = (cpu_child(), cpu_self(), read_machine_cpu(ticks));
 
-    let metrics_text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    let samples = sampler.finish().await;
+    let metrics_text = metrics_text(&client, &base).await;
+    let samples = sampler.finish();
     memory.final_kib = samples.last().map_or_else(rss_now, |s| s.1);
     memory.peak_kib = read_rss_kib(pid)
         .map(|(_, hwm)| hwm)

@@ -26,15 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use apimart_sim::{SimConfig, Simulator};
-use modelgen_e2e::{CallbackReceiver, png_data_uri};
+use modelgen_e2e::png_data_uri;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
-    Args, Database, HttpPhase, LatencySummary, Outcome, RssSampler, SIM_KEY, body_profile,
-    has_status, list_all, loadavg, mib, parse_rfc3339_ms, read_one, read_rss_kib, run_phase,
-    spawn_service, summarize, transport_kind,
+    Args, Database, HttpPhase, LatencySummary, Outcome, RssSampler, Stack, body_profile,
+    env_with_defaults, has_status, list_all, loadavg, mib, parse_rfc3339_ms, read_one,
+    read_rss_kib, run_phase, start_stack, summarize, transport_kind,
 };
 
 /// Service settings of a burst run, before `--env` (which overrides them).
@@ -165,7 +164,7 @@ fn refusals(errors: &BTreeMap<String, usize>) -> (Vec<u64>, usize, BTreeMap<Stri
 }
 
 /// The value of an unlabelled metric line `name value` in `/metrics`.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
+pub(super) fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
@@ -201,40 +200,12 @@ pub(super) async fn run_burst(
     db: &Database,
 ) -> anyhow::Result<BurstReport> {
     let loadavg_start = loadavg();
-    let task_duration = Duration::from_secs_f64(args.task_duration);
-    let sim = Simulator::start(
-        SimConfig {
-            task_duration,
-            estimated_time: task_duration,
-            api_key: Some(SIM_KEY.into()),
-            image_long_side: args.image_long_side,
-            rate_limit: std::num::NonZeroU32::new(args.sim_rate_limit),
-            ..SimConfig::default()
-        },
-        0,
-    )
-    .await
-    .context("starting the simulator")?;
-    let receiver = CallbackReceiver::start().await;
-    let mut service_env: Vec<(String, String)> = BURST_ENV
-        .iter()
-        .filter(|(k, _)| !args.env.iter().any(|(key, _)| key == k))
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect();
-    service_env.extend(args.env.iter().cloned());
-    let mut env: Vec<(String, String)> = vec![
-        ("DATABASE_URL".into(), db.url.clone()),
-        (
-            "STORAGE_URL".into(),
-            format!("file://{}", workdir.join("images").display()),
-        ),
-        ("APIMART_API_KEY".into(), SIM_KEY.into()),
-        ("APIMART_BASE_URL".into(), sim.base_url()),
-        ("OUTBOUND_ALLOWLIST".into(), sim.addr().to_string()),
-        ("CALLBACK_URL".into(), receiver.url()),
-    ];
-    env.extend(service_env.iter().cloned());
-    let mut service = spawn_service(bin, workdir, &env, &args.rust_log).await?;
+    let service_env = env_with_defaults(&BURST_ENV, &args.env);
+    let Stack {
+        sim,
+        receiver,
+        mut service,
+    } = start_stack(args, bin, workdir, db, &service_env).await?;
     let pid = service.pid;
     let base = service.base_url();
     eprintln!(
@@ -378,10 +349,7 @@ pub(super) async fn run_burst(
         }
         if last_progress.elapsed() >= super::DRAIN_PROGRESS_EVERY {
             last_progress = Instant::now();
-            let metrics = match client.get(format!("{base}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
+            let metrics = super::metrics_text(&client, &base).await;
             eprintln!(
                 "burst: drain {:>5.0} s after the burst; queue depth {:?}, pacer {:?} req/s; A's backlog gone: {}",
                 burst_end.elapsed().as_secs_f64(),
@@ -416,11 +384,8 @@ pub(super) async fn run_burst(
         })
         .collect();
 
-    let metrics_text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    let samples = sampler.finish().await;
+    let metrics_text = super::metrics_text(&client, &base).await;
+    let samples = sampler.finish();
     let peak_rss_kib = read_rss_kib(pid)
         .map(|(_, hwm)| hwm)
         .into_iter()
