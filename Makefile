@@ -159,8 +159,8 @@ bench-memory:
 	$$bin/load --bin $$bin/modelgen --mode memory --memory-tasks $(MEMORY_TASKS) \
 		--memory-rps $(MEMORY_RPS) --memory-window $(MEMORY_WINDOW) \
 		$${MEMORY_DATABASE_URL:+--database-url $$MEMORY_DATABASE_URL} \
-		--out $${report%.md}.json | tee $$report; \
-	echo "bench-memory: report written to $$report"
+		--out $${report%.md}.json > $$report; \
+	cat $$report; echo "bench-memory: report written to $$report"
 
 ## Claim benchmark (docs/benchmarks.md, "Claims at 100 000 queued"): on SQLite, PostgreSQL
 ## and MariaDB, fills 100 000 queued tasks (most from one user) and 1 000 running upstream,

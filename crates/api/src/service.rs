@@ -442,7 +442,7 @@ impl TaskService {
     /// with another payload; 500 on storage failure.
     pub async fn create_default(
         &self,
-        req: CreateDefaultRequest,
+        mut req: CreateDefaultRequest,
         idem_header: Option<&str>,
     ) -> Result<Created, ApiError> {
         let (
@@ -481,6 +481,11 @@ impl TaskService {
                 None
             }
         };
+        // The image's text (its base64 can be 1.33 × MAX_IMAGE_BYTES) is not
+        // needed once decoded.
+        req.user_image = None;
+        req.picture_url = None;
+        req.user_image_base64 = None;
         let image = match image {
             Some(Ok(i)) => Some(i),
             Some(Err(e)) => {
@@ -599,7 +604,7 @@ impl TaskService {
     /// As [`TaskService::create_edit`].
     pub async fn create_outfit(
         &self,
-        req: CreateOutfitRequest,
+        mut req: CreateOutfitRequest,
         idem_header: Option<&str>,
     ) -> Result<Created, ApiError> {
         let (
@@ -628,10 +633,12 @@ impl TaskService {
                 }
             },
         };
-        let lists = [
-            ("outfit_images", false, &req.outfit_images),
-            ("outfit_image_urls", false, &req.outfit_image_urls),
-            ("outfit_image_base64", true, &req.outfit_image_base64),
+        // Taken out of the request, not copied: each can be a base64 text of
+        // up to 1.33 × MAX_IMAGE_BYTES, dropped once decoded.
+        let mut lists = [
+            ("outfit_images", false, req.outfit_images.take()),
+            ("outfit_image_urls", false, req.outfit_image_urls.take()),
+            ("outfit_image_base64", true, req.outfit_image_base64.take()),
         ];
         if lists.iter().filter(|(_, _, list)| list.is_some()).count() > 1 {
             errors.push(field_error(
@@ -639,13 +646,13 @@ impl TaskService {
                 "give only one of outfit_images, outfit_image_urls and outfit_image_base64",
             ));
         }
-        let (field, bare, raw) = lists.iter().find(|(_, _, list)| list.is_some()).map_or(
+        let (field, bare, raw) = lists.iter_mut().find(|(_, _, list)| list.is_some()).map_or(
             ("outfit_images", false, None),
             |(field, bare, list)| {
                 (
                     *field,
                     *bare,
-                    (*list).clone().map(crate::dto::OneOrMany::into_vec),
+                    list.take().map(crate::dto::OneOrMany::into_vec),
                 )
             },
         );
@@ -656,8 +663,8 @@ impl TaskService {
                 errors.push(field_error(field, "must hold 1 to 5 images"));
             }
             Some(list) => {
-                for (i, s) in list.iter().enumerate() {
-                    match parse_image(&format!("{field}[{i}]"), s, self.image_limits(), bare) {
+                for (i, s) in list.into_iter().enumerate() {
+                    match parse_image(&format!("{field}[{i}]"), &s, self.image_limits(), bare) {
                         Ok(img) => garments.push(InputImage::New(img)),
                         Err(e) => errors.push(e),
                     }
@@ -770,7 +777,7 @@ impl TaskService {
         Ok((id, reference))
     }
 
-    async fn insert(&self, draft: Draft) -> Result<Created, ApiError> {
+    async fn insert(&self, mut draft: Draft) -> Result<Created, ApiError> {
         let fingerprint = draft.request_id.as_ref().map(|_| fingerprint(&draft));
         // Admission before anything is stored; a replay of an existing task
         // is answered whatever the queue holds.
@@ -796,19 +803,33 @@ impl TaskService {
         let quota = admitted.quota();
         let task_id = TaskId::generate();
         let mut refs = Vec::with_capacity(draft.inputs.len());
-        for (i, input) in draft.inputs.iter().enumerate() {
-            refs.push(match input {
-                InputImage::Stored(r) => r.clone(),
-                InputImage::New(ImageInput::Url(u)) => u.as_str().to_string(),
-                InputImage::New(ImageInput::DataUri(img)) => {
-                    let key = input_key(&task_id, i, img.mime());
-                    self.blobs
-                        .put(&key, bytes::Bytes::copy_from_slice(img.bytes()))
-                        .await
-                        .map_err(|e| ApiError::Internal(e.into()))?;
-                    format!("{BLOB_REF_PREFIX}{key}")
+        // The keys of the inputs written below, deleted again if no task is created.
+        let mut written = Vec::new();
+        for (i, input) in draft.inputs.iter_mut().enumerate() {
+            let key = match input {
+                InputImage::Stored(r) => {
+                    refs.push(r.clone());
+                    continue;
                 }
-            });
+                InputImage::New(ImageInput::Url(u)) => {
+                    refs.push(u.as_str().to_string());
+                    continue;
+                }
+                InputImage::New(ImageInput::DataUri(img)) => input_key(&task_id, i, img.mime()),
+            };
+            let reference = format!("{BLOB_REF_PREFIX}{key}");
+            // The decoded bytes (up to MAX_IMAGE_BYTES) move to the store, not
+            // a copy of them; the draft keeps the reference.
+            if let InputImage::New(ImageInput::DataUri(img)) =
+                std::mem::replace(input, InputImage::Stored(reference.clone()))
+            {
+                self.blobs
+                    .put(&key, bytes::Bytes::from(img.into_bytes()))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+            }
+            written.push(key);
+            refs.push(reference);
         }
         let new = NewTask {
             task_id,
@@ -829,7 +850,7 @@ impl TaskService {
         if !matches!(outcome, Ok(InsertOutcome::Created(_))) {
             // A replay, a conflict or a failed insert: the inputs just written
             // belong to no task.
-            self.discard_inputs(&task_id, &draft).await;
+            self.discard_inputs(&written).await;
         }
         match outcome? {
             InsertOutcome::Created(task) => {
@@ -853,13 +874,11 @@ impl TaskService {
         }
     }
 
-    async fn discard_inputs(&self, task_id: &TaskId, draft: &Draft) {
-        for (i, input) in draft.inputs.iter().enumerate() {
-            if let InputImage::New(ImageInput::DataUri(img)) = input {
-                let key = input_key(task_id, i, img.mime());
-                if let Err(e) = self.blobs.delete(&key).await {
-                    tracing::warn!(error = %e, blob.key = %key, "could not delete an unused input image");
-                }
+    /// Deletes input images written for a task that was not created.
+    async fn discard_inputs(&self, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = self.blobs.delete(key).await {
+                tracing::warn!(error = %e, blob.key = %key, "could not delete an unused input image");
             }
         }
     }
