@@ -310,8 +310,21 @@ macro_rules! point_read {
                     None => with_conn!($db, |$conn $(, $dialect)?| $body),
                 }
             }
-            #[cfg(any(feature = "postgres", feature = "mysql"))]
-            _ => with_conn!($db, |$conn $(, $dialect)?| $body),
+            // A session the server ended a moment ago can pass the checkout
+            // (its driver has not read the close yet, and only idle
+            // connections are verified): the read is made once more, on
+            // another connection.
+            #[cfg(feature = "postgres")]
+            $crate::db::Pools::Postgres(_) => {
+                match with_conn!($db, |$conn $(, $dialect)?| $body) {
+                    Err(e) if $crate::db::is_session_ended(&e) => {
+                        with_conn!($db, |$conn $(, $dialect)?| $body)
+                    }
+                    other => other,
+                }
+            }
+            #[cfg(feature = "mysql")]
+            $crate::db::Pools::Mysql(_) => with_conn!($db, |$conn $(, $dialect)?| $body),
         }
     }};
 }
@@ -482,6 +495,11 @@ pub(crate) fn finish<M: deadpool::managed::Manager, T>(
     budget: Duration,
 ) -> Result<T, RepoError> {
     match outcome {
+        Ok(Err(e)) if is_session_ended(&e) => {
+            // Its session is gone: open another rather than lend this one again.
+            drop(deadpool::managed::Object::take(guard));
+            Err(e)
+        }
         Ok(result) => result,
         Err(_) => {
             drop(deadpool::managed::Object::take(guard));
@@ -1030,6 +1048,7 @@ pub(crate) fn classify(e: RepoError) -> RepoError {
             if matches!(kind, DatabaseErrorKind::Unknown)
                 && (is_sqlite_busy(info.message())
                     || is_server_timeout(info.message())
+                    || is_pg_session_ended(info.message())
                     || is_mysql_transient(info.message())) =>
         {
             RepoError::Unavailable(info.message().to_owned())
@@ -1069,6 +1088,34 @@ fn is_server_timeout(message: &str) -> bool {
         || message.starts_with("canceling statement due to lock timeout")
 }
 
+/// PostgreSQL ended the session (SQLSTATE class 57, operator intervention):
+/// `pg_terminate_backend`, a shutdown or restart ("terminating connection due
+/// to administrator command"), a crash of another server process, an idle
+/// timeout, or a server not accepting sessions ("the database system is
+/// shutting down" / "starting up"). By the server's (English) message, as for
+/// the timeouts: the connection is gone and the statement did not run, so the
+/// call is [`RepoError::Unavailable`] (503), and a point read is made once more
+/// on another connection ([`point_read!`]).
+fn is_pg_session_ended(message: &str) -> bool {
+    message.starts_with("terminating connection") || message.starts_with("the database system is")
+}
+
+/// Whether `e` (before or after [`classify`]) says the connection's session is
+/// gone: closed, or ended by a PostgreSQL server ([`is_pg_session_ended`]).
+/// Such a connection is not put back into the pool ([`finish`]).
+pub(crate) fn is_session_ended(e: &RepoError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        RepoError::Query(Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )) => true,
+        RepoError::Query(Error::DatabaseError(_, info)) => is_pg_session_ended(info.message()),
+        RepoError::Unavailable(message) => is_pg_session_ended(message),
+        _ => false,
+    }
+}
+
 /// MySQL/MariaDB failures worth retrying, by message: diesel-async keeps the
 /// server's message but not its error number. Deadlock (1213) and lock wait
 /// timeout (1205) roll back (part of) the transaction and say "try restarting
@@ -1093,6 +1140,65 @@ fn is_mysql_transient(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_postgres_ended_is_unavailable_and_not_lent_again() {
+        struct Info(&'static str);
+        impl diesel::result::DatabaseErrorInformation for Info {
+            fn message(&self) -> &str {
+                self.0
+            }
+            fn details(&self) -> Option<&str> {
+                None
+            }
+            fn hint(&self) -> Option<&str> {
+                None
+            }
+            fn table_name(&self) -> Option<&str> {
+                None
+            }
+            fn column_name(&self) -> Option<&str> {
+                None
+            }
+            fn constraint_name(&self) -> Option<&str> {
+                None
+            }
+            fn statement_position(&self) -> Option<i32> {
+                None
+            }
+        }
+        let server = |message: &'static str| {
+            RepoError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                Box::new(Info(message)),
+            ))
+        };
+        for message in [
+            "terminating connection due to administrator command",
+            "terminating connection due to idle-session timeout",
+            "terminating connection because of crash of another server process",
+            "the database system is shutting down",
+        ] {
+            assert!(is_session_ended(&server(message)), "{message}");
+            let classified = classify(server(message));
+            assert!(
+                matches!(&classified, RepoError::Unavailable(m) if m == message),
+                "{classified:?}"
+            );
+            assert!(is_session_ended(&classified), "{message}");
+        }
+        // Other failures keep their connection and their kind.
+        for message in [
+            "syntax error at or near \"x\"",
+            "relation \"t\" does not exist",
+        ] {
+            assert!(!is_session_ended(&server(message)), "{message}");
+            assert!(matches!(classify(server(message)), RepoError::Query(_)));
+        }
+        let timeout = classify(server("canceling statement due to statement timeout"));
+        assert!(matches!(timeout, RepoError::Unavailable(_)));
+        assert!(!is_session_ended(&timeout));
+    }
 
     #[test]
     fn an_unknown_scheme_lists_every_accepted_mysql_spelling() {

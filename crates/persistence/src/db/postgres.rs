@@ -50,9 +50,11 @@ fn setup_connection(
     })
 }
 
-/// A pooled connection unused for longer than this is verified with a round
-/// trip (`SELECT 1`) when it is checked out; one used more recently is only
-/// checked locally ([`Manager`]). Seconds: below the idle timeouts of
+/// A pooled connection last checked out longer ago than this is verified with
+/// a round trip (`SELECT 1`) when it is checked out again; one checked out
+/// more recently is only checked locally ([`Manager`]). deadpool counts from
+/// the last checkout, not the last return, so a connection held for a long
+/// call is verified after it, which costs one round trip and is harmless. Seconds: below the idle timeouts of
 /// connection reapers and NAT tables, far above the gap between two checkouts
 /// of a busy pool.
 pub(crate) const VERIFY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
