@@ -134,6 +134,76 @@ fn check_id(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
 const MAX_ECHOED_ID_CHARS: usize = 64;
 
 /// A client-supplied id, shortened for messages.
+/// How long after a create failed with an unknown outcome, or its request
+/// was dropped half-way (the client went away), its input images are checked
+/// against the database and deleted when no task holds them: longer than any
+/// insert the dropped request may have left running (a database call is
+/// bounded by `DATABASE_CALL_TIMEOUT`, 5 s by default).
+pub const UNCLAIMED_INPUTS_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Input images a create has written for `task_id` before its insert: users'
+/// photos, which must not stay in the store without a task (nothing else
+/// would ever delete them). [`UnclaimedInputs::claimed`] once the task is
+/// created, [`UnclaimedInputs::discard`] when it certainly was not. Dropped
+/// with keys left (an early return, a failed insert, or the request's future
+/// dropped because its client went away), it deletes them after `grace`
+/// unless the task exists by then: an insert whose answer was lost may have
+/// committed, and then the inputs are the task's.
+struct UnclaimedInputs {
+    tasks: Arc<dyn TaskRepository>,
+    blobs: Arc<dyn BlobStore>,
+    task_id: TaskId,
+    /// Keys written and not yet claimed or deleted.
+    keys: Vec<String>,
+    grace: std::time::Duration,
+}
+
+impl UnclaimedInputs {
+    /// The task was created: the inputs are its own.
+    fn claimed(&mut self) {
+        self.keys.clear();
+    }
+
+    /// No task was created: deletes the inputs now.
+    async fn discard(&mut self) {
+        delete_inputs(&*self.blobs, &std::mem::take(&mut self.keys)).await;
+    }
+}
+
+impl Drop for UnclaimedInputs {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        let (tasks, blobs) = (Arc::clone(&self.tasks), Arc::clone(&self.blobs));
+        let (task_id, grace) = (self.task_id, self.grace);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(task.id = %task_id, inputs = keys.len(), "input images of a failed create left in the store: no runtime to delete them");
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            match tasks.get_task(&task_id).await {
+                Ok(_) => {}
+                Err(RepoError::NotFound) => delete_inputs(&*blobs, &keys).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, task.id = %task_id, inputs = keys.len(), "could not check whether a failed create's input images belong to a task; they are kept");
+                }
+            }
+        });
+    }
+}
+
+/// Deletes input images that belong to no task; a failure is logged.
+async fn delete_inputs(blobs: &dyn BlobStore, keys: &[String]) {
+    for key in keys {
+        if let Err(e) = blobs.delete(key).await {
+            tracing::warn!(error = %e, blob.key = %key, "could not delete an unused input image");
+        }
+    }
+}
+
 /// 404/1003 for the task `raw_id` names (cut to 64 characters).
 fn task_not_found(raw_id: &str) -> ApiError {
     ApiError::NotFound(format!("task {} not found", shown(raw_id)))
@@ -803,8 +873,16 @@ impl TaskService {
         let quota = admitted.quota();
         let task_id = TaskId::generate();
         let mut refs = Vec::with_capacity(draft.inputs.len());
-        // The keys of the inputs written below, deleted again if no task is created.
-        let mut written = Vec::new();
+        // The inputs written below, deleted again unless the task is created:
+        // at once when the insert says it was not, later (after a check) when
+        // the outcome is unknown or this request is dropped half-way.
+        let mut written = UnclaimedInputs {
+            tasks: Arc::clone(&self.tasks),
+            blobs: Arc::clone(&self.blobs),
+            task_id,
+            keys: Vec::new(),
+            grace: UNCLAIMED_INPUTS_GRACE,
+        };
         for (i, input) in draft.inputs.iter_mut().enumerate() {
             let key = match input {
                 InputImage::Stored(r) => {
@@ -828,7 +906,7 @@ impl TaskService {
                     .await
                     .map_err(|e| ApiError::Internal(e.into()))?;
             }
-            written.push(key);
+            written.keys.push(key);
             refs.push(reference);
         }
         let new = NewTask {
@@ -847,10 +925,15 @@ impl TaskService {
             callback_url: draft.callback_url.clone(),
         };
         let outcome = self.tasks.insert_task(new).await;
-        if !matches!(outcome, Ok(InsertOutcome::Created(_))) {
-            // A replay, a conflict or a failed insert: the inputs just written
-            // belong to no task.
-            self.discard_inputs(&written).await;
+        match &outcome {
+            Ok(InsertOutcome::Created(_)) => written.claimed(),
+            // A replay or a conflict: the inputs just written belong to no task.
+            Ok(InsertOutcome::Existing(_)) | Err(RepoError::Conflict(_)) => {
+                written.discard().await;
+            }
+            // A failed insert may still have committed (an answer lost to a
+            // timeout): `written` checks before it deletes, when dropped.
+            Err(_) => {}
         }
         match outcome? {
             InsertOutcome::Created(task) => {
@@ -870,15 +953,6 @@ impl TaskService {
                     rate_limit: quota,
                     ..c
                 })
-            }
-        }
-    }
-
-    /// Deletes input images written for a task that was not created.
-    async fn discard_inputs(&self, keys: &[String]) {
-        for key in keys {
-            if let Err(e) = self.blobs.delete(key).await {
-                tracing::warn!(error = %e, blob.key = %key, "could not delete an unused input image");
             }
         }
     }
@@ -1195,4 +1269,100 @@ pub async fn list_page(
         None
     };
     Ok(TaskPage { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgen_persistence::{Database, ObjectBlobStore, PoolOptions};
+
+    /// A store of one input photo under `key`, and a fresh SQLite database.
+    async fn store_and_database(
+        dir: &std::path::Path,
+        key: &str,
+    ) -> (Arc<dyn BlobStore>, Database) {
+        let store =
+            ObjectBlobStore::from_url(&format!("file://{}", dir.join("blobs").display())).unwrap();
+        store
+            .put(key, bytes::Bytes::from_static(b"photo"))
+            .await
+            .unwrap();
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.join("db.sqlite").display()),
+            PoolOptions::default(),
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        (Arc::new(store), db)
+    }
+
+    /// Whether `key` is still in `blobs` after at most two seconds of waiting for it to go.
+    async fn still_there_after_a_while(blobs: &dyn BlobStore, key: &str) -> bool {
+        for _ in 0..40 {
+            if blobs.get(key).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn inputs_a_dropped_create_left_are_deleted_unless_the_task_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "inputs/task_x/0.png".to_owned();
+        let (blobs, db) = store_and_database(dir.path(), &key).await;
+        let tasks: Arc<dyn TaskRepository> = Arc::new(db);
+        let unclaimed = |task_id: TaskId| UnclaimedInputs {
+            tasks: Arc::clone(&tasks),
+            blobs: Arc::clone(&blobs),
+            task_id,
+            keys: vec![key.clone()],
+            grace: std::time::Duration::from_millis(20),
+        };
+
+        // The insert committed although its request went away: the photo is the task's.
+        let created = TaskId::generate();
+        tasks
+            .insert_task(NewTask {
+                task_id: created,
+                request_id: None,
+                user_id: "u".into(),
+                task_type: TaskType::Default,
+                base_model_task_id: None,
+                angle: None,
+                size: "1:1".into(),
+                prompt: "p".into(),
+                model: "m".into(),
+                input_images: vec![format!("{BLOB_REF_PREFIX}{key}")],
+                request_fingerprint: None,
+                created_at: Utc::now(),
+                callback_url: None,
+            })
+            .await
+            .unwrap();
+        drop(unclaimed(created));
+        assert!(still_there_after_a_while(&*blobs, &key).await);
+
+        // Claimed: kept at once, whatever the database says.
+        let mut claimed = unclaimed(TaskId::generate());
+        claimed.claimed();
+        drop(claimed);
+        assert!(still_there_after_a_while(&*blobs, &key).await);
+
+        // No task holds it: deleted after the grace.
+        drop(unclaimed(TaskId::generate()));
+        assert!(!still_there_after_a_while(&*blobs, &key).await);
+
+        // Discarded: deleted at once.
+        blobs
+            .put(&key, bytes::Bytes::from_static(b"photo"))
+            .await
+            .unwrap();
+        let mut discarded = unclaimed(TaskId::generate());
+        discarded.discard().await;
+        assert!(blobs.get(&key).await.is_err());
+        drop(discarded);
+    }
 }
