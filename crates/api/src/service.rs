@@ -901,12 +901,15 @@ impl TaskService {
             if let InputImage::New(ImageInput::DataUri(img)) =
                 std::mem::replace(input, InputImage::Stored(reference.clone()))
             {
+                // Held before the upload starts: a local store writes on a
+                // blocking thread that finishes the file even when this
+                // request is dropped during the upload.
+                written.keys.push(key.clone());
                 self.blobs
                     .put(&key, bytes::Bytes::from(img.into_bytes()))
                     .await
                     .map_err(|e| ApiError::Internal(e.into()))?;
             }
-            written.keys.push(key);
             refs.push(reference);
         }
         let new = NewTask {
