@@ -133,7 +133,6 @@ fn check_id(value: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
 /// At most this many characters of a client-supplied id are echoed in a message.
 const MAX_ECHOED_ID_CHARS: usize = 64;
 
-/// A client-supplied id, shortened for messages.
 /// How long after a create failed with an unknown outcome, or its request
 /// was dropped half-way (the client went away), its input images are checked
 /// against the database and deleted when no task holds them: longer than any
@@ -224,6 +223,7 @@ fn found<T>(raw_id: &str, read: Result<T, RepoError>) -> Result<T, ApiError> {
     }
 }
 
+/// A client-supplied id, shortened for messages.
 fn shown(raw: &str) -> String {
     if raw.chars().count() > MAX_ECHOED_ID_CHARS {
         let mut s: String = raw.chars().take(MAX_ECHOED_ID_CHARS).collect();
@@ -883,34 +883,25 @@ impl TaskService {
             keys: Vec::new(),
             grace: UNCLAIMED_INPUTS_GRACE,
         };
-        for (i, input) in draft.inputs.iter_mut().enumerate() {
-            let key = match input {
-                InputImage::Stored(r) => {
-                    refs.push(r.clone());
-                    continue;
+        // Taken by value: the decoded bytes (up to MAX_IMAGE_BYTES) move to
+        // the store, not a copy of them.
+        for (i, input) in std::mem::take(&mut draft.inputs).into_iter().enumerate() {
+            refs.push(match input {
+                InputImage::Stored(r) => r,
+                InputImage::New(ImageInput::Url(u)) => u.as_str().to_string(),
+                InputImage::New(ImageInput::DataUri(img)) => {
+                    let key = input_key(&task_id, i, img.mime());
+                    // Held before the upload starts: a local store writes on a
+                    // blocking thread that finishes the file even when this
+                    // request is dropped during the upload.
+                    written.keys.push(key.clone());
+                    self.blobs
+                        .put(&key, bytes::Bytes::from(img.into_bytes()))
+                        .await
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    format!("{BLOB_REF_PREFIX}{key}")
                 }
-                InputImage::New(ImageInput::Url(u)) => {
-                    refs.push(u.as_str().to_string());
-                    continue;
-                }
-                InputImage::New(ImageInput::DataUri(img)) => input_key(&task_id, i, img.mime()),
-            };
-            let reference = format!("{BLOB_REF_PREFIX}{key}");
-            // The decoded bytes (up to MAX_IMAGE_BYTES) move to the store, not
-            // a copy of them; the draft keeps the reference.
-            if let InputImage::New(ImageInput::DataUri(img)) =
-                std::mem::replace(input, InputImage::Stored(reference.clone()))
-            {
-                // Held before the upload starts: a local store writes on a
-                // blocking thread that finishes the file even when this
-                // request is dropped during the upload.
-                written.keys.push(key.clone());
-                self.blobs
-                    .put(&key, bytes::Bytes::from(img.into_bytes()))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.into()))?;
-            }
-            refs.push(reference);
+            });
         }
         let new = NewTask {
             task_id,

@@ -52,11 +52,11 @@ fn setup_connection(
 
 /// A pooled connection last checked out longer ago than this is verified with
 /// a round trip (`SELECT 1`) when it is checked out again; one checked out
-/// more recently is only checked locally ([`Manager`]). deadpool counts from
-/// the last checkout, not the last return, so a connection held for a long
-/// call is verified after it, which costs one round trip and is harmless. Seconds: below the idle timeouts of
-/// connection reapers and NAT tables, far above the gap between two checkouts
-/// of a busy pool.
+/// more recently is only checked locally ([`Manager`]). Below the idle
+/// timeouts of connection reapers and NAT tables, far above the gap between
+/// two checkouts of a busy pool. deadpool counts from the last checkout, not
+/// the last return, so a connection held for a long call is verified after
+/// it: one round trip more, harmless.
 pub(crate) const VERIFY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The pool's connection manager: diesel-async's, with a checkout that costs
